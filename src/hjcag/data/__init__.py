@@ -1,0 +1,1 @@
+"""Datasets: the features file format, dataset adapters and the synthetic demo generator."""

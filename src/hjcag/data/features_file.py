@@ -1,0 +1,245 @@
+"""The pre-extracted features format: the interface users script against.
+
+An ``.npz`` with keys
+
+- ``utterance_id`` (N,), ``label`` (N,, strings), ``group`` (N,, dialogue or session id)
+- optional ``split`` (N,, train/dev/test) and ``speaker`` (N,)
+- any of ``text``, ``audio``, ``visual``: float arrays of shape (N, d) or (N, L, d)
+
+Utterance-level vectors (N, d) are broadcast over L, as the paper does for audio functionals; sequences
+longer than L are cropped and shorter ones zero-padded (a warning says how many).
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hjcag.errors import FeatureFileError
+from hjcag.params import MODALITIES, MODALITY_NAMES
+
+log = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("utterance_id", "label", "group")
+SPLITS = ("train", "dev", "test")
+FIX_HINT = "See README 'Pre-extracted features' for the expected keys and shapes."
+
+
+@dataclass
+class FeatureSet:
+    """Features of N utterances, aligned to L steps per modality: arrays (N, L, d_m) float32."""
+
+    utterance_id: np.ndarray
+    label: np.ndarray
+    group: np.ndarray
+    features: dict[str, np.ndarray]
+    split: np.ndarray | None = None
+    speaker: np.ndarray | None = None
+    label_names: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not self.label_names:
+            self.label_names = tuple(sorted({str(x) for x in self.label}))
+
+    def __len__(self) -> int:
+        return len(self.utterance_id)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.features)
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {m: int(x.shape[-1]) for m, x in self.features.items()}
+
+    @property
+    def seq_len(self) -> int:
+        return int(next(iter(self.features.values())).shape[1])
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Labels as class indices into ``label_names``."""
+        index = {name: i for i, name in enumerate(self.label_names)}
+        return np.array([index[str(x)] for x in self.label], dtype=np.int64)
+
+    def subset(self, idx: np.ndarray) -> FeatureSet:
+        return FeatureSet(
+            utterance_id=self.utterance_id[idx],
+            label=self.label[idx],
+            group=self.group[idx],
+            features={m: x[idx] for m, x in self.features.items()},
+            split=None if self.split is None else self.split[idx],
+            speaker=None if self.speaker is None else self.speaker[idx],
+            label_names=self.label_names,
+        )
+
+    def select(self, modalities: Sequence[str]) -> FeatureSet:
+        """Keep only `modalities`; a clear error names what the file lacks."""
+        missing = [m for m in modalities if m not in self.features]
+        if missing:
+            have = ", ".join(MODALITY_NAMES[m] for m in self.modalities) or "none"
+            raise FeatureFileError(
+                f"modalities {[MODALITY_NAMES[m] for m in missing]} were requested but the features hold only "
+                f"[{have}]. Drop them from --modalities or add the '{MODALITY_NAMES[missing[0]]}' key "
+                f"to the features file."
+            )
+        return FeatureSet(
+            utterance_id=self.utterance_id,
+            label=self.label,
+            group=self.group,
+            features={m: self.features[m] for m in modalities},
+            split=self.split,
+            speaker=self.speaker,
+            label_names=self.label_names,
+        )
+
+
+def align_to_length(x: np.ndarray, seq_len: int) -> np.ndarray:
+    """(N, d) -> broadcast to (N, L, d); (N, T, d) -> crop or zero-pad to (N, L, d)."""
+    if x.ndim == 2:
+        return np.repeat(x[:, None, :], seq_len, axis=1)
+    n, t, d = x.shape
+    if t >= seq_len:
+        return x[:, :seq_len]
+    out = np.zeros((n, seq_len, d), dtype=x.dtype)
+    out[:, :t] = x
+    return out
+
+
+def _check_modality_array(key: str, value: np.ndarray, n: int, source: str) -> np.ndarray:
+    if value.dtype == object or not np.issubdtype(value.dtype, np.number):
+        raise FeatureFileError(f"{source}: key '{key}' must be a float array, got dtype {value.dtype}. {FIX_HINT}")
+    if value.ndim not in (2, 3):
+        raise FeatureFileError(
+            f"{source}: key '{key}' has shape {value.shape}; expected (N, d) or (N, L, d) with N={n}. {FIX_HINT}"
+        )
+    if value.shape[0] != n:
+        raise FeatureFileError(
+            f"{source}: key '{key}' has {value.shape[0]} rows but 'utterance_id' has {n}. "
+            f"Every array must have one row per utterance. {FIX_HINT}"
+        )
+    if value.shape[-1] == 0:
+        raise FeatureFileError(f"{source}: key '{key}' has feature width 0. {FIX_HINT}")
+    finite = np.isfinite(value)
+    if not finite.all():
+        rows = np.unique(np.nonzero(~finite.reshape(n, -1))[0])
+        raise FeatureFileError(
+            f"{source}: key '{key}' holds NaN or inf values in {len(rows)} utterance(s), first rows "
+            f"{rows[:5].tolist()}. Re-extract them or drop those rows before training."
+        )
+    return value.astype(np.float32, copy=False)
+
+
+def feature_set_from_arrays(
+    arrays: Mapping[str, np.ndarray],
+    seq_len: int,
+    label_names: Sequence[str] = (),
+    source: str = "features",
+) -> FeatureSet:
+    """Validate raw arrays (as read from an .npz) and build an aligned :class:`FeatureSet`."""
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise FeatureFileError(
+            f"{source}: missing required key(s) {missing}. Found keys {sorted(arrays)}. {FIX_HINT}"
+        )
+    ids = np.asarray(arrays["utterance_id"]).astype(str)
+    if ids.ndim != 1:
+        raise FeatureFileError(f"{source}: 'utterance_id' must be 1-D (N,), got shape {ids.shape}.")
+    n = len(ids)
+    if n == 0:
+        raise FeatureFileError(f"{source}: the file holds no utterances.")
+    dup = _duplicates(ids)
+    if dup:
+        raise FeatureFileError(f"{source}: duplicate utterance ids {dup[:5]}; each utterance_id must be unique.")
+    columns: dict[str, np.ndarray] = {}
+    for key in ("label", "group", "split", "speaker"):
+        if key not in arrays:
+            continue
+        col = np.asarray(arrays[key]).astype(str)
+        if col.shape != (n,):
+            raise FeatureFileError(f"{source}: key '{key}' has shape {col.shape}; expected ({n},) like 'utterance_id'.")
+        columns[key] = col
+    if "split" in columns:
+        bad = sorted(set(columns["split"]) - set(SPLITS))
+        if bad:
+            raise FeatureFileError(f"{source}: 'split' holds {bad}; allowed values are {list(SPLITS)}.")
+    if label_names:
+        unknown = sorted(set(columns["label"]) - set(label_names))
+        if unknown:
+            raise FeatureFileError(
+                f"{source}: labels {unknown} are not in the dataset's label set {list(label_names)}. "
+                f"Fix the labels or the profile's 'labels' in params.yaml."
+            )
+    long_names = {v: k for k, v in MODALITY_NAMES.items()}
+    features: dict[str, np.ndarray] = {}
+    for key in arrays:
+        if key in long_names:
+            value = _check_modality_array(key, np.asarray(arrays[key]), n, source)
+            if value.ndim == 3 and value.shape[1] != seq_len:
+                log.warning("%s: '%s' has %d steps; aligning to L=%d.", source, key, value.shape[1], seq_len)
+            features[long_names[key]] = align_to_length(value, seq_len)
+    extra = sorted(set(arrays) - set(REQUIRED_KEYS) - {"split", "speaker"} - set(long_names))
+    if extra:
+        log.warning("%s: ignoring unknown key(s) %s.", source, extra)
+    if not features:
+        raise FeatureFileError(
+            f"{source}: no modality arrays found. Add at least one of 'text', 'audio', 'visual'. {FIX_HINT}"
+        )
+    return FeatureSet(
+        utterance_id=ids,
+        label=columns["label"],
+        group=columns["group"],
+        features=features,
+        split=columns.get("split"),
+        speaker=columns.get("speaker"),
+        label_names=tuple(label_names),
+    )
+
+
+def _duplicates(values: np.ndarray) -> list[str]:
+    uniq, counts = np.unique(values, return_counts=True)
+    return uniq[counts > 1].tolist()
+
+
+def load_features(path: str | Path, seq_len: int, label_names: Sequence[str] = ()) -> FeatureSet:
+    """Read a features ``.npz`` (or an ERC ``.pkl``, see :mod:`hjcag.data.erc_pickle`)."""
+    path = Path(path)
+    if not path.exists():
+        raise FeatureFileError(f"features file '{path}' not found. Check the path passed to --features.")
+    if path.suffix in (".pkl", ".pickle"):
+        from hjcag.data.erc_pickle import load_erc_pickle
+
+        return load_erc_pickle(path, seq_len=seq_len, label_names=label_names)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise FeatureFileError(
+            f"'{path}' is not a readable .npz ({exc}). Write it with numpy.savez / savez_compressed "
+            f"using plain (non-object) arrays."
+        ) from exc
+    return feature_set_from_arrays(arrays, seq_len, label_names, source=str(path))
+
+
+def save_features(path: str | Path, fs: FeatureSet) -> Path:
+    """Write a :class:`FeatureSet` in the ``.npz`` format above (modalities under their long names)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {
+        "utterance_id": fs.utterance_id.astype(str),
+        "label": fs.label.astype(str),
+        "group": fs.group.astype(str),
+    }
+    if fs.split is not None:
+        arrays["split"] = fs.split.astype(str)
+    if fs.speaker is not None:
+        arrays["speaker"] = fs.speaker.astype(str)
+    for m, x in fs.features.items():
+        arrays[MODALITY_NAMES[m]] = x.astype(np.float32)
+    np.savez_compressed(path, **arrays)
+    return path

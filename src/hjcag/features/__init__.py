@@ -1,0 +1,1 @@
+"""Feature extraction: per-modality extractors and the L-step alignment."""
