@@ -1,0 +1,196 @@
+"""`hjcag prepare`: a dataset as downloaded -> out/manifest.parquet + out/prepare_report.json.
+
+The adapters (meld, iemocap, generic manifest) only translate layouts. The checks every dataset shares live here:
+duplicate ids (later copies dropped, so utterance_id stays unique), empty text and labels outside the label set
+(kept, flagged as issues for the validation stage to judge), and media files. Media of a modality that was not
+chosen are not required: a missing one is simply nulled. Media of a chosen modality that are missing stay in the
+manifest with their path and are listed in the report; deciding what to do with them is validation's job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from hjcag.data.iemocap import IEMOCAP_LABELS, read_iemocap
+from hjcag.data.manifest import (
+    MANIFEST_FILE,
+    REPORT_FILE,
+    SOURCE_KEY,
+    AdapterResult,
+    manifest_frame,
+    read_generic_manifest,
+    write_manifest,
+)
+from hjcag.data.meld import MELD_LABELS, read_meld
+from hjcag.errors import ConfigError, DataError
+from hjcag.params import parse_modalities
+
+DATASET_KINDS: tuple[str, ...] = ("meld", "iemocap", "manifest")
+DEFAULT_LABELS: dict[str, tuple[str, ...] | None] = {"meld": MELD_LABELS, "iemocap": IEMOCAP_LABELS, "manifest": None}
+_MEDIA = (("a", "audio", "audio_path"), ("v", "video", "video_path"))
+
+
+@dataclass
+class PrepareReport:
+    """What `prepare_dataset` did; written as prepare_report.json next to the manifest."""
+
+    dataset: str
+    source: str
+    modalities: list[str]
+    labels: list[str] | None
+    manifest_path: str
+    report_path: str
+    rows_read: int = 0
+    rows_written: int = 0
+    label_counts: dict[str, int] = field(default_factory=dict)
+    split_counts: dict[str, int] = field(default_factory=dict)
+    session_counts: dict[str, int] = field(default_factory=dict)
+    dialogues: int = 0
+    dropped_counts: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    dropped_label_counts: dict[str, int] = field(default_factory=dict)  # label -> rows dropped for it
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # utterance_id, file, line, reason, detail
+    issue_counts: dict[str, int] = field(default_factory=dict)
+    issues: list[dict[str, Any]] = field(default_factory=list)  # kept rows validation should look at
+    missing_media: list[dict[str, Any]] = field(default_factory=list)  # utterance_id, modality, path
+    missing_media_counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """A few lines for the terminal."""
+        lines = [
+            f"{self.dataset}: {self.rows_written} utterances written ({self.rows_read} read) in {self.dialogues} "
+            f"dialogues -> {self.manifest_path}",
+            f"  labels: {dict(sorted(self.label_counts.items()))}",
+        ]
+        if self.split_counts:
+            lines.append(f"  splits: {self.split_counts}")
+        if self.session_counts:
+            lines.append(f"  sessions: {self.session_counts}")
+        if self.dropped_counts:
+            extra = f" (labels {self.dropped_label_counts})" if self.dropped_label_counts else ""
+            lines.append(f"  dropped: {self.dropped_counts}{extra}")
+        if self.issue_counts:
+            lines.append(f"  flagged for validation: {self.issue_counts}")
+        if self.missing_media_counts:
+            lines.append(f"  missing media: {self.missing_media_counts}")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        lines.append(f"  details: {self.report_path}")
+        return "\n".join(lines)
+
+
+def _adapt(kind: str, source: Path, modalities: tuple[str, ...], labels: Sequence[str] | None) -> AdapterResult:
+    if kind == "meld":
+        return read_meld(source, modalities)
+    if kind == "iemocap":
+        return read_iemocap(source, modalities, labels=labels or IEMOCAP_LABELS)
+    return read_generic_manifest(source, modalities)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def prepare_dataset(
+    kind: str,
+    source: str | Path,
+    out: str | Path,
+    modalities: str | Sequence[str] = ("t", "a", "v"),
+    labels: Sequence[str] | None = None,
+    progress: bool = True,
+) -> PrepareReport:
+    """Build out/manifest.parquet and out/prepare_report.json from a dataset as downloaded.
+
+    kind: "meld" | "iemocap" | "manifest" (a user's CSV/JSONL with the normalised columns).
+    modalities: "t,a,v" or a subset; media files of modalities not chosen are not required.
+    labels: the label set (default: the dataset's; none for "manifest"). IEMOCAP rows outside it are dropped
+    (the paper's six-class protocol); elsewhere they are kept and flagged as `unknown_label` issues.
+    Raises DataError for unreadable input (naming file, line and fix) or when no utterance is left.
+    """
+    if kind not in DATASET_KINDS:
+        raise ConfigError(f"unknown dataset kind '{kind}'. Use one of: {', '.join(DATASET_KINDS)}.")
+    mods = parse_modalities(modalities)
+    source, out = Path(source), Path(out)
+    if not source.exists():
+        raise DataError(f"source '{source}' does not exist. Pass --source to the downloaded dataset.")
+    label_set = tuple(labels) if labels else DEFAULT_LABELS[kind]
+    out.mkdir(parents=True, exist_ok=True)
+    report = PrepareReport(
+        dataset=kind, source=str(source.resolve()), modalities=list(mods),
+        labels=list(label_set) if label_set else None,
+        manifest_path=str(out / MANIFEST_FILE), report_path=str(out / REPORT_FILE),
+    )
+
+    result = _adapt(kind, source, mods, label_set)
+    report.rows_read, report.warnings, report.sources = result.rows_read, list(result.warnings), result.sources
+    dropped, issues = list(result.dropped), list(result.issues)
+
+    kept: list[dict[str, Any]] = []
+    first_seen: dict[str, dict[str, Any]] = {}
+    exists: dict[str, bool] = {}
+
+    def is_file(p: str) -> bool:
+        if p not in exists:
+            exists[p] = os.path.isfile(p)
+        return exists[p]
+
+    for row in tqdm(result.rows, desc=f"prepare {kind}", unit="utt", disable=not progress, mininterval=1.0):
+        uid, where = row["utterance_id"], row.get(SOURCE_KEY) or {}
+        if uid in first_seen:
+            first = first_seen[uid]
+            dropped.append({"utterance_id": uid, **where, "reason": "duplicate_id",
+                            "detail": f"same utterance_id as {first.get('file')}:{first.get('line')} (kept)"})
+            continue
+        first_seen[uid] = where
+        if "t" in mods and not (row.get("text") or "").strip():
+            issues.append({"utterance_id": uid, **where, "problem": "empty_text"})
+        if label_set is not None and row["label"] not in label_set:
+            issues.append({"utterance_id": uid, **where, "problem": "unknown_label",
+                           "detail": f"label '{row['label']}' is not one of {', '.join(label_set)}"})
+        for mod, name, col in _MEDIA:
+            path = row.get(col)
+            if mod not in mods:
+                if path and not is_file(path):
+                    row[col] = None  # not needed for this run
+            elif not path:
+                report.missing_media.append({"utterance_id": uid, **where, "modality": name, "path": None,
+                                             "detail": f"no {col} given"})
+            elif not is_file(path):
+                report.missing_media.append({"utterance_id": uid, **where, "modality": name, "path": path,
+                                             "detail": "file not found"})
+        kept.append(row)
+
+    report.dropped, report.issues = dropped, issues
+    report.dropped_counts = dict(Counter(d["reason"] for d in dropped))
+    report.dropped_label_counts = dict(Counter(d["label"] for d in dropped if "label" in d))
+    report.issue_counts = dict(Counter(i["problem"] for i in issues))
+    report.missing_media_counts = dict(Counter(m["modality"] for m in report.missing_media))
+    report.rows_written = len(kept)
+    report.label_counts = dict(Counter(r["label"] for r in kept))
+    report.split_counts = dict(Counter(r["split"] for r in kept if r.get("split")))
+    report.session_counts = dict(Counter(r["session"] for r in kept if r.get("session")))
+    report.dialogues = len({r["dialogue_id"] for r in kept})
+
+    if not kept:
+        (out / MANIFEST_FILE).unlink(missing_ok=True)  # never leave a stale manifest beside this report
+        _write_json(out / REPORT_FILE, report.to_dict())
+        raise DataError(
+            f"no utterance left from '{source}' ({report.rows_read} read, dropped: {report.dropped_counts}). "
+            f"See {out / REPORT_FILE}; check --dataset and --source."
+        )
+    write_manifest(manifest_frame(kept), out / MANIFEST_FILE)
+    _write_json(out / REPORT_FILE, report.to_dict())
+    return report

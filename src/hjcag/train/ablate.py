@@ -1,0 +1,156 @@
+"""The paper's Table 4: HJCAG with each component removed, and every modality subset, on the same folds.
+
+Every configuration is an ordinary run of :func:`train_and_evaluate` in ``out_dir/<slug>/`` (so each resumes and
+skips independently); folds depend only on the rows, labels, groups and seed, so all configurations share them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hjcag.data.features_file import FeatureSet
+from hjcag.model.table4 import TABLE4, Table4Row
+from hjcag.params import MODALITY_NAMES, Params
+from hjcag.train.run import train_and_evaluate, write_json
+
+log = logging.getLogger(__name__)
+
+ABLATION_MD = "ablation.md"
+ABLATION_JSON = "ablation.json"
+
+AblationEpochCallback = Callable[[str, int, int, dict[str, float]], None]
+"""on_epoch(config_slug, fold_index, epoch, metrics)."""
+
+# Table 4 of the paper (accuracy, weighted F1 in %), shown beside ours for the two datasets it reports.
+PAPER_TABLE4: dict[str, dict[str, tuple[float, float]]] = {
+    "iemocap": {
+        "full": (75.47, 76.84), "no_bimodal": (72.45, 72.38), "no_trimodal": (72.87, 73.15),
+        "no_gate": (73.14, 73.21), "t": (60.76, 61.23), "a": (57.77, 57.34), "v": (40.37, 41.72),
+        "ta": (72.78, 72.66), "tv": (70.01, 69.89), "av": (72.35, 71.96),
+    },
+    "meld": {
+        "full": (69.25, 68.97), "no_bimodal": (65.34, 65.12), "no_trimodal": (66.57, 66.50),
+        "no_gate": (67.45, 67.63), "t": (58.82, 58.79), "a": (48.23, 45.81), "v": (46.05, 43.25),
+        "ta": (64.45, 65.21), "tv": (64.67, 64.83), "av": (63.17, 62.64),
+    },
+}
+
+
+def _skip_reason(row: Table4Row, fs: FeatureSet, model_name: str) -> str | None:
+    missing = [MODALITY_NAMES[m] for m in row.modalities if m not in fs.modalities]
+    if missing:
+        return f"the features have no {', '.join(missing)} modality"
+    if row.model_overrides and model_name != "hjcag":
+        return f"component switches apply to the HJCAG model only (model is '{model_name}')"
+    return None
+
+
+def _pct(stat: dict[str, Any]) -> str:
+    return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
+
+
+def ablation_markdown(summary: dict[str, Any]) -> str:
+    """The paper's layout: one row per configuration, Acc and W-F1 (mean ± std, %) for the dataset."""
+    dataset = summary["dataset"]
+    paper = PAPER_TABLE4.get(str(dataset).lower())
+    head = f"| Models/Modalities | {dataset} Acc (%) | {dataset} W-F1 (%) |"
+    rule = "|---|---|---|"
+    if paper:
+        head += " Paper Acc | Paper W-F1 |"
+        rule += "---|---|"
+    lines = [
+        f"# Ablation study and modality contribution (Table 4): {dataset}",
+        "",
+        f"Model `{summary['model']}`, protocol `{summary['protocol']}`, {summary['n_folds']} fold(s), "
+        f"{summary['n_utterances']} utterances; every configuration ran on the same folds. Mean ± std over folds.",
+        "",
+        head,
+        rule,
+    ]
+    done = {row["slug"]: row for row in summary["rows"]}
+    skipped = {row["slug"]: row for row in summary["skipped"]}
+    for config in TABLE4:  # the paper's row order
+        if config.slug in done:
+            row = done[config.slug]
+            line = f"| {row['label']} | {_pct(row['accuracy'])} | {_pct(row['weighted_f1'])} |"
+        elif config.slug in skipped:
+            line = f"| {config.label} | skipped | skipped |"
+        else:
+            continue
+        if paper:
+            acc, wf1 = paper[config.slug]
+            line += f" {acc:.2f} | {wf1:.2f} |"
+        lines.append(line)
+    if summary["skipped"]:
+        lines += ["", "Skipped:"]
+        lines += [f"- {row['label']}: {row['reason']}." for row in summary["skipped"]]
+    if paper:
+        lines += ["", "Paper columns: Table 4 of the paper, for reference (its features and protocol, not this run)."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def run_ablation(
+    fs: FeatureSet,
+    params: Params,
+    out_dir: Path,
+    model_name: str = "hjcag",
+    quiet: bool = False,
+    on_epoch: AblationEpochCallback | None = None,
+) -> dict[str, Any]:
+    """Run every Table 4 configuration the features allow; write ablation.md and ablation.json; return the summary.
+
+    Summary: {"dataset", "protocol", "model", "n_folds", "n_utterances", "rows": [{"label", "slug", "modalities",
+    "overrides", "accuracy", "weighted_f1", "macro_f1", "n_folds", "dir"}], "skipped": [{"label", "slug", "reason"}]}.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    runnable = []
+    for row in TABLE4:
+        reason = _skip_reason(row, fs, model_name)
+        if reason:
+            log.warning("ablation: skipping '%s': %s", row.label, reason)
+            skipped.append({"label": row.label, "slug": row.slug, "reason": reason})
+        else:
+            runnable.append(row)
+    n_folds = 0
+    for i, row in enumerate(runnable, start=1):
+        if not quiet:
+            log.info("ablation [%d/%d] %s -> %s", i, len(runnable), row.label, out_dir / row.slug)
+        callback = None
+        if on_epoch is not None:
+            def callback(fold: int, epoch: int, metrics: dict[str, float], _slug: str = row.slug) -> None:
+                on_epoch(_slug, fold, epoch, metrics)
+        metrics = train_and_evaluate(
+            fs, params.with_overrides(model=dict(row.model_overrides)), row.modalities, model_name,
+            out_dir / row.slug, on_epoch=callback, quiet=quiet,
+        )
+        n_folds = metrics["n_folds"]
+        rows.append({
+            "label": row.label,
+            "slug": row.slug,
+            "modalities": list(row.modalities),
+            "overrides": dict(row.model_overrides),
+            "accuracy": metrics["accuracy"],
+            "weighted_f1": metrics["weighted_f1"],
+            "macro_f1": metrics["macro_f1"],
+            "n_folds": metrics["n_folds"],
+            "dir": row.slug,
+        })
+    summary = {
+        "dataset": params.dataset,
+        "protocol": params.train.protocol,
+        "model": model_name,
+        "n_folds": n_folds,
+        "n_utterances": len(fs),
+        "rows": rows,
+        "skipped": skipped,
+    }
+    (out_dir / ABLATION_MD).write_text(ablation_markdown(summary), encoding="utf-8")
+    write_json(out_dir / ABLATION_JSON, summary)
+    return summary

@@ -1,0 +1,296 @@
+"""The training loop of one fold (section 4.2): Adam + StepLR, cross-entropy (eq 19), early stopping on
+validation loss, and a checkpoint after every epoch so that an interrupted fold resumes where it stopped.
+
+Reproducibility: the caller seeds torch before building the model; batch order comes from a dedicated generator
+seeded with the fold's seed, and the checkpoint stores its state and torch's global RNG state (dropout), so a
+resumed fold continues with exactly the random numbers an uninterrupted one would have drawn (bit-for-bit on CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from torch import nn
+from tqdm.auto import tqdm
+
+from hjcag.data.features_file import FeatureSet
+from hjcag.errors import ConfigError, HjcagError
+from hjcag.params import TrainConfig
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, int, dict[str, float]], None]
+"""on_epoch(fold_index, epoch (1-based), {train_loss, val_loss, val_acc, val_weighted_f1, lr})."""
+
+CHECKPOINT_VERSION = 1
+# Keep the whole split on the GPU when it is this small; otherwise batches are copied per step.
+_GPU_RESIDENT_BYTES = 2 * 1024**3
+
+
+@dataclass
+class TensorData:
+    """A FeatureSet's modality arrays and targets as tensors: inputs {m: (N, L, d_m)}, targets (N,)."""
+
+    inputs: dict[str, torch.Tensor]
+    targets: torch.Tensor
+
+    @classmethod
+    def from_features(cls, fs: FeatureSet) -> TensorData:
+        return cls(
+            inputs={m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for m, x in fs.features.items()},
+            targets=torch.from_numpy(fs.targets),
+        )
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def nbytes(self) -> int:
+        return sum(x.numel() * x.element_size() for x in self.inputs.values())
+
+    def to(self, device: torch.device) -> TensorData:
+        return TensorData({m: x.to(device) for m, x in self.inputs.items()}, self.targets.to(device))
+
+    def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        idx = idx.to(self.targets.device)
+        inputs = {m: x[idx].to(device, non_blocking=True) for m, x in self.inputs.items()}
+        return inputs, self.targets[idx].to(device, non_blocking=True)
+
+
+@dataclass
+class FoldTraining:
+    """What training one fold produced; `best_state` is the model at `best_epoch` (lowest validation loss)."""
+
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.StepLR:
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Reject settings the loop cannot run with, naming the params.yaml key."""
+    problems = []
+    if cfg.epochs < 1:
+        problems.append(f"train.epochs must be >= 1 (got {cfg.epochs})")
+    if cfg.batch_size < 1:
+        problems.append(f"train.batch_size must be >= 1 (got {cfg.batch_size})")
+    if cfg.patience < 1:
+        problems.append(f"train.patience must be >= 1 (got {cfg.patience})")
+    if cfg.step_size < 1:
+        problems.append(f"train.step_size must be >= 1 (got {cfg.step_size})")
+    if cfg.lr < 0 or cfg.weight_decay < 0:
+        problems.append("train.lr and train.weight_decay must be >= 0")
+    if problems:
+        raise ConfigError("; ".join(problems) + ". Fix them in params.yaml.")
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, data: TensorData, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) and gate weights (N, |M|) on CPU, in eval mode (no dropout), in data order."""
+    model.eval()
+    logits, gates = [], []
+    for start in range(0, len(data), batch_size):
+        inputs, _ = data.batch(torch.arange(start, min(start + batch_size, len(data))), device)
+        out = model(inputs)
+        logits.append(out.logits.float().cpu())
+        gates.append(out.gate.float().cpu())
+    return torch.cat(logits), torch.cat(gates)
+
+
+def _validate(model: nn.Module, data: TensorData, batch_size: int, device: torch.device) -> dict[str, float]:
+    logits, _ = predict(model, data, batch_size, device)
+    targets = data.targets.cpu()
+    pred = logits.argmax(dim=1)
+    return {
+        "val_loss": float(F.cross_entropy(logits, targets)),
+        "val_acc": float((pred == targets).double().mean()),
+        "val_weighted_f1": float(f1_score(targets.numpy(), pred.numpy(), average="weighted", zero_division=0)),
+    }
+
+
+def _train_epoch(
+    model: nn.Module,
+    data: TensorData,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> float:
+    model.train()
+    order = torch.randperm(len(data), generator=generator)
+    total = 0.0
+    for start in range(0, len(data), batch_size):
+        inputs, targets = data.batch(order[start : start + batch_size], device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(inputs).logits, targets)  # eq 19
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(targets)
+    return total / len(data)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: Mapping[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["shuffle"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file next to `path`, then rename: a crash never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise HjcagError(
+            f"checkpoint '{path}' cannot be read ({exc}). Delete it to restart this fold from scratch."
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("version") != CHECKPOINT_VERSION:
+        raise HjcagError(f"checkpoint '{path}' is not a hjcag v{CHECKPOINT_VERSION} checkpoint. Delete it to restart.")
+    return ckpt
+
+
+def train_fold(
+    model: nn.Module,
+    train: TensorData,
+    val: TensorData,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    checkpoint_path: Path | None = None,
+    fold_index: int = 0,
+    on_epoch: EpochCallback | None = None,
+    quiet: bool = False,
+) -> FoldTraining:
+    """Train `model` (already seeded and built) for up to cfg.epochs, early-stopping on validation loss.
+
+    With `checkpoint_path`, the full state is written there after every epoch and, if the file exists, training
+    resumes from it (a checkpoint of a finished fold returns its result without training).
+    """
+    check_train_config(cfg)
+    if len(train) == 0 or len(val) == 0:
+        raise HjcagError(f"fold {fold_index}: empty training ({len(train)}) or validation ({len(val)}) set.")
+    model.to(device)
+    if device.type == "cuda" and train.nbytes() + val.nbytes() <= _GPU_RESIDENT_BYTES:
+        train, val = train.to(device), val.to(device)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    generator = torch.Generator().manual_seed(seed)
+    start_epoch, best_val_loss, best_epoch, bad_epochs = 0, math.inf, 0, 0
+    best_state = _cpu_state(model)
+    history: list[dict[str, float]] = []
+    finished = False
+
+    if checkpoint_path is not None and checkpoint_path.exists():
+        ckpt = load_checkpoint(checkpoint_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, best_val_loss = int(ckpt["epoch"]), float(ckpt["best_val_loss"])
+        best_epoch, bad_epochs = int(ckpt["best_epoch"]), int(ckpt["bad_epochs"])
+        best_state, history, finished = ckpt["best_state"], list(ckpt["history"]), bool(ckpt["finished"])
+        _restore_rng(ckpt["rng"], generator)
+        if not quiet:
+            log.info("fold %d: resuming after epoch %d from %s", fold_index, start_epoch, checkpoint_path)
+
+    bar = tqdm(
+        total=cfg.epochs, initial=start_epoch, desc=f"fold {fold_index}", unit="epoch", disable=quiet or finished,
+        leave=False, dynamic_ncols=True,
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,  # keep CI / pipeline logs short
+    )
+    try:
+        epoch = start_epoch
+        while not finished and epoch < cfg.epochs:
+            epoch += 1
+            lr = float(optimizer.param_groups[0]["lr"])
+            train_loss = _train_epoch(model, train, optimizer, cfg.batch_size, generator, device)
+            metrics: dict[str, float] = {
+                "epoch": epoch, "train_loss": train_loss, **_validate(model, val, cfg.batch_size, device), "lr": lr,
+            }
+            if not (math.isfinite(train_loss) and math.isfinite(metrics["val_loss"])):
+                raise HjcagError(
+                    f"fold {fold_index}: training diverged at epoch {epoch} (train loss {train_loss}, "
+                    f"validation loss {metrics['val_loss']}). Lower train.lr in params.yaml, or check the features for "
+                    "extreme values."
+                )
+            scheduler.step()
+            history.append(metrics)
+            if metrics["val_loss"] < best_val_loss:
+                best_val_loss, best_epoch, bad_epochs = metrics["val_loss"], epoch, 0
+                best_state = _cpu_state(model)
+            else:
+                bad_epochs += 1
+            finished = bad_epochs >= cfg.patience or epoch >= cfg.epochs
+            if checkpoint_path is not None:
+                save_atomic(
+                    {
+                        "version": CHECKPOINT_VERSION,
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "best_state": best_state,
+                        "best_val_loss": best_val_loss,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs,
+                        "history": history,
+                        "finished": finished,
+                        "rng": _rng_state(generator),
+                    },
+                    checkpoint_path,
+                )
+            bar.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{metrics['val_loss']:.4f}",
+                            val_acc=f"{metrics['val_acc']:.3f}", refresh=False)
+            bar.update(1)
+            if on_epoch is not None:
+                on_epoch(fold_index, epoch, dict(metrics))
+    finally:
+        bar.close()
+    epochs_run = len(history)
+    return FoldTraining(
+        best_state=best_state,
+        best_epoch=best_epoch,
+        best_val_loss=best_val_loss,
+        epochs_run=epochs_run,
+        stopped_early=epochs_run < cfg.epochs,
+        history=history,
+    )

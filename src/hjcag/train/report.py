@@ -1,0 +1,182 @@
+"""The human-readable side of a run: report.md and its figures.
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through pyplot, so no GUI
+backend or global figure state is involved (safe in CI, containers and threads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from hjcag.params import MODALITY_NAMES
+
+CONFUSION_PNG = "confusion_matrix.png"
+FOLDS_PNG = "folds.png"
+CURVES_PNG = "learning_curves.png"
+REPORT_MD = "report.md"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str = "") -> Path:
+    """Counts in the cells, colour = row-normalised share (recall per true class)."""
+    counts = np.asarray(confusion, dtype=np.int64)
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
+    size = max(4.0, 0.6 * len(labels) + 2.0)
+    fig = Figure(figsize=(size + 1.0, size))
+    ax = fig.subplots()
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, label="share of the true class (row-normalised)")
+    ax.set_xticks(range(len(labels)), labels=list(labels), rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels=list(labels))
+    ax.set_xlabel("Predicted label")
+    ax.set_ylabel("True label")
+    ax.set_title(title or "Confusion matrix (summed over folds)")
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_folds(folds: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Accuracy and weighted F1 of every fold as bars, with the means as dashed lines."""
+    names = [f"fold {f['fold']}" for f in folds]
+    acc = np.array([100 * f["accuracy"] for f in folds])
+    wf1 = np.array([100 * f["weighted_f1"] for f in folds])
+    x = np.arange(len(folds))
+    fig = Figure(figsize=(max(4.0, 1.2 * len(folds) + 2.0), 3.5))
+    ax = fig.subplots()
+    width = 0.38
+    for offset, values, label, colour in ((-width / 2, acc, "Accuracy", "tab:blue"),
+                                          (width / 2, wf1, "Weighted F1", "tab:orange")):
+        bars = ax.bar(x + offset, values, width, label=label, color=colour)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    ax.axhline(acc.mean(), color="tab:blue", linestyle="--", linewidth=1)
+    ax.axhline(wf1.mean(), color="tab:orange", linestyle="--", linewidth=1)
+    ax.set_xticks(x, labels=names)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 108)
+    ax.set_title("Test metrics per fold (dashed: mean)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    return _save(fig, path)
+
+
+def plot_learning_curves(histories: Mapping[int, Sequence[Mapping[str, float]]], path: Path) -> Path:
+    """Train (solid) and validation (dashed) loss per epoch for every fold; a dot marks the selected epoch."""
+    fig = Figure(figsize=(7.0, 4.0))
+    ax = fig.subplots()
+    colours = [f"C{i % 10}" for i in range(len(histories))]
+    for colour, (fold, history) in zip(colours, sorted(histories.items()), strict=True):
+        if not history:
+            continue
+        epochs = [int(h["epoch"]) for h in history]
+        val = [h["val_loss"] for h in history]
+        ax.plot(epochs, [h["train_loss"] for h in history], color=colour, label=f"fold {fold} train")
+        ax.plot(epochs, val, color=colour, linestyle="--", label=f"fold {fold} val")
+        best = int(np.argmin(val))
+        ax.plot([epochs[best]], [val[best]], "o", color=colour)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Cross-entropy loss")
+    ax.set_title("Learning curves (dot: epoch kept by early stopping)")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def _pct(stat: Mapping[str, float | None]) -> str:
+    if stat.get("mean") is None:
+        return "–"
+    return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def markdown_report(metrics: Mapping[str, Any]) -> str:
+    """report.md: what was run, mean ± std, a table per fold, per-class F1, the confusion matrix and figures."""
+    labels = list(metrics["labels"])
+    mods = " + ".join(MODALITY_NAMES.get(m, m) for m in metrics["modalities"])
+    folds = metrics["folds"]
+    lines = [
+        f"# {metrics['model']} on {metrics.get('dataset', 'features')} ({mods})",
+        "",
+        f"Protocol `{metrics['protocol']}`, {len(folds)} fold(s), {metrics['n_utterances']} utterances, "
+        f"labels {', '.join(labels)}. Scores are percentages on each fold's test part; the epoch was selected on "
+        "a validation split of the training part, never on the test fold. ± is the std across folds.",
+        "",
+        "## Summary",
+        "",
+        "| Metric | Mean ± std (%) |",
+        "|---|---|",
+        f"| Accuracy | {_pct(metrics['accuracy'])} |",
+        f"| Weighted F1 | {_pct(metrics['weighted_f1'])} |",
+        f"| Macro F1 | {_pct(metrics['macro_f1'])} |",
+        "",
+        "## Per fold",
+        "",
+        "| Fold | Accuracy | Weighted F1 | Macro F1 | Train | Val | Test | Best epoch | Epochs run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in folds:
+        lines.append(
+            f"| {f['fold']} | {_cell(f['accuracy'])} | {_cell(f['weighted_f1'])} | {_cell(f['macro_f1'])} | "
+            f"{f['n_train']} | {f['n_val']} | {f['n_test']} | {f['best_epoch']} | {f['epochs_run']} |"
+        )
+    lines += ["", "## Per-class F1 (%)", "", "| Label | Mean ± std | " + " | ".join(
+        f"Fold {f['fold']}" for f in folds) + " |", "|---|---|" + "---|" * len(folds)]
+    for label in labels:
+        per_fold = " | ".join(_cell(f["per_class_f1"].get(label)) for f in folds)
+        lines.append(f"| {label} | {_pct(metrics['per_class_f1'][label])} | {per_fold} |")
+    confusion = metrics.get("confusion")
+    if confusion is not None:
+        lines += ["", "## Confusion matrix (counts summed over folds; rows true, columns predicted)", "",
+                  "| true \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for label, row in zip(labels, confusion, strict=True):
+            lines.append(f"| {label} | " + " | ".join(str(int(c)) for c in row) + " |")
+    lines += [
+        "",
+        "## Figures",
+        "",
+        f"- [Confusion matrix]({CONFUSION_PNG})",
+        f"- [Accuracy and weighted F1 per fold]({FOLDS_PNG})",
+        f"- [Learning curves]({CURVES_PNG})",
+        "",
+        f"![Confusion matrix]({CONFUSION_PNG})",
+        "",
+        f"![Per-fold metrics]({FOLDS_PNG})",
+        "",
+        f"![Learning curves]({CURVES_PNG})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(
+    out_dir: Path, metrics: Mapping[str, Any], histories: Mapping[int, Sequence[Mapping[str, float]]]
+) -> dict[str, Path]:
+    """Write report.md and the three PNGs into `out_dir`; returns their paths by name."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "confusion": plot_confusion(metrics["confusion"], metrics["labels"], out_dir / CONFUSION_PNG),
+        "folds": plot_folds(metrics["folds"], out_dir / FOLDS_PNG),
+        "learning_curves": plot_learning_curves(histories, out_dir / CURVES_PNG),
+    }
+    report = out_dir / REPORT_MD
+    report.write_text(markdown_report(metrics), encoding="utf-8")
+    paths["report"] = report
+    return paths

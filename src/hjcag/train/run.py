@@ -1,0 +1,319 @@
+"""Train and evaluate one configuration on a FeatureSet under a protocol, writing a resumable run directory.
+
+Layout of ``out_dir``::
+
+    run.json              fingerprint of what the run was started with (re-runs must match it)
+    folds.json            utterance ids of every fold's train / val / test part
+    model_config.json     what serving needs to rebuild the model (name, ModelConfig, input dims, labels, weights)
+    fold_K/checkpoint.pt  full training state after the last epoch (only while the fold is unfinished)
+    fold_K/model.safetensors, history.json, predictions.csv
+    fold_K/result.json    the fold's test metrics; its presence marks the fold as done
+    metrics.json          mean ± std over folds and every fold's numbers (written last)
+    report.md, confusion_matrix.png, folds.png, learning_curves.png
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hjcag.data.features_file import FeatureSet
+from hjcag.device import resolve_device, torch_threads
+from hjcag.errors import ConfigError, HjcagError
+from hjcag.model.common import MODEL_NAMES, build_model
+from hjcag.params import ModelConfig, Params, parse_modalities
+from hjcag.train.folds import Fold, make_folds
+from hjcag.train.loop import EpochCallback, TensorData, predict, train_fold
+from hjcag.train.metrics import aggregate, classification_metrics
+from hjcag.train.report import write_report
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+FOLDS_FILE = "folds.json"
+METRICS_FILE = "metrics.json"
+MODEL_CONFIG_FILE = "model_config.json"
+RESULT_FILE = "result.json"
+HISTORY_FILE = "history.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+WEIGHTS_FILE = "model.safetensors"
+PREDICTIONS_FILE = "predictions.csv"
+# Train settings that do not change the numbers a run produces; a run may be resumed with different values.
+_RUNTIME_ONLY = ("device", "num_threads")
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Write JSON atomically (temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def fold_seed(seed: int, fold_index: int) -> int:
+    """Each fold has its own seed, so a fold's result does not depend on which folds ran before it."""
+    return int(seed) * 1000 + int(fold_index)
+
+
+def data_digest(fs: FeatureSet) -> str:
+    """SHA-256 of ids, labels, groups, splits, label names and the feature arrays."""
+    h = hashlib.sha256()
+    for name, column in (("utterance_id", fs.utterance_id), ("label", fs.label), ("group", fs.group),
+                         ("split", fs.split)):
+        h.update(name.encode())
+        if column is not None:
+            h.update("\x1f".join(np.asarray(column).astype(str).tolist()).encode())
+    h.update("\x1f".join(fs.label_names).encode())
+    for m in fs.modalities:
+        x = np.ascontiguousarray(fs.features[m], dtype=np.float32)
+        h.update(f"{m}{x.shape}".encode())
+        h.update(memoryview(x).cast("B"))
+    return h.hexdigest()
+
+
+def run_identity(fs: FeatureSet, params: Params, modalities: Sequence[str], model_name: str) -> dict[str, Any]:
+    """Everything that determines a run's numbers; `fs` must already hold only `modalities`."""
+    model_cfg = dataclasses.asdict(params.model)
+    if model_name != "mult":
+        model_cfg.pop("mult", None)  # only the MulT baseline reads it
+    train_cfg = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in _RUNTIME_ONLY}
+    train_cfg["betas"] = list(train_cfg["betas"])
+    return {
+        "model": model_name,
+        "model_config": model_cfg,
+        "train": train_cfg,
+        "seed": params.seed,
+        "modalities": list(modalities),
+        "labels": list(fs.label_names),
+        "data": data_digest(fs),
+    }
+
+
+def fingerprint(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_or_start_run(out_dir: Path, identity: dict[str, Any]) -> str:
+    digest = fingerprint(identity)
+    run_file = out_dir / RUN_FILE
+    if run_file.exists():
+        stored = read_json(run_file)
+        if stored.get("fingerprint") != digest:
+            before = stored.get("identity", {})
+            changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
+            if "modalities" in changed and "data" in changed:  # the data digest covers the selected modalities only
+                changed.remove("data")
+            raise HjcagError(
+                f"'{out_dir}' holds a run started with different settings (changed: {', '.join(changed) or '?'}). "
+                f"Resuming it would mix results. Pick a new --out directory, or delete '{out_dir}' to start over."
+            )
+        return digest
+    if out_dir.exists() and any(out_dir.glob("fold_*")):
+        raise HjcagError(
+            f"'{out_dir}' has fold directories but no {RUN_FILE}, so it cannot be resumed safely. "
+            "Pick a new --out directory or delete it."
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_file, {"fingerprint": digest, "identity": identity})
+    return digest
+
+
+def _model_config_doc(
+    model_name: str, params: Params, fs: FeatureSet, folds: Sequence[Fold], default: str | None
+) -> dict[str, Any]:
+    return {
+        "model": model_name,
+        "model_config": dataclasses.asdict(params.model),
+        "input_dims": fs.dims,
+        "num_classes": len(fs.label_names),
+        "label_names": list(fs.label_names),
+        "modalities": list(fs.modalities),
+        "seq_len": params.model.seq_len,
+        "weights": {
+            "format": "safetensors",
+            "folds": [f"fold_{f.index}/{WEIGHTS_FILE}" for f in folds],
+            # The fold with the lowest validation loss (never chosen on test scores); set when all folds are done.
+            "default": default,
+        },
+    }
+
+
+def _write_predictions(path: Path, fs: FeatureSet, logits: torch.Tensor, gates: torch.Tensor) -> None:
+    probs = torch.softmax(logits, dim=1)
+    conf, pred = probs.max(dim=1)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["utterance_id", "group", "label", "predicted", "confidence",
+                         *[f"gate_{m}" for m in fs.modalities]])
+        for i in range(len(fs)):
+            writer.writerow([fs.utterance_id[i], fs.group[i], fs.label[i], fs.label_names[int(pred[i])],
+                             f"{float(conf[i]):.6f}", *[f"{float(g):.6f}" for g in gates[i]]])
+    os.replace(tmp, path)
+
+
+def _run_fold(
+    fs: FeatureSet,
+    fold: Fold,
+    params: Params,
+    model_name: str,
+    fold_dir: Path,
+    device: torch.device,
+    on_epoch: EpochCallback | None,
+    quiet: bool,
+    keep_checkpoint: bool,
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    seed = fold_seed(params.seed, fold.index)
+    torch.manual_seed(seed)
+    model = build_model(model_name, fs.dims, len(fs.label_names), params.model)
+    train, val, test = (fs.subset(idx) for idx in (fold.train_idx, fold.val_idx, fold.test_idx))
+    checkpoint = fold_dir / CHECKPOINT_FILE
+    training = train_fold(
+        model, TensorData.from_features(train), TensorData.from_features(val), params.train,
+        seed=seed, device=device, checkpoint_path=checkpoint, fold_index=fold.index, on_epoch=on_epoch, quiet=quiet,
+    )
+    model.load_state_dict(training.best_state)
+    logits, gates = predict(model, TensorData.from_features(test), params.train.batch_size, device)
+    scores = classification_metrics(test.targets, logits.argmax(dim=1).numpy(), fs.label_names)
+
+    tmp = fold_dir / (WEIGHTS_FILE + ".tmp")
+    save_file({k: v.contiguous() for k, v in training.best_state.items()}, str(tmp))
+    os.replace(tmp, fold_dir / WEIGHTS_FILE)
+    write_json(fold_dir / HISTORY_FILE, training.history)
+    _write_predictions(fold_dir / PREDICTIONS_FILE, test, logits, gates)
+    result = {
+        "fold": fold.index,
+        **scores,
+        "n_train": len(fold.train_idx),
+        "n_val": len(fold.val_idx),
+        "n_test": len(fold.test_idx),
+        "best_epoch": training.best_epoch,
+        "epochs_run": training.epochs_run,
+        "best_val_loss": training.best_val_loss,
+        "stopped_early": training.stopped_early,
+        "seed": seed,
+    }
+    write_json(fold_dir / RESULT_FILE, result)  # last: marks the fold as done
+    if not keep_checkpoint:
+        checkpoint.unlink(missing_ok=True)
+    return result, training.history
+
+
+def train_and_evaluate(
+    fs: FeatureSet,
+    params: Params,
+    modalities: Sequence[str],
+    model_name: str,
+    out_dir: Path,
+    on_epoch: EpochCallback | None = None,
+    quiet: bool = False,
+    keep_checkpoints: bool = False,
+) -> dict[str, Any]:
+    """Train `model_name` on `modalities` of `fs` under params.train.protocol; write `out_dir`; return metrics.
+
+    Re-running on the same `out_dir` skips finished folds and resumes an interrupted one from its checkpoint;
+    different settings (params, modalities, model, data) raise HjcagError instead of mixing results.
+    """
+    if model_name not in MODEL_NAMES:
+        raise ConfigError(f"unknown model '{model_name}'. Choose one of {list(MODEL_NAMES)}.")
+    modalities = parse_modalities(tuple(modalities))
+    fs = fs.select(modalities)
+    params = params.with_overrides(model={"name": model_name})
+    out_dir = Path(out_dir)
+    identity = run_identity(fs, params, modalities, model_name)
+    digest = _check_or_start_run(out_dir, identity)
+    metrics_path = out_dir / METRICS_FILE
+    if metrics_path.exists():
+        done = read_json(metrics_path)
+        if done.get("fingerprint") == digest:
+            if not quiet:
+                log.info("%s: already complete (%s); nothing to do", out_dir, METRICS_FILE)
+            return done
+
+    cfg = params.train
+    folds = make_folds(fs, cfg.protocol, cfg.folds, cfg.val_fraction, params.seed)
+    write_json(out_dir / FOLDS_FILE, {
+        "protocol": cfg.protocol, "seed": params.seed,
+        "folds": [{"fold": f.index, **f.as_ids(fs)} for f in folds],
+    })
+    write_json(out_dir / MODEL_CONFIG_FILE, _model_config_doc(model_name, params, fs, folds, None))
+    device = resolve_device(cfg.device)
+    if not quiet:
+        log.info("%s on %s: %d utterances, %d fold(s) (%s), device %s -> %s", model_name, "+".join(modalities),
+                 len(fs), len(folds), cfg.protocol, device, out_dir)
+
+    results, histories = [], {}
+    for fold in folds:
+        fold_dir = out_dir / f"fold_{fold.index}"
+        if (fold_dir / RESULT_FILE).exists():
+            result, history = read_json(fold_dir / RESULT_FILE), read_json(fold_dir / HISTORY_FILE)
+            if not quiet:
+                log.info("fold %d: already done, skipping", fold.index)
+        else:
+            with torch_threads(cfg.num_threads):
+                result, history = _run_fold(fs, fold, params, model_name, fold_dir, device, on_epoch, quiet,
+                                            keep_checkpoints)
+        if not quiet:
+            log.info("fold %d: accuracy %.2f%%, weighted F1 %.2f%% (best epoch %d of %d)", fold.index,
+                     100 * result["accuracy"], 100 * result["weighted_f1"], result["best_epoch"],
+                     result["epochs_run"])
+        results.append(result)
+        histories[fold.index] = history
+
+    best = min(results, key=lambda r: r["best_val_loss"])
+    write_json(out_dir / MODEL_CONFIG_FILE,
+               _model_config_doc(model_name, params, fs, folds, f"fold_{best['fold']}/{WEIGHTS_FILE}"))
+    metrics: dict[str, Any] = {
+        **aggregate(results, fs.label_names),
+        "folds": results,
+        "protocol": cfg.protocol,
+        "model": model_name,
+        "modalities": list(modalities),
+        "labels": list(fs.label_names),
+        "n_utterances": len(fs),
+        "n_folds": len(folds),
+        "dataset": params.dataset,
+        "profile": params.profile,
+        "seed": params.seed,
+        "std": "population std (ddof=0) across folds",
+        "fingerprint": digest,
+    }
+    write_report(out_dir, metrics, histories)
+    write_json(metrics_path, metrics)  # last: marks the run as complete
+    return metrics
+
+
+def load_trained_model(run_dir: Path, fold: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from a run directory (model_config.json + a fold's safetensors), in eval mode.
+
+    `fold=None` loads the default weights (the fold with the lowest validation loss).
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / MODEL_CONFIG_FILE
+    if not config_path.exists():
+        raise HjcagError(f"'{run_dir}' has no {MODEL_CONFIG_FILE}; is it a directory written by `hjcag train`?")
+    doc = read_json(config_path)
+    weights = doc["weights"]["default"] if fold is None else f"fold_{fold}/{WEIGHTS_FILE}"
+    if weights is None or not (run_dir / weights).exists():
+        raise HjcagError(f"'{run_dir}' has no trained weights ({weights}); finish the run with `hjcag train` first.")
+    config = ModelConfig(**doc["model_config"])
+    model = build_model(doc["model"], doc["input_dims"], int(doc["num_classes"]), config)
+    model.load_state_dict(load_file(str(run_dir / weights)))
+    return model.eval(), doc

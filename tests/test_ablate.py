@@ -1,0 +1,114 @@
+"""Table 4 ablation: every configuration runs on the same folds, the table has every row, re-runs skip work."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hjcag.data.features_file import FeatureSet
+from hjcag.device import torch_threads
+from hjcag.model.table4 import TABLE4
+from hjcag.params import Params, params_from_dict
+from hjcag.train.ablate import ablation_markdown, run_ablation
+
+LABELS = ("neutral", "joy", "anger")
+
+
+DIMS = {"t": 5, "a": 4, "v": 3}
+
+
+@pytest.fixture(autouse=True)
+def one_cpu_thread() -> Iterator[None]:
+    """Tiny models: one thread is fastest, and much faster when the test machine's cores are busy."""
+    with torch_threads(1):
+        yield
+
+
+def synthetic(modalities: tuple[str, ...] = ("t", "a", "v"), n_groups: int = 12, per_group: int = 4) -> FeatureSet:
+    rng = np.random.default_rng(1)
+    n = n_groups * per_group
+    y = rng.integers(0, len(LABELS), size=n)
+    features = {
+        m: (rng.normal(size=(len(LABELS), DIMS[m]))[y][:, None, :] + rng.normal(size=(n, 4, DIMS[m]))).astype(
+            np.float32)
+        for m in modalities
+    }
+    return FeatureSet(
+        utterance_id=np.array([f"u{i}" for i in range(n)]),
+        label=np.array(LABELS)[y],
+        group=np.array([f"d{i // per_group}" for i in range(n)]),
+        features=features,
+        label_names=LABELS,
+    )
+
+
+def tiny_params(dataset: str = "demo") -> Params:
+    return params_from_dict({
+        "seed": 3,
+        "dataset": dataset,
+        "model": {"seq_len": 4, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 1e-2, "patience": 2, "folds": 2, "device": "cpu"},
+    })
+
+
+def test_ablation_runs_every_table4_row_on_the_same_folds(tmp_path: Path) -> None:
+    fs = synthetic()
+    summary = run_ablation(fs, tiny_params(), tmp_path, quiet=True)
+    assert [r["slug"] for r in summary["rows"]] == [row.slug for row in TABLE4]
+    assert summary["skipped"] == []
+
+    table = (tmp_path / "ablation.md").read_text()
+    for row in summary["rows"]:
+        metrics = json.loads((tmp_path / row["slug"] / "metrics.json").read_text())
+        acc, wf1 = metrics["accuracy"], metrics["weighted_f1"]
+        assert f"| {row['label']} | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} | " \
+               f"{100 * wf1['mean']:.2f} ± {100 * wf1['std']:.2f} |" in table
+        assert metrics["modalities"] == row["modalities"]
+    assert "Acc (%)" in table and "W-F1 (%)" in table
+    assert json.loads((tmp_path / "ablation.json").read_text()) == summary
+
+    # The component switches reached the model, and every configuration used the same folds.
+    no_gate = json.loads((tmp_path / "no_gate" / "model_config.json").read_text())
+    assert no_gate["model_config"]["gate"] is False
+    folds = {json.dumps(json.loads((tmp_path / r["slug"] / "folds.json").read_text())) for r in summary["rows"]}
+    assert len(folds) == 1
+
+    # Re-running skips every finished configuration.
+    before = {r["slug"]: (tmp_path / r["slug"] / "metrics.json").stat().st_mtime_ns for r in summary["rows"]}
+    calls: list[tuple[str, int, int]] = []
+    again = run_ablation(fs, tiny_params(), tmp_path, quiet=True, on_epoch=lambda s, f, e, m: calls.append((s, f, e)))
+    assert calls == []
+    assert again == summary
+    assert before == {r["slug"]: (tmp_path / r["slug"] / "metrics.json").stat().st_mtime_ns for r in summary["rows"]}
+
+
+def test_configurations_needing_missing_modalities_are_skipped_with_a_note(tmp_path: Path) -> None:
+    fs = synthetic(modalities=("t", "a"))
+    calls: list[str] = []
+    summary = run_ablation(fs, tiny_params(), tmp_path, quiet=True,
+                           on_epoch=lambda slug, f, e, m: calls.append(slug))
+    assert [r["slug"] for r in summary["rows"]] == ["t", "a", "ta"]
+    assert set(calls) == {"t", "a", "ta"}
+    skipped = {s["slug"]: s["reason"] for s in summary["skipped"]}
+    assert set(skipped) == {"full", "no_bimodal", "no_trimodal", "no_gate", "v", "tv", "av"}
+    assert "visual" in skipped["full"]
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| Visual | skipped | skipped |" in table
+    assert "Visual: the features have no visual modality." in table
+
+
+@pytest.mark.parametrize("dataset, shown", [("iemocap", True), ("meld", True), ("demo", False)])
+def test_paper_columns_for_the_papers_datasets(dataset: str, shown: bool) -> None:
+    stat = {"mean": 0.5, "std": 0.01}
+    summary = {"dataset": dataset, "model": "hjcag", "protocol": "cv5", "n_folds": 5, "n_utterances": 10,
+               "rows": [{"label": r.label, "slug": r.slug, "accuracy": stat, "weighted_f1": stat} for r in TABLE4],
+               "skipped": []}
+    table = ablation_markdown(summary)
+    assert ("Paper Acc" in table) is shown
+    assert table.count("| 50.00 ± 1.00 | 50.00 ± 1.00 |") == len(TABLE4)
+    if dataset == "iemocap":
+        assert "| HJCAG (Ours) | 50.00 ± 1.00 | 50.00 ± 1.00 | 75.47 | 76.84 |" in table

@@ -1,0 +1,96 @@
+"""Metrics against values worked out by hand, aggregation across folds, and the report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hjcag.train.metrics import aggregate, classification_metrics, mean_std
+from hjcag.train.report import markdown_report, write_report
+
+LABELS = ("ang", "hap", "sad")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_classification_metrics_match_hand_computed_values() -> None:
+    # true 0 0 0 1 1 2 / predicted 0 0 1 1 2 2
+    # ang: tp 2 fp 0 fn 1 -> P 1,   R 2/3 -> F1 0.8
+    # hap: tp 1 fp 1 fn 1 -> P 1/2, R 1/2 -> F1 0.5
+    # sad: tp 1 fp 1 fn 0 -> P 1/2, R 1   -> F1 2/3
+    m = classification_metrics([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2], LABELS)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class_f1"] == pytest.approx({"ang": 0.8, "hap": 0.5, "sad": 2 / 3})
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert m["weighted_f1"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 2 / 3) / 6)
+    assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_a_class_absent_from_a_fold_has_undefined_f1_and_is_left_out_of_its_mean() -> None:
+    fold_a = classification_metrics([0, 1, 0, 1], [0, 1, 1, 1], LABELS)  # no 'sad' at all
+    assert fold_a["per_class_f1"]["sad"] is None
+    assert fold_a["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)  # over the classes present
+    fold_b = classification_metrics([0, 1, 2], [0, 1, 2], LABELS)
+    agg = aggregate([fold_a, fold_b], LABELS)
+    assert agg["per_class_f1"]["sad"] == {"mean": 1.0, "std": 0.0}
+    assert agg["per_class_f1"]["ang"]["mean"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert agg["accuracy"]["mean"] == pytest.approx((0.75 + 1.0) / 2)
+    assert agg["accuracy"]["std"] == pytest.approx(0.125)  # population std of {0.75, 1.0}
+    assert agg["confusion"] == [[2, 1, 0], [0, 3, 0], [0, 0, 1]]
+
+
+def test_mean_std() -> None:
+    assert mean_std([0.5, 0.7]) == pytest.approx({"mean": 0.6, "std": 0.1})
+    assert mean_std([0.42]) == {"mean": 0.42, "std": 0.0}
+    assert mean_std([None, None]) == {"mean": None, "std": None}
+
+
+def test_metrics_reject_mismatched_inputs() -> None:
+    with pytest.raises(ValueError):
+        classification_metrics([0, 1], [0], LABELS)
+
+
+def sample_metrics() -> tuple[dict, dict]:
+    folds = []
+    for k, (true, pred) in enumerate([([0, 0, 1, 2, 2], [0, 1, 1, 2, 0]), ([0, 1, 1, 2], [0, 1, 1, 1])]):
+        folds.append({"fold": k, **classification_metrics(true, pred, LABELS), "n_train": 10, "n_val": 2,
+                      "n_test": len(true), "best_epoch": 3 + k, "epochs_run": 6 + k})
+    metrics = {**aggregate(folds, LABELS), "folds": folds, "protocol": "cv5", "model": "hjcag",
+               "modalities": ["t", "a"], "labels": list(LABELS), "n_utterances": 9, "dataset": "demo"}
+    histories = {
+        k: [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e + 0.05 * e, "val_acc": 0.5, "lr": 1e-3}
+            for e in range(1, 7 + k)]
+        for k in range(2)
+    }
+    return metrics, histories
+
+
+def test_report_files_are_written_with_the_numbers(tmp_path: Path) -> None:
+    metrics, histories = sample_metrics()
+    paths = write_report(tmp_path, metrics, histories)
+    for name in ("confusion_matrix.png", "folds.png", "learning_curves.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(PNG_MAGIC), name
+        assert len(data) > 2000, name
+    report = (tmp_path / "report.md").read_text()
+    assert paths["report"] == tmp_path / "report.md"
+    acc, wf1 = metrics["accuracy"], metrics["weighted_f1"]
+    assert f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}" in report
+    assert f"{100 * wf1['mean']:.2f} ± {100 * wf1['std']:.2f}" in report
+    for fold in metrics["folds"]:
+        assert f"| {fold['fold']} | {100 * fold['accuracy']:.2f} | {100 * fold['weighted_f1']:.2f} |" in report
+    for label in LABELS:
+        stat = metrics["per_class_f1"][label]
+        assert f"| {label} | {100 * stat['mean']:.2f} ± {100 * stat['std']:.2f} |" in report
+    for name in ("confusion_matrix.png", "folds.png", "learning_curves.png"):
+        assert f"({name})" in report
+    # the summed confusion matrix is in the report as counts
+    assert "| ang | 2 | 1 | 0 |" in report
+    json.dumps(metrics)  # everything the report reads is JSON-serialisable
+
+
+def test_report_marks_undefined_per_class_f1() -> None:
+    metrics, _ = sample_metrics()
+    metrics["folds"][1]["per_class_f1"]["ang"] = None
+    assert "–" in markdown_report(metrics)

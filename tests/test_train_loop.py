@@ -1,0 +1,277 @@
+"""The training loop and a whole run: learning, early stopping, StepLR, determinism, checkpoint-resume, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from hjcag.data.features_file import FeatureSet
+from hjcag.device import resolve_device, torch_threads
+from hjcag.errors import ConfigError, HjcagError
+from hjcag.model.common import build_model
+from hjcag.params import Params, params_from_dict
+from hjcag.train.loop import TensorData, train_fold
+from hjcag.train.run import load_trained_model, train_and_evaluate
+
+LABELS = ("ang", "hap", "sad")
+
+
+DIMS = {"t": 6, "a": 5, "v": 4}
+SEQ_LEN = 4
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_cpu_thread() -> Iterator[None]:
+    """Tiny models: one thread is fastest, and much faster when the test machine's cores are busy."""
+    with torch_threads(1):
+        yield
+
+
+def synthetic(n_groups: int = 24, per_group: int = 5, noise: float = 1.5, seed: int = 0) -> FeatureSet:
+    """Class-dependent means per modality plus Gaussian noise; groups are dialogues of `per_group` rows."""
+    rng = np.random.default_rng(seed)
+    n = n_groups * per_group
+    y = rng.integers(0, len(LABELS), size=n)
+    features = {}
+    for m, d in DIMS.items():
+        means = rng.normal(size=(len(LABELS), d))
+        features[m] = (means[y][:, None, :] + noise * rng.normal(size=(n, SEQ_LEN, d))).astype(np.float32)
+    return FeatureSet(
+        utterance_id=np.array([f"u{i:03d}" for i in range(n)]),
+        label=np.array(LABELS)[y],
+        group=np.array([f"dia{i // per_group}" for i in range(n)]),
+        features=features,
+        label_names=LABELS,
+    )
+
+
+def tiny_params(seed: int = 7, **train: Any) -> Params:
+    base = {"epochs": 6, "batch_size": 16, "lr": 1e-2, "patience": 3, "folds": 3, "step_size": 2, "gamma": 0.5,
+            "device": "cpu"}
+    return params_from_dict({
+        "seed": seed,
+        "model": {"seq_len": SEQ_LEN, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8},
+        "train": {**base, **train},
+    })
+
+
+def fold_data(fs: FeatureSet, n_val: int = 20) -> tuple[TensorData, TensorData]:
+    return TensorData.from_features(fs.subset(np.arange(n_val, len(fs)))), \
+        TensorData.from_features(fs.subset(np.arange(n_val)))
+
+
+def new_model(params: Params, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("hjcag", DIMS, len(LABELS), params.model)
+
+
+def test_loss_decreases_and_the_model_learns_an_easy_problem() -> None:
+    fs = synthetic(noise=0.5)
+    params = tiny_params(epochs=15, patience=15, step_size=10)
+    train, val = fold_data(fs)
+    result = train_fold(new_model(params), train, val, params.train, seed=0, device=CPU, quiet=True)
+    losses = [h["train_loss"] for h in result.history]
+    assert result.epochs_run == 15
+    assert losses[-1] < 0.3 * losses[0]
+    assert result.best_val_loss < result.history[0]["val_loss"]
+    assert max(h["val_acc"] for h in result.history) >= 0.9
+    assert set(result.history[0]) == {"epoch", "train_loss", "val_loss", "val_acc", "val_weighted_f1", "lr"}
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement() -> None:
+    # lr = 0: the weights never change, so the validation loss (eval mode, no dropout) never improves after epoch 1.
+    params = tiny_params(epochs=50, patience=4, lr=0.0)
+    train, val = fold_data(synthetic())
+    result = train_fold(new_model(params), train, val, params.train, seed=0, device=CPU, quiet=True)
+    assert result.best_epoch == 1
+    assert result.epochs_run == 1 + 4
+    assert result.stopped_early
+    assert len({h["val_loss"] for h in result.history}) == 1
+
+
+def test_learning_rate_follows_steplr_and_callback_sees_every_epoch() -> None:
+    params = tiny_params(epochs=5, patience=10, lr=1e-2, step_size=2, gamma=0.5)
+    train, val = fold_data(synthetic())
+    calls: list[tuple[int, int, dict[str, float]]] = []
+    result = train_fold(new_model(params), train, val, params.train, seed=0, device=CPU, fold_index=3,
+                        on_epoch=lambda f, e, m: calls.append((f, e, m)), quiet=True)
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-2, 1e-2, 5e-3, 5e-3, 2.5e-3])
+    assert [(f, e) for f, e, _ in calls] == [(3, 1), (3, 2), (3, 3), (3, 4), (3, 5)]
+    assert [m["val_loss"] for _, _, m in calls] == [h["val_loss"] for h in result.history]
+
+
+def test_diverging_training_is_a_clear_error() -> None:
+    fs = synthetic()
+    fs.features["t"][:] = np.nan
+    params = tiny_params()
+    train, val = fold_data(fs)
+    with pytest.raises(HjcagError, match="diverged"):
+        train_fold(new_model(params), train, val, params.train, seed=0, device=CPU, quiet=True)
+
+
+def read_run(out: Path) -> dict[str, Any]:
+    metrics = json.loads((out / "metrics.json").read_text())
+    folds = sorted(out.glob("fold_*"))
+    return {
+        "metrics": {k: v for k, v in metrics.items() if k != "fingerprint"},
+        "histories": [json.loads((f / "history.json").read_text()) for f in folds],
+        "weights": [(f / "model.safetensors").read_bytes() for f in folds],
+    }
+
+
+def test_same_seed_gives_the_same_numbers_bit_for_bit(tmp_path: Path) -> None:
+    fs = synthetic()
+    for name in ("a", "b"):
+        train_and_evaluate(fs, tiny_params(seed=7), ("t", "a", "v"), "hjcag", tmp_path / name, quiet=True)
+    train_and_evaluate(fs, tiny_params(seed=8), ("t", "a", "v"), "hjcag", tmp_path / "c", quiet=True)
+    a, b, c = (read_run(tmp_path / name) for name in "abc")
+    assert a == b
+    assert a["histories"] != c["histories"]
+
+
+class Interrupt(KeyboardInterrupt):
+    pass
+
+
+def test_an_interrupted_run_resumes_where_it_stopped_and_matches_an_uninterrupted_one(tmp_path: Path) -> None:
+    fs = synthetic()
+    params = tiny_params(epochs=6, patience=6)
+    train_and_evaluate(fs, params, ("t", "a", "v"), "hjcag", tmp_path / "reference", quiet=True)
+
+    out = tmp_path / "interrupted"
+
+    def stop_in_fold_1(fold: int, epoch: int, metrics: dict[str, float]) -> None:
+        if (fold, epoch) == (1, 3):
+            raise Interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(fs, params, ("t", "a", "v"), "hjcag", out, on_epoch=stop_in_fold_1, quiet=True)
+    assert (out / "fold_0" / "result.json").exists()
+    assert (out / "fold_1" / "checkpoint.pt").exists()
+    assert not (out / "fold_1" / "result.json").exists()
+    assert not (out / "metrics.json").exists()
+    fold0_mtime = (out / "fold_0" / "result.json").stat().st_mtime_ns
+
+    calls: list[tuple[int, int]] = []
+    train_and_evaluate(fs, params, ("t", "a", "v"), "hjcag", out, on_epoch=lambda f, e, m: calls.append((f, e)),
+                       quiet=True)
+    assert calls[0] == (1, 4)  # fold 0 skipped, fold 1 continued after epoch 3
+    assert (1, 1) not in calls and all(f != 0 for f, _ in calls)
+    assert (out / "fold_0" / "result.json").stat().st_mtime_ns == fold0_mtime
+    assert not (out / "fold_1" / "checkpoint.pt").exists()  # removed once the fold is done
+    assert read_run(out) == read_run(tmp_path / "reference")
+
+    # A complete run is not retrained.
+    calls.clear()
+    again = train_and_evaluate(fs, params, ("t", "a", "v"), "hjcag", out, on_epoch=lambda f, e, m: calls.append(
+        (f, e)), quiet=True)
+    assert calls == []
+    assert again == json.loads((out / "metrics.json").read_text())
+
+
+def test_changed_settings_refuse_to_resume(tmp_path: Path) -> None:
+    fs = synthetic()
+    out = tmp_path / "run"
+    train_and_evaluate(fs, tiny_params(epochs=2), ("t", "a"), "hjcag", out, quiet=True)
+    with pytest.raises(HjcagError, match=r"changed: train.*new --out"):
+        train_and_evaluate(fs, tiny_params(epochs=3), ("t", "a"), "hjcag", out, quiet=True)
+    with pytest.raises(HjcagError, match=r"changed: .*modalities"):
+        train_and_evaluate(fs, tiny_params(epochs=2), ("t", "a", "v"), "hjcag", out, quiet=True)
+    # Runtime-only settings (device, threads) may change between sessions.
+    train_and_evaluate(fs, tiny_params(epochs=2, device="auto", num_threads=1), ("t", "a"), "hjcag", out, quiet=True)
+
+
+def test_run_directory_holds_metrics_report_and_a_rebuildable_model(tmp_path: Path) -> None:
+    fs = synthetic()
+    out = tmp_path / "run"
+    metrics = train_and_evaluate(fs, tiny_params(), ("t", "v"), "hjcag", out, quiet=True)
+    assert metrics["model"] == "hjcag" and metrics["modalities"] == ["t", "v"] and metrics["protocol"] == "cv5"
+    assert metrics["labels"] == list(LABELS) and metrics["n_utterances"] == len(fs)
+    for key in ("accuracy", "weighted_f1", "macro_f1"):
+        assert 0.0 <= metrics[key]["mean"] <= 1.0 and metrics[key]["std"] >= 0.0
+    assert set(metrics["per_class_f1"]) == set(LABELS)
+    assert len(metrics["folds"]) == 3
+    assert sum(f["n_test"] for f in metrics["folds"]) == len(fs)
+    for name in ("report.md", "confusion_matrix.png", "folds.png", "learning_curves.png", "model_config.json",
+                 "folds.json", "run.json"):
+        assert (out / name).exists(), name
+    fold = metrics["folds"][1]
+    assert set(fold) >= {"fold", "accuracy", "weighted_f1", "macro_f1", "per_class_f1", "confusion", "n_train",
+                         "n_val", "n_test", "best_epoch", "epochs_run"}
+    assert 1 <= fold["best_epoch"] <= fold["epochs_run"]
+
+    # Rebuild fold 1's model from model_config.json + safetensors and reproduce its test accuracy.
+    model, doc = load_trained_model(out, fold=1)
+    assert doc["input_dims"] == {"t": 6, "v": 4} and doc["label_names"] == list(LABELS)
+    test_ids = json.loads((out / "folds.json").read_text())["folds"][1]["test"]
+    rows = np.flatnonzero(np.isin(fs.utterance_id, test_ids))
+    test = TensorData.from_features(fs.select(("t", "v")).subset(rows))
+    with torch.no_grad():
+        pred = model(test.inputs).logits.argmax(dim=1)
+    assert float((pred == test.targets).double().mean()) == pytest.approx(fold["accuracy"])
+    with (out / "fold_1" / "predictions.csv").open() as fh:
+        predictions = list(csv.DictReader(fh))
+    assert [r["utterance_id"] for r in predictions] == sorted(test_ids)
+    assert [r["predicted"] for r in predictions] == [LABELS[i] for i in pred.tolist()]
+    assert {"gate_t", "gate_v"} <= set(predictions[0])
+    default_model, _ = load_trained_model(out)
+    assert default_model is not None
+
+
+def test_holdout_protocol_runs_one_fold(tmp_path: Path) -> None:
+    fs = synthetic()
+    fs.split = np.array(["train"] * 80 + ["dev"] * 20 + ["test"] * 20)
+    metrics = train_and_evaluate(fs, tiny_params(protocol="holdout"), ("t", "a", "v"), "hjcag", tmp_path / "h",
+                                 quiet=True)
+    assert metrics["protocol"] == "holdout"
+    assert [(f["n_train"], f["n_val"], f["n_test"]) for f in metrics["folds"]] == [(80, 20, 20)]
+    assert metrics["accuracy"]["std"] == 0.0
+
+
+@pytest.mark.parametrize("model_name", ["concat", "late", "mult"])
+def test_baselines_run_in_the_same_harness(tmp_path: Path, model_name: str) -> None:
+    params = tiny_params(epochs=2).with_overrides(model={"mult": {"d_model": 8, "heads": 2, "layers": 1}})
+    metrics = train_and_evaluate(synthetic(), params, ("t", "a", "v"), model_name, tmp_path / model_name, quiet=True)
+    assert metrics["model"] == model_name and len(metrics["folds"]) == 3
+    model, doc = load_trained_model(tmp_path / model_name)
+    assert doc["model"] == model_name and type(model).__name__ != "HJCAG"
+
+
+def test_unknown_model_and_device_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown model"):
+        train_and_evaluate(synthetic(), tiny_params(), ("t",), "transformer", tmp_path / "x", quiet=True)
+    with pytest.raises(ConfigError, match=r"train\.device"):
+        resolve_device("tpu")
+    assert resolve_device("cpu") == CPU
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda")
+        assert resolve_device("auto") == CPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_run_on_cuda(tmp_path: Path) -> None:
+    assert resolve_device("auto").type == "cuda"
+    fs = synthetic(noise=0.5)
+    metrics = train_and_evaluate(fs, tiny_params(device="cuda", epochs=10, patience=10), ("t", "a", "v"),
+                                 "hjcag", tmp_path / "gpu", quiet=True)
+    assert metrics["accuracy"]["mean"] > 0.8
+    model, _ = load_trained_model(tmp_path / "gpu")  # weights saved from GPU load on CPU
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_torch_threads_restores_the_setting() -> None:
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="num_threads"), torch_threads(-1):
+        pass
