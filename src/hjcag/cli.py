@@ -49,6 +49,25 @@ def cmd_standin_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from hjcag.data.prepare import prepare_dataset
+
+    params = _params(args)
+    labels = params.raw.get("datasets", {}).get(args.dataset, {}).get("labels")
+    report = prepare_dataset(args.dataset, args.source, args.out, parse_modalities(args.modalities), labels=labels)
+    print(report.summary())
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from hjcag.features.extract import extract_features_cli, meta_path
+
+    cache = {} if args.cache is None else {"cache_dir": None if args.cache == "none" else args.cache}
+    path = extract_features_cli(args.manifest, args.out, _params(args), args.modalities, **cache)
+    print(f"features written to {path} (extraction record: {meta_path(path)})")
+    return 0
+
+
 def _load(args: argparse.Namespace, params: Params):  # type: ignore[no-untyped-def]
     from hjcag.data.features_file import load_features
 
@@ -118,6 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", default="t,a,v")
     _add_params_options(p)
     p.set_defaults(func=cmd_standin_features)
+
+    p = sub.add_parser("prepare", help="a dataset as downloaded -> normalised manifest.parquet + report")
+    p.add_argument("--dataset", choices=["meld", "iemocap", "manifest"], required=True)
+    p.add_argument("--source", required=True, help="dataset root (or the manifest CSV/JSONL file)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not required")
+    _add_params_options(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("features", help="RoBERTa / openSMILE / ResNet-50 features of a manifest -> .npz")
+    p.add_argument("--manifest", required=True, help="manifest.parquet (or CSV) from `hjcag prepare`")
+    p.add_argument("--out", required=True, help="features .npz to write")
+    p.add_argument("--modalities", default="t,a,v")
+    p.add_argument("--cache", default=None, help="feature cache directory, or 'none' (default: params)")
+    _add_params_options(p)
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("train", help="five-fold (or holdout) training and evaluation on a features file")
     p.add_argument("--features", required=True, help="features .npz (or DialogueRNN-style .pkl)")

@@ -165,11 +165,11 @@ def feature_set_from_arrays(
             raise FeatureFileError(f"{source}: key '{key}' has shape {col.shape}; expected ({n},) like 'utterance_id'.")
         columns[key] = col
     if "split" in columns:
-        bad = sorted(set(columns["split"]) - set(SPLITS))
+        bad = sorted(str(x) for x in set(columns["split"]) - set(SPLITS))
         if bad:
             raise FeatureFileError(f"{source}: 'split' holds {bad}; allowed values are {list(SPLITS)}.")
     if label_names:
-        unknown = sorted(set(columns["label"]) - set(label_names))
+        unknown = sorted(str(x) for x in set(columns["label"]) - set(label_names))
         if unknown:
             raise FeatureFileError(
                 f"{source}: labels {unknown} are not in the dataset's label set {list(label_names)}. "

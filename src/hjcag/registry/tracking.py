@@ -1,0 +1,406 @@
+"""MLflow tracking: one parent run per training run, a nested run per fold.
+
+The parent run holds the flattened params, the final scores (mean and std over folds) and the reports and plots;
+each fold run holds its per-epoch curves (step = epoch), its test scores and its predictions. Two ways in:
+
+- :func:`train_with_tracking` logs while training (per-epoch metrics stream in through ``on_epoch``);
+- :func:`log_training_run` logs a finished run directory after the fact (a DVC/KFP stage trains first and
+  logs afterwards), reading ``metrics.json`` and every ``fold_K/history.json``.
+
+Both end in the same layout. All calls go through an explicit :class:`MlflowClient` on the URIs of
+:func:`tracking_uri` / :func:`registry_uri`, so nothing depends on a run being "active" in MLflow's global state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from hjcag.errors import HjcagError
+from hjcag.params import Params
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+TAG_KIND = "hjcag.kind"            # "parent" | "fold"
+TAG_FINGERPRINT = "hjcag.fingerprint"
+TAG_RUN_DIR = "hjcag.run_dir"
+TAG_COMPLETE = "hjcag.complete"    # "true" once every fold and artifact is logged
+TAG_FOLD = "hjcag.fold"
+TAG_GATE = "hjcag.gate"            # "passed" | "failed", set by the register step
+PARENT_TAG = "mlflow.parentRunId"  # what makes a run "nested" in MLflow's UI and search
+
+REPORT_FILES = ("metrics.json", "report.md", "model_config.json", "folds.json", "run.json")
+PLOT_SUFFIXES = (".png", ".svg")
+FOLD_FILES = ("history.json", "result.json", "predictions.csv")
+EPOCH_METRICS = ("train_loss", "val_loss", "val_acc", "val_weighted_f1", "lr")
+FOLD_SCALARS = ("accuracy", "weighted_f1", "macro_f1")
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAMS_PER_BATCH = 100
+
+
+# ---------------------------------------------------------------- URIs, client, noise
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite store ``mlruns.db`` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def registry_uri() -> str:
+    """``MLFLOW_REGISTRY_URI`` if set, else the tracking URI (MLflow's own default)."""
+    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
+
+
+def get_client() -> Any:
+    """An MlflowClient on the configured URIs; also points MLflow's global (fluent) API at them."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    t_uri, r_uri = tracking_uri(), registry_uri()
+    if mlflow.get_tracking_uri() != t_uri:
+        mlflow.set_tracking_uri(t_uri)
+    if mlflow.get_registry_uri() != r_uri:
+        mlflow.set_registry_uri(r_uri)
+    with quiet_mlflow():  # the first access to a new SQLite store runs its migrations, chattily
+        client = MlflowClient(tracking_uri=t_uri, registry_uri=r_uri)
+        client.search_experiments(max_results=1)
+    return client
+
+
+_QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+
+
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """Mute MLflow's chatter for one block: database migrations, artifact progress bars, a "View run" link
+    printed for every run that ends (fold runs too), advisory warnings. Errors still surface; our own log lines
+    say what was logged and registered, with the link to the parent run."""
+    loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")]
+    levels = [lg.level for lg in loggers]
+    saved_env = {k: os.environ.get(k) for k in _QUIET_ENV}
+    os.environ.update(_QUIET_ENV)
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            for category in (FutureWarning, UserWarning, DeprecationWarning):
+                warnings.filterwarnings("ignore", category=category, module=r"mlflow(\.|$)")
+            warnings.filterwarnings("ignore", message=r".*(pkg_resources|starlette|pydantic).*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_url(experiment_id: str, run_id: str) -> str:
+    """Where to see a run: the tracking server's UI page, or the run id for local stores."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"run {run_id} in {uri}"
+
+
+def _sqlite_artifact_root(uri: str) -> str | None:
+    """For ``sqlite:///x/y.db``: ``file:///abs/x/mlartifacts``, so artifacts live next to the database
+    (MLflow's own default is ``./mlruns`` of whatever directory the process happens to run in)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db_path = Path(unquote(uri[len("sqlite:///"):].split("?", 1)[0]))
+    return (db_path.absolute().parent / "mlartifacts").as_uri()
+
+
+def experiment_name(params: Params, experiment: str | None = None) -> str:
+    """`experiment`, else ``MLFLOW_EXPERIMENT_NAME``, else ``hjcag-<dataset>``."""
+    return experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"hjcag-{params.dataset}"
+
+
+def get_or_create_experiment(client: Any, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            raise HjcagError(f"MLflow experiment '{name}' is deleted. Restore it (`mlflow experiments restore`) "
+                             "or choose another name with MLFLOW_EXPERIMENT_NAME.")
+        return str(found.experiment_id)
+    root = _sqlite_artifact_root(tracking_uri())
+    location = f"{root}/{_safe(name)}" if root else None
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+# ---------------------------------------------------------------- params
+
+
+def params_document(params: Params) -> dict[str, Any]:
+    """The resolved params (after profile and overrides) as plain JSON-able data."""
+    return json.loads(json.dumps({
+        "profile": params.profile,
+        "dataset": params.dataset,
+        "seed": params.seed,
+        "labels": list(params.labels),
+        "model": dataclasses.asdict(params.model),
+        "train": dataclasses.asdict(params.train),
+        "gates": dataclasses.asdict(params.gates),
+    }))
+
+
+def params_hash(params: Params) -> str:
+    """SHA-256 of the canonical JSON of :func:`params_document` (sorted keys, no whitespace)."""
+    canonical = json.dumps(params_document(params), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'model': {'widths': {'t': 64}}} -> {'model.widths.t': '64'}; lists become JSON."""
+    flat: dict[str, str] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        elif isinstance(value, list | tuple):
+            flat[name] = json.dumps(list(value))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def flat_params(params: Params) -> dict[str, str]:
+    return flatten(params_document(params))
+
+
+# ---------------------------------------------------------------- low-level logging helpers
+
+
+def _safe(name: str) -> str:
+    """A metric/artifact-safe name (MLflow allows letters, digits, _ - . / and spaces)."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", str(name))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _log_metrics(client: Any, run_id: str, values: Mapping[str, Any], step: int = 0) -> None:
+    from mlflow.entities import Metric
+
+    ts = _now_ms()
+    metrics = [Metric(_safe(k), float(v), ts, int(step)) for k, v in values.items()
+               if v is not None and isinstance(v, int | float) and math.isfinite(float(v))]
+    for start in range(0, len(metrics), _MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[start:start + _MAX_METRICS_PER_BATCH])
+
+
+def _log_history(client: Any, run_id: str, history: Sequence[Mapping[str, Any]]) -> None:
+    """Per-epoch metrics with step = epoch (1-based, as the training loop counts)."""
+    from mlflow.entities import Metric
+
+    ts = _now_ms()
+    metrics = []
+    for i, row in enumerate(history):
+        step = int(row.get("epoch", i + 1))
+        metrics += [Metric(k, float(row[k]), ts + i, step) for k in EPOCH_METRICS
+                    if row.get(k) is not None and math.isfinite(float(row[k]))]
+    for start in range(0, len(metrics), _MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=metrics[start:start + _MAX_METRICS_PER_BATCH])
+
+
+def _log_params(client: Any, run_id: str, values: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in values.items()]
+    for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[start:start + _MAX_PARAMS_PER_BATCH])
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """metrics.json -> flat {accuracy_mean, accuracy_std, ..., f1_<label>_mean, ...} for the parent run."""
+    out: dict[str, float] = {}
+    for name in FOLD_SCALARS:
+        for stat in ("mean", "std"):
+            value = (metrics.get(name) or {}).get(stat)
+            if value is not None:
+                out[f"{name}_{stat}"] = float(value)
+    for label, stats in (metrics.get("per_class_f1") or {}).items():
+        for stat in ("mean", "std"):
+            if (stats or {}).get(stat) is not None:
+                out[f"f1_{_safe(label)}_{stat}"] = float(stats[stat])
+    return out
+
+
+def fold_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """A fold's result.json -> test_* scores and training summary numbers."""
+    out = {f"test_{k}": result[k] for k in FOLD_SCALARS if result.get(k) is not None}
+    out.update({f"test_f1_{_safe(label)}": v for label, v in (result.get("per_class_f1") or {}).items()
+                if v is not None})
+    out.update({k: result[k] for k in ("best_epoch", "best_val_loss", "epochs_run") if result.get(k) is not None})
+    return out
+
+
+# ---------------------------------------------------------------- the run logger
+
+
+class RunLogger:
+    """Creates the parent run and one nested run per fold, then fills them in."""
+
+    def __init__(self, params: Params, experiment: str | None = None, run_name: str | None = None,
+                 tags: Mapping[str, str] | None = None) -> None:
+        self.client = get_client()
+        self.params = params
+        with quiet_mlflow():
+            self.experiment_id = get_or_create_experiment(self.client, experiment_name(params, experiment))
+            run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                         tags={TAG_KIND: "parent", **(tags or {})})
+        self.parent_run_id: str = run.info.run_id
+        self.fold_runs: dict[int, str] = {}
+        self._streamed: dict[int, set[int]] = {}  # fold -> epochs already logged live
+        _log_params(self.client, self.parent_run_id, flat_params(params))
+
+    def fold_run(self, fold: int) -> str:
+        if fold not in self.fold_runs:
+            run = self.client.create_run(
+                self.experiment_id, run_name=f"fold_{fold}",
+                tags={PARENT_TAG: self.parent_run_id, TAG_KIND: "fold", TAG_FOLD: str(fold)},
+            )
+            self.fold_runs[fold] = run.info.run_id
+        return self.fold_runs[fold]
+
+    def on_epoch(self, fold: int, epoch: int, metrics: dict[str, float]) -> None:
+        """The training loop's ``on_epoch`` callback: stream one epoch into the fold's run."""
+        self._streamed.setdefault(fold, set()).add(int(epoch))
+        _log_metrics(self.client, self.fold_run(fold), {k: metrics[k] for k in EPOCH_METRICS if k in metrics},
+                     step=epoch)
+
+    def complete(self, run_dir: Path) -> str:
+        """Log everything a finished run directory holds; mark all runs FINISHED; return the parent run id."""
+        run_dir = Path(run_dir)
+        metrics = _read_json(run_dir / "metrics.json")
+        c, parent = self.client, self.parent_run_id
+        with quiet_mlflow():
+            _log_params(c, parent, {
+                "run.model": metrics.get("model", ""),
+                "run.modalities": ",".join(metrics.get("modalities", [])),
+                "run.protocol": metrics.get("protocol", ""),
+                "run.n_folds": str(metrics.get("n_folds", "")),
+                "run.n_utterances": str(metrics.get("n_utterances", "")),
+            })
+            for result in metrics.get("folds", []):
+                k = int(result["fold"])
+                run_id, fold_dir = self.fold_run(k), run_dir / f"fold_{k}"
+                _log_params(c, run_id, {"fold": str(k), **{n: str(result[n]) for n in
+                                                          ("n_train", "n_val", "n_test", "seed") if n in result}})
+                if (fold_dir / "history.json").exists():  # epochs not streamed live (e.g. before a resume)
+                    seen = self._streamed.get(k, set())
+                    _log_history(c, run_id, [row for i, row in enumerate(_read_json(fold_dir / "history.json"))
+                                             if int(row.get("epoch", i + 1)) not in seen])
+                _log_metrics(c, run_id, fold_metrics(result))
+                for name in FOLD_FILES:
+                    if (fold_dir / name).exists():
+                        c.log_artifact(run_id, str(fold_dir / name), "fold")
+                c.set_terminated(run_id, "FINISHED")
+            _log_metrics(c, parent, final_metrics(metrics))
+            for name in REPORT_FILES:
+                if (run_dir / name).exists():
+                    c.log_artifact(parent, str(run_dir / name), "report")
+            for plot in sorted(p for p in run_dir.iterdir() if p.suffix in PLOT_SUFFIXES):
+                c.log_artifact(parent, str(plot), "plots")
+            c.log_text(parent, json.dumps(params_document(self.params), indent=2), "report/params.json")
+            c.set_tag(parent, TAG_FINGERPRINT, str(metrics.get("fingerprint", "")))
+            c.set_tag(parent, TAG_RUN_DIR, str(run_dir.absolute()))
+            c.set_tag(parent, TAG_COMPLETE, "true")
+            c.set_terminated(parent, "FINISHED")
+        log.info("logged %s to MLflow with %d fold run(s): %s", run_dir, len(self.fold_runs),
+                 run_url(self.experiment_id, parent))
+        return parent
+
+    def fail(self) -> None:
+        with quiet_mlflow():
+            for run_id in self.fold_runs.values():
+                self.client.set_terminated(run_id, "FAILED")
+            self.client.set_terminated(self.parent_run_id, "FAILED")
+
+
+def _default_run_name(run_dir: Path) -> str:
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists():
+        m = _read_json(metrics_path)
+        return f"{m.get('model', 'run')}-{'+'.join(m.get('modalities', []))}-{str(m.get('fingerprint', ''))[:8]}"
+    return run_dir.name
+
+
+def log_training_run(run_dir: str | Path, params: Params, experiment: str | None = None,
+                     run_name: str | None = None) -> str:
+    """Log a finished run directory (parent run + nested fold runs) and return the parent run id."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").exists():
+        raise HjcagError(f"'{run_dir}' has no metrics.json; finish the run with `hjcag train` before logging it.")
+    logger = RunLogger(params, experiment, run_name or _default_run_name(run_dir))
+    try:
+        return logger.complete(run_dir)
+    except BaseException:
+        logger.fail()
+        raise
+
+
+def find_logged_run(run_dir: str | Path, params: Params, experiment: str | None = None) -> str | None:
+    """The id of a completely logged parent run of this run directory's results (same fingerprint), if any."""
+    metrics_path = Path(run_dir) / "metrics.json"
+    if not metrics_path.exists():
+        return None
+    fp = str(_read_json(metrics_path).get("fingerprint", ""))
+    client = get_client()
+    with quiet_mlflow():
+        exp = client.get_experiment_by_name(experiment_name(params, experiment))
+        if exp is None or not fp:
+            return None
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{TAG_FINGERPRINT}` = '{fp}' and tags.`{TAG_COMPLETE}` = 'true' "
+                          f"and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )
+    return runs[0].info.run_id if runs else None
+
+
+def ensure_logged(run_dir: str | Path, params: Params, experiment: str | None = None) -> str:
+    """The parent run id of `run_dir`, logging it first unless an identical run is already logged."""
+    found = find_logged_run(run_dir, params, experiment)
+    if found is not None:
+        log.info("%s is already logged to MLflow as run %s", run_dir, found)
+        return found
+    return log_training_run(run_dir, params, experiment)
+
+
+def train_with_tracking(fs: Any, params: Params, modalities: Sequence[str], model_name: str, out_dir: str | Path,
+                        experiment: str | None = None, quiet: bool = False) -> tuple[dict[str, Any], str]:
+    """:func:`hjcag.train.run.train_and_evaluate` with live MLflow logging; returns (metrics, parent run id)."""
+    from hjcag.train.run import train_and_evaluate
+
+    out_dir = Path(out_dir)
+    logger = RunLogger(params, experiment, run_name=f"{model_name}-{out_dir.name}")
+    try:
+        metrics = train_and_evaluate(fs, params, modalities, model_name, out_dir, on_epoch=logger.on_epoch,
+                                     quiet=quiet)
+        return metrics, logger.complete(out_dir)
+    except BaseException:
+        logger.fail()
+        raise

@@ -1,0 +1,352 @@
+"""`hjcag package`: a training run (or a registered model) -> ``model-store/hjcag.mar`` for TorchServe.
+
+The archive is self-contained. Its root (what TorchServe unpacks into the worker's model directory, which is first
+on the worker's PYTHONPATH) holds:
+
+    handler.py            serving/handler.py, a shim over hjcag.serve.predictor
+    model-config.yaml     serving/model-config.yaml: workers, batching, timeouts (--config-file)
+    model.safetensors     the chosen fold's weights (the run's default: lowest validation loss)
+    model_config.json     the run's model config, its weights pointing at model.safetensors
+    index_to_name.json    the label map
+    features.json         the feature-extractor config used at training time, and (when known) what the training
+                          features were extracted with, so raw requests are extracted the same way or refused
+    serving.json          model name and version, where it came from, the run's metrics
+    hjcag/                the hjcag package source (pure Python)
+
+Why the code travels in the archive: the archive and its code can never disagree, and the serving image needs only
+hjcag's third-party dependencies (serving/Dockerfile installs them, not hjcag). Because the model directory comes
+first on the worker's path, the archive's copy wins even where another hjcag is installed. The code is copied as a
+directory, not a zip on sys.path, so tracebacks show real files and nothing depends on zipimport.
+
+Next to the archive, ``hjcag.mar.json`` records the version, the archive's sha256 (the Kubernetes init container
+checks it through MODEL_SHA256) and the model's provenance. TorchServe's ``load_models=all`` only loads ``.mar``
+files, so the record does not disturb it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import hjcag
+from hjcag.errors import ConfigError, HjcagError
+from hjcag.params import MODALITY_NAMES, load_params
+from hjcag.serve.predictor import (
+    FEATURES_FILE,
+    LABELS_FILE,
+    MODEL_CONFIG_FILE,
+    SERVING_FILE,
+    WEIGHTS_FILE,
+    Predictor,
+    features_config_dict,
+    run_version,
+    weights_of,
+)
+
+if TYPE_CHECKING:
+    from hjcag.features.extract import FeaturesConfig
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "hjcag"  # the TorchServe model name: POST /predictions/hjcag (k8s/ and serving/ rely on it)
+FEATURES_META_FILE = "features.meta.json"  # looked for in the run directory when no --features-meta is given
+REPO_ROOT = Path(hjcag.__file__).resolve().parents[2]  # src/hjcag -> repository root (a checkout / editable install)
+HANDLER = REPO_ROOT / "serving" / "handler.py"
+MODEL_CONFIG_YAML = REPO_ROOT / "serving" / "model-config.yaml"
+URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:/", re.IGNORECASE)
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A local run directory, and the registry coordinates when it came from a models:/ URI."""
+
+    run_dir: Path
+    uri: str | None = None
+    registered_name: str | None = None
+    registered_version: str | None = None
+
+
+def is_model_uri(value: str | Path) -> bool:
+    return isinstance(value, str) and bool(URI_SCHEME.match(value)) and not Path(value).exists()
+
+
+def _tracking_uri(tracking_uri: str | None) -> str:
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def registry_version(uri: str, tracking_uri: str | None = None) -> tuple[str, str] | None:
+    """(name, version) of a ``models:/name@alias`` or ``models:/name/version`` URI; None for other URIs."""
+    match = re.match(r"^models:/([^/@]+)(?:@([^/]+)|/([^/]+))/?$", uri)
+    if not match:
+        return None
+    name, alias, version = match.groups()
+    if alias is None:
+        return name, version
+    from mlflow import MlflowClient
+
+    uri_ = _tracking_uri(tracking_uri)
+    try:
+        found = MlflowClient(tracking_uri=uri_, registry_uri=uri_).get_model_version_by_alias(name, alias)
+    except Exception as exc:  # MlflowException: its message names what is missing
+        raise HjcagError(f"cannot resolve '{uri}' in the MLflow registry at {uri_}: {exc}") from exc
+    return name, str(found.version)
+
+
+def resolve_model_uri(uri: str, dst: str | Path | None = None, tracking_uri: str | None = None) -> Path:
+    """Download an MLflow URI (``models:/hjcag-meld@champion``, ``models:/name/3``, ``runs:/<id>/run``) and return
+    the local training run directory inside it (the folder holding model_config.json).
+
+    The registry helper registers the run directory itself as the version's source; any layout works as long as
+    exactly that folder is somewhere inside (the shallowest one is taken).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri_ = _tracking_uri(tracking_uri)
+    try:
+        registered = registry_version(uri, uri_)
+        artifact_uri = uri
+        if registered is not None:  # resolved here, so the registry URI is the one given (not a global setting)
+            artifact_uri = MlflowClient(tracking_uri=uri_, registry_uri=uri_).get_model_version_download_uri(
+                *registered)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, tracking_uri=uri_,
+                                                         dst_path=None if dst is None else str(dst)))
+    except HjcagError:
+        raise
+    except Exception as exc:  # MlflowException, OSError: the registry's own messages are the useful part
+        raise HjcagError(f"cannot download '{uri}' from the MLflow registry at {uri_}: {exc}") from exc
+    found = [local] if (local / MODEL_CONFIG_FILE).exists() else sorted(
+        (p.parent for p in local.rglob(MODEL_CONFIG_FILE)), key=lambda p: len(p.parts))
+    if not found:
+        raise HjcagError(f"'{uri}' holds no {MODEL_CONFIG_FILE}; register a run directory written by `hjcag train`.")
+    return found[0]
+
+
+def resolve_source(source: str | Path, download_dir: Path, tracking_uri: str | None = None) -> Source:
+    if is_model_uri(source):
+        uri = str(source)
+        run_dir = resolve_model_uri(uri, download_dir, tracking_uri)
+        registered = registry_version(uri, tracking_uri)
+        return Source(run_dir, uri, *(registered or (None, None)))
+    run_dir = Path(source)
+    if not (run_dir / MODEL_CONFIG_FILE).exists():
+        raise HjcagError(f"'{run_dir}' has no {MODEL_CONFIG_FILE}; pass a run directory written by `hjcag train` "
+                         f"(--run) or a registry URI such as models:/hjcag-meld@champion (--model-uri).")
+    return Source(run_dir)
+
+
+def default_features_config(run_dir: Path, seq_len: int, params_path: str | Path | None, profile: str | None,
+                            registered_name: str | None = None) -> FeaturesConfig:
+    """The ``features:`` section of params.yaml under the run's profile: `profile`, else the one metrics.json
+    records, else the dataset of a registered ``hjcag-<dataset>`` model when a profile has that name."""
+    import yaml
+
+    from hjcag.features.extract import FeaturesConfig
+
+    if params_path is None or not Path(params_path).exists():
+        log.warning("no params file (%s): the archive carries the default feature-extractor config", params_path)
+        return FeaturesConfig().replace(seq_len=seq_len)
+    if profile is None and (run_dir / "metrics.json").exists():
+        profile = json.loads((run_dir / "metrics.json").read_text()).get("profile")
+        profile = None if profile in (None, "default") else profile
+    if profile is None and registered_name and registered_name.startswith("hjcag-"):
+        profiles = (yaml.safe_load(Path(params_path).read_text()) or {}).get("profiles") or {}
+        profile = registered_name.removeprefix("hjcag-") if registered_name.removeprefix("hjcag-") in profiles else None
+    params = load_params(params_path, profile)
+    log.info("feature-extractor config: %s, profile '%s'", params_path, params.profile)
+    return FeaturesConfig.from_params(params).replace(seq_len=seq_len)
+
+
+def read_features_meta(path: Path, doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-modality extractor info from a features ``.meta.json``, checked against the model's input dims."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        per_modality = dict(meta["modalities"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"'{path}' is not a features meta file written by `hjcag features` ({exc}).") from exc
+    for m, dim in doc["input_dims"].items():
+        name = MODALITY_NAMES[m]
+        got = per_modality.get(name, {}).get("dim")
+        if got is not None and int(got) != int(dim):
+            raise ConfigError(f"'{path}' describes {got}-dim {name} features but the model was trained on {dim}-dim "
+                              f"ones: it belongs to another features file. Pass the meta of the run's features.")
+    return per_modality
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def stage_bundle(
+    source: Source,
+    dest: Path,
+    *,
+    version: str,
+    fold: int | None,
+    features_config: FeaturesConfig,
+    trained_with: Mapping[str, Mapping[str, Any]] | None,
+    name: str,
+) -> Path:
+    """Write the serving bundle (everything of the archive but handler, model-config.yaml and MANIFEST) to `dest`."""
+    run_dir = source.run_dir
+    doc = json.loads((run_dir / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
+    weights = weights_of(doc, fold, run_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / weights, dest / WEIGHTS_FILE)
+    chosen = weights.split("/", 1)[0]
+    served = {**doc, "weights": {"format": "safetensors", "default": WEIGHTS_FILE, "fold": chosen}}
+    _write(dest / MODEL_CONFIG_FILE, served)
+    _write(dest / LABELS_FILE, {str(i): label for i, label in enumerate(doc["label_names"])})
+    _write(dest / FEATURES_FILE, {"config": features_config_dict(features_config),
+                                  "trained_with": dict(trained_with) if trained_with else None})
+    metrics = run_dir / "metrics.json"
+    summary = None
+    if metrics.exists():
+        m = json.loads(metrics.read_text(encoding="utf-8"))
+        summary = {k: m.get(k) for k in ("accuracy", "weighted_f1", "macro_f1", "protocol", "dataset", "profile",
+                                         "n_folds", "fingerprint") if k in m}
+    _write(dest / SERVING_FILE, {
+        "model": name,
+        "version": version,
+        "architecture": doc["model"],
+        "fold": chosen,
+        "source": source.uri or str(run_dir.resolve()),
+        "registered_model": source.registered_name,
+        "registered_version": source.registered_version,
+        "hjcag_version": hjcag.__version__,
+        "metrics": summary,
+    })
+    return dest
+
+
+def _write(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def _copy_source(dest: Path) -> None:
+    """The hjcag package's Python sources (no caches) -> dest/hjcag."""
+    shutil.copytree(Path(hjcag.__file__).resolve().parent, dest / "hjcag",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*"))
+
+
+def _archiver() -> list[str]:
+    beside = Path(sys.executable).parent / "torch-model-archiver"
+    found = str(beside) if beside.exists() else shutil.which("torch-model-archiver")
+    if found is None:
+        raise HjcagError("torch-model-archiver not found; install it (pip install torch-model-archiver==0.12.0).")
+    return [found]
+
+
+def _smoke_test(bundle: Path) -> None:
+    """Load the staged bundle and answer one features request, so a broken archive never leaves this step."""
+    predictor = Predictor.load(bundle)
+    request = {"features": {MODALITY_NAMES[m]: [0.0] * d for m, d in predictor.input_dims.items()}}
+    response = predictor.predict(request)
+    if set(response["probabilities"]) != set(predictor.labels):
+        raise HjcagError(f"the staged bundle in {bundle} answered {response}; refusing to archive it.")
+
+
+def package_model(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    version: str | None = None,
+    fold: int | None = None,
+    params_path: str | Path | None = "params.yaml",
+    profile: str | None = None,
+    features_config: FeaturesConfig | None = None,
+    features_meta: str | Path | None = None,
+    handler: str | Path = HANDLER,
+    model_config_yaml: str | Path = MODEL_CONFIG_YAML,
+    tracking_uri: str | None = None,
+) -> Path:
+    """Build ``out_dir/hjcag.mar`` (and ``out_dir/hjcag.mar.json``) from a run directory or a registry URI.
+
+    `version` defaults to the registered version (models:/ URIs) or ``run-<fingerprint>``; `fold` defaults to the
+    run's default fold; the extractor config is `features_config`, else params.yaml's ``features:`` section under
+    the run's profile. `features_meta` (default: ``<run>/features.meta.json`` when present) records what the
+    training features were extracted with, so serving refuses raw input it would extract differently.
+    """
+    handler, model_config_yaml = Path(handler), Path(model_config_yaml)
+    for path, what in ((handler, "handler"), (model_config_yaml, "model config")):
+        if not path.is_file():
+            raise HjcagError(f"the TorchServe {what} '{path}' is missing; package from a checkout of the hjcag "
+                             f"repository (serving/ sits next to src/).")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hjcag-package-") as tmp_name:
+        tmp = Path(tmp_name)
+        src = resolve_source(source, tmp / "download", tracking_uri)
+        doc = json.loads((src.run_dir / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
+        version = version or src.registered_version or run_version(src.run_dir)
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", version):
+            raise ConfigError(f"version '{version}' may only hold letters, digits, '.', '_' and '-'.")
+        config = features_config or default_features_config(src.run_dir, int(doc["seq_len"]), params_path, profile,
+                                                            src.registered_name)
+        config = config.replace(seq_len=int(doc["seq_len"]), cache_dir=None, progress=False)
+        meta_path = Path(features_meta) if features_meta else src.run_dir / FEATURES_META_FILE
+        if features_meta and not meta_path.exists():
+            raise ConfigError(f"features meta '{meta_path}' not found.")
+        trained_with = read_features_meta(meta_path, doc) if meta_path.exists() else None
+        if trained_with is None:
+            log.warning("no features meta for %s: serving checks raw inputs by feature dims only", src.run_dir)
+        payload = tmp / "payload"
+        stage_bundle(src, payload, version=version, fold=fold, features_config=config, trained_with=trained_with,
+                     name=src.registered_name or MODEL_NAME)
+        _smoke_test(payload)
+        _copy_source(payload)
+        weights = (payload / WEIGHTS_FILE).rename(tmp / WEIGHTS_FILE)
+        # A directory given to --extra-files is copied *into* the archive's root: payload/hjcag -> hjcag/.
+        command = [*_archiver(), "--model-name", MODEL_NAME, "--version", version, "--handler", str(handler),
+                   "--serialized-file", str(weights), "--extra-files", str(payload),
+                   "--config-file", str(model_config_yaml), "--export-path", str(out_dir), "--force"]
+        (tmp / "archiver-tmp").mkdir()
+        # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps concurrent builds apart.
+        env = {**os.environ, "TMPDIR": str(tmp / "archiver-tmp")}
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            raise HjcagError(f"torch-model-archiver failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    mar = out_dir / f"{MODEL_NAME}.mar"
+    record = {
+        "archive": mar.name,
+        "sha256": sha256_of(mar),
+        "size_bytes": mar.stat().st_size,
+        "model_name": MODEL_NAME,
+        "model": src.registered_name or MODEL_NAME,
+        "version": version,
+        "source": src.uri or str(src.run_dir.resolve()),
+        "registered_version": src.registered_version,
+        "architecture": doc["model"],
+        "modalities": [MODALITY_NAMES[m] for m in doc["input_dims"]],
+        "labels": doc["label_names"],
+        "hjcag_version": hjcag.__version__,
+        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    _write(out_dir / f"{mar.name}.json", record)
+    log.info("wrote %s (version %s, sha256 %s)", mar, version, record["sha256"])
+    return mar
+
+
+def read_archive_record(mar: str | Path) -> dict[str, Any]:
+    """The ``<archive>.json`` record that :func:`package_model` wrote next to `mar`."""
+    path = Path(f"{mar}.json")
+    if not path.exists():
+        raise HjcagError(f"'{path}' not found; build the archive with `hjcag package`.")
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,216 @@
+"""The pre-extracted features interface (.npz): round trip, alignment to L, and clear errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hjcag.data.features_file import (
+    FeatureSet,
+    align_to_length,
+    feature_set_from_arrays,
+    load_features,
+    save_features,
+)
+from hjcag.errors import FeatureFileError
+
+LABELS = ("neutral", "joy", "anger")
+
+
+def arrays(n: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "utterance_id": np.array([f"u{i}" for i in range(n)]),
+        "label": np.array([LABELS[i % 3] for i in range(n)]),
+        "group": np.array([f"dia{i // 2}" for i in range(n)]),
+        "split": np.array(["train", "dev", "test"] * (n // 3)),
+        "speaker": np.array(["Joey", "Ross"] * (n // 2)),
+        "text": rng.standard_normal((n, 5, 8)).astype(np.float32),
+        "audio": rng.standard_normal((n, 4)),  # utterance-level vectors, float64
+        "visual": rng.standard_normal((n, 5, 3)).astype(np.float32),
+    }
+
+
+def write(path: Path, data: dict[str, np.ndarray]) -> Path:
+    np.savez(path, **data)
+    return path
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    fs = feature_set_from_arrays(arrays(), seq_len=5, label_names=LABELS)
+    path = save_features(tmp_path / "sub" / "f.npz", fs)
+    back = load_features(path, seq_len=5, label_names=LABELS)
+    for key in ("utterance_id", "label", "group", "split", "speaker"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(fs, key))
+    assert back.modalities == ("t", "a", "v")
+    for m in fs.modalities:
+        np.testing.assert_array_equal(back.features[m], fs.features[m])
+        assert back.features[m].dtype == np.float32
+    assert back.label_names == LABELS
+    assert back.targets.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_without_label_names_they_are_sorted_labels(tmp_path: Path) -> None:
+    fs = load_features(write(tmp_path / "f.npz", arrays()), seq_len=5)
+    assert fs.label_names == ("anger", "joy", "neutral")
+
+
+def test_vectors_are_broadcast_over_l(tmp_path: Path) -> None:
+    data = arrays()
+    fs = load_features(write(tmp_path / "f.npz", data), seq_len=7)
+    assert fs.features["a"].shape == (6, 7, 4)
+    for t in range(7):
+        np.testing.assert_allclose(fs.features["a"][:, t], data["audio"], rtol=1e-6)
+    assert fs.dims == {"t": 8, "a": 4, "v": 3} and fs.seq_len == 7
+
+
+def test_sequences_are_cropped_and_padded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = arrays()
+    with caplog.at_level(logging.WARNING):
+        short = load_features(write(tmp_path / "f.npz", data), seq_len=3)
+    np.testing.assert_array_equal(short.features["t"], data["text"][:, :3])
+    assert "'text' has 5 steps; aligning to L=3" in caplog.text
+    long = load_features(tmp_path / "f.npz", seq_len=8)
+    np.testing.assert_array_equal(long.features["t"][:, :5], data["text"])
+    assert not long.features["t"][:, 5:].any()
+
+
+def test_align_to_length_shapes() -> None:
+    x = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
+    assert align_to_length(x, 2).shape == (2, 2, 2)
+    assert align_to_length(x, 5).shape == (2, 5, 2)
+    assert align_to_length(x[:, 0], 4).shape == (2, 4, 2)
+
+
+def test_optional_columns_and_modalities(tmp_path: Path) -> None:
+    data = arrays()
+    for key in ("split", "speaker", "audio", "visual"):
+        del data[key]
+    fs = load_features(write(tmp_path / "f.npz", data), seq_len=5)
+    assert fs.split is None and fs.speaker is None and fs.modalities == ("t",)
+
+
+def test_subset_and_select() -> None:
+    fs = feature_set_from_arrays(arrays(), seq_len=5, label_names=LABELS)
+    sub = fs.subset(np.array([1, 4]))
+    assert sub.utterance_id.tolist() == ["u1", "u4"] and sub.features["v"].shape == (2, 5, 3)
+    assert sub.label_names == LABELS
+    only = fs.select(("t", "v"))
+    assert only.modalities == ("t", "v") and len(only) == 6
+
+
+def test_unknown_key_is_ignored_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = arrays()
+    data["texts"] = data["text"]
+    with caplog.at_level(logging.WARNING):
+        load_features(write(tmp_path / "f.npz", data), seq_len=5)
+    assert "ignoring unknown key(s) ['texts']" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("key", ["utterance_id", "label", "group"])
+def test_missing_required_key(tmp_path: Path, key: str) -> None:
+    data = arrays()
+    del data[key]
+    with pytest.raises(FeatureFileError, match=rf"missing required key\(s\) \['{key}'\]"):
+        load_features(write(tmp_path / "f.npz", data), seq_len=5)
+
+
+def test_no_modality(tmp_path: Path) -> None:
+    data = {k: v for k, v in arrays().items() if k not in ("text", "audio", "visual")}
+    with pytest.raises(FeatureFileError, match="no modality arrays found"):
+        load_features(write(tmp_path / "f.npz", data), seq_len=5)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("audio", np.zeros((5, 4)), r"'audio' has 5 rows but 'utterance_id' has 6"),
+        ("visual", np.zeros((6, 2, 2, 2)), r"'visual' has shape \(6, 2, 2, 2\); expected \(N, d\) or \(N, L, d\)"),
+        ("text", np.zeros(6), r"'text' has shape \(6,\)"),
+        ("text", np.zeros((6, 5, 0)), r"'text' has feature width 0"),
+        ("audio", np.array([["a"] * 4] * 6), r"'audio' must be a float array"),
+        ("label", np.array(["joy"] * 5), r"'label' has shape \(5,\); expected \(6,\)"),
+        ("group", np.array([["g"]] * 6), r"'group' has shape \(6, 1\)"),
+    ],
+)
+def test_wrong_shapes_name_the_key(tmp_path: Path, key: str, value: np.ndarray, message: str) -> None:
+    data = arrays()
+    data[key] = value
+    with pytest.raises(FeatureFileError, match=message):
+        load_features(write(tmp_path / "f.npz", data), seq_len=5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_name_key_and_rows(tmp_path: Path, bad: float) -> None:
+    data = arrays()
+    data["visual"][4, 2, 1] = bad
+    message = r"'visual' holds NaN or inf values in 1 utterance\(s\), first rows \[4\]"
+    with pytest.raises(FeatureFileError, match=message):
+        load_features(write(tmp_path / "f.npz", data), seq_len=5)
+
+
+def test_duplicate_ids(tmp_path: Path) -> None:
+    data = arrays()
+    data["utterance_id"][3] = "u1"
+    with pytest.raises(FeatureFileError, match=r"duplicate utterance ids \['u1'\]"):
+        load_features(write(tmp_path / "f.npz", data), seq_len=5)
+
+
+def test_bad_split_values(tmp_path: Path) -> None:
+    data = arrays()
+    data["split"][0] = "valid"
+    message = r"'split' holds \['valid'\]; allowed values are \['train', 'dev', 'test'\]"
+    with pytest.raises(FeatureFileError, match=message):
+        load_features(write(tmp_path / "f.npz", data), seq_len=5)
+
+
+def test_labels_outside_the_label_set(tmp_path: Path) -> None:
+    with pytest.raises(FeatureFileError, match=r"labels \['anger'\] are not in the dataset's label set"):
+        load_features(write(tmp_path / "f.npz", arrays()), seq_len=5, label_names=("neutral", "joy"))
+
+
+def test_select_unknown_modality_names_it() -> None:
+    data = {k: v for k, v in arrays().items() if k != "visual"}
+    fs = feature_set_from_arrays(data, seq_len=5)
+    message = r"\['visual'\] were requested but the features hold only \[text, audio\]"
+    with pytest.raises(FeatureFileError, match=message):
+        fs.select(("t", "v"))
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    data = {k: v[:0] for k, v in arrays().items()}
+    with pytest.raises(FeatureFileError, match="holds no utterances"):
+        load_features(write(tmp_path / "f.npz", data), seq_len=5)
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(FeatureFileError, match="not found"):
+        load_features(tmp_path / "nope.npz", seq_len=5)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(FeatureFileError, match=r"is not a readable \.npz"):
+        load_features(bad, seq_len=5)
+
+
+def test_object_arrays_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "obj.npz"
+    data = arrays()
+    data["text"] = np.array([np.zeros(3), np.zeros(4), np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3)],
+                            dtype=object)
+    np.savez(path, **data)  # pickled object array: the loader must not unpickle it
+    with pytest.raises(FeatureFileError, match=r"is not a readable \.npz"):
+        load_features(path, seq_len=5)
+
+
+def test_feature_set_constructor_defaults() -> None:
+    fs = FeatureSet(
+        utterance_id=np.array(["a", "b"]), label=np.array(["y", "x"]), group=np.array(["g", "g"]),
+        features={"t": np.zeros((2, 3, 4), np.float32)},
+    )
+    assert fs.label_names == ("x", "y") and fs.modalities == ("t",) and len(fs) == 2

@@ -1,0 +1,199 @@
+"""The real endpoint: `hjcag package` -> hjcag.mar -> `torchserve` with serving/config.properties (token auth on,
+model API off, 20 MiB request limit), on free loopback ports with a private TMPDIR / java.io.tmpdir and working
+directory. The server starts once for the module and is always stopped. Every answer is checked against the
+in-process predictor loaded from the same archive.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import media_fixtures
+import serve_fixtures as sf
+from hjcag.device import torch_threads
+from hjcag.serve.local import LocalTorchServe, Reply
+from hjcag.serve.package import package_model
+from hjcag.serve.predictor import Predictor, RequestError
+
+pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe needs Java 17 on PATH")
+BATCH_HEADER = "x-hjcag-batch-size"
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model store holding hjcag.mar, the archive unpacked)."""
+    root = tmp_path_factory.mktemp("torchserve")
+    with torch_threads(1):
+        run_dir = sf.train_tiny_run(root / "run")
+    mar = package_model(run_dir, root / "store", features_config=sf.features_config())
+    with zipfile.ZipFile(mar) as z:
+        z.extractall(root / "unpacked")
+    return mar.parent, root / "unpacked"
+
+
+@pytest.fixture(scope="module")
+def server(archive: tuple[Path, Path]) -> Iterator[LocalTorchServe]:
+    ts = LocalTorchServe(archive[0], env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    try:
+        ts.start()
+        yield ts
+    finally:
+        ts.stop()
+
+
+@pytest.fixture(scope="module")
+def reference(archive: tuple[Path, Path]) -> Iterator[Predictor]:
+    """The in-process predictor over the very files the server unpacked."""
+    from huggingface_hub import constants
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(constants, "HF_HUB_OFFLINE", True)  # the same offline fallback as the server's HF_HUB_OFFLINE=1
+        yield Predictor.load(archive[1])
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("media")
+    return {"wav": media_fixtures.write_wav(root / "a.wav", duration_s=0.4, freq=300.0),
+            "mp4": media_fixtures.write_video(root / "v.mp4", duration_s=0.4, freq=500.0)}
+
+
+def probs(response: dict[str, Any]) -> np.ndarray:
+    return np.array(list(response["probabilities"].values()))
+
+
+def assert_same(reply: Reply, expected: dict[str, Any], atol: float = 1e-5) -> None:
+    assert reply.status == 200, reply.text
+    got = reply.json()
+    assert got["label"] == expected["label"] and got["model"] == expected["model"]
+    assert got["version"] == expected["version"]
+    np.testing.assert_allclose(probs(got), probs(expected), atol=atol)
+    np.testing.assert_allclose(list(got["gate"].values()), list(expected["gate"].values()), atol=atol)
+
+
+def healthy(server: LocalTorchServe) -> bool:
+    reply = server.request("GET", "/ping")
+    return reply.status == 200 and reply.json()["status"] == "Healthy"
+
+
+def test_ping_needs_the_inference_token(server: LocalTorchServe) -> None:
+    for token in ("wrong", server.read_keys()["management"]):
+        refused = server.request("GET", "/ping", token=token)
+        assert refused.status in (400, 401) and "InvalidKeyException" in refused.text
+    assert healthy(server)
+
+
+def test_worker_runs_the_code_packed_in_the_archive(server: LocalTorchServe) -> None:
+    log = server.log_tail(200_000)
+    assert f"from {server.tmp_dir}/models/" in log, log[-3000:]
+    assert "raw text input: ok" in log and "raw audio input: ok" in log and "raw visual input: ok" in log
+
+
+def test_feature_and_raw_requests_match_the_in_process_predictor(server: LocalTorchServe, reference: Predictor,
+                                                                 media: dict[str, Path]) -> None:
+    for request in (sf.feature_request(0), sf.feature_request(1, "av", steps=9), sf.feature_request(2, "t")):
+        assert_same(server.predict(request), reference.predict(request))
+    raw = {"text": "Oh my God, you did it!", "audio": sf.b64(media["wav"]), "video": sf.b64(media["mp4"])}
+    reply = server.predict(raw)
+    assert_same(reply, reference.predict(raw))
+    assert all(w > 0 for w in reply.json()["gate"].values())
+    kserve = server.predict({"instances": [sf.feature_request(3), {"text": "fine."}]})
+    assert kserve.status == 200
+    for got, request in zip(kserve.json()["predictions"], (sf.feature_request(3), {"text": "fine."}), strict=True):
+        np.testing.assert_allclose(probs(got), probs(reference.predict(request)), atol=1e-5)
+
+
+def test_concurrent_requests_are_batched_one_answer_each_in_order(server: LocalTorchServe,
+                                                                  reference: Predictor) -> None:
+    """Distinct inputs fired together: TorchServe batches them (model-config.yaml batchSize 8, 50 ms), and each
+    client must get the answer for its own input; bad requests inside a batch fail alone."""
+    mods = ("tav", "ta", "av", "t", "v", "tv")
+    requests: list[Any] = [sf.feature_request(100 + i, mods[i % len(mods)]) for i in range(32)]
+    for i in (5, 17, 28):
+        requests[i] = {"features": {"audio": [0.0] * (80 + i)}}  # wrong width: a 400 for this one only
+    replies: list[Reply | None] = [None] * len(requests)
+    start = threading.Barrier(8)
+
+    def client(k: int) -> None:
+        start.wait()
+        for i in range(k, len(requests), 8):
+            replies[i] = server.predict(requests[i])
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    batch_sizes = []
+    for request, reply in zip(requests, replies, strict=True):
+        assert reply is not None
+        batch_sizes.append(int(reply.header(BATCH_HEADER) or 0))
+        try:
+            expected = reference.predict(request)
+        except RequestError as exc:
+            assert reply.status == 400 and reply.json()["message"] == exc.message
+            continue
+        assert_same(reply, expected)
+    assert max(batch_sizes) > 1, f"no batching happened: {batch_sizes}"
+
+
+BAD_BODIES = [
+    (b'{"text": "hi",', "application/json", 400, "not valid JSON"),
+    (b'{"text": "hi"}x', "application/json", 400, "not valid JSON"),
+    (b"\x00\xff binary", "application/octet-stream", 400, "not UTF-8"),
+    (b"[1, 2, 3]", "application/json", 400, "must be a JSON object"),
+    (b"{}", "application/json", 400, "the request has no input"),
+    (b'{"features": {"audio": [1, 2, 3]}}', "application/json", 400,
+     "audio features have 3 dims, the model expects 88."),
+    (b'{"features": {"text": [[0.1, 0.2], [0.3]]}}', "application/json", 400, "ragged"),
+    (b'{"audio": "***"}', "application/json", 400, "'audio' is not valid base64"),
+    (json.dumps({"audio": "UklGRiQAAABXQVZFZm10IBAAAAABAAEA"}).encode(), "application/json", 400,
+     "audio could not be decoded"),
+    (json.dumps({"video": "AAAAIGZ0eXBpc29tAAACAGlzb21pc28y" + "A" * 64}).encode(), "application/json", 400,
+     "video could not be decoded"),
+]
+
+
+def test_bad_input_gets_a_4xx_with_a_message_and_the_server_stays_healthy(server: LocalTorchServe,
+                                                                          reference: Predictor) -> None:
+    for body, content_type, status, message in BAD_BODIES:
+        reply = server.request("POST", "/predictions/hjcag", body, content_type)
+        assert reply.status == status, (body, reply.text)
+        assert message in reply.json()["message"], (body, reply.text)
+    assert healthy(server)
+    assert_same(server.predict(sf.feature_request(7)), reference.predict(sf.feature_request(7)))
+
+
+def test_oversized_body_gets_413_before_the_handler(server: LocalTorchServe, reference: Predictor) -> None:
+    """config.properties caps bodies at 20 MiB: TorchServe answers 413 from the headers, without reading the body."""
+    size = 21 * 2**20
+    with socket.create_connection(("127.0.0.1", server.ports["inference"]), timeout=30) as s:
+        s.sendall((f"POST /predictions/hjcag HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.token}\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n").encode())
+        status_line = s.recv(4096).decode("latin-1").split("\r\n", 1)[0]
+    assert status_line.split(" ", 2)[1] == "413", status_line
+    assert healthy(server)
+    assert_same(server.predict(sf.feature_request(8)), reference.predict(sf.feature_request(8)))
+
+
+def test_model_registration_api_is_off(server: LocalTorchServe) -> None:
+    import urllib.error
+    import urllib.request
+
+    token = server.read_keys()["management"]
+    request = urllib.request.Request(f"{server.management_url}/models?url=hjcag.mar", method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=30)
+    assert info.value.code == 405 and "MethodNotAllowed" in info.value.read().decode()
+    assert server.worker_states() == ["READY"]  # the same key may describe: the refusal is the disabled API
