@@ -82,7 +82,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     params = params.with_overrides(model={"name": args.model or params.model.name}, train=overrides)
     fs = _load(args, params)
     modalities = parse_modalities(args.modalities) if args.modalities else fs.modalities
-    metrics = train_and_evaluate(fs, params, modalities, params.model.name, Path(args.out))
+    if args.track:
+        from hjcag.registry.tracking import train_with_tracking
+
+        metrics, run_id = train_with_tracking(fs, params, modalities, params.model.name, Path(args.out),
+                                              experiment=args.experiment)
+        print(f"MLflow run {run_id}")
+    else:
+        only = [int(k) for k in args.folds.split(",")] if args.folds else None
+        metrics = train_and_evaluate(fs, params, modalities, params.model.name, Path(args.out), only_folds=only)
+        if metrics.get("complete") is False:
+            done = sorted(r["fold"] for r in metrics["folds"])
+            print(f"fold(s) {done} of {metrics['n_folds']} done in {args.out}; train the others (or merge their "
+                  f"fold_K directories into it) and run without --folds to aggregate.")
+            return 0
     _print_summary(metrics, Path(args.out))
     return 0
 
@@ -97,6 +110,88 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     run_ablation(fs, params, Path(args.out))
     print((Path(args.out) / "ablation.md").read_text())
     return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from hjcag.validate.runner import validate_manifest_cli
+
+    result = validate_manifest_cli(args.manifest, args.out, _params(args), args.modalities, args.policy)
+    print(result.summary())
+    return 0
+
+
+def cmd_validate_features(args: argparse.Namespace) -> int:
+    from hjcag.validate.runner import validate_features_cli
+
+    result = validate_features_cli(args.features, args.out, args.dims)
+    print(result.summary())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hjcag.train.evaluate import evaluate_run
+
+    summary = evaluate_run(args.run, args.out)
+    print(f"evaluation of {args.run}: accuracy {100 * summary['accuracy']:.2f} %, weighted F1 "
+          f"{100 * summary['weighted_f1']:.2f} % -> {args.out}")
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from hjcag.registry.gate import gate_run
+
+    result = gate_run(args.run, _params(args).gates, args.report)
+    print(result.summary())
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from hjcag.registry.register import log_and_register
+    from hjcag.registry.tracking import tracking_uri
+
+    lock = None if args.dvc_lock == "none" else args.dvc_lock
+    version = log_and_register(args.run, _params(args), args.features, lock, args.experiment, args.name)
+    record = {**dataclasses.asdict(version), "tracking_uri": tracking_uri()}
+    if args.record:
+        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.record).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    what = "already registered as" if version.reused else "registered as"
+    print(f"{args.run} {what} {version.name} version {version.version} (alias 'candidate'); "
+          f"promote with `hjcag registry promote --name {version.name}`")
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from hjcag.registry import aliases
+    from hjcag.registry.register import model_name_for
+
+    name = args.name or model_name_for(_params(args))
+    if args.action == "show":
+        print(aliases.format_show(aliases.show(name)))
+        return 0
+    move = aliases.promote(name, args.version) if args.action == "promote" else aliases.rollback(name)
+    before = f" (was version {move.previous})" if move.previous else ""
+    print(f"{move.name}@{move.alias} -> version {move.version}{before}")
+    return 0
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from hjcag.serve.package import package_model, read_archive_record
+
+    mar = package_model(args.model_uri or args.run, args.out, version=args.version, fold=args.fold,
+                        params_path=args.params, profile=args.profile, features_meta=args.features_meta)
+    record = read_archive_record(mar)
+    print(f"model archive {mar} (version {record.get('version')}, sha256 {record.get('sha256')})")
+    return 0
+
+
+def cmd_serve_local(args: argparse.Namespace) -> int:
+    from hjcag.serve.local import serve_local
+
+    return serve_local(args.model_store, args.port)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -154,12 +249,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params_options(p)
     p.set_defaults(func=cmd_features)
 
+    p = sub.add_parser("validate", help="Great Expectations checks of a manifest and its media (before any compute)")
+    p.add_argument("--manifest", required=True, help="manifest.parquet from `hjcag prepare` (or CSV/JSONL)")
+    p.add_argument("--out", required=True, help="directory for validation.json, data_docs/, manifest.valid.parquet")
+    p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not checked")
+    p.add_argument("--policy", choices=["fail", "quarantine"], default=None, help="default: params validation.policy")
+    _add_params_options(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("validate-features", help="Great Expectations checks of an extracted features .npz")
+    p.add_argument("--features", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--dims", default=None, help="expected widths, e.g. t=1024,a=1582,v=2048 (default: .meta.json)")
+    p.set_defaults(func=cmd_validate_features)
+
     p = sub.add_parser("train", help="five-fold (or holdout) training and evaluation on a features file")
     p.add_argument("--features", required=True, help="features .npz (or DialogueRNN-style .pkl)")
     p.add_argument("--protocol", choices=["cv5", "holdout"], default=None, help="default: params train.protocol")
     p.add_argument("--modalities", default=None, help="subset of t,a,v (default: all in the file)")
     p.add_argument("--model", choices=["hjcag", "concat", "late", "mult"], default=None)
     p.add_argument("--out", required=True, help="run directory (re-running resumes it)")
+    p.add_argument("--folds", default=None, help="train only these fold indices, e.g. 0,1 (parallel workers)")
+    p.add_argument("--track", action="store_true", help="log to MLflow (MLFLOW_TRACKING_URI, default sqlite)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: hjcag-<dataset>)")
     _add_params_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -169,6 +281,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _add_params_options(p)
     p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("evaluate", help="a finished run -> flat metrics.json, folds.csv, predictions.csv, plots")
+    p.add_argument("--run", required=True, help="run directory written by `hjcag train`")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("gate", help="check a run against the accuracy / weighted-F1 gates in params.yaml")
+    p.add_argument("--run", required=True)
+    p.add_argument("--report", default=None, help="write the gate result as JSON here (also when it fails)")
+    _add_params_options(p)
+    p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser("register", help="log a run to MLflow, gate it, register it with alias 'candidate'")
+    p.add_argument("--run", required=True)
+    p.add_argument("--features", required=True, help="the features .npz the run was trained on (data hash)")
+    p.add_argument("--dvc-lock", default="dvc.lock", help="dvc.lock to take the data hash from, or 'none'")
+    p.add_argument("--name", default=None, help="registered model name (default: hjcag-<dataset>)")
+    p.add_argument("--experiment", default=None)
+    p.add_argument("--record", default=None, help="write the registered version as JSON here")
+    _add_params_options(p)
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("registry", help="move the 'champion' alias: promote | rollback | show")
+    p.add_argument("action", choices=["promote", "rollback", "show"])
+    p.add_argument("--name", default=None, help="registered model (default: hjcag-<dataset of the profile>)")
+    p.add_argument("--version", default=None, help="promote this version (default: the 'candidate')")
+    _add_params_options(p)
+    p.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("package", help="build the TorchServe model archive (.mar) from a run or a registry URI")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory written by `hjcag train`")
+    src.add_argument("--model-uri", help="e.g. models:/hjcag-meld@champion")
+    p.add_argument("--out", default="model-store", help="model store directory (default: model-store)")
+    p.add_argument("--version", default=None, help="default: the registered version, else run-<fingerprint>")
+    p.add_argument("--fold", type=int, default=None, help="fold whose weights to serve (default: the run's best)")
+    p.add_argument("--features-meta", default=None, help="features .meta.json the model was trained on")
+    _add_params_options(p)
+    p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("serve-local", help="run TorchServe on 127.0.0.1 with a model store, until Ctrl-C")
+    p.add_argument("--model-store", default="model-store")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_serve_local)
     return parser
 
 

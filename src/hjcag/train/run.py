@@ -225,11 +225,15 @@ def train_and_evaluate(
     on_epoch: EpochCallback | None = None,
     quiet: bool = False,
     keep_checkpoints: bool = False,
+    only_folds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Train `model_name` on `modalities` of `fs` under params.train.protocol; write `out_dir`; return metrics.
 
     Re-running on the same `out_dir` skips finished folds and resumes an interrupted one from its checkpoint;
     different settings (params, modalities, model, data) raise HjcagError instead of mixing results.
+    `only_folds` trains just those fold indices (a pipeline runs the folds in parallel, then merges their
+    directories and calls this again without it to aggregate); until every fold is done the return value is
+    ``{"complete": False, "folds": [...]}`` and no metrics.json is written.
     """
     if model_name not in MODEL_NAMES:
         raise ConfigError(f"unknown model '{model_name}'. Choose one of {list(MODEL_NAMES)}.")
@@ -259,9 +263,16 @@ def train_and_evaluate(
         log.info("%s on %s: %d utterances, %d fold(s) (%s), device %s -> %s", model_name, "+".join(modalities),
                  len(fs), len(folds), cfg.protocol, device, out_dir)
 
+    if only_folds is not None:
+        unknown = sorted(set(only_folds) - {f.index for f in folds})
+        if unknown:
+            raise ConfigError(f"fold(s) {unknown} do not exist: the {cfg.protocol} protocol has folds "
+                              f"{[f.index for f in folds]}.")
     results, histories = [], {}
     for fold in folds:
         fold_dir = out_dir / f"fold_{fold.index}"
+        if only_folds is not None and fold.index not in only_folds and not (fold_dir / RESULT_FILE).exists():
+            continue
         if (fold_dir / RESULT_FILE).exists():
             result, history = read_json(fold_dir / RESULT_FILE), read_json(fold_dir / HISTORY_FILE)
             if not quiet:
@@ -277,6 +288,8 @@ def train_and_evaluate(
         results.append(result)
         histories[fold.index] = history
 
+    if len(results) < len(folds):
+        return {"complete": False, "folds": results, "n_folds": len(folds)}
     best = min(results, key=lambda r: r["best_val_loss"])
     write_json(out_dir / MODEL_CONFIG_FILE,
                _model_config_doc(model_name, params, fs, folds, f"fold_{best['fold']}/{WEIGHTS_FILE}"))

@@ -217,7 +217,8 @@ def _context(docs_dir: Path) -> Any:
             "hjcag": {
                 "class_name": "SiteBuilder",
                 "show_how_to_buttons": False,
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                                  "base_directory": str(docs_dir.resolve())},
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             }
         },
