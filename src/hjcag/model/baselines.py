@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hjcag.errors import ConfigError
-from hjcag.model.common import FusionOutput, activation, masked_uniform, presence_mask
+from hjcag.model.common import FusionOutput, InputStandardizer, activation, masked_uniform, presence_mask
 from hjcag.params import MODALITIES, ModelConfig
 
 
@@ -63,12 +63,14 @@ class ConcatFusion(nn.Module):
     def __init__(self, input_dims: Mapping[str, int], num_classes: int, config: ModelConfig) -> None:
         super().__init__()
         self.modalities = _modalities(input_dims)
+        self.standardize = InputStandardizer({m: input_dims[m] for m in self.modalities})
         widths = {m: int(config.widths[m]) for m in self.modalities}
         self.project = nn.ModuleDict({m: _projection(input_dims[m], widths[m], config) for m in self.modalities})
         self.classifier = _classifier(sum(widths.values()), num_classes, config)
 
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> FusionOutput:
         mask = presence_mask(inputs, self.modalities, present)  # (B, |M|)
+        inputs = self.standardize(inputs)
         pooled = [
             _keep(self.project[m](_keep(inputs[m], mask[:, i])).mean(dim=1), mask[:, i])  # (B, d_m)
             for i, m in enumerate(self.modalities)
@@ -90,12 +92,14 @@ class LateFusion(nn.Module):
     def __init__(self, input_dims: Mapping[str, int], num_classes: int, config: ModelConfig) -> None:
         super().__init__()
         self.modalities = _modalities(input_dims)
+        self.standardize = InputStandardizer({m: input_dims[m] for m in self.modalities})
         widths = {m: int(config.widths[m]) for m in self.modalities}
         self.project = nn.ModuleDict({m: _projection(input_dims[m], widths[m], config) for m in self.modalities})
         self.heads = nn.ModuleDict({m: _classifier(widths[m], num_classes, config) for m in self.modalities})
 
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> FusionOutput:
         mask = presence_mask(inputs, self.modalities, present)  # (B, |M|)
+        inputs = self.standardize(inputs)
         weights = masked_uniform(mask)  # (B, |M|)
         log_probs = torch.stack(
             [
@@ -182,6 +186,7 @@ class MulT(nn.Module):
     def __init__(self, input_dims: Mapping[str, int], num_classes: int, config: ModelConfig) -> None:
         super().__init__()
         self.modalities = _modalities(input_dims)
+        self.standardize = InputStandardizer({m: input_dims[m] for m in self.modalities})
         try:
             d_model, heads, layers = (int(config.mult[k]) for k in ("d_model", "heads", "layers"))
         except KeyError as exc:
@@ -215,6 +220,7 @@ class MulT(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> FusionOutput:
         mask = presence_mask(inputs, self.modalities, present)  # (B, |M|)
+        inputs = self.standardize(inputs)
         index = {m: i for i, m in enumerate(self.modalities)}
         xs = {}
         for m in self.modalities:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,6 +49,54 @@ def masked_uniform(mask: torch.Tensor) -> torch.Tensor:
     """Equal weight over the present modalities: (B, |M|)."""
     weights = mask.float()
     return weights / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+class InputStandardizer(nn.Module):
+    """Per-feature standardisation of each modality, (x - mean) / std, with statistics of the training part.
+
+    Raw extractor outputs live on wildly different scales (openSMILE IS10 functionals range from 1e-3 to 1e3), which
+    an Adam step of lr 1e-3..1e-5 cannot undo. The statistics are buffers, so they travel with the weights and
+    serving applies exactly what training saw. All-zero time steps (padding, a masked modality) stay zero. Until
+    :meth:`fit` is called it is the identity.
+    """
+
+    def __init__(self, input_dims: Mapping[str, int]) -> None:
+        super().__init__()
+        self.modalities = tuple(input_dims)
+        for m, d in input_dims.items():
+            self.register_buffer(f"mean_{m}", torch.zeros(d))
+            self.register_buffer(f"std_{m}", torch.ones(d))
+
+    @torch.no_grad()
+    def fit(self, features: Mapping[str, np.ndarray], chunk: int = 256) -> None:
+        """Mean and std over every non-zero time step of `features` ({m: (N, L, d)}), in float64 chunks."""
+        for m in self.modalities:
+            x_all = features[m]
+            total, total_sq, count = np.zeros(x_all.shape[-1]), np.zeros(x_all.shape[-1]), 0
+            for start in range(0, len(x_all), chunk):
+                x = np.asarray(x_all[start:start + chunk], dtype=np.float64).reshape(-1, x_all.shape[-1])
+                x = x[np.abs(x).sum(axis=1) > 0]
+                total += x.sum(axis=0)
+                total_sq += (x * x).sum(axis=0)
+                count += len(x)
+            if count == 0:
+                continue
+            mean = total / count
+            std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+            std[std < 1e-6] = 1.0  # constant columns: centre only
+            getattr(self, f"mean_{m}").copy_(torch.from_numpy(mean))
+            getattr(self, f"std_{m}").copy_(torch.from_numpy(std))
+
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for m, x in inputs.items():
+            if m not in self.modalities:
+                out[m] = x
+                continue
+            keep = x.abs().sum(dim=-1, keepdim=True) > 0  # (B, L, 1)
+            z = (x - getattr(self, f"mean_{m}").to(x.dtype)) / getattr(self, f"std_{m}").to(x.dtype)
+            out[m] = torch.where(keep, z, torch.zeros_like(z))
+        return out
 
 
 def build_model(name: str, input_dims: Mapping[str, int], num_classes: int, config: ModelConfig) -> nn.Module:

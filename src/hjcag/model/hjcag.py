@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hjcag.model.common import FusionOutput, activation, masked_uniform, presence_mask
+from hjcag.model.common import FusionOutput, InputStandardizer, activation, masked_uniform, presence_mask
 from hjcag.params import MODALITIES, ModelConfig
 
 Joint = tuple[str, ...]
@@ -141,6 +141,7 @@ class HJCAG(nn.Module):
         self.modalities = tuple(m for m in MODALITIES if m in input_dims)
         self.config = config
         widths = {m: int(config.widths[m]) for m in self.modalities}
+        self.standardize = InputStandardizer({m: input_dims[m] for m in self.modalities})  # fit on the train part
         # "aligned to a unified feature space" (3.1): Linear + activation to the model width d_m.
         self.project = nn.ModuleDict(
             {
@@ -163,6 +164,7 @@ class HJCAG(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> FusionOutput:
         mask = presence_mask(inputs, self.modalities, present)  # (B, |M|)
+        inputs = self.standardize(inputs)  # per-feature z-scores, (B, L, d_in) each
         xs = {
             m: self.project[m](inputs[m] * mask[:, i, None, None].to(inputs[m].dtype))  # (B, L, d_m)
             for i, m in enumerate(self.modalities)

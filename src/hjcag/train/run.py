@@ -184,6 +184,7 @@ def _run_fold(
     torch.manual_seed(seed)
     model = build_model(model_name, fs.dims, len(fs.label_names), params.model)
     train, val, test = (fs.subset(idx) for idx in (fold.train_idx, fold.val_idx, fold.test_idx))
+    model.standardize.fit(train.features)  # input statistics of the training part only (saved with the weights)
     checkpoint = fold_dir / CHECKPOINT_FILE
     training = train_fold(
         model, TensorData.from_features(train), TensorData.from_features(val), params.train,
