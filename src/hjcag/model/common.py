@@ -93,7 +93,7 @@ class InputStandardizer(nn.Module):
             if m not in self.modalities:
                 out[m] = x
                 continue
-            keep = x.abs().sum(dim=-1, keepdim=True) > 0  # (B, L, 1)
+            keep = (x != 0).any(dim=-1, keepdim=True)  # (B, L, 1); all-zero (padding) steps stay zero, NaN propagates
             z = (x - getattr(self, f"mean_{m}").to(x.dtype)) / getattr(self, f"std_{m}").to(x.dtype)
             out[m] = torch.where(keep, z, torch.zeros_like(z))
         return out

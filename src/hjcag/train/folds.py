@@ -89,12 +89,16 @@ def _grouped_folds(fs: FeatureSet, n_folds: int, val_fraction: float, seed: int)
 def _split_groups(targets: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> list[np.ndarray]:
     """Test index sets of a grouped, stratified split; falls back to plain GroupKFold if a fold would be empty."""
     x = np.zeros(len(targets))
+    tests: list[np.ndarray] = []
     with warnings.catch_warnings():
         # "The least populated class in y has only N members": stratification is best effort here.
         warnings.simplefilter("ignore", UserWarning)
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed % 2**32)
-        tests = [test for _, test in splitter.split(x, targets, groups)]
-    if all(len(t) for t in tests):
+        try:
+            tests = [test for _, test in splitter.split(x, targets, groups)]
+        except ValueError as exc:  # classes too small to stratify at all
+            log.debug("stratified grouped split impossible (%s); using GroupKFold", exc)
+    if tests and all(len(t) for t in tests):
         return tests
     log.debug("stratified grouped split left a fold empty; using GroupKFold")
     return [test for _, test in GroupKFold(n_splits=n_splits).split(x, targets, groups)]
