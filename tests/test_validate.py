@@ -253,7 +253,15 @@ def test_features_suite(tmp_path: Path) -> None:
     np.savez(clean, utterance_id=np.array(["a", "b", "c"]), label=np.array(["joy"] * 3), group=np.array(["g"] * 3),
              visual=rng.normal(size=(3, 2, 4)))
     result = validate_features(clean, {"visual": 4}, tmp_path / "ok")
-    assert result.success and _report(tmp_path / "ok")["success"]
+    assert result.success and _report(tmp_path / "ok")["success"] and not result.warnings
+
+    constant = tmp_path / "constant.npz"  # a constant column is reported, but does not stop training
+    visual = rng.normal(size=(3, 2, 4))
+    visual[:, :, 2] = 0.0
+    np.savez(constant, utterance_id=np.array(["a", "b", "c"]), label=np.array(["joy"] * 3),
+             group=np.array(["g"] * 3), visual=visual)
+    result = validate_features(constant, {"visual": 4}, tmp_path / "constant")
+    assert result.success and any(w.startswith("column_not_constant") for w in result.warnings)
 
 
 def test_dims_helpers(tmp_path: Path) -> None:

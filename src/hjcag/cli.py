@@ -178,11 +178,26 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registered_source(record: Path) -> tuple[str, str | None]:
+    """models:/NAME/VERSION and the tracking URI of a record written by `hjcag register --record`."""
+    import json
+
+    try:
+        doc = json.loads(record.read_text(encoding="utf-8"))
+        return f"models:/{doc['name']}/{doc['version']}", doc.get("tracking_uri")
+    except (OSError, ValueError, KeyError) as exc:
+        raise HjcagError(f"'{record}' is not a record written by `hjcag register --record` ({exc}); "
+                         f"register the run first or pass --run / --model-uri.") from exc
+
+
 def cmd_package(args: argparse.Namespace) -> int:
     from hjcag.serve.package import package_model, read_archive_record
 
-    mar = package_model(args.model_uri or args.run, args.out, version=args.version, fold=args.fold,
-                        params_path=args.params, profile=args.profile, features_meta=args.features_meta)
+    source, tracking = args.model_uri or args.run, None
+    if args.record:
+        source, tracking = _registered_source(Path(args.record))
+    mar = package_model(source, args.out, version=args.version, fold=args.fold, params_path=args.params,
+                        profile=args.profile, features_meta=args.features_meta, tracking_uri=tracking)
     record = read_archive_record(mar)
     print(f"model archive {mar} (version {record.get('version')}, sha256 {record.get('sha256')})")
     return 0
@@ -214,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="run the whole pipeline on generated demo data")
+    p = sub.add_parser("demo", help="quick look without DVC: HJCAG, Table 4 ablations and baselines on stand-in "
+                       "features of generated data (the full pipeline: `dvc repro`)")
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument("--size", choices=["tiny", "small"], default="tiny")
     _add_params_options(p)
@@ -314,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory written by `hjcag train`")
     src.add_argument("--model-uri", help="e.g. models:/hjcag-meld@champion")
+    src.add_argument("--record", help="the version a `hjcag register --record FILE` registered (dvc.yaml uses this)")
     p.add_argument("--out", default="model-store", help="model store directory (default: model-store)")
     p.add_argument("--version", default=None, help="default: the registered version, else run-<fingerprint>")
     p.add_argument("--fold", type=int, default=None, help="fold whose weights to serve (default: the run's best)")
