@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo demo-ablation test lint format bench clean
+.PHONY: install demo demo-ablation pipeline test lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: install
 # Quick look without DVC: Table 4 ablations and the baselines on stand-in features.
 demo-ablation: install
 	$(BIN)/hjcag demo --out $(DEMO_OUT)
+
+# Compile the KFP pipeline (commit the result; tests/test_kfp_pipeline.py checks it is current).
+pipeline: install
+	$(BIN)/python -m hjcag.pipeline.compile --out pipelines/hjcag_training.yaml
 
 test: install
 	$(BIN)/ruff check src tests benchmarks

@@ -154,7 +154,9 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     lock = None if args.dvc_lock == "none" else args.dvc_lock
     version = log_and_register(args.run, _params(args), args.features, lock, args.experiment, args.name)
-    record = {**dataclasses.asdict(version), "tracking_uri": tracking_uri()}
+    # What was registered, not how this call went ("reused"): re-registering the same run keeps the file unchanged.
+    record = {k: v for k, v in dataclasses.asdict(version).items() if k != "reused"}
+    record["tracking_uri"] = tracking_uri()
     if args.record:
         Path(args.record).parent.mkdir(parents=True, exist_ok=True)
         Path(args.record).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")

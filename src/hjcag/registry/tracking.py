@@ -161,8 +161,10 @@ def params_document(params: Params) -> dict[str, Any]:
 
 
 def params_hash(params: Params) -> str:
-    """SHA-256 of the canonical JSON of :func:`params_document` (sorted keys, no whitespace)."""
-    canonical = json.dumps(params_document(params), sort_keys=True, separators=(",", ":"))
+    """SHA-256 of the canonical JSON (sorted keys, no whitespace) of what the model was trained with: the
+    :func:`params_document` without ``gates``, so a new threshold re-checks a run without re-registering it."""
+    trained_with = {k: v for k, v in params_document(params).items() if k != "gates"}
+    canonical = json.dumps(trained_with, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

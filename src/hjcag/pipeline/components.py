@@ -1,0 +1,156 @@
+"""KFP v2 components of the training pipeline: one per stage, typed artifacts, each a few lines over
+:mod:`hjcag.pipeline.steps` (and so over the same functions ``hjcag <stage>`` and dvc.yaml call).
+
+These are lightweight Python components: KFP ships each function's source and runs it in ``PIPELINE_IMAGE``
+(components/Dockerfile), which has hjcag and kfp installed, hence ``install_kfp_package=False`` and the imports
+inside the bodies. Locally, ``kfp.local.SubprocessRunner(use_venv=False)`` runs the same source in this
+interpreter's environment.
+
+Every component takes the params as text (``params_yaml``; empty = the params.yaml shipped with the code) and a
+``profile``, so a pipeline run carries its exact hyperparameters.
+
+No ``from __future__ import annotations`` here: KFP reads the annotations at decoration time.
+"""
+
+import functools
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+# The components' image (components/Dockerfile). Change it here, then `make pipeline` to recompile.
+PIPELINE_IMAGE = "registry.example.com/hjcag/hjcag-pipeline:0.1.0"
+
+component = functools.partial(dsl.component, base_image=PIPELINE_IMAGE, install_kfp_package=False)
+
+
+@component
+def raw_data(source_dir: str, params_yaml: str, profile: str, demo_size: str, raw: Output[Dataset]):
+    """The raw dataset: a pointer to `source_dir` on the data volume, or (empty) the synthetic demo dataset."""
+    from hjcag.pipeline import steps
+
+    params, _ = steps.resolve_params(params_yaml, profile)
+    raw.metadata.update(steps.raw_dataset(raw.path, source_dir, demo_size, params.seed))
+
+
+@component
+def prepare(raw: Input[Dataset], params_yaml: str, profile: str, dataset_kind: str, modalities: str,
+            manifest: Output[Dataset]):
+    """`hjcag prepare`: the dataset's layout -> manifest.parquet + prepare_report.json."""
+    from hjcag.pipeline import steps
+
+    params, _ = steps.resolve_params(params_yaml, profile)
+    report = steps.prepare(steps.raw_root(raw.path, raw.metadata), manifest.path, params, dataset_kind, modalities)
+    print(report.summary())
+    manifest.metadata["rows"] = report.rows_written
+
+
+@component
+def validate(manifest: Input[Dataset], params_yaml: str, profile: str, modalities: str,
+             validated: Output[Dataset]):
+    """`hjcag validate`: Great Expectations checks of the manifest and its media; a failure stops the run."""
+    from hjcag.pipeline import steps
+
+    params, _ = steps.resolve_params(params_yaml, profile)
+    result = steps.validate(manifest.path, validated.path, params, modalities)
+    print(result.summary())
+    validated.metadata.update({"outcome": result.outcome, "rows": result.rows})
+
+
+@component
+def features(raw: Input[Dataset], validated: Input[Dataset], params_yaml: str, profile: str, modalities: str,
+             standin: bool, cache_dir: str, features: Output[Dataset]):
+    """`hjcag features` (RoBERTa / openSMILE / ResNet-50; `standin`: the demo's quick stand-ins) -> features.npz."""
+    from hjcag.pipeline import steps
+
+    params, _ = steps.resolve_params(params_yaml, profile)
+    path = steps.features(steps.raw_root(raw.path, raw.metadata), validated.path, features.path, params,
+                          modalities, standin, cache_dir)
+    features.metadata["standin"] = standin
+    print(f"features written to {path}")
+
+
+@component
+def plan_folds(features: Input[Dataset], params_yaml: str, profile: str) -> list[int]:
+    """The fold indices of the protocol in params (train.protocol, train.folds): what runs in parallel."""
+    from hjcag.pipeline import steps
+
+    params, _ = steps.resolve_params(params_yaml, profile)
+    return steps.plan_folds(features.path, params)
+
+
+@component
+def train_fold(features: Input[Dataset], params_yaml: str, profile: str, fold: int, modalities: str,
+               model: Output[Model]):
+    """`hjcag train --folds K`: one fold, written as a run directory holding fold_K."""
+    from hjcag.pipeline import steps
+
+    params, _ = steps.resolve_params(params_yaml, profile)
+    steps.train_fold(features.path, params, fold, model.path, modalities)
+    model.metadata["fold"] = fold
+
+
+@component
+def evaluate(folds: Input[list[Model]], features: Input[Dataset], params_yaml: str, profile: str, modalities: str,
+             run: Output[Model], metrics: Output[Metrics], evaluation: Output[Artifact]):
+    """Merge the folds into one run and aggregate it (no retraining), then `hjcag evaluate` it."""
+    from hjcag.pipeline import steps
+
+    params, _ = steps.resolve_params(params_yaml, profile)
+    steps.aggregate([f.path for f in folds], features.path, params, run.path, modalities)
+    summary = steps.evaluate(run.path, evaluation.path)
+    for name, value in summary.items():
+        metrics.log_metric(name, value)
+    run.metadata.update({k: summary[k] for k in ("accuracy", "weighted_f1") if k in summary})
+
+
+@component
+def gate(run: Input[Model], params_yaml: str, profile: str, report: Output[Artifact]) -> bool:
+    """`hjcag gate`: True when the run reaches every quality gate; the report says by how much it missed."""
+    from hjcag.pipeline import steps
+
+    params, _ = steps.resolve_params(params_yaml, profile)
+    result = steps.gate(run.path, params, report.path)
+    report.metadata.update({"passed": result.passed, "summary": result.summary()})
+    print(result.summary())
+    return result.passed
+
+
+@component
+def register(run: Input[Model], features: Input[Dataset], params_yaml: str, profile: str, experiment: str,
+             registered_name: str) -> NamedTuple("Registered", [("model_uri", str), ("name", str), ("version", str)]):
+    """`hjcag register`: log the run to MLflow (MLFLOW_TRACKING_URI) and register it with alias 'candidate'."""
+    from collections import namedtuple
+
+    from hjcag.pipeline import steps
+
+    params, _ = steps.resolve_params(params_yaml, profile)
+    version = steps.register(run.path, features.path, params, experiment, registered_name)
+    print(f"registered {version.name} version {version.version} (alias 'candidate'; reused: {version.reused})")
+    return namedtuple("Registered", ["model_uri", "name", "version"])(version.model_uri, version.name,
+                                                                     version.version)
+
+
+@component
+def package(model_uri: str, features: Input[Dataset], params_yaml: str, profile: str, mar: Output[Model]):
+    """`hjcag package --model-uri`: the registered version -> hjcag.mar + hjcag.mar.json."""
+    from hjcag.pipeline import steps
+
+    _, params_path = steps.resolve_params(params_yaml, profile)
+    record = steps.package(model_uri, mar.path, params_path, profile, features.path)
+    mar.metadata.update({k: record[k] for k in ("version", "sha256", "model", "size_bytes")})
+
+
+@component
+def deploy(mar: Input[Model], target: str, namespace: str, model_image: str, dry_run: bool,
+           rollout: Output[Artifact]):
+    """Roll the archive out: patch the TorchServe Deployment or the KServe InferenceService (hjcag.pipeline.deploy)."""
+    import json
+    from pathlib import Path
+
+    from hjcag.pipeline.deploy import deploy as roll_out
+
+    done = roll_out(target, mar.path, model_image, namespace, dry_run=dry_run)
+    Path(rollout.path).write_text(json.dumps(done, indent=2) + "\n", encoding="utf-8")
+    rollout.metadata.update({"target": target, "dry_run": dry_run, "version": done["version"]})
+    print(json.dumps(done, indent=2))

@@ -1,0 +1,177 @@
+"""The real dvc.yaml under a real `dvc repro`, on tiny demo data in a scratch git repository.
+
+One full reproduction (every stage, real extractors, MLflow in a scratch SQLite store) is shared by the tests;
+each test leaves the repository as it found it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ["demo_data", "prepare", "validate", "features", "validate_features", "train", "evaluate", "gate",
+          "register", "package"]
+
+
+@dataclass
+class Project:
+    root: Path
+    env: dict[str, str]
+    first_log: str
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(list(args), cwd=self.root, env=self.env, text=True, capture_output=True, timeout=600)
+        if check and proc.returncode != 0:
+            pytest.fail(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        return proc
+
+    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run(str(Path(sys.executable).with_name("dvc")), *args, check=check)
+
+    def edit_params(self, edit) -> str:  # type: ignore[no-untyped-def]
+        """Apply `edit(doc)` to params.yaml; returns the old text for `restore_params`."""
+        path = self.root / "params.yaml"
+        old = path.read_text()
+        doc = yaml.safe_load(old)
+        edit(doc)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return old
+
+    def restore_params(self, text: str) -> None:
+        (self.root / "params.yaml").write_text(text)
+
+    def registered_versions(self) -> list[str]:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.env["MLFLOW_TRACKING_URI"])
+        return sorted(str(v.version) for v in client.search_model_versions("name='hjcag-demo'"))
+
+
+def tiny_params(doc: dict) -> None:
+    """The demo profile, shrunk so a full reproduction takes about a minute on two cores."""
+    doc["demo_data"] = {"size": "tiny", "seed": 13}
+    demo = doc["profiles"]["demo"]
+    demo["model"] = {"seq_len": 4, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8,
+                     "mult": {"d_model": 8, "heads": 2, "layers": 1}}
+    demo["train"] = {"epochs": 2, "batch_size": 64, "lr": 1e-3, "patience": 2}
+    demo["features"] = {"visual_frames": 2, "image_size": 64}
+    demo["gates"] = {"min_accuracy": 0.0, "min_weighted_f1": 0.0}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    root = tmp_path_factory.mktemp("dvc-project")
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "src" / "hjcag", root / "src" / "hjcag", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "serving", root / "serving")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}",
+        "HF_HUB_OFFLINE": "1",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    proj = Project(root, env, "")
+    proj.run("git", "init", "-q")
+    proj.dvc("init", "-q")
+    proj.dvc("config", "core.analytics", "false")
+    proj.edit_params(tiny_params)
+    proj.run("git", "add", "-A")
+    proj.run("git", "commit", "-qm", "scratch project")
+    proj.first_log = proj.dvc("repro").stdout
+    yield proj
+
+
+def ran_stages(log: str) -> list[str]:
+    return [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage '")]
+
+
+def test_repro_runs_every_stage_into_a_registered_archive(project: Project) -> None:
+    assert ran_stages(project.first_log) == STAGES
+    lock = yaml.safe_load((project.root / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == sorted(STAGES)
+    assert lock["stages"]["train"]["params"]["params.yaml"]["profiles.demo.train"]["epochs"] == 2
+
+    metrics = json.loads((project.root / "build/evaluate/metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n_folds"] == 5
+    shown = json.loads(project.dvc("metrics", "show", "--json").stdout)
+    workspace = next(iter(shown.values()))["data"]  # keyed by revision; the workspace is ""
+    assert workspace["build/evaluate/metrics.json"]["data"]["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert workspace["build/gate/gate.json"]["data"]["passed"] is True
+
+    plots = project.dvc("plots", "show", "-o", "plots-out").stdout
+    html = (project.root / "plots-out" / "index.html").read_text()
+    assert "index.html" in plots and "predicted" in html and "val_loss" in html
+    assert (project.root / "plots-out" / "static").is_dir()  # the PNG figures
+
+    record = json.loads((project.root / "build/register/registered.json").read_text())
+    assert record["name"] == "hjcag-demo" and project.registered_versions() == [str(record["version"])]
+    archive = json.loads((project.root / "build/model-store/hjcag.mar.json").read_text())
+    assert archive["version"] == record["version"] and len(archive["sha256"]) == 64
+
+
+def test_a_second_repro_runs_nothing(project: Project) -> None:
+    log = project.dvc("repro").stdout
+    assert ran_stages(log) == [] and "Data and pipelines are up to date" in log
+
+
+def test_a_parameter_reruns_only_the_stages_that_read_it(project: Project) -> None:
+    old = project.edit_params(lambda d: d["profiles"]["demo"]["train"].update(epochs=3))
+    try:  # training reads it; nothing upstream does
+        assert sorted(json.loads(project.dvc("status", "--json").stdout)) == ["train"]
+    finally:
+        project.restore_params(old)
+
+    versions = project.registered_versions()
+    old = project.edit_params(lambda d: d["profiles"]["demo"]["gates"].update(min_accuracy=0.01))
+    try:  # a new threshold: the gate and the registration it feeds re-run; the same run is not registered twice
+        assert ran_stages(project.dvc("repro").stdout) == ["gate", "register"]
+        assert project.registered_versions() == versions
+    finally:
+        project.restore_params(old)
+    # back to the old threshold: DVC's run cache restores the old gate report instead of running it again
+    assert set(ran_stages(project.dvc("repro").stdout)) <= {"gate", "register"}
+    assert json.loads(project.dvc("status", "--json").stdout) == {}
+
+
+def test_a_failed_gate_stops_before_register_and_says_by_how_much(project: Project) -> None:
+    before = project.registered_versions()
+    old = project.edit_params(lambda d: d["profiles"]["demo"]["gates"].update(min_accuracy=1.01))
+    try:
+        proc = project.dvc("repro", check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and ran_stages(proc.stdout) == ["gate"]
+        assert "min_accuracy" in out and "short by" in out and "nothing was registered" in out
+        report = json.loads((project.root / "build/gate/gate.json").read_text())
+        assert report["passed"] is False and report["checks"][0]["shortfall"] > 0
+        assert project.registered_versions() == before
+    finally:
+        project.restore_params(old)
+    project.dvc("repro", "gate")  # back to the committed state for the other tests
+    assert json.loads(project.dvc("status", "--json").stdout) == {}
+
+
+def test_push_and_pull_through_a_local_remote(project: Project, tmp_path: Path) -> None:
+    project.dvc("remote", "add", "-f", "-d", "scratch", str(tmp_path / "remote"))
+    project.dvc("push")
+    features = project.root / "build/features/features.npz"
+    digest = features.read_bytes()
+    shutil.rmtree(project.root / "build/features")
+    shutil.rmtree(project.root / "data/demo")
+    shutil.rmtree(project.root / ".dvc/cache")
+    assert json.loads(project.dvc("status", "--json").stdout)  # outputs missing
+    project.dvc("pull")
+    assert features.read_bytes() == digest and (project.root / "data/demo/train_sent_emo.csv").is_file()
+    assert json.loads(project.dvc("status", "--json").stdout) == {}
