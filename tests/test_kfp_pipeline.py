@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hjcag.pipeline.compile import compile_pipeline
+from hjcag.pipeline.compile import compile_components, compile_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 COMPILED = REPO / "pipelines" / "hjcag_training.yaml"
@@ -31,6 +31,16 @@ def test_compiled_pipeline_is_up_to_date(tmp_path: Path) -> None:
         f"{COMPILED.relative_to(REPO)} is out of date with src/hjcag/pipeline/: run `make pipeline` "
         "(python -m hjcag.pipeline.compile --out pipelines/hjcag_training.yaml) and commit the result."
     )
+
+
+def test_compiled_component_specs_are_up_to_date(tmp_path: Path) -> None:
+    fresh = {p.name: yaml.safe_load(p.read_text()) for p in compile_components(tmp_path)}
+    committed = {p.name: yaml.safe_load(p.read_text()) for p in (REPO / "components").glob("*.yaml")}
+    assert sorted(committed) == sorted(fresh) and committed == fresh, (
+        "components/*.yaml are out of date with src/hjcag/pipeline/components.py: run `make pipeline` and commit them."
+    )
+    assert fresh["train_fold.yaml"]["root"]["inputDefinitions"]["artifacts"]["features"]["artifactType"][
+        "schemaTitle"] == "system.Dataset"
 
 
 def test_compiled_pipeline_requests_gpus_and_cluster_settings() -> None:

@@ -1,6 +1,7 @@
-"""Compile the training pipeline to YAML: ``python -m hjcag.pipeline.compile --out pipelines/hjcag_training.yaml``.
+"""Compile the training pipeline to YAML: ``python -m hjcag.pipeline.compile --out pipelines/hjcag_training.yaml``,
+and each stage's component to ``components/<stage>.yaml`` (``--components-dir``).
 
-The compiled YAML is committed; tests/test_kfp_pipeline.py fails when it differs from a fresh compile.
+Both are committed; tests/test_kfp_pipeline.py fails when they differ from a fresh compile.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_OUT = Path("pipelines/hjcag_training.yaml")
+DEFAULT_COMPONENTS_DIR = Path("components")
 
 
 def compile_pipeline(out: str | Path = DEFAULT_OUT) -> Path:
@@ -24,11 +26,31 @@ def compile_pipeline(out: str | Path = DEFAULT_OUT) -> Path:
     return out
 
 
+def compile_components(out_dir: str | Path = DEFAULT_COMPONENTS_DIR) -> list[Path]:
+    """One component spec per stage: ``<out_dir>/<stage>.yaml``."""
+    from kfp import compiler
+
+    from hjcag.pipeline.components import ALL
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for component in ALL:
+        path = out_dir / f"{component.name.replace('-', '_')}.yaml"
+        compiler.Compiler().compile(component, str(path))
+        written.append(path)
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hjcag.pipeline.compile", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"YAML to write (default: {DEFAULT_OUT})")
+    parser.add_argument("--components-dir", default=str(DEFAULT_COMPONENTS_DIR),
+                        help=f"where each component's spec goes (default: {DEFAULT_COMPONENTS_DIR}/)")
     args = parser.parse_args(argv)
     print(f"compiled the KFP pipeline to {compile_pipeline(args.out)}")
+    specs = compile_components(args.components_dir)
+    print(f"compiled {len(specs)} component specs to {args.components_dir}/")
     return 0
 
 

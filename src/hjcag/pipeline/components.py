@@ -154,3 +154,8 @@ def deploy(mar: Input[Model], target: str, namespace: str, model_image: str, dry
     Path(rollout.path).write_text(json.dumps(done, indent=2) + "\n", encoding="utf-8")
     rollout.metadata.update({"target": target, "dry_run": dry_run, "version": done["version"]})
     print(json.dumps(done, indent=2))
+
+
+# Every stage's component, in pipeline order: `make pipeline` also writes each one's spec to components/<name>.yaml,
+# for pipelines of your own (kfp.components.load_component_from_file).
+ALL = (raw_data, prepare, validate, features, plan_folds, train_fold, evaluate, gate, register, package, deploy)
