@@ -1,0 +1,106 @@
+"""The `hjcag` command line: user mistakes end in one clear line and exit code 2, never a traceback; the
+train (fold by fold) -> evaluate -> gate commands chain on a tiny features file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hjcag.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
+
+
+@pytest.fixture()
+def params(tmp_path: Path) -> Path:
+    """params.yaml with the demo profile shrunk to seconds: 2 folds, 2 epochs, width 8."""
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    demo = doc["profiles"]["demo"]
+    demo["model"] = {"seq_len": 3, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8}
+    demo["train"] = {"folds": 2, "epochs": 2, "batch_size": 16, "lr": 1e-3, "patience": 2, "device": "cpu"}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture()
+def features(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    n = 70
+    path = tmp_path / "features.npz"
+    np.savez(path, utterance_id=np.array([f"u{i}" for i in range(n)]),
+             label=np.array([LABELS[i % len(LABELS)] for i in range(n)]),
+             group=np.array([f"d{i // 5}" for i in range(n)]),
+             text=rng.normal(size=(n, 3, 6)).astype(np.float32), audio=rng.normal(size=(n, 5)).astype(np.float32))
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clear_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2 and "Traceback" not in err and err.count("error:") == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_a_missing_features_file_is_named(capsys: pytest.CaptureFixture[str], params: Path, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "train", "--features", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "r"),
+                       "--params", str(params))
+    assert_clear_error(code, err, "nope.npz")
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_an_unknown_modality_and_an_unknown_profile_are_named(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "train", "--features", str(features), "--modalities", "t,x", "--out",
+                       str(tmp_path / "r"), "--params", str(params))
+    assert_clear_error(code, err, "'x'")
+    code, _, err = run(capsys, "gate", "--run", str(tmp_path), "--params", str(params), "--profile", "imdb")
+    assert_clear_error(code, err, "imdb", "demo")
+
+
+def test_package_refuses_a_file_that_is_not_a_register_record(
+    capsys: pytest.CaptureFixture[str], params: Path, tmp_path: Path
+) -> None:
+    record = tmp_path / "registered.json"
+    record.write_text("{\"unexpected\": 1}")
+    code, _, err = run(capsys, "package", "--record", str(record), "--out", str(tmp_path / "store"),
+                       "--params", str(params))
+    assert_clear_error(code, err, "registered.json", "hjcag register --record")
+
+
+def test_folds_trained_apart_then_aggregated_evaluated_and_gated(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, tmp_path: Path
+) -> None:
+    run_dir, common = tmp_path / "run", ["--features", str(features), "--params", str(params)]
+    code, out, _ = run(capsys, "train", *common, "--out", str(run_dir), "--folds", "1")
+    assert code == 0 and "fold(s) [1] of 2 done" in out and not (run_dir / "metrics.json").exists()
+    code, out, _ = run(capsys, "train", *common, "--out", str(run_dir), "--folds", "0")
+    assert code == 0
+    code, out, _ = run(capsys, "train", *common, "--out", str(run_dir))  # both folds there: aggregates only
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert code == 0 and "over 2 fold(s)" in out and len(metrics["folds"]) == 2
+
+    code, out, _ = run(capsys, "evaluate", "--run", str(run_dir), "--out", str(tmp_path / "eval"))
+    summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert code == 0 and summary["accuracy"] == pytest.approx(metrics["accuracy"]["mean"])
+    assert (tmp_path / "eval" / "predictions.csv").read_text().startswith("utterance_id,group,fold,actual,predicted")
+
+    strict = yaml.safe_load(params.read_text())
+    strict["profiles"]["demo"]["gates"] = {"min_accuracy": 1.01, "min_weighted_f1": 0.0}
+    strict_path = tmp_path / "strict.yaml"
+    strict_path.write_text(yaml.safe_dump(strict))
+    code, _, err = run(capsys, "gate", "--run", str(run_dir), "--params", str(strict_path),
+                       "--report", str(tmp_path / "gate.json"))
+    assert_clear_error(code, err, "min_accuracy", "short by", "nothing was registered")
+    assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
