@@ -104,3 +104,31 @@ def test_folds_trained_apart_then_aggregated_evaluated_and_gated(
                        "--report", str(tmp_path / "gate.json"))
     assert_clear_error(code, err, "min_accuracy", "short by", "nothing was registered")
     assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
+
+
+def test_finetune_text_writes_a_model_that_features_can_use(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import pandas as pd
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # no hub: the text model falls back to MiniLM
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    doc["profiles"]["demo"]["features"] = {"text_model": "hjcag-tests/no-such-model", "device": "cpu",
+                                           "finetune": {"repeats": 1, "batch_size": 4, "epochs": 1, "max_steps": 2}}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(doc))
+    texts = ["I love this!", "This is awful.", "Great news!", "I hate waiting.", "Wonderful day.", "Terrible."]
+    manifest = tmp_path / "manifest.parquet"
+    pd.DataFrame({"utterance_id": [f"u{i}" for i in range(6)], "text": texts, "label": ["joy", "anger"] * 3,
+                  "split": ["train"] * 4 + ["dev", "test"]}).to_parquet(manifest)
+
+    code, out, _ = run(capsys, "finetune-text", "--manifest", str(manifest), "--out", str(tmp_path / "ft"),
+                       "--params", str(params))
+    assert code == 0 and "features.text_model" in out
+    summary = json.loads((tmp_path / "ft" / "finetune.json").read_text())
+    assert summary["labels"] == LABELS and summary["train_rows"] == 4 and summary["dev_rows"] == 1
+
+    code, _, err = run(capsys, "finetune-text", "--manifest", str(tmp_path / "missing.parquet"), "--out",
+                       str(tmp_path / "ft2"), "--params", str(params))
+    assert_clear_error(code, err, "missing.parquet", "hjcag prepare")

@@ -68,6 +68,15 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune_text(args: argparse.Namespace) -> int:
+    from hjcag.features.extract import finetune_text_cli
+
+    out = finetune_text_cli(args.manifest, args.out, _params(args))
+    print(f"fine-tuned text encoder written to {out}; set `features.text_model: {out}` in params.yaml to extract "
+          f"features with it")
+    return 0
+
+
 def _load(args: argparse.Namespace, params: Params):  # type: ignore[no-untyped-def]
     from hjcag.data.features_file import load_features
 
@@ -266,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="feature cache directory, or 'none' (default: params)")
     _add_params_options(p)
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("finetune-text", help="fine-tune the text encoder on the manifest's labels (paper 4.2)")
+    p.add_argument("--manifest", required=True, help="manifest.parquet with a split column (train rows train, "
+                   "dev rows select; test rows are never read)")
+    p.add_argument("--out", required=True, help="directory for the fine-tuned model (a Hugging Face model dir)")
+    _add_params_options(p)
+    p.set_defaults(func=cmd_finetune_text)
 
     p = sub.add_parser("validate", help="Great Expectations checks of a manifest and its media (before any compute)")
     p.add_argument("--manifest", required=True, help="manifest.parquet from `hjcag prepare` (or CSV/JSONL)")

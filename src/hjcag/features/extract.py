@@ -424,11 +424,26 @@ def extract_features_cli(
 ) -> Path:
     """What `hjcag features` calls: read the parquet (or CSV) manifest; media paths resolve against its folder."""
     manifest = Path(manifest)
+    config = FeaturesConfig.from_params(params)
+    return extract_features(read_manifest_table(manifest), config, modalities, out, cache_dir=cache_dir,
+                            media_root=manifest.parent)
+
+
+def read_manifest_table(manifest: str | Path) -> pd.DataFrame:
+    """A manifest as `hjcag prepare` / `hjcag validate` write it (parquet), or a CSV with the same columns."""
+    manifest = Path(manifest)
     if not manifest.exists():
-        raise DataError(f"manifest '{manifest}' not found. Build it with the dataset adapter first.")
+        raise DataError(f"manifest '{manifest}' not found. Build it with `hjcag prepare` first.")
     try:
-        df = pd.read_csv(manifest) if manifest.suffix == ".csv" else pd.read_parquet(manifest)
+        return pd.read_csv(manifest) if manifest.suffix == ".csv" else pd.read_parquet(manifest)
     except (OSError, ValueError) as exc:
         raise DataError(f"manifest '{manifest}' cannot be read ({exc}).") from exc
-    config = FeaturesConfig.from_params(params)
-    return extract_features(df, config, modalities, out, cache_dir=cache_dir, media_root=manifest.parent)
+
+
+def finetune_text_cli(manifest: str | Path, out: str | Path, params: Params) -> Path:
+    """What `hjcag finetune-text` calls: fine-tune features.text_model on the manifest's train/dev rows (section
+    4.2) with the ``features.finetune`` settings; point ``features.text_model`` at the result to extract with it."""
+    from hjcag.features.text import finetune_text_encoder
+
+    return finetune_text_encoder(read_manifest_table(manifest), FeaturesConfig.from_params(params), out,
+                                 label_names=params.labels or None)
