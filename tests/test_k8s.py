@@ -54,6 +54,7 @@ CRD_SCHEMAS = {
     ),
 }
 INFERENCE_PORT = 8080
+MODEL_STORE_PVC = "hjcag-model-store"  # k8s/components/model-store-pvc (the pipeline's deploy step writes it)
 CONFIG_DIR = "/home/model-server/config"
 MODEL_STORE = "/home/model-server/model-store"
 
@@ -412,8 +413,8 @@ def test_pvc_overlay_mounts_the_claim_read_only() -> None:
     assert not pod.get("initContainers")
     volume = {v["name"]: v for v in pod["volumes"]}["model-store"]
     assert set(volume) == {"name", "persistentVolumeClaim"}
-    claim = one(docs, "PersistentVolumeClaim")
-    assert volume["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"], "readOnly": True}
+    assert volume["persistentVolumeClaim"] == {"claimName": MODEL_STORE_PVC, "readOnly": True}
+    assert MODEL_STORE_PVC in {c["metadata"]["name"] for c in of_kind(docs, "PersistentVolumeClaim")}
     mount = {m["name"]: m for m in main_container(one(docs, "Deployment"))["volumeMounts"]}["model-store"]
     assert mount["readOnly"] is True and mount["mountPath"] == MODEL_STORE and mount["subPath"]
 
@@ -425,8 +426,8 @@ def test_kserve_overlay_is_a_pytorch_inference_service() -> None:
     predictor = isvc["spec"]["predictor"]
     pytorch = predictor["pytorch"]
     assert pytorch["protocolVersion"] == "v1"
-    claim = one(docs, "PersistentVolumeClaim")["metadata"]["name"]
-    assert pytorch["storageUri"].startswith(f"pvc://{claim}/")
+    assert MODEL_STORE_PVC in {c["metadata"]["name"] for c in of_kind(docs, "PersistentVolumeClaim")}
+    assert pytorch["storageUri"].startswith(f"pvc://{MODEL_STORE_PVC}/")
     assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
     assert predictor["securityContext"]["runAsNonRoot"] is True
@@ -488,6 +489,15 @@ def test_pipeline_deployer_may_only_get_and_patch_the_serving_objects(overlay: s
     for obj in serving_objects:
         key = ("apps", "deployments") if obj["kind"] == "Deployment" else ("serving.kserve.io", "inferenceservices")
         assert obj["metadata"]["name"] in grants[key], f"deployer can't patch {obj['kind']}/{obj['metadata']['name']}"
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_the_pipeline_volumes_it_mounts_exist_where_it_deploys(overlay: str) -> None:
+    from hjcag.pipeline.training import DATA_PVC
+
+    claims = {c["metadata"]["name"]: c for c in of_kind(render(overlay), "PersistentVolumeClaim")}
+    assert DATA_PVC in claims, f"{overlay}: no PVC {DATA_PVC} for the pipeline's data steps"
+    assert claims[DATA_PVC]["spec"]["accessModes"] == ["ReadWriteMany"]  # read by several GPU nodes at once
 
 
 # -------------------------------------------------------------------------------- TorchServe config files
