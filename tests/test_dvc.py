@@ -127,6 +127,14 @@ def test_a_second_repro_runs_nothing(project: Project) -> None:
     assert ran_stages(log) == [] and "Data and pipelines are up to date" in log
 
 
+def test_redoing_validation_and_extraction_retrains_nothing(project: Project) -> None:
+    """Reports carry timestamps (Data Docs) and timings (features.run.json); what later stages read does not."""
+    for stage in ("validate", "features"):
+        assert ran_stages(project.dvc("repro", "--force", "--single-item", stage).stdout) == [stage]
+    assert ran_stages(project.dvc("repro").stdout) == []
+    assert json.loads(project.dvc("status", "--json").stdout) == {}
+
+
 def test_a_parameter_reruns_only_the_stages_that_read_it(project: Project) -> None:
     old = project.edit_params(lambda d: d["profiles"]["demo"]["train"].update(epochs=3))
     try:  # training reads it; nothing upstream does

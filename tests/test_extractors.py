@@ -20,7 +20,7 @@ from hjcag.data.manifest import manifest_frame
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.audio import AudioExtractor
 from hjcag.features.cache import FeatureCache, cache_key
-from hjcag.features.extract import FeaturesConfig, extract_features, meta_path
+from hjcag.features.extract import FeaturesConfig, extract_features, meta_path, run_stats_path
 from hjcag.features.media_io import MediaRef, load_audio, media_duration, sample_frames
 from hjcag.features.text import TextExtractor, finetune_text_encoder
 from hjcag.features.visual import VisualExtractor
@@ -292,18 +292,23 @@ def test_extract_features_writes_npz_and_rerun_hits_cache(offline: None, media: 
     assert not np.allclose(fs.features["a"][0], fs.features["a"][2])
     meta = json.loads(meta_path(out).read_text())
     assert meta["modalities"]["text"]["fallback"] is True
-    assert {m: meta["modalities"][m]["extracted"] for m in ("text", "audio", "visual")} == {
-        "text": 3, "audio": 3, "visual": 3}
+    stats = json.loads(run_stats_path(out).read_text())
+    assert {m: (stats[m]["extracted"], stats[m]["cached"]) for m in ("text", "audio", "visual")} == {
+        "text": (3, 0), "audio": (3, 0), "visual": (3, 0)}
 
     # a re-run extracts nothing: every extractor call is counted
     counting = {"t": Counting(minilm), "a": Counting(AudioExtractor("eGeMAPSv02")),
-                "v": Counting(VisualExtractor(NO_MODEL, seq_len=4, device="cpu", arch=TINY_ARCH))}
+                "v": Counting(VisualExtractor(config.visual_model, seq_len=4, device="cpu", arch=TINY_ARCH))}
     again = extract_features(manifest, config, "t,a,v", tmp_path / "again.npz", media_root=media["wav"].parent,
                              extractors=counting)  # type: ignore[arg-type]
     assert [c.items for c in counting.values()] == [0, 0, 0]
     fs2 = load_features(again, seq_len=4)
     for m in "tav":
         np.testing.assert_allclose(fs2.features[m], fs.features[m], atol=1e-5)
+    # what extracted them is recorded identically (a pipeline depending on it need not re-run); how it went is not
+    assert meta_path(again).read_bytes() == meta_path(out).read_bytes()
+    assert {m: s["cached"] for m, s in json.loads(run_stats_path(again).read_text()).items()} == {
+        "text": 3, "audio": 3, "visual": 3}
 
 
 def test_interrupted_run_resumes_without_redoing_work(media: dict[str, Path], tmp_path: Path) -> None:

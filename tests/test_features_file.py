@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,18 @@ def test_round_trip(tmp_path: Path) -> None:
         assert back.features[m].dtype == np.float32
     assert back.label_names == LABELS
     assert back.targets.tolist() == [0, 1, 2, 0, 1, 2]
+    with np.load(path) as raw:  # a plain .npz that numpy reads as usual
+        assert sorted(raw.files) == sorted(["utterance_id", "label", "group", "split", "speaker", "text", "audio",
+                                            "visual"])
+
+
+def test_the_same_features_give_the_same_bytes(tmp_path: Path) -> None:
+    """No timestamps in the archive: DVC sees unchanged features as unchanged and does not re-train."""
+    fs = feature_set_from_arrays(arrays(), seq_len=5, label_names=LABELS)
+    path = save_features(tmp_path / "a.npz", fs)
+    with zipfile.ZipFile(path) as archive:  # numpy's own savez stamps each member with the current time
+        assert {m.date_time for m in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert save_features(tmp_path / "b.npz", fs).read_bytes() == path.read_bytes()
 
 
 def test_without_label_names_they_are_sorted_labels(tmp_path: Path) -> None:

@@ -373,16 +373,16 @@ def extract_features(
     features: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"utterances": len(manifest), "seq_len": config.seq_len, "group_by": config.group_by,
                             "cache_dir": None if cache.root is None else str(cache.root), "modalities": {}}
+    run_stats: dict[str, Any] = {}
     failures: list[str] = []
     for m in mods:
         extractor = (extractors or {}).get(m) or build_extractor(m, config)
         batch = {"t": config.text_batch_size, "a": config.audio_batch_size, "v": config.visual_batch_size}[m]
         result = run_extractor(extractor, inputs[m][0], ids, cache, batch, config.progress)
         failures += [f"[{MODALITY_NAMES[m]}] {f}" for f in result.failures]
-        meta["modalities"][MODALITY_NAMES[m]] = {
-            **extractor.describe(), "dim": extractor.dim, "extracted": result.extracted, "cached": result.cached,
-            "failed": len(result.failures), "seconds": round(result.seconds, 2),
-        }
+        meta["modalities"][MODALITY_NAMES[m]] = {**extractor.describe(), "dim": extractor.dim}
+        run_stats[MODALITY_NAMES[m]] = {"extracted": result.extracted, "cached": result.cached,
+                                        "failed": len(result.failures), "seconds": round(result.seconds, 2)}
         if not result.failures:
             features[m] = _stack(result.values, None if m == "a" else config.seq_len, extractor.dim)
         log.info("%s: %d extracted, %d from cache, %d failed in %.1f s", MODALITY_NAMES[m], result.extracted,
@@ -406,13 +406,23 @@ def extract_features(
     os.replace(partial, out_path)
     meta["dims"] = {MODALITY_NAMES[m]: int(x.shape[-1]) for m, x in features.items()}
     meta_path(out_path).write_text(json.dumps(meta, indent=2, default=str))
+    run_stats_path(out_path).write_text(json.dumps(run_stats, indent=2))
     return out_path
 
 
 def meta_path(out_path: str | Path) -> Path:
-    """Where `extract_features` records what it did next to the features file: ``<stem>.meta.json``."""
+    """Where `extract_features` records what extracted the features file: ``<stem>.meta.json``.
+
+    It holds only what determines the features (models, settings, dims), so it is byte-identical whenever the
+    features are: serving checks raw input against it, and pipelines may depend on it without re-running."""
     out_path = Path(out_path)
     return out_path.with_name(out_path.stem + ".meta.json")
+
+
+def run_stats_path(out_path: str | Path) -> Path:
+    """How one extraction went (per modality: extracted, from cache, failed, seconds): ``<stem>.run.json``."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.stem + ".run.json")
 
 
 def extract_features_cli(
