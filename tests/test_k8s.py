@@ -35,6 +35,8 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, latest_version
 from referencing import Registry, Resource
 
+from hjcag.pipeline.deploy import MODEL_STORE_PVC  # k8s/components/model-store-pvc; the deploy step writes it
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 SERVING = ROOT / "serving"
@@ -54,7 +56,6 @@ CRD_SCHEMAS = {
     ),
 }
 INFERENCE_PORT = 8080
-MODEL_STORE_PVC = "hjcag-model-store"  # k8s/components/model-store-pvc (the pipeline's deploy step writes it)
 CONFIG_DIR = "/home/model-server/config"
 MODEL_STORE = "/home/model-server/model-store"
 

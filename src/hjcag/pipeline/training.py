@@ -10,10 +10,11 @@ platform spec): features and training request one ``nvidia.com/gpu`` and land on
 from kfp import dsl, kubernetes
 
 from hjcag.pipeline import components as c
+from hjcag.pipeline.deploy import MODEL_STORE_PVC
 
 PIPELINE_NAME = "hjcag-training"
 DATA_PVC, DATA_MOUNT = "hjcag-data", "/data"
-MODEL_STORE_PVC, MODEL_STORE_MOUNT = "hjcag-model-store", "/model-store"
+MODEL_STORE_MOUNT = "/model-store"  # where deploy sees the MODEL_STORE_PVC that serving reads
 MLFLOW_SECRET = "hjcag-mlflow"  # key tracking_uri (required)
 MLFLOW_AUTH_SECRET = "hjcag-mlflow-auth"  # optional: credentials of the tracking server and its artifact store
 MLFLOW_AUTH_ENV = {
