@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from hjcag.features.extract import FeaturesConfig
+    from hjcag.params import FeaturesConfig
     from hjcag.serve.local import LocalTorchServe
     from hjcag.serve.package import package_model, read_archive_record
     from hjcag.serve.predictor import Predictor

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from hjcag.data.features_file import FeatureSet
-from hjcag.features.extract import FeaturesConfig
-from hjcag.params import load_params
+from hjcag.params import FeaturesConfig, load_params
 from hjcag.train.run import train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]

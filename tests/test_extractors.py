@@ -15,16 +15,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hjcag.artifacts import features_meta_path as meta_path
+from hjcag.artifacts import features_run_path as run_stats_path
 from hjcag.data.features_file import load_features
 from hjcag.data.manifest import manifest_frame
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.audio import AudioExtractor
 from hjcag.features.cache import FeatureCache, cache_key
-from hjcag.features.extract import FeaturesConfig, extract_features, meta_path, run_stats_path
+from hjcag.features.extract import extract_features
 from hjcag.features.media_io import MediaRef, load_audio, media_duration, sample_frames
 from hjcag.features.text import TextExtractor, finetune_text_encoder
 from hjcag.features.visual import VisualExtractor
-from hjcag.params import params_from_dict
+from hjcag.params import FeaturesConfig, params_from_dict
 
 SR = 16_000
 FPS = 24
@@ -373,7 +375,7 @@ def test_missing_and_undecodable_media_are_listed(media: dict[str, Path], tmp_pa
 def test_config_from_params() -> None:
     params = params_from_dict({"seed": 7, "model": {"seq_len": 12},
                                "features": {"audio_set": "eGeMAPSv02", "finetune": {"lr": 1e-5, "repeats": 1}}})
-    config = FeaturesConfig.from_params(params)
+    config = params.features
     assert (config.seq_len, config.seed, config.audio_set, config.finetune_lr, config.finetune_repeats) == (
         12, 7, "eGeMAPSv02", 1e-5, 1)
     with pytest.raises(ConfigError, match="unknown key"):

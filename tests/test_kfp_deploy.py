@@ -1,6 +1,6 @@
 """The pipeline's deploy step without a cluster: the patch bodies for the TorchServe Deployment (init-container
 image and PVC variants) and the KServe InferenceService, checked against the shipped manifests they patch, the
-files a rollout puts on the model-store volume, and the pipeline steps that need no training."""
+files a rollout puts on the model-store volume, and the KFP plumbing that needs no training."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from hjcag import artifacts, stages
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.pipeline import deploy, steps
+from hjcag.pipeline import deploy, io
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = {"version": "7", "sha256": "ab" * 32, "model": "hjcag-meld", "archive": "hjcag.mar"}
@@ -129,15 +130,15 @@ def test_deploy_dry_run_and_the_model_store_files(tmp_path: Path) -> None:
     assert len(written) == 2 and not list(store.rglob("*.part"))
 
 
-# ---------------------------------------------------------------- steps that need no training
+# ---------------------------------------------------------------- KFP plumbing that needs no training
 
 
 def test_params_come_from_text_or_from_the_shipped_file(tmp_path: Path) -> None:
-    shipped, path = steps.resolve_params("", "demo", tmp_path / "a")
+    shipped, path = io.resolve_params("", "demo", tmp_path / "a")
     assert path.read_text() == (REPO / "params.yaml").read_text()
     assert shipped.profile == "demo"
     text = yaml.safe_dump({"seed": 3, "train": {"folds": 4}, "gates": {"min_accuracy": 0.9}})
-    given, _ = steps.resolve_params(text, "", tmp_path / "b")
+    given, _ = io.resolve_params(text, "", tmp_path / "b")
     assert (given.seed, given.train.folds, given.gates.min_accuracy) == (3, 4, 0.9)
 
 
@@ -146,22 +147,22 @@ def test_fold_runs_merge_into_one_run_directory_only_when_they_belong_together(t
         d = tmp_path / name
         (d / f"fold_{k}").mkdir(parents=True)
         (d / f"fold_{k}" / "result.json").write_text("{}")
-        for top in steps.RUN_TOP_FILES:
+        for top in artifacts.RUN_TOP_FILES:
             (d / top).write_text(json.dumps({"identity": identity}))
         return d
 
-    merged = steps.merge_fold_runs([fold_run("a", 0), fold_run("b", 1)], tmp_path / "run")
+    merged = stages.merge_folds([fold_run("a", 0), fold_run("b", 1)], tmp_path / "run")
     assert sorted(p.name for p in merged.iterdir()) == ["fold_0", "fold_1", "folds.json", "model_config.json",
                                                          "run.json"]
     with pytest.raises(HjcagError, match="other settings"):
-        steps.merge_fold_runs([fold_run("c", 0), fold_run("d", 1, identity="other")], tmp_path / "run2")
+        stages.merge_folds([fold_run("c", 0), fold_run("d", 1, identity="other")], tmp_path / "run2")
 
 
 def test_a_raw_dataset_on_a_volume_is_a_pointer(tmp_path: Path) -> None:
     source = tmp_path / "MELD.Raw"
     source.mkdir()
-    meta = steps.raw_dataset(tmp_path / "artifact", str(source))
-    assert steps.raw_root(tmp_path / "artifact", meta) == source
-    assert steps.raw_root(tmp_path / "artifact", {}) == tmp_path / "artifact"
+    meta = io.raw_dataset(tmp_path / "artifact", str(source))
+    assert io.raw_root(tmp_path / "artifact", meta) == source
+    assert io.raw_root(tmp_path / "artifact", {}) == tmp_path / "artifact"
     with pytest.raises(HjcagError, match="not found"):
-        steps.raw_dataset(tmp_path / "artifact2", str(tmp_path / "missing"))
+        io.raw_dataset(tmp_path / "artifact2", str(tmp_path / "missing"))

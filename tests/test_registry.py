@@ -28,13 +28,14 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from hjcag.artifacts import load_trained_model
 from hjcag.data.features_file import FeatureSet, save_features
 from hjcag.device import torch_threads
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.params import GateConfig, Params, load_params
 from hjcag.registry import aliases, gate, register, tracking
 from hjcag.train.loop import TensorData
-from hjcag.train.run import load_trained_model, train_and_evaluate
+from hjcag.train.run import train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("neutral", "joy", "anger")

@@ -20,10 +20,11 @@ import torch
 
 import media_fixtures
 import serve_fixtures as sf
+from hjcag.artifacts import file_digest
 from hjcag.data.features_file import align_to_length
 from hjcag.device import torch_threads
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.serve.package import package_model, read_archive_record, sha256_of
+from hjcag.serve.package import package_model, read_archive_record
 from hjcag.serve.predictor import Predictor, RequestError
 
 
@@ -274,7 +275,7 @@ def test_archive_layout_and_record(run_dir: Path, archive: tuple[Path, Path]) ->
     record = read_archive_record(mar)
     assert manifest["modelName"] == "hjcag" and manifest["modelVersion"] == record["version"]
     assert manifest["configFile"] == "model-config.yaml" and manifest["serializedFile"] == "model.safetensors"
-    assert record["sha256"] == sha256_of(mar) and record["version"] == json.loads(
+    assert record["sha256"] == file_digest(mar) and record["version"] == json.loads(
         (unpacked / "serving.json").read_text())["version"]
     assert json.loads((unpacked / "index_to_name.json").read_text()) == {"0": "neutral", "1": "joy", "2": "anger"}
     features = json.loads((unpacked / "features.json").read_text())
@@ -339,14 +340,13 @@ def test_package_from_a_registry_alias(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_package_takes_the_extractor_config_from_params_under_the_runs_profile(run_dir: Path, tmp_path: Path) -> None:
-    from hjcag.features.extract import FeaturesConfig
     from hjcag.params import load_params
 
     mar = package_model(run_dir, tmp_path / "store", params_path=sf.ROOT / "params.yaml", version="7")
     with zipfile.ZipFile(mar) as z:
         features = json.loads(z.read("features.json"))
         serving = json.loads(z.read("serving.json"))
-    expected = FeaturesConfig.from_params(load_params(sf.ROOT / "params.yaml", "demo"))
+    expected = load_params(sf.ROOT / "params.yaml", "demo").features
     assert features["config"]["text_model"] == expected.text_model
     assert features["config"]["audio_set"] == expected.audio_set
     assert features["config"]["seq_len"] == sf.SEQ_LEN and features["config"]["cache_dir"] is None
@@ -360,7 +360,8 @@ def test_features_meta_of_the_training_extraction_is_carried_and_accepted(run_di
     accepts raw input because its extractors describe themselves exactly as the training ones did."""
     import pandas as pd
 
-    from hjcag.features.extract import extract_features, meta_path
+    from hjcag.artifacts import features_meta_path as meta_path
+    from hjcag.features.extract import extract_features
 
     manifest = pd.DataFrame([{"utterance_id": "u0", "label": "joy", "dialogue_id": "d0", "text": "hello there",
                               "video_path": str(media["mp4"]), "audio_path": None, "start_s": None, "end_s": None}])

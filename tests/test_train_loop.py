@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from hjcag.artifacts import load_trained_model
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.model.common import build_model
 from hjcag.params import Params, params_from_dict
 from hjcag.train.loop import TensorData, train_fold
-from hjcag.train.run import load_trained_model, train_and_evaluate
+from hjcag.train.run import train_and_evaluate
 
 LABELS = ("ang", "hap", "sad")
 

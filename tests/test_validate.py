@@ -14,19 +14,13 @@ import pandas as pd
 import pytest
 
 import media_fixtures
+from hjcag import stages
+from hjcag.cli import _parse_dims as parse_dims
 from hjcag.data.manifest import manifest_frame, read_manifest, write_manifest
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.params import params_from_dict
-from hjcag.validate.media_checks import MediaCheckConfig, check_media
-from hjcag.validate.runner import (
-    ValidationError,
-    dims_from_meta,
-    parse_dims,
-    validate_features,
-    validate_features_cli,
-    validate_manifest,
-    validate_manifest_cli,
-)
+from hjcag.params import MediaConfig, params_from_dict
+from hjcag.validate.media_checks import check_media
+from hjcag.validate.runner import ValidationError, validate_features, validate_manifest
 
 LABELS = ["neutral", "joy", "anger"]
 
@@ -200,7 +194,7 @@ def test_dialogue_across_folds_and_missing_column(media: dict[str, Path], tmp_pa
 def test_media_bounds_are_configurable(media: dict[str, Path]) -> None:
     rows = [_row("r0", "d0", media), _row("r1", "d0", media, audio_path=str(media["wav8k"]), start_s=0.0, end_s=0.4)]
     df = manifest_frame(rows)
-    strict = MediaCheckConfig(min_sample_rate=16_000, max_duration_s=0.35)
+    strict = MediaConfig(min_sample_rate=16_000, max_duration_s=0.35)
     checked = check_media(df, ("a", "v"), strict)
     assert list(checked["audio_sample_rate"]) == [16_000.0, 8_000.0]
     assert checked["audio_duration_s"].tolist() == pytest.approx([0.3, 0.3], abs=0.02)  # separate wav: used whole
@@ -215,7 +209,7 @@ def test_media_bounds_are_configurable(media: dict[str, Path]) -> None:
     assert list(checked["video_frames"]) == [1.0, 0.0, 0.0]
     assert list(checked["video_span_in_file"]) == [True, True, False]
     with pytest.raises(ConfigError):
-        MediaCheckConfig.from_dict({"min_rate": 1})
+        MediaConfig.from_dict({"min_rate": 1})
 
 
 def _features(tmp_path: Path, n: int = 40) -> Path:
@@ -269,28 +263,28 @@ def test_dims_helpers(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         parse_dims("t:1024")
     npz = tmp_path / "f.npz"
-    assert dims_from_meta(npz) == {}
+    assert stages.recorded_dims(npz) == {}
     (tmp_path / "f.meta.json").write_text(json.dumps({"modalities": {"text": {"dim": 384}, "audio": {"dim": 88}}}))
-    assert dims_from_meta(npz) == {"text": 384, "audio": 88}
+    assert stages.recorded_dims(npz) == {"text": 384, "audio": 88}
 
 
-def test_cli_functions_take_policy_and_bounds_from_params(media: dict[str, Path], tmp_path: Path) -> None:
+def test_stages_take_policy_and_bounds_from_params(media: dict[str, Path], tmp_path: Path) -> None:
     rows = [_row("r0", "d0", media), _row("r1", "d1", media, audio_path=str(media["wav8k"]))]
     path = write_manifest(manifest_frame(rows), tmp_path / "manifest.parquet")
     params = params_from_dict({
         "dataset": "demo", "datasets": {"demo": {"labels": LABELS}},
         "validation": {"policy": "quarantine", "media": {"min_sample_rate": 16_000}},
     })
-    result = validate_manifest_cli(path, tmp_path / "val", params, "t,a", progress=False)
+    result = stages.validate(path, tmp_path / "val", params, "t,a", progress=False)
     assert result.outcome == "quarantined" and [e["utterance_id"] for e in result.offending_rows] == ["r1"]
     assert "audio sample rate outside [16000, 96000] Hz (audio_sample_rate=8000)" in result.offending_rows[0]["reasons"]
     with pytest.raises(ValidationError):  # the command line's --policy wins over params
-        validate_manifest_cli(path, tmp_path / "val2", params, "t,a", policy="fail", progress=False)
+        stages.validate(path, tmp_path / "val2", params, "t,a", policy="fail", progress=False)
 
     features = _features(tmp_path)
     (tmp_path / "features.meta.json").write_text(json.dumps({"modalities": {"text": {"dim": 8}, "audio": {"dim": 6}}}))
     with pytest.raises(ValidationError) as info:
-        validate_features_cli(features, tmp_path / "fval")
+        stages.validate_features(features, tmp_path / "fval")
     assert "dim_as_configured" not in str(info.value) and "column_not_constant" in str(info.value)
     with pytest.raises(ValidationError, match="dim_as_configured"):
-        validate_features_cli(features, tmp_path / "fval2", dims="t=9")
+        stages.validate_features(features, tmp_path / "fval2", dims=parse_dims("t=9"))

@@ -12,8 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hjcag.errors import HjcagError
-from hjcag.params import Params, load_params, parse_modalities
+from hjcag import artifacts, stages
+from hjcag.errors import ConfigError, HjcagError
+from hjcag.params import Params, load_params
 
 log = logging.getLogger("hjcag")
 
@@ -30,145 +31,85 @@ def _add_params_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from hjcag.data.synthetic import write_demo_dataset
-
-    out = write_demo_dataset(Path(args.out), size=args.size, seed=args.seed)
+    out = stages.demo_data(args.out, size=args.size, seed=args.seed)
     print(f"synthetic MELD-layout demo dataset written to {out}")
     return 0
 
 
 def cmd_standin_features(args: argparse.Namespace) -> int:
-    from hjcag.data.features_file import save_features
-    from hjcag.features.standin import extract_standin_features
-
-    params = _params(args)
-    fs = extract_standin_features(Path(args.data), seq_len=params.model.seq_len,
-                                  modalities=parse_modalities(args.modalities))
-    path = save_features(Path(args.out), fs)
-    print(f"stand-in features for {len(fs)} utterances ({fs.dims}) written to {path}")
+    path = stages.standin_features(args.data, args.out, _params(args), args.modalities, keep=args.keep)
+    print(f"stand-in features written to {path}")
     return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from hjcag.data.prepare import prepare_dataset
-
-    params = _params(args)
-    labels = params.raw.get("datasets", {}).get(args.dataset, {}).get("labels")
-    report = prepare_dataset(args.dataset, args.source, args.out, parse_modalities(args.modalities), labels=labels)
-    print(report.summary())
+    print(stages.prepare(args.dataset, args.source, args.out, _params(args), args.modalities).summary())
     return 0
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from hjcag.features.extract import extract_features_cli, meta_path
-
-    cache = {} if args.cache is None else {"cache_dir": None if args.cache == "none" else args.cache}
-    path = extract_features_cli(args.manifest, args.out, _params(args), args.modalities, **cache)
-    print(f"features written to {path} (extraction record: {meta_path(path)})")
+    path = stages.features(args.manifest, args.out, _params(args), args.modalities, cache=args.cache)
+    print(f"features written to {path} (extraction record: {artifacts.features_meta_path(path)})")
     return 0
 
 
 def cmd_finetune_text(args: argparse.Namespace) -> int:
-    from hjcag.features.extract import finetune_text_cli
-
-    out = finetune_text_cli(args.manifest, args.out, _params(args))
+    out = stages.finetune_text(args.manifest, args.out, _params(args))
     print(f"fine-tuned text encoder written to {out}; set `features.text_model: {out}` in params.yaml to extract "
           f"features with it")
     return 0
 
 
-def _load(args: argparse.Namespace, params: Params):  # type: ignore[no-untyped-def]
-    from hjcag.data.features_file import load_features
-
-    return load_features(Path(args.features), seq_len=params.model.seq_len, label_names=params.labels)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from hjcag.train.run import train_and_evaluate
-
     params = _params(args)
-    overrides = {"protocol": args.protocol} if args.protocol else {}
-    params = params.with_overrides(model={"name": args.model or params.model.name}, train=overrides)
-    fs = _load(args, params)
-    modalities = parse_modalities(args.modalities) if args.modalities else fs.modalities
-    if args.track:
-        from hjcag.registry.tracking import train_with_tracking
-
-        metrics, run_id = train_with_tracking(fs, params, modalities, params.model.name, Path(args.out),
-                                              experiment=args.experiment)
-        print(f"MLflow run {run_id}")
-    else:
-        only = [int(k) for k in args.folds.split(",")] if args.folds else None
-        metrics = train_and_evaluate(fs, params, modalities, params.model.name, Path(args.out), only_folds=only)
-        if metrics.get("complete") is False:
-            done = sorted(r["fold"] for r in metrics["folds"])
-            print(f"fold(s) {done} of {metrics['n_folds']} done in {args.out}; train the others (or merge their "
-                  f"fold_K directories into it) and run without --folds to aggregate.")
-            return 0
+    params = params.with_overrides(model={"name": args.model or params.model.name},
+                                   train={"protocol": args.protocol} if args.protocol else {})
+    folds = [int(k) for k in args.folds.split(",")] if args.folds else None
+    metrics = stages.train(args.features, args.out, params, args.modalities, folds=folds, track=args.track,
+                           experiment=args.experiment)
+    if metrics.get("complete") is False:
+        done = sorted(r["fold"] for r in metrics["folds"])
+        print(f"fold(s) {done} of {metrics['n_folds']} done in {args.out}; train the others (or merge their "
+              f"fold_K directories into it) and run without --folds to aggregate.")
+        return 0
     _print_summary(metrics, Path(args.out))
     return 0
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from hjcag.train.ablate import run_ablation
-
     params = _params(args)
     if args.protocol:
         params = params.with_overrides(train={"protocol": args.protocol})
-    fs = _load(args, params)
-    run_ablation(fs, params, Path(args.out))
+    stages.ablate(args.features, args.out, params)
     print((Path(args.out) / "ablation.md").read_text())
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from hjcag.validate.runner import validate_manifest_cli
-
-    result = validate_manifest_cli(args.manifest, args.out, _params(args), args.modalities, args.policy)
-    print(result.summary())
+    print(stages.validate(args.manifest, args.out, _params(args), args.modalities, args.policy).summary())
     return 0
 
 
 def cmd_validate_features(args: argparse.Namespace) -> int:
-    from hjcag.validate.runner import validate_features_cli
-
-    result = validate_features_cli(args.features, args.out, args.dims)
-    print(result.summary())
+    print(stages.validate_features(args.features, args.out, _parse_dims(args.dims) if args.dims else None).summary())
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hjcag.train.evaluate import evaluate_run
-
-    summary = evaluate_run(args.run, args.out)
+    summary = stages.evaluate(args.run, args.out)
     print(f"evaluation of {args.run}: accuracy {100 * summary['accuracy']:.2f} %, weighted F1 "
           f"{100 * summary['weighted_f1']:.2f} % -> {args.out}")
     return 0
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from hjcag.registry.gate import gate_run
-
-    result = gate_run(args.run, _params(args).gates, args.report)
-    print(result.summary())
+    print(stages.gate(args.run, _params(args), args.report).summary())
     return 0
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json
-
-    from hjcag.registry.register import log_and_register
-    from hjcag.registry.tracking import tracking_uri
-
     lock = None if args.dvc_lock == "none" else args.dvc_lock
-    version = log_and_register(args.run, _params(args), args.features, lock, args.experiment, args.name)
-    # What was registered, not how this call went ("reused"): re-registering the same run keeps the file unchanged.
-    record = {k: v for k, v in dataclasses.asdict(version).items() if k != "reused"}
-    record["tracking_uri"] = tracking_uri()
-    if args.record:
-        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.record).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    version = stages.register(args.run, args.features, _params(args), lock, args.experiment, args.name, args.record)
     what = "already registered as" if version.reused else "registered as"
     print(f"{args.run} {what} {version.name} version {version.version} (alias 'candidate'); "
           f"promote with `hjcag registry promote --name {version.name}`")
@@ -189,28 +130,14 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registered_source(record: Path) -> tuple[str, str | None]:
-    """models:/NAME/VERSION and the tracking URI of a record written by `hjcag register --record`."""
-    import json
-
-    try:
-        doc = json.loads(record.read_text(encoding="utf-8"))
-        return f"models:/{doc['name']}/{doc['version']}", doc.get("tracking_uri")
-    except (OSError, ValueError, KeyError) as exc:
-        raise HjcagError(f"'{record}' is not a record written by `hjcag register --record` ({exc}); "
-                         f"register the run first or pass --run / --model-uri.") from exc
-
-
 def cmd_package(args: argparse.Namespace) -> int:
-    from hjcag.serve.package import package_model, read_archive_record
-
     source, tracking = args.model_uri or args.run, None
     if args.record:
-        source, tracking = _registered_source(Path(args.record))
-    mar = package_model(source, args.out, version=args.version, fold=args.fold, params_path=args.params,
-                        profile=args.profile, features_meta=args.features_meta, tracking_uri=tracking)
-    record = read_archive_record(mar)
-    print(f"model archive {mar} (version {record.get('version')}, sha256 {record.get('sha256')})")
+        source, tracking = stages.registered_source(args.record)
+    record = stages.package(source, args.out, params_path=args.params, profile=args.profile, version=args.version,
+                            fold=args.fold, features_meta=args.features_meta, tracking_uri=tracking)
+    print(f"model archive {record['archive']} (version {record.get('version')}, "
+          f"sha256 {record.get('sha256')})")
     return 0
 
 
@@ -226,12 +153,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), params_path=args.params, profile=args.profile or "demo", size=args.size)
 
 
+def _parse_dims(spec: str) -> dict[str, int]:
+    """'t=1024,a=1582,v=2048' -> {'t': 1024, 'a': 1582, 'v': 2048}."""
+    out: dict[str, int] = {}
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ConfigError(f"--dims: '{part}' is not MODALITY=WIDTH. Example: --dims t=1024,a=1582,v=2048.")
+        out[key.strip()] = int(value)
+    return out
+
+
 def _print_summary(metrics: dict, out: Path) -> None:
     acc, wf1 = metrics["accuracy"], metrics["weighted_f1"]
     print(
         f"accuracy {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} %, "
         f"weighted F1 {100 * wf1['mean']:.2f} ± {100 * wf1['std']:.2f} % "
-        f"over {len(metrics['folds'])} fold(s); metrics: {out / 'metrics.json'}, report: {out / 'report.md'}"
+        f"over {len(metrics['folds'])} fold(s); metrics: {out / artifacts.METRICS_FILE}, "
+        f"report: {out / artifacts.REPORT_FILE}"
     )
 
 
@@ -257,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset directory in MELD layout")
     p.add_argument("--out", required=True, help="features .npz to write")
     p.add_argument("--modalities", default="t,a,v")
+    p.add_argument("--keep", default=None, help="a validated manifest: only the utterances it kept")
     _add_params_options(p)
     p.set_defaults(func=cmd_standin_features)
 

@@ -6,11 +6,11 @@ same folds -> reports. Every step skips work already done in `out`, so an interr
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from hjcag.data.features_file import FeatureSet, load_features, save_features
+from hjcag import stages
+from hjcag.artifacts import FEATURES_FILE, METRICS_FILE, read_json
 from hjcag.params import load_params
 
 BASELINES = ("concat", "late", "mult")
@@ -19,18 +19,6 @@ BASELINES = ("concat", "late", "mult")
 def _step(title: str) -> float:
     print(f"\n== {title}", flush=True)
     return time.perf_counter()
-
-
-def _features(data_dir: Path, path: Path, seq_len: int, labels: tuple[str, ...]) -> FeatureSet:
-    if not path.exists():
-        from hjcag.features.standin import extract_standin_features
-
-        print(
-            "NOTE: the demo uses simple stand-in features computed from the generated signals (hashed bag of "
-            "words, frame-level audio descriptors, down-sampled grey frames), not RoBERTa / openSMILE / ResNet-50."
-        )
-        save_features(path, extract_standin_features(data_dir, seq_len=seq_len))
-    return load_features(path, seq_len=seq_len, label_names=labels)
 
 
 def comparison_table(ablation: dict, baselines: dict[str, dict]) -> str:
@@ -47,37 +35,34 @@ def comparison_table(ablation: dict, baselines: dict[str, dict]) -> str:
 
 
 def run_demo(out: Path, params_path: str | Path = "params.yaml", profile: str = "demo", size: str = "tiny") -> int:
-    from hjcag.data.synthetic import write_demo_dataset
-    from hjcag.train.ablate import run_ablation
-    from hjcag.train.run import train_and_evaluate
-
     started = time.perf_counter()
     params = load_params(params_path, profile)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = out / "data"
+    data_dir, features = out / "data", out / FEATURES_FILE
 
     t0 = _step(f"1/4 demo data ({size}) -> {data_dir}")
     if not (data_dir / "train_sent_emo.csv").exists():
-        write_demo_dataset(data_dir, size=size, seed=params.seed)
+        stages.demo_data(data_dir, size=size, seed=params.seed)
     print(f"   done in {time.perf_counter() - t0:.1f} s")
 
     t0 = _step("2/4 features")
-    fs = _features(data_dir, out / "features.npz", params.model.seq_len, params.labels)
+    if not features.exists():
+        print("NOTE: the demo uses simple stand-in features computed from the generated signals (hashed bag of "
+              "words, frame-level audio descriptors, down-sampled grey frames), not RoBERTa / openSMILE / ResNet-50.")
+        stages.standin_features(data_dir, features, params)
+    fs = stages.load_features(features, params)
     print(f"   {len(fs)} utterances, dims {fs.dims}, in {time.perf_counter() - t0:.1f} s")
 
     t0 = _step("3/4 five-fold HJCAG and the Table 4 ablations")
-    ablation = run_ablation(fs, params, out / "ablation")
+    ablation = stages.ablate(features, out / "ablation", params)
     print(f"   done in {time.perf_counter() - t0:.1f} s")
 
     t0 = _step("4/4 baselines on the same folds")
-    baselines = {
-        name: train_and_evaluate(fs, params.with_overrides(model={"name": name}), fs.modalities, name,
-                                 out / "baselines" / name, quiet=True)
-        for name in BASELINES
-    }
+    baselines = {name: stages.train(features, out / "baselines" / name, params.with_overrides(model={"name": name}))
+                 for name in BASELINES}
     print(f"   done in {time.perf_counter() - t0:.1f} s")
 
-    full = json.loads((out / "ablation" / "full" / "metrics.json").read_text())
+    full = read_json(out / "ablation" / "full" / METRICS_FILE)
     table = comparison_table(full, baselines)
     (out / "comparison.md").write_text(table)
     print("\n" + (out / "ablation" / "ablation.md").read_text())

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from hjcag.errors import ConfigError
 MODALITIES = ("t", "a", "v")
 MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 DEFAULT_PARAMS_FILE = Path("params.yaml")
+GROUP_BY = ("dialogue", "session")  # features.group_by: what a fold keeps together
+VALIDATION_POLICIES = ("fail", "quarantine")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,105 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class FeaturesConfig:
+    """The ``features:`` section of params.yaml (``finetune:`` is a nested mapping of the finetune_* keys)."""
+
+    text_model: str = "roberta-large"
+    text_fallback: str = "minilm"  # minilm | none (fail instead of falling back)
+    max_tokens: int = 128
+    text_batch_size: int = 32
+    audio_set: str = "IS10_paraling"  # IS10_paraling | eGeMAPSv02 | ComParE_2016
+    audio_min_duration_s: float = 0.25
+    visual_model: str = "microsoft/resnet-50"
+    visual_weights_dir: str | None = None
+    visual_arch: dict[str, Any] | None = None  # ResNetConfig overrides (random weights), e.g. a tiny test net
+    audio_batch_size: int = 16  # utterances per cache write (openSMILE runs one signal at a time)
+    visual_batch_size: int = 4  # utterances per forward pass (x L frames)
+    visual_frames: int | None = None  # frames embedded per utterance (None = L); fewer are repeated to L
+    image_size: int = 224
+    device: str = "auto"
+    workers: int = 0  # decode / openSMILE threads; 0 = min(8, CPU count)
+    cache_dir: str | None = ".cache/hjcag/features"
+    seq_len: int = 30
+    group_by: str = "dialogue"  # dialogue | session
+    seed: int = 0
+    progress: bool = True
+    finetune_lr: float = 2e-5
+    finetune_batch_size: int = 16
+    finetune_epochs: int = 10
+    finetune_warmup: float = 0.1
+    finetune_patience: int = 2
+    finetune_repeats: int = 3
+    finetune_max_steps: int | None = None
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], **overrides: Any) -> FeaturesConfig:
+        values = dict(values or {})
+        nested = values.pop("finetune", None) or {}
+        values.update({f"finetune_{k}": v for k, v in nested.items()})
+        values.update(overrides)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"params: unknown key(s) {unknown} in section 'features'. Known keys: {sorted(known)}.")
+        config = cls(**values)
+        if config.group_by not in GROUP_BY:
+            raise ConfigError(f"features.group_by is '{config.group_by}'; use one of {list(GROUP_BY)}.")
+        return config
+
+    def replace(self, **changes: Any) -> FeaturesConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """What counts as valid media (params.yaml ``validation.media``): the media checks of validation use it."""
+
+    min_duration_s: float = 0.1  # utterance duration: the span when one is given, else the whole file
+    max_duration_s: float = 60.0
+    min_sample_rate: int = 8_000  # audio stream sample rate, Hz
+    max_sample_rate: int = 96_000
+    min_frames: int = 1  # decoded video frames inside the utterance span
+    span_tolerance_s: float = 0.25  # end_s may exceed the file's duration by this much (container rounding)
+    full_decode: bool = False  # decode every frame (slow, thorough) instead of the first ones
+    workers: int = 0  # probe threads; 0 = min(4, CPUs)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> MediaConfig:
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"params: unknown key(s) {unknown} in 'validation.media'. Known keys: {sorted(known)}.")
+        config = cls(**values)
+        if not 0 <= config.min_duration_s <= config.max_duration_s:
+            raise ConfigError("params: validation.media needs 0 <= min_duration_s <= max_duration_s.")
+        if not 0 < config.min_sample_rate <= config.max_sample_rate:
+            raise ConfigError("params: validation.media needs 0 < min_sample_rate <= max_sample_rate.")
+        return config
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """The ``validation:`` section: what a failed check does, a user-given fold column, media bounds."""
+
+    policy: str = "fail"  # fail | quarantine
+    folds_column: str | None = None
+    media: MediaConfig = field(default_factory=MediaConfig)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> ValidationConfig:
+        values = dict(values or {})
+        _check_keys(values, cls, "validation")
+        config = cls(policy=values.get("policy", "fail"), folds_column=values.get("folds_column"),
+                     media=MediaConfig.from_dict(values.get("media")))
+        if config.policy not in VALIDATION_POLICIES:
+            raise ConfigError(f"params: validation.policy is '{config.policy}'; "
+                              f"use one of {list(VALIDATION_POLICIES)}.")
+        return config
+
+
+@dataclass(frozen=True)
 class GateConfig:
     min_accuracy: float = 0.0
     min_weighted_f1: float = 0.0
@@ -68,14 +170,18 @@ class Params:
     model: ModelConfig
     train: TrainConfig
     gates: GateConfig
+    features: FeaturesConfig
+    validation: ValidationConfig
     raw: dict[str, Any]
 
     def with_overrides(self, model: dict[str, Any] | None = None, train: dict[str, Any] | None = None) -> Params:
         """A copy with some model/train fields replaced (used by ablations and CLI options)."""
+        model_config = _build(ModelConfig, {**dataclasses.asdict(self.model), **(model or {})}, "model")
         return dataclasses.replace(
             self,
-            model=_build(ModelConfig, {**dataclasses.asdict(self.model), **(model or {})}, "model"),
+            model=model_config,
             train=_build(TrainConfig, {**dataclasses.asdict(self.train), **(train or {})}, "train"),
+            features=self.features.replace(seq_len=model_config.seq_len),
         )
 
 
@@ -90,13 +196,15 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+def _check_keys(values: Mapping[str, Any], cls: type, section: str) -> None:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(
-            f"params: unknown key(s) {unknown} in section '{section}'. Known keys: {sorted(known)}."
-        )
+        raise ConfigError(f"params: unknown key(s) {unknown} in section '{section}'. Known keys: {sorted(known)}.")
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    _check_keys(values, cls, section)
     values = dict(values)
     if "betas" in values:
         values["betas"] = tuple(float(b) for b in values["betas"])
@@ -135,14 +243,18 @@ def params_from_dict(raw: dict[str, Any], profile: str | None = None, source: st
     bad = sorted(set(widths) - set(MODALITIES))
     if bad:
         raise ConfigError(f"{source}: model.widths has unknown modalities {bad}; use t, a, v.")
+    seed = int(merged.get("seed", 0))
+    model = _build(ModelConfig, merged.get("model", {}), "model")
     return Params(
         profile=profile or "default",
         dataset=dataset,
-        seed=int(merged.get("seed", 0)),
+        seed=seed,
         labels=labels,
-        model=_build(ModelConfig, merged.get("model", {}), "model"),
+        model=model,
         train=_build(TrainConfig, merged.get("train", {}), "train"),
         gates=_build(GateConfig, merged.get("gates", {}), "gates"),
+        features=FeaturesConfig.from_dict(merged.get("features") or {}, seq_len=model.seq_len, seed=seed),
+        validation=ValidationConfig.from_dict(merged.get("validation")),
         raw=merged,
     )
 

@@ -56,8 +56,6 @@ ARROW_SCHEMA = pa.schema(
     [pa.field(name, pa.string() if kind == "string" else pa.float64()) for name, kind in MANIFEST_SCHEMA.items()]
 )
 
-MANIFEST_FILE = "manifest.parquet"
-REPORT_FILE = "prepare_report.json"
 
 
 # ----------------------------------------------------------------------------------------------- values
@@ -134,15 +132,29 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read a manifest parquet written by `write_manifest`; raises DataError if it is missing or lacks columns."""
+def read_manifest_file(path: str | Path) -> pd.DataFrame:
+    """A manifest as stored: parquet (from `hjcag prepare` / `hjcag validate`), CSV or JSONL, columns unchecked
+    (validation reports what is missing); DataError when it is missing or unreadable."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"manifest '{path}' not found. Run `hjcag prepare` first.")
+    if not path.is_file():
+        raise DataError(f"manifest '{path}' not found. Run `hjcag prepare` first or fix --manifest.")
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv", ".jsonl", ".ndjson"):
+        raise DataError(f"manifest '{path}': unsupported type '{suffix}'. Use .parquet (from `hjcag prepare`), "
+                        ".csv or .jsonl.")
     try:
-        df = pq.read_table(path).to_pandas()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"manifest '{path}' is not a readable parquet file ({exc}). Re-run `hjcag prepare`.") from exc
+        if suffix == ".parquet":
+            return pq.read_table(path).to_pandas()
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_json(path, lines=True, dtype=False)
+    except (pa.ArrowInvalid, OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"manifest '{path}' cannot be read ({exc}). Re-run `hjcag prepare`.") from exc
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest written by `write_manifest`, checked and conformed; DataError if it lacks columns."""
+    df = read_manifest_file(path)
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(

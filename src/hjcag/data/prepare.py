@@ -19,10 +19,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from hjcag.artifacts import MANIFEST_FILE, PREPARE_REPORT_FILE
 from hjcag.data.iemocap import IEMOCAP_LABELS, read_iemocap
 from hjcag.data.manifest import (
-    MANIFEST_FILE,
-    REPORT_FILE,
     SOURCE_KEY,
     AdapterResult,
     manifest_frame,
@@ -131,7 +130,7 @@ def prepare_dataset(
     report = PrepareReport(
         dataset=kind, source=str(source.resolve()), modalities=list(mods),
         labels=list(label_set) if label_set else None,
-        manifest_path=str(out / MANIFEST_FILE), report_path=str(out / REPORT_FILE),
+        manifest_path=str(out / MANIFEST_FILE), report_path=str(out / PREPARE_REPORT_FILE),
     )
 
     result = _adapt(kind, source, mods, label_set)
@@ -186,11 +185,11 @@ def prepare_dataset(
 
     if not kept:
         (out / MANIFEST_FILE).unlink(missing_ok=True)  # never leave a stale manifest beside this report
-        _write_json(out / REPORT_FILE, report.to_dict())
+        _write_json(out / PREPARE_REPORT_FILE, report.to_dict())
         raise DataError(
             f"no utterance left from '{source}' ({report.rows_read} read, dropped: {report.dropped_counts}). "
-            f"See {out / REPORT_FILE}; check --dataset and --source."
+            f"See {out / PREPARE_REPORT_FILE}; check --dataset and --source."
         )
     write_manifest(manifest_frame(kept), out / MANIFEST_FILE)
-    _write_json(out / REPORT_FILE, report.to_dict())
+    _write_json(out / PREPARE_REPORT_FILE, report.to_dict())
     return report

@@ -14,7 +14,6 @@ with no ``audio_path`` takes its audio from the video's track, cut like the vide
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -29,73 +28,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from hjcag.artifacts import features_meta_path, features_run_path
 from hjcag.data.features_file import SPLITS, FeatureSet, save_features
 from hjcag.data.manifest import media_span
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.cache import FeatureCache, cache_key
 from hjcag.features.media_io import MediaRef
-from hjcag.params import MODALITY_NAMES, Params, parse_modalities
+from hjcag.params import MODALITY_NAMES, FeaturesConfig, parse_modalities
 
 log = logging.getLogger(__name__)
 GROUP_COLUMNS = {"dialogue": "dialogue_id", "session": "session"}
 MAX_LISTED = 20
 _UNSET: Any = object()
-
-
-@dataclass(frozen=True)
-class FeaturesConfig:
-    """The ``features:`` section of params.yaml (``finetune:`` is a nested mapping of the finetune_* keys)."""
-
-    text_model: str = "roberta-large"
-    text_fallback: str = "minilm"  # minilm | none (fail instead of falling back)
-    max_tokens: int = 128
-    text_batch_size: int = 32
-    audio_set: str = "IS10_paraling"  # IS10_paraling | eGeMAPSv02 | ComParE_2016
-    audio_min_duration_s: float = 0.25
-    visual_model: str = "microsoft/resnet-50"
-    visual_weights_dir: str | None = None
-    visual_arch: dict[str, Any] | None = None  # ResNetConfig overrides (random weights), e.g. a tiny test net
-    audio_batch_size: int = 16  # utterances per cache write (openSMILE runs one signal at a time)
-    visual_batch_size: int = 4  # utterances per forward pass (x L frames)
-    visual_frames: int | None = None  # frames embedded per utterance (None = L); fewer are repeated to L
-    image_size: int = 224
-    device: str = "auto"
-    workers: int = 0  # decode / openSMILE threads; 0 = min(8, CPU count)
-    cache_dir: str | None = ".cache/hjcag/features"
-    seq_len: int = 30
-    group_by: str = "dialogue"  # dialogue | session
-    seed: int = 0
-    progress: bool = True
-    finetune_lr: float = 2e-5
-    finetune_batch_size: int = 16
-    finetune_epochs: int = 10
-    finetune_warmup: float = 0.1
-    finetune_patience: int = 2
-    finetune_repeats: int = 3
-    finetune_max_steps: int | None = None
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], **overrides: Any) -> FeaturesConfig:
-        values = dict(values or {})
-        nested = values.pop("finetune", None) or {}
-        values.update({f"finetune_{k}": v for k, v in nested.items()})
-        values.update(overrides)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"params: unknown key(s) {unknown} in section 'features'. Known keys: {sorted(known)}.")
-        config = cls(**values)
-        if config.group_by not in GROUP_COLUMNS:
-            raise ConfigError(f"features.group_by is '{config.group_by}'; use one of {list(GROUP_COLUMNS)}.")
-        return config
-
-    @classmethod
-    def from_params(cls, params: Params) -> FeaturesConfig:
-        """The ``features:`` section of the merged params (profile applied); L and the seed come from params."""
-        return cls.from_dict(params.raw.get("features") or {}, seq_len=params.model.seq_len, seed=params.seed)
-
-    def replace(self, **changes: Any) -> FeaturesConfig:
-        return dataclasses.replace(self, **changes)
 
 
 class Extractor(Protocol):
@@ -405,55 +349,6 @@ def extract_features(
     save_features(partial, fs)
     os.replace(partial, out_path)
     meta["dims"] = {MODALITY_NAMES[m]: int(x.shape[-1]) for m, x in features.items()}
-    meta_path(out_path).write_text(json.dumps(meta, indent=2, default=str))
-    run_stats_path(out_path).write_text(json.dumps(run_stats, indent=2))
+    features_meta_path(out_path).write_text(json.dumps(meta, indent=2, default=str))
+    features_run_path(out_path).write_text(json.dumps(run_stats, indent=2))
     return out_path
-
-
-def meta_path(out_path: str | Path) -> Path:
-    """Where `extract_features` records what extracted the features file: ``<stem>.meta.json``.
-
-    It holds only what determines the features (models, settings, dims), so it is byte-identical whenever the
-    features are: serving checks raw input against it, and pipelines may depend on it without re-running."""
-    out_path = Path(out_path)
-    return out_path.with_name(out_path.stem + ".meta.json")
-
-
-def run_stats_path(out_path: str | Path) -> Path:
-    """How one extraction went (per modality: extracted, from cache, failed, seconds): ``<stem>.run.json``."""
-    out_path = Path(out_path)
-    return out_path.with_name(out_path.stem + ".run.json")
-
-
-def extract_features_cli(
-    manifest: str | Path,
-    out: str | Path,
-    params: Params,
-    modalities: str = "t,a,v",
-    cache_dir: str | Path | None = _UNSET,
-) -> Path:
-    """What `hjcag features` calls: read the parquet (or CSV) manifest; media paths resolve against its folder."""
-    manifest = Path(manifest)
-    config = FeaturesConfig.from_params(params)
-    return extract_features(read_manifest_table(manifest), config, modalities, out, cache_dir=cache_dir,
-                            media_root=manifest.parent)
-
-
-def read_manifest_table(manifest: str | Path) -> pd.DataFrame:
-    """A manifest as `hjcag prepare` / `hjcag validate` write it (parquet), or a CSV with the same columns."""
-    manifest = Path(manifest)
-    if not manifest.exists():
-        raise DataError(f"manifest '{manifest}' not found. Build it with `hjcag prepare` first.")
-    try:
-        return pd.read_csv(manifest) if manifest.suffix == ".csv" else pd.read_parquet(manifest)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"manifest '{manifest}' cannot be read ({exc}).") from exc
-
-
-def finetune_text_cli(manifest: str | Path, out: str | Path, params: Params) -> Path:
-    """What `hjcag finetune-text` calls: fine-tune features.text_model on the manifest's train/dev rows (section
-    4.2) with the ``features.finetune`` settings; point ``features.text_model`` at the result to extract with it."""
-    from hjcag.features.text import finetune_text_encoder
-
-    return finetune_text_encoder(read_manifest_table(manifest), FeaturesConfig.from_params(params), out,
-                                 label_names=params.labels or None)

@@ -36,7 +36,7 @@ from hjcag.features.pretrained import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from hjcag.features.extract import FeaturesConfig
+    from hjcag.params import FeaturesConfig
 
 log = logging.getLogger(__name__)
 FALLBACKS = ("minilm", "none")

@@ -1,5 +1,5 @@
 """KFP v2 components of the training pipeline: one per stage, typed artifacts, each a few lines over
-:mod:`hjcag.pipeline.steps` (and so over the same functions ``hjcag <stage>`` and dvc.yaml call).
+:mod:`hjcag.stages`, the same functions ``hjcag <stage>`` (and so dvc.yaml) calls.
 
 These are lightweight Python components: KFP ships each function's source and runs it in ``PIPELINE_IMAGE``
 (components/Dockerfile), which has hjcag and kfp installed, hence ``install_kfp_package=False`` and the imports
@@ -27,20 +27,21 @@ component = functools.partial(dsl.component, base_image=PIPELINE_IMAGE, install_
 @component
 def raw_data(source_dir: str, params_yaml: str, profile: str, demo_size: str, raw: Output[Dataset]):
     """The raw dataset: a pointer to `source_dir` on the data volume, or (empty) the synthetic demo dataset."""
-    from hjcag.pipeline import steps
+    from hjcag.pipeline import io
 
-    params, _ = steps.resolve_params(params_yaml, profile)
-    raw.metadata.update(steps.raw_dataset(raw.path, source_dir, demo_size, params.seed))
+    params, _ = io.resolve_params(params_yaml, profile)
+    raw.metadata.update(io.raw_dataset(raw.path, source_dir, demo_size, params.seed))
 
 
 @component
 def prepare(raw: Input[Dataset], params_yaml: str, profile: str, dataset_kind: str, modalities: str,
             manifest: Output[Dataset]):
     """`hjcag prepare`: the dataset's layout -> manifest.parquet + prepare_report.json."""
-    from hjcag.pipeline import steps
+    from hjcag import stages
+    from hjcag.pipeline import io
 
-    params, _ = steps.resolve_params(params_yaml, profile)
-    report = steps.prepare(steps.raw_root(raw.path, raw.metadata), manifest.path, params, dataset_kind, modalities)
+    params, _ = io.resolve_params(params_yaml, profile)
+    report = stages.prepare(dataset_kind, io.raw_root(raw.path, raw.metadata), manifest.path, params, modalities)
     print(report.summary())
     manifest.metadata["rows"] = report.rows_written
 
@@ -49,10 +50,12 @@ def prepare(raw: Input[Dataset], params_yaml: str, profile: str, dataset_kind: s
 def validate(manifest: Input[Dataset], params_yaml: str, profile: str, modalities: str,
              validated: Output[Dataset]):
     """`hjcag validate`: Great Expectations checks of the manifest and its media; a failure stops the run."""
-    from hjcag.pipeline import steps
+    from hjcag import artifacts, stages
+    from hjcag.pipeline import io
 
-    params, _ = steps.resolve_params(params_yaml, profile)
-    result = steps.validate(manifest.path, validated.path, params, modalities)
+    params, _ = io.resolve_params(params_yaml, profile)
+    result = stages.validate(f"{manifest.path}/{artifacts.MANIFEST_FILE}", validated.path, params, modalities,
+                             progress=False)
     print(result.summary())
     validated.metadata.update({"outcome": result.outcome, "rows": result.rows})
 
@@ -60,33 +63,41 @@ def validate(manifest: Input[Dataset], params_yaml: str, profile: str, modalitie
 @component
 def features(raw: Input[Dataset], validated: Input[Dataset], params_yaml: str, profile: str, modalities: str,
              standin: bool, cache_dir: str, features: Output[Dataset]):
-    """`hjcag features` (RoBERTa / openSMILE / ResNet-50; `standin`: the demo's quick stand-ins) -> features.npz."""
-    from hjcag.pipeline import steps
+    """`hjcag features` (RoBERTa / openSMILE / ResNet-50; `standin`: the demo's quick stand-ins) -> features.npz,
+    then `hjcag validate-features` into features/validation (a failed check stops the run)."""
+    from hjcag import artifacts, stages
+    from hjcag.pipeline import io
 
-    params, _ = steps.resolve_params(params_yaml, profile)
-    path = steps.features(steps.raw_root(raw.path, raw.metadata), validated.path, features.path, params,
-                          modalities, standin, cache_dir)
+    params, _ = io.resolve_params(params_yaml, profile)
+    manifest = f"{validated.path}/{artifacts.VALID_MANIFEST_FILE}"
+    out = f"{features.path}/{artifacts.FEATURES_FILE}"
+    if standin:
+        path = stages.standin_features(io.raw_root(raw.path, raw.metadata), out, params, modalities, keep=manifest)
+    else:
+        path = stages.features(manifest, out, params, modalities, cache=cache_dir)
+    print(stages.validate_features(path, f"{features.path}/validation").summary())
     features.metadata["standin"] = standin
-    print(f"features written to {path}")
 
 
 @component
 def plan_folds(features: Input[Dataset], params_yaml: str, profile: str) -> list[int]:
     """The fold indices of the protocol in params (train.protocol, train.folds): what runs in parallel."""
-    from hjcag.pipeline import steps
+    from hjcag import artifacts, stages
+    from hjcag.pipeline import io
 
-    params, _ = steps.resolve_params(params_yaml, profile)
-    return steps.plan_folds(features.path, params)
+    params, _ = io.resolve_params(params_yaml, profile)
+    return stages.plan_folds(f"{features.path}/{artifacts.FEATURES_FILE}", params)
 
 
 @component
 def train_fold(features: Input[Dataset], params_yaml: str, profile: str, fold: int, modalities: str,
                model: Output[Model]):
     """`hjcag train --folds K`: one fold, written as a run directory holding fold_K."""
-    from hjcag.pipeline import steps
+    from hjcag import artifacts, stages
+    from hjcag.pipeline import io
 
-    params, _ = steps.resolve_params(params_yaml, profile)
-    steps.train_fold(features.path, params, fold, model.path, modalities)
+    params, _ = io.resolve_params(params_yaml, profile)
+    stages.train(f"{features.path}/{artifacts.FEATURES_FILE}", model.path, params, modalities or None, folds=[fold])
     model.metadata["fold"] = fold
 
 
@@ -94,11 +105,14 @@ def train_fold(features: Input[Dataset], params_yaml: str, profile: str, fold: i
 def evaluate(folds: Input[list[Model]], features: Input[Dataset], params_yaml: str, profile: str, modalities: str,
              run: Output[Model], metrics: Output[Metrics], evaluation: Output[Artifact]):
     """Merge the folds into one run and aggregate it (no retraining), then `hjcag evaluate` it."""
-    from hjcag.pipeline import steps
+    from hjcag import artifacts, stages
+    from hjcag.pipeline import io
 
-    params, _ = steps.resolve_params(params_yaml, profile)
-    steps.aggregate([f.path for f in folds], features.path, params, run.path, modalities)
-    summary = steps.evaluate(run.path, evaluation.path)
+    params, _ = io.resolve_params(params_yaml, profile)
+    stages.merge_folds([f.path for f in folds], run.path)
+    stages.train(f"{features.path}/{artifacts.FEATURES_FILE}", run.path, params, modalities or None,
+                 only_aggregate=True)
+    summary = stages.evaluate(run.path, evaluation.path)
     for name, value in summary.items():
         metrics.log_metric(name, value)
     run.metadata.update({k: summary[k] for k in ("accuracy", "weighted_f1") if k in summary})
@@ -107,10 +121,11 @@ def evaluate(folds: Input[list[Model]], features: Input[Dataset], params_yaml: s
 @component
 def gate(run: Input[Model], params_yaml: str, profile: str, report: Output[Artifact]) -> bool:
     """`hjcag gate`: True when the run reaches every quality gate; the report says by how much it missed."""
-    from hjcag.pipeline import steps
+    from hjcag import artifacts, stages
+    from hjcag.pipeline import io
 
-    params, _ = steps.resolve_params(params_yaml, profile)
-    result = steps.gate(run.path, params, report.path)
+    params, _ = io.resolve_params(params_yaml, profile)
+    result = stages.gate(run.path, params, f"{report.path}/{artifacts.GATE_FILE}", raise_on_failure=False)
     report.metadata.update({"passed": result.passed, "summary": result.summary()})
     print(result.summary())
     return result.passed
@@ -122,10 +137,12 @@ def register(run: Input[Model], features: Input[Dataset], params_yaml: str, prof
     """`hjcag register`: log the run to MLflow (MLFLOW_TRACKING_URI) and register it with alias 'candidate'."""
     from collections import namedtuple
 
-    from hjcag.pipeline import steps
+    from hjcag import artifacts, stages
+    from hjcag.pipeline import io
 
-    params, _ = steps.resolve_params(params_yaml, profile)
-    version = steps.register(run.path, features.path, params, experiment, registered_name)
+    params, _ = io.resolve_params(params_yaml, profile)
+    version = stages.register(run.path, f"{features.path}/{artifacts.FEATURES_FILE}", params,
+                              experiment=experiment or None, name=registered_name or None)
     print(f"registered {version.name} version {version.version} (alias 'candidate'; reused: {version.reused})")
     return namedtuple("Registered", ["model_uri", "name", "version"])(version.model_uri, version.name,
                                                                      version.version)
@@ -134,10 +151,13 @@ def register(run: Input[Model], features: Input[Dataset], params_yaml: str, prof
 @component
 def package(model_uri: str, features: Input[Dataset], params_yaml: str, profile: str, mar: Output[Model]):
     """`hjcag package --model-uri`: the registered version -> hjcag.mar + hjcag.mar.json."""
-    from hjcag.pipeline import steps
+    from hjcag import artifacts, stages
+    from hjcag.pipeline import io
 
-    _, params_path = steps.resolve_params(params_yaml, profile)
-    record = steps.package(model_uri, mar.path, params_path, profile, features.path)
+    _, params_path = io.resolve_params(params_yaml, profile)
+    meta = artifacts.features_meta_path(f"{features.path}/{artifacts.FEATURES_FILE}")
+    record = stages.package(model_uri, mar.path, params_path, profile or None,
+                            features_meta=meta if meta.exists() else None)
     mar.metadata.update({k: record[k] for k in ("version", "sha256", "model", "size_bytes")})
 
 

@@ -144,7 +144,7 @@ def plan_rollout(target: str, mar: str | Path, record: dict[str, Any], model_ima
     if target == "kserve":
         version = _checked_version(record)
         if kserve_config is None:
-            from hjcag.pipeline.steps import REPO_ROOT
+            from hjcag.pipeline.io import REPO_ROOT
 
             kserve_config = (REPO_ROOT / KSERVE_CONFIG).read_text(encoding="utf-8")
         root = f"{KSERVE_PREFIX}/{version}"

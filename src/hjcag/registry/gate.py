@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hjcag.artifacts import METRICS_FILE, write_json
 from hjcag.errors import HjcagError
 from hjcag.params import GateConfig
 
-METRICS_FILE = "metrics.json"
 # GateConfig field -> the metrics.json entry it bounds from below.
 GATED_METRICS = {"min_accuracy": "accuracy", "min_weighted_f1": "weighted_f1"}
 
@@ -111,15 +111,16 @@ def read_run_metrics(run_dir: str | Path) -> dict[str, Any]:
         raise HjcagError(f"'{path}' is not valid JSON ({exc}); re-run `hjcag train` to rewrite it.") from exc
 
 
-def gate_run(run_dir: str | Path, gates: GateConfig, report: str | Path | None = None) -> GateResult:
-    """Check a finished run directory; write the result to `report` (JSON) if given; raise GateFailed on failure.
+def gate_run(run_dir: str | Path, gates: GateConfig, report: str | Path | None = None,
+             raise_on_failure: bool = True) -> GateResult:
+    """Check a finished run directory; write the result and its summary to `report` (JSON) if given; raise
+    GateFailed on failure unless told not to (a pipeline branches on the result instead).
 
     The report is written before raising, so a pipeline keeps the numbers of a failed gate too.
     """
     result = check_gates(read_run_metrics(run_dir), gates)
     if report is not None:
-        Path(report).parent.mkdir(parents=True, exist_ok=True)
-        Path(report).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    if not result.passed:
+        write_json(report, {**result.to_dict(), "summary": result.summary()})
+    if not result.passed and raise_on_failure:
         raise GateFailed(result, where=f"run '{run_dir}'")
     return result

@@ -2,7 +2,7 @@
 
 The registered model is an MLflow pyfunc that wraps the run directory itself: ``model_config.json`` and every
 fold's ``model.safetensors`` are the model's artifacts (under ``run_dir/``), so serving can recover exactly what
-:func:`hjcag.train.run.load_trained_model` reads (:func:`download_run_dir`), and ``mlflow.pyfunc.load_model``
+:func:`hjcag.artifacts.load_trained_model` reads (:func:`download_run_dir`), and ``mlflow.pyfunc.load_model``
 predicts with the same weights. The pyfunc is logged as "models from code" (no pickle) and carries the hjcag
 sources as code paths, so it loads anywhere its pinned requirements are installed.
 
@@ -12,7 +12,6 @@ fingerprint; registering the same run, data and params again returns the existin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from hjcag.artifacts import MODEL_CONFIG_FILE, RUN_FILE, file_digest
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.params import Params
 from hjcag.registry.gate import GateFailed, check_gates, read_run_metrics
@@ -99,15 +99,6 @@ def git_commit(cwd: str | Path | None = None) -> tuple[str, bool]:
         return "unknown", False
 
 
-def file_md5(path: str | Path) -> str:
-    """MD5 of a file's bytes: what DVC 3 records as a file output's ``md5``."""
-    h = hashlib.md5()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _dvc_lock_md5(features: Path, dvc_lock: Path) -> str | None:
     try:
         doc = yaml.safe_load(dvc_lock.read_text(encoding="utf-8")) or {}
@@ -138,7 +129,7 @@ def data_hash(features: str | Path, dvc_lock: str | Path | None = "dvc.lock") ->
         if locked is None:
             raise HjcagError(f"'{features}' is a directory that dvc.lock does not record; pass the features file.")
         return locked
-    actual = file_md5(features)
+    actual = file_digest(features, "md5")
     if locked is not None and locked != actual:
         log.warning("dvc.lock records md5 %s for %s but the file's md5 is %s; using the file's (run `dvc commit` "
                     "or `dvc repro` to update dvc.lock)", locked, features, actual)
@@ -147,7 +138,7 @@ def data_hash(features: str | Path, dvc_lock: str | Path | None = "dvc.lock") ->
 
 def check_params_match(run_dir: Path, params: Params) -> None:
     """Refuse to tag a run with params it was not trained with (the params hash would then be wrong)."""
-    run_file = run_dir / "run.json"
+    run_file = run_dir / RUN_FILE
     if not run_file.exists():
         return
     identity = json.loads(run_file.read_text(encoding="utf-8")).get("identity", {})
@@ -178,7 +169,7 @@ with warnings.catch_warnings(record=True) as _caught:
         probability, every class probability (``prob_<label>``) and the gate weight of each modality."""
 
         def load_context(self, context: Any) -> None:
-            from hjcag.train.run import load_trained_model
+            from hjcag.artifacts import load_trained_model
 
             self.model, self.doc = load_trained_model(Path(context.artifacts[RUN_DIR_ARTIFACT]))
 
@@ -253,7 +244,7 @@ def _stage(run_dir: Path, doc: dict[str, Any], tmp: Path) -> tuple[Path, Path, P
     """Copy what the model needs into `tmp`: the run dir's config + weights, the hjcag sources, the code file."""
     staged = tmp / RUN_DIR_ARTIFACT
     staged.mkdir()
-    shutil.copy2(run_dir / "model_config.json", staged / "model_config.json")
+    shutil.copy2(run_dir / MODEL_CONFIG_FILE, staged / MODEL_CONFIG_FILE)
     for rel in doc["weights"]["folds"]:
         if (run_dir / rel).exists():
             (staged / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -298,7 +289,7 @@ def register_run(run_dir: str | Path, params: Params, data_hash: str, parent_run
     """
     run_dir = Path(run_dir)
     metrics = read_run_metrics(run_dir)
-    if not (run_dir / "model_config.json").exists():
+    if not (run_dir / MODEL_CONFIG_FILE).exists():
         raise HjcagError(f"'{run_dir}' has no model_config.json; is it a directory written by `hjcag train`?")
     check_params_match(run_dir, params)
     gate = check_gates(metrics, params.gates)
@@ -314,7 +305,7 @@ def register_run(run_dir: str | Path, params: Params, data_hash: str, parent_run
 
     name = name or model_name_for(params)
     commit, dirty = git_commit()
-    doc = json.loads((run_dir / "model_config.json").read_text(encoding="utf-8"))
+    doc = json.loads((run_dir / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
     if doc["weights"].get("default") is None:
         raise HjcagError(f"'{run_dir}' has no default weights yet; finish the run with `hjcag train` first.")
     tags = {
@@ -385,7 +376,7 @@ def download_run_dir(model_uri: str, dst: str | Path) -> Path:
     get_client()
     with quiet_mlflow():
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-    found = sorted(local.rglob("model_config.json"))
+    found = sorted(local.rglob(MODEL_CONFIG_FILE))
     if not found:
         raise HjcagError(f"'{model_uri}' holds no model_config.json; it was not registered by `hjcag register`.")
     return found[0].parent

@@ -28,6 +28,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from hjcag.artifacts import (
+    FOLDS_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_CONFIG_FILE,
+    REPORT_FILE,
+    RUN_FILE,
+    read_json,
+)
+from hjcag.artifacts import fold_dir as fold_dir_of
 from hjcag.errors import HjcagError
 from hjcag.params import Params
 
@@ -42,7 +52,7 @@ TAG_FOLD = "hjcag.fold"
 TAG_GATE = "hjcag.gate"            # "passed" | "failed", set by the register step
 PARENT_TAG = "mlflow.parentRunId"  # what makes a run "nested" in MLflow's UI and search
 
-REPORT_FILES = ("metrics.json", "report.md", "model_config.json", "folds.json", "run.json")
+REPORT_FILES = (METRICS_FILE, REPORT_FILE, MODEL_CONFIG_FILE, FOLDS_FILE, RUN_FILE)
 PLOT_SUFFIXES = (".png", ".svg")
 FOLD_FILES = ("history.json", "result.json", "predictions.csv")
 EPOCH_METRICS = ("train_loss", "val_loss", "val_acc", "val_weighted_f1", "lr")
@@ -230,10 +240,6 @@ def _log_params(client: Any, run_id: str, values: Mapping[str, str]) -> None:
         client.log_batch(run_id, params=items[start:start + _MAX_PARAMS_PER_BATCH])
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """metrics.json -> flat {accuracy_mean, accuracy_std, ..., f1_<label>_mean, ...} for the parent run."""
     out: dict[str, float] = {}
@@ -295,7 +301,7 @@ class RunLogger:
     def complete(self, run_dir: Path) -> str:
         """Log everything a finished run directory holds; mark all runs FINISHED; return the parent run id."""
         run_dir = Path(run_dir)
-        metrics = _read_json(run_dir / "metrics.json")
+        metrics = read_json(run_dir / METRICS_FILE)
         c, parent = self.client, self.parent_run_id
         with quiet_mlflow():
             _log_params(c, parent, {
@@ -307,12 +313,12 @@ class RunLogger:
             })
             for result in metrics.get("folds", []):
                 k = int(result["fold"])
-                run_id, fold_dir = self.fold_run(k), run_dir / f"fold_{k}"
+                run_id, fold_dir = self.fold_run(k), fold_dir_of(run_dir, k)
                 _log_params(c, run_id, {"fold": str(k), **{n: str(result[n]) for n in
                                                           ("n_train", "n_val", "n_test", "seed") if n in result}})
-                if (fold_dir / "history.json").exists():  # epochs not streamed live (e.g. before a resume)
+                if (fold_dir / HISTORY_FILE).exists():  # epochs not streamed live (e.g. before a resume)
                     seen = self._streamed.get(k, set())
-                    _log_history(c, run_id, [row for i, row in enumerate(_read_json(fold_dir / "history.json"))
+                    _log_history(c, run_id, [row for i, row in enumerate(read_json(fold_dir / HISTORY_FILE))
                                              if int(row.get("epoch", i + 1)) not in seen])
                 _log_metrics(c, run_id, fold_metrics(result))
                 for name in FOLD_FILES:
@@ -342,9 +348,9 @@ class RunLogger:
 
 
 def _default_run_name(run_dir: Path) -> str:
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / METRICS_FILE
     if metrics_path.exists():
-        m = _read_json(metrics_path)
+        m = read_json(metrics_path)
         return f"{m.get('model', 'run')}-{'+'.join(m.get('modalities', []))}-{str(m.get('fingerprint', ''))[:8]}"
     return run_dir.name
 
@@ -353,7 +359,7 @@ def log_training_run(run_dir: str | Path, params: Params, experiment: str | None
                      run_name: str | None = None) -> str:
     """Log a finished run directory (parent run + nested fold runs) and return the parent run id."""
     run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").exists():
+    if not (run_dir / METRICS_FILE).exists():
         raise HjcagError(f"'{run_dir}' has no metrics.json; finish the run with `hjcag train` before logging it.")
     logger = RunLogger(params, experiment, run_name or _default_run_name(run_dir))
     try:
@@ -365,10 +371,10 @@ def log_training_run(run_dir: str | Path, params: Params, experiment: str | None
 
 def find_logged_run(run_dir: str | Path, params: Params, experiment: str | None = None) -> str | None:
     """The id of a completely logged parent run of this run directory's results (same fingerprint), if any."""
-    metrics_path = Path(run_dir) / "metrics.json"
+    metrics_path = Path(run_dir) / METRICS_FILE
     if not metrics_path.exists():
         return None
-    fp = str(_read_json(metrics_path).get("fingerprint", ""))
+    fp = str(read_json(metrics_path).get("fingerprint", ""))
     client = get_client()
     with quiet_mlflow():
         exp = client.get_experiment_by_name(experiment_name(params, experiment))

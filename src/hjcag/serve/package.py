@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -41,27 +40,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hjcag
-from hjcag.errors import ConfigError, HjcagError
-from hjcag.params import MODALITY_NAMES, load_params
-from hjcag.serve.predictor import (
+from hjcag.artifacts import (
+    EXTRACTORS_FILE,
     FEATURES_FILE,
     LABELS_FILE,
+    METRICS_FILE,
     MODEL_CONFIG_FILE,
     SERVING_FILE,
     WEIGHTS_FILE,
-    Predictor,
-    features_config_dict,
-    run_version,
-    weights_of,
+    features_meta_path,
+    file_digest,
+    read_json,
+    weights_path,
 )
+from hjcag.errors import ConfigError, HjcagError
+from hjcag.params import MODALITY_NAMES, load_params
+from hjcag.serve.predictor import Predictor, features_config_dict, run_version
 
 if TYPE_CHECKING:
-    from hjcag.features.extract import FeaturesConfig
+    from hjcag.params import FeaturesConfig
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "hjcag"  # the TorchServe model name: POST /predictions/hjcag (k8s/ and serving/ rely on it)
-FEATURES_META_FILE = "features.meta.json"  # looked for in the run directory when no --features-meta is given
 REPO_ROOT = Path(hjcag.__file__).resolve().parents[2]  # src/hjcag -> repository root (a checkout / editable install)
 HANDLER = REPO_ROOT / "serving" / "handler.py"
 MODEL_CONFIG_YAML = REPO_ROOT / "serving" / "model-config.yaml"
@@ -154,20 +155,20 @@ def default_features_config(run_dir: Path, seq_len: int, params_path: str | Path
     records, else the dataset of a registered ``hjcag-<dataset>`` model when a profile has that name."""
     import yaml
 
-    from hjcag.features.extract import FeaturesConfig
+    from hjcag.params import FeaturesConfig
 
     if params_path is None or not Path(params_path).exists():
         log.warning("no params file (%s): the archive carries the default feature-extractor config", params_path)
         return FeaturesConfig().replace(seq_len=seq_len)
-    if profile is None and (run_dir / "metrics.json").exists():
-        profile = json.loads((run_dir / "metrics.json").read_text()).get("profile")
+    if profile is None and (run_dir / METRICS_FILE).exists():
+        profile = json.loads((run_dir / METRICS_FILE).read_text()).get("profile")
         profile = None if profile in (None, "default") else profile
     if profile is None and registered_name and registered_name.startswith("hjcag-"):
         profiles = (yaml.safe_load(Path(params_path).read_text()) or {}).get("profiles") or {}
         profile = registered_name.removeprefix("hjcag-") if registered_name.removeprefix("hjcag-") in profiles else None
     params = load_params(params_path, profile)
     log.info("feature-extractor config: %s, profile '%s'", params_path, params.profile)
-    return FeaturesConfig.from_params(params).replace(seq_len=seq_len)
+    return params.features.replace(seq_len=seq_len)
 
 
 def read_features_meta(path: Path, doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -186,14 +187,6 @@ def read_features_meta(path: Path, doc: Mapping[str, Any]) -> dict[str, dict[str
     return per_modality
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def stage_bundle(
     source: Source,
     dest: Path,
@@ -206,17 +199,17 @@ def stage_bundle(
 ) -> Path:
     """Write the serving bundle (everything of the archive but handler, model-config.yaml and MANIFEST) to `dest`."""
     run_dir = source.run_dir
-    doc = json.loads((run_dir / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
-    weights = weights_of(doc, fold, run_dir)
+    doc = read_json(run_dir / MODEL_CONFIG_FILE)
+    weights = weights_path(doc, fold, run_dir)
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / weights, dest / WEIGHTS_FILE)
     chosen = weights.split("/", 1)[0]
     served = {**doc, "weights": {"format": "safetensors", "default": WEIGHTS_FILE, "fold": chosen}}
     _write(dest / MODEL_CONFIG_FILE, served)
     _write(dest / LABELS_FILE, {str(i): label for i, label in enumerate(doc["label_names"])})
-    _write(dest / FEATURES_FILE, {"config": features_config_dict(features_config),
+    _write(dest / EXTRACTORS_FILE, {"config": features_config_dict(features_config),
                                   "trained_with": dict(trained_with) if trained_with else None})
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / METRICS_FILE
     summary = None
     if metrics.exists():
         m = json.loads(metrics.read_text(encoding="utf-8"))
@@ -294,14 +287,14 @@ def package_model(
     with tempfile.TemporaryDirectory(prefix="hjcag-package-") as tmp_name:
         tmp = Path(tmp_name)
         src = resolve_source(source, tmp / "download", tracking_uri)
-        doc = json.loads((src.run_dir / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
+        doc = read_json(src.run_dir / MODEL_CONFIG_FILE)
         version = version or src.registered_version or run_version(src.run_dir)
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", version):
             raise ConfigError(f"version '{version}' may only hold letters, digits, '.', '_' and '-'.")
         config = features_config or default_features_config(src.run_dir, int(doc["seq_len"]), params_path, profile,
                                                             src.registered_name)
         config = config.replace(seq_len=int(doc["seq_len"]), cache_dir=None, progress=False)
-        meta_path = Path(features_meta) if features_meta else src.run_dir / FEATURES_META_FILE
+        meta_path = Path(features_meta) if features_meta else features_meta_path(src.run_dir / FEATURES_FILE)
         if features_meta and not meta_path.exists():
             raise ConfigError(f"features meta '{meta_path}' not found.")
         trained_with = read_features_meta(meta_path, doc) if meta_path.exists() else None
@@ -326,7 +319,7 @@ def package_model(
     mar = out_dir / f"{MODEL_NAME}.mar"
     record = {
         "archive": mar.name,
-        "sha256": sha256_of(mar),
+        "sha256": file_digest(mar),
         "size_bytes": mar.stat().st_size,
         "model_name": MODEL_NAME,
         "model": src.registered_name or MODEL_NAME,

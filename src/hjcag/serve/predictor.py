@@ -35,21 +35,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from hjcag.artifacts import (
+    EXTRACTORS_FILE,
+    MODEL_CONFIG_FILE,
+    RUN_FILE,
+    SERVING_FILE,
+    build_trained_model,
+    read_json,
+    weights_path,
+)
 from hjcag.data.features_file import align_to_length
 from hjcag.errors import DataError, HjcagError
-from hjcag.params import MODALITIES, MODALITY_NAMES, ModelConfig
+from hjcag.params import MODALITIES, MODALITY_NAMES
 
 if TYPE_CHECKING:
-    from hjcag.features.extract import Extractor, FeaturesConfig
+    from hjcag.features.extract import Extractor
+    from hjcag.params import FeaturesConfig
 
 log = logging.getLogger(__name__)
-
-# Files of a serving bundle (the root of the .mar). hjcag.serve.package writes them.
-SERVING_FILE = "serving.json"  # name, version, where the model came from
-MODEL_CONFIG_FILE = "model_config.json"  # the training run's model config, weights pointing at WEIGHTS_FILE
-WEIGHTS_FILE = "model.safetensors"
-LABELS_FILE = "index_to_name.json"  # {"0": label, ...} (TorchServe's convention for label maps)
-FEATURES_FILE = "features.json"  # {"config": FeaturesConfig fields, "trained_with": {modality: extractor info}}
 
 REQUEST_KEYS = ("text", "audio", "video", "features")
 FEATURE_KEYS = {name: m for m, name in MODALITY_NAMES.items()}  # "text" -> "t", ...
@@ -118,20 +121,11 @@ class Outputs:
     gate: torch.Tensor  # (N, |M|)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise HjcagError(f"'{path}' not found; is '{path.parent}' a serving bundle or a training run?") from exc
-    except ValueError as exc:
-        raise HjcagError(f"'{path}' is not valid JSON ({exc}).") from exc
-
-
 def run_version(run_dir: Path) -> str:
     """A version string for an unregistered training run: 'run-' + the run's settings fingerprint."""
-    run_file = Path(run_dir) / "run.json"
+    run_file = Path(run_dir) / RUN_FILE
     if run_file.exists():
-        fingerprint = str(_read_json(run_file).get("fingerprint", ""))[:8]
+        fingerprint = str(read_json(run_file).get("fingerprint", ""))[:8]
         if fingerprint:
             return f"run-{fingerprint}"
     return "run-unversioned"
@@ -193,12 +187,12 @@ class Predictor:
 
     @classmethod
     def from_bundle(cls, path: Path, device: str | torch.device = "cpu", limits: Limits | None = None) -> Predictor:
-        serving = _read_json(path / SERVING_FILE)
-        doc = _read_json(path / MODEL_CONFIG_FILE)
-        features = _read_json(path / FEATURES_FILE) if (path / FEATURES_FILE).exists() else {}
+        serving = read_json(path / SERVING_FILE)
+        doc = read_json(path / MODEL_CONFIG_FILE)
+        features = read_json(path / EXTRACTORS_FILE) if (path / EXTRACTORS_FILE).exists() else {}
         config = None
         if features.get("config") is not None:
-            from hjcag.features.extract import FeaturesConfig
+            from hjcag.params import FeaturesConfig
 
             config = FeaturesConfig.from_dict(features["config"])
         model = build_trained_model(doc, path / doc["weights"]["default"])
@@ -220,8 +214,8 @@ class Predictor:
     ) -> Predictor:
         """From a training run directory; raw inputs need `features_config` (else only ``features`` work)."""
         run_dir = Path(run_dir)
-        doc = _read_json(run_dir / MODEL_CONFIG_FILE)
-        model = build_trained_model(doc, run_dir / weights_of(doc, fold, run_dir))
+        doc = read_json(run_dir / MODEL_CONFIG_FILE)
+        model = build_trained_model(doc, run_dir / weights_path(doc, fold, run_dir))
         return cls(model, doc, name=name, version=version or run_version(run_dir), features_config=features_config,
                    trained_with=trained_with, device=device, limits=limits)
 
@@ -551,31 +545,6 @@ class Predictor:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def weights_of(doc: Mapping[str, Any], fold: int | None, where: Path) -> str:
-    """The weights file (relative to the run / bundle) of `fold`, or the run's default fold."""
-    weights = doc.get("weights") or {}
-    chosen = weights.get("default") if fold is None else f"fold_{fold}/{WEIGHTS_FILE}"
-    if chosen is None or not (where / chosen).exists():
-        raise HjcagError(f"'{where}' has no trained weights ({chosen}); finish the run with `hjcag train` first"
-                         f"{'' if fold is None else ' or pick another --fold'}.")
-    return str(chosen)
-
-
-def build_trained_model(doc: Mapping[str, Any], weights: Path) -> nn.Module:
-    """Rebuild the fusion model of a model_config.json and load its safetensors weights, in eval mode.
-
-    Done here rather than through hjcag.train.run so that serving never imports the training code.
-    """
-    from safetensors.torch import load_file
-
-    from hjcag.model.common import build_model
-
-    config = ModelConfig(**doc["model_config"])
-    model = build_model(doc["model"], doc["input_dims"], int(doc["num_classes"]), config)
-    model.load_state_dict(load_file(str(weights)))
-    return model.eval()
 
 
 def _settle(body: _Body) -> _Body:

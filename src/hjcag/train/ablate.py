@@ -11,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hjcag.artifacts import write_json
 from hjcag.data.features_file import FeatureSet
 from hjcag.model.table4 import TABLE4, Table4Row
 from hjcag.params import MODALITY_NAMES, Params
-from hjcag.train.run import train_and_evaluate, write_json
+from hjcag.train.run import train_and_evaluate
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,14 @@ from typing import Any
 
 import pandas as pd
 
+from hjcag.artifacts import METRICS_FILE
 from hjcag.errors import HjcagError
 
 FIGURES = ("confusion_matrix.png", "folds.png", "learning_curves.png", "report.md")
 
 
 def _read_metrics(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "metrics.json"
+    path = run_dir / METRICS_FILE
     if not path.is_file():
         raise HjcagError(f"'{run_dir}' has no metrics.json; finish the run with `hjcag train --out {run_dir}` first.")
     return dict(json.loads(path.read_text(encoding="utf-8")))
@@ -104,5 +105,5 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     for name in FIGURES:
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, out_dir / name)
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -15,12 +15,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from hjcag.artifacts import REPORT_FILE
 from hjcag.params import MODALITY_NAMES
 
 CONFUSION_PNG = "confusion_matrix.png"
 FOLDS_PNG = "folds.png"
 CURVES_PNG = "learning_curves.png"
-REPORT_MD = "report.md"
+REPORT_MD = REPORT_FILE
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -26,14 +26,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from safetensors.torch import save_file
 
+from hjcag.artifacts import (
+    CHECKPOINT_FILE,
+    FOLDS_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_CONFIG_FILE,
+    PREDICTIONS_FILE,
+    RESULT_FILE,
+    RUN_FILE,
+    WEIGHTS_FILE,
+    fold_dir,
+    fold_weights,
+    read_json,
+    write_json,
+)
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.model.common import MODEL_NAMES, build_model
-from hjcag.params import ModelConfig, Params, parse_modalities
+from hjcag.params import Params, parse_modalities
 from hjcag.train.folds import Fold, make_folds
 from hjcag.train.loop import EpochCallback, TensorData, predict, train_fold
 from hjcag.train.metrics import aggregate, classification_metrics
@@ -41,29 +55,8 @@ from hjcag.train.report import write_report
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
-FOLDS_FILE = "folds.json"
-METRICS_FILE = "metrics.json"
-MODEL_CONFIG_FILE = "model_config.json"
-RESULT_FILE = "result.json"
-HISTORY_FILE = "history.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-WEIGHTS_FILE = "model.safetensors"
-PREDICTIONS_FILE = "predictions.csv"
 # Train settings that do not change the numbers a run produces; a run may be resumed with different values.
 _RUNTIME_ONLY = ("device", "num_threads")
-
-
-def write_json(path: Path, obj: Any) -> Path:
-    """Write JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def fold_seed(seed: int, fold_index: int) -> int:
@@ -147,7 +140,7 @@ def _model_config_doc(
         "seq_len": params.model.seq_len,
         "weights": {
             "format": "safetensors",
-            "folds": [f"fold_{f.index}/{WEIGHTS_FILE}" for f in folds],
+            "folds": [fold_weights(f.index) for f in folds],
             # The fold with the lowest validation loss (never chosen on test scores); set when all folds are done.
             "default": default,
         },
@@ -271,16 +264,16 @@ def train_and_evaluate(
                               f"{[f.index for f in folds]}.")
     results, histories = [], {}
     for fold in folds:
-        fold_dir = out_dir / f"fold_{fold.index}"
-        if only_folds is not None and fold.index not in only_folds and not (fold_dir / RESULT_FILE).exists():
+        fold_path = fold_dir(out_dir, fold.index)
+        if only_folds is not None and fold.index not in only_folds and not (fold_path / RESULT_FILE).exists():
             continue
-        if (fold_dir / RESULT_FILE).exists():
-            result, history = read_json(fold_dir / RESULT_FILE), read_json(fold_dir / HISTORY_FILE)
+        if (fold_path / RESULT_FILE).exists():
+            result, history = read_json(fold_path / RESULT_FILE), read_json(fold_path / HISTORY_FILE)
             if not quiet:
                 log.info("fold %d: already done, skipping", fold.index)
         else:
             with torch_threads(cfg.num_threads):
-                result, history = _run_fold(fs, fold, params, model_name, fold_dir, device, on_epoch, quiet,
+                result, history = _run_fold(fs, fold, params, model_name, fold_path, device, on_epoch, quiet,
                                             keep_checkpoints)
         if not quiet:
             log.info("fold %d: accuracy %.2f%%, weighted F1 %.2f%% (best epoch %d of %d)", fold.index,
@@ -293,7 +286,7 @@ def train_and_evaluate(
         return {"complete": False, "folds": results, "n_folds": len(folds)}
     best = min(results, key=lambda r: r["best_val_loss"])
     write_json(out_dir / MODEL_CONFIG_FILE,
-               _model_config_doc(model_name, params, fs, folds, f"fold_{best['fold']}/{WEIGHTS_FILE}"))
+               _model_config_doc(model_name, params, fs, folds, fold_weights(best['fold'])))
     metrics: dict[str, Any] = {
         **aggregate(results, fs.label_names),
         "folds": results,
@@ -312,22 +305,3 @@ def train_and_evaluate(
     write_report(out_dir, metrics, histories)
     write_json(metrics_path, metrics)  # last: marks the run as complete
     return metrics
-
-
-def load_trained_model(run_dir: Path, fold: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained model from a run directory (model_config.json + a fold's safetensors), in eval mode.
-
-    `fold=None` loads the default weights (the fold with the lowest validation loss).
-    """
-    run_dir = Path(run_dir)
-    config_path = run_dir / MODEL_CONFIG_FILE
-    if not config_path.exists():
-        raise HjcagError(f"'{run_dir}' has no {MODEL_CONFIG_FILE}; is it a directory written by `hjcag train`?")
-    doc = read_json(config_path)
-    weights = doc["weights"]["default"] if fold is None else f"fold_{fold}/{WEIGHTS_FILE}"
-    if weights is None or not (run_dir / weights).exists():
-        raise HjcagError(f"'{run_dir}' has no trained weights ({weights}); finish the run with `hjcag train` first.")
-    config = ModelConfig(**doc["model_config"])
-    model = build_model(doc["model"], doc["input_dims"], int(doc["num_classes"]), config)
-    model.load_state_dict(load_file(str(run_dir / weights)))
-    return model.eval(), doc

@@ -27,7 +27,8 @@ import pandas as pd
 from great_expectations.expectations.metadata_types import FailureSeverity
 
 from hjcag.data.manifest import MANIFEST_COLUMNS, NON_NULL_COLUMNS, SPLITS
-from hjcag.validate.media_checks import MEDIA_MODALITIES, MediaCheckConfig
+from hjcag.params import MediaConfig
+from hjcag.validate.media_checks import MEDIA_MODALITIES
 
 ROW_NUMBER = "row_number"  # position of the row in the input: identifies rows even when utterance_ids repeat
 INDEX_COLUMNS = (ROW_NUMBER, "utterance_id")
@@ -74,7 +75,7 @@ def manifest_expectations(
     label_set: Sequence[str],
     modalities: Sequence[str],
     folds_column: str | None = None,
-    media: MediaCheckConfig | None = None,
+    media: MediaConfig | None = None,
 ) -> list[gxe.Expectation]:
     """The suite for a frame with `columns` (from :func:`prepare_frame` and the media checks).
 
@@ -142,7 +143,7 @@ def manifest_expectations(
     return suite
 
 
-def _media_expectations(have: set[str], modalities: Sequence[str], cfg: MediaCheckConfig) -> list[gxe.Expectation]:
+def _media_expectations(have: set[str], modalities: Sequence[str], cfg: MediaConfig) -> list[gxe.Expectation]:
     out: list[gxe.Expectation] = []
     for m, (_, p) in MEDIA_MODALITIES.items():
         if m not in modalities or f"{p}_exists" not in have:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,38 +25,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from hjcag.data.manifest import media_span, optional_str
-from hjcag.errors import ConfigError
+from hjcag.params import MediaConfig
 
 # modality -> (path column, prefix of the result columns)
 MEDIA_MODALITIES: dict[str, tuple[str, str]] = {"a": ("audio_path", "audio"), "v": ("video_path", "video")}
-
-
-@dataclass(frozen=True)
-class MediaCheckConfig:
-    """Bounds of the media checks (params.yaml ``validation.media``)."""
-
-    min_duration_s: float = 0.1  # utterance duration: the span when one is given, else the whole file
-    max_duration_s: float = 60.0
-    min_sample_rate: int = 8_000  # audio stream sample rate, Hz
-    max_sample_rate: int = 96_000
-    min_frames: int = 1  # decoded video frames inside the utterance span
-    span_tolerance_s: float = 0.25  # end_s may exceed the file's duration by this much (container rounding)
-    full_decode: bool = False  # decode every frame (slow, thorough) instead of the first ones
-    workers: int = 0  # probe threads; 0 = min(4, CPUs)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> MediaCheckConfig:
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"params: unknown key(s) {unknown} in 'validation.media'. Known keys: {sorted(known)}.")
-        config = cls(**values)
-        if not 0 <= config.min_duration_s <= config.max_duration_s:
-            raise ConfigError("params: validation.media needs 0 <= min_duration_s <= max_duration_s.")
-        if not 0 < config.min_sample_rate <= config.max_sample_rate:
-            raise ConfigError("params: validation.media needs 0 < min_sample_rate <= max_sample_rate.")
-        return config
 
 
 def result_columns(modalities: Sequence[str]) -> list[str]:
@@ -177,7 +149,7 @@ def _span_checks(
 def check_media(
     df: pd.DataFrame,
     modalities: Sequence[str],
-    config: MediaCheckConfig | None = None,
+    config: MediaConfig | None = None,
     media_root: str | Path | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -186,7 +158,7 @@ def check_media(
     Rows without a path for a modality get nulls (the manifest suite reports the missing path itself). Each file is
     opened once per distinct (path, span), on a few threads.
     """
-    config = config or MediaCheckConfig()
+    config = config or MediaConfig()
     root = None if media_root is None else Path(media_root)
     chosen = [m for m in modalities if m in MEDIA_MODALITIES]
     out = pd.DataFrame(index=df.index)

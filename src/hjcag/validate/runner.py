@@ -29,27 +29,21 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hjcag.data.manifest import ARROW_SCHEMA, MANIFEST_SCHEMA, conform, optional_str
+from hjcag.artifacts import QUARANTINE_FILE, VALID_MANIFEST_FILE, VALIDATION_FILE
+from hjcag.data.manifest import ARROW_SCHEMA, MANIFEST_SCHEMA, conform, optional_str, read_manifest_file
 from hjcag.errors import ConfigError, DataError, HjcagError
-from hjcag.params import Params, parse_modalities
-
-if TYPE_CHECKING:  # the suites (GX) and PyAV load lazily, so `import hjcag.validate.runner` stays cheap
-    from hjcag.validate.media_checks import MediaCheckConfig
+from hjcag.params import VALIDATION_POLICIES, MediaConfig, parse_modalities
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("fail", "quarantine")
-REPORT_FILE = "validation.json"
 DOCS_DIR = "data_docs"
-VALID_MANIFEST_FILE = "manifest.valid.parquet"
-QUARANTINE_FILE = "quarantine.parquet"
 MAX_LISTED = 5  # offending ids shown per check in messages (the JSON lists all)
 
 
@@ -403,21 +397,7 @@ def _load_manifest(manifest: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, s
     if isinstance(manifest, pd.DataFrame):
         return manifest, "<DataFrame>", None
     path = Path(manifest)
-    if not path.is_file():
-        raise DataError(f"manifest '{path}' not found. Run `hjcag prepare` first or fix --manifest.")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            df = pq.read_table(path).to_pandas()
-        elif suffix == ".csv":
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        elif suffix in (".jsonl", ".ndjson"):
-            df = pd.read_json(path, lines=True, dtype=False)
-        else:
-            raise DataError(f"manifest '{path}': unsupported type '{suffix}'. Use .parquet (from `hjcag prepare`), "
-                            f".csv or .jsonl.")
-    except (pa.ArrowInvalid, OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"manifest '{path}' cannot be read ({exc}). Re-run `hjcag prepare`.") from exc
+    df = read_manifest_file(path)
     return df, str(path), path.parent.resolve()
 
 
@@ -479,25 +459,25 @@ def validate_manifest(
     out_dir: str | Path = "validation",
     folds_column: str | None = None,
     *,
-    media: MediaCheckConfig | None = None,
+    media: MediaConfig | None = None,
     media_root: str | Path | None = None,
     progress: bool = False,
 ) -> ValidationResult:
     """Validate a normalised manifest (parquet/CSV/JSONL path or DataFrame) for the chosen `modalities`.
 
     `label_set`: the dataset's labels (empty: the label check is skipped, with a warning). `media`: a
-    :class:`~hjcag.validate.media_checks.MediaCheckConfig` (default bounds when None). Relative media paths are
+    :class:`~hjcag.validate.media_checks.MediaConfig` (default bounds when None). Relative media paths are
     resolved against `media_root`, else the manifest file's directory. Raises :class:`ValidationError` as the
     module docstring describes, after writing the report.
     """
     from hjcag.validate.manifest_suite import INDEX_COLUMNS, manifest_expectations, prepare_frame
-    from hjcag.validate.media_checks import MEDIA_MODALITIES, MediaCheckConfig, check_media
+    from hjcag.validate.media_checks import MEDIA_MODALITIES, check_media
 
     started = time.perf_counter()
-    if policy not in POLICIES:
-        raise ConfigError(f"validation policy '{policy}' is unknown. Use one of {', '.join(POLICIES)}.")
+    if policy not in VALIDATION_POLICIES:
+        raise ConfigError(f"validation policy '{policy}' is unknown. Use one of {', '.join(VALIDATION_POLICIES)}.")
     mods = parse_modalities(modalities)
-    media_cfg = media if media is not None else MediaCheckConfig()
+    media_cfg = media if media is not None else MediaConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     raw, source, base = _load_manifest(manifest)
@@ -545,7 +525,7 @@ def validate_manifest(
             }), quarantine_path)
     result = ValidationResult(
         kind="manifest", success=success, outcome=outcome, source=source, out_dir=out,
-        report_path=out / REPORT_FILE, data_docs_index=_docs_index(docs_dir), checks=checks,
+        report_path=out / VALIDATION_FILE, data_docs_index=_docs_index(docs_dir), checks=checks,
         offending_rows=offending, table_failures=table_failures, rows=len(df), warnings=notes,
         class_counts=_class_counts(labels, label_set), policy=policy, valid_manifest_path=valid_path,
         quarantine_path=quarantine_path, valid_rows=valid_rows,
@@ -610,7 +590,7 @@ def validate_features(
     success = not offending and not table_failures
     result = ValidationResult(
         kind="features", success=success, outcome="passed" if success else "failed", source=str(npz_path),
-        out_dir=out, report_path=out / REPORT_FILE, data_docs_index=_docs_index(docs_dir), checks=checks,
+        out_dir=out, report_path=out / VALIDATION_FILE, data_docs_index=_docs_index(docs_dir), checks=checks,
         offending_rows=offending, table_failures=table_failures, rows=len(ids), warnings=notes,
         extra={"expected_dims": dims, "shapes": {k: list(v.shape) for k, v in arrays.items()}},
     )
@@ -620,64 +600,3 @@ def validate_features(
     if not success and raise_on_failure:
         raise ValidationError(f"features validation failed; do not train on this file.\n{result.summary()}", result)
     return result
-
-
-# ---------------------------------------------------------------------------------------------------- CLI glue
-
-
-def validation_settings(params: Params) -> dict[str, Any]:
-    """params.yaml ``validation:`` (policy, folds_column, media bounds), with defaults."""
-    section = dict(params.raw.get("validation") or {})
-    unknown = sorted(set(section) - {"policy", "folds_column", "media"})
-    if unknown:
-        raise ConfigError(f"params: unknown key(s) {unknown} in 'validation'. Known: policy, folds_column, media.")
-    return {"policy": section.get("policy", "fail"), "folds_column": section.get("folds_column"),
-            "media": section.get("media") or {}}
-
-
-def validate_manifest_cli(
-    manifest: str | Path,
-    out: str | Path,
-    params: Params,
-    modalities: str | None = None,
-    policy: str | None = None,
-    progress: bool = True,
-) -> ValidationResult:
-    """`hjcag validate`: label set, policy and media bounds from params (the CLI's --policy wins)."""
-    from hjcag.validate.media_checks import MediaCheckConfig
-
-    settings = validation_settings(params)
-    return validate_manifest(
-        manifest, params.labels, modalities or "t,a,v", policy or settings["policy"], out,
-        settings["folds_column"], media=MediaCheckConfig.from_dict(settings["media"]), progress=progress,
-    )
-
-
-def parse_dims(spec: str) -> dict[str, int]:
-    """'t=1024,a=1582,v=2048' -> {'t': 1024, 'a': 1582, 'v': 2048}."""
-    out: dict[str, int] = {}
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        key, sep, value = part.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise ConfigError(f"--dims: '{part}' is not MODALITY=WIDTH. Example: --dims t=1024,a=1582,v=2048.")
-        out[key.strip()] = int(value)
-    return out
-
-
-def dims_from_meta(npz_path: str | Path) -> dict[str, int]:
-    """The widths `hjcag features` recorded for its extractors in ``<stem>.meta.json`` ({} when absent)."""
-    path = Path(npz_path)
-    meta = path.with_name(path.stem + ".meta.json")
-    if not meta.is_file():
-        return {}
-    try:
-        info = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    mods = info.get("modalities") or {}
-    return {name: int(v["dim"]) for name, v in mods.items() if isinstance(v, Mapping) and "dim" in v}
-
-
-def validate_features_cli(features: str | Path, out: str | Path, dims: str | None = None) -> ValidationResult:
-    """`hjcag validate-features`: widths from --dims, else from the extraction record next to the file."""
-    return validate_features(features, parse_dims(dims) if dims else dims_from_meta(features), out)

@@ -1,0 +1,147 @@
+"""The on-disk layout every stage agrees on, in one place: file names, atomic JSON, digests, trained models.
+
+    prepare      <out>/manifest.parquet, prepare_report.json
+    validate     <out>/manifest.valid.parquet, quarantine.parquet, validation.json, data_docs/
+    features     <dir>/features.npz, features.meta.json (what determines the features), features.run.json
+    train        run directory: run.json, folds.json, model_config.json, metrics.json, report.md and per fold
+                 fold_K/model.safetensors, history.json, predictions.csv, result.json (last: the fold is done)
+    gate         gate.json
+    serving      bundle (the root of the .mar): serving.json, model_config.json, model.safetensors,
+                 index_to_name.json, features.json
+
+Serving imports this module, never the training code: :func:`load_trained_model` rebuilds a model from the files
+alone, for training, evaluation and serving alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hjcag.errors import HjcagError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# prepare / validate
+MANIFEST_FILE = "manifest.parquet"
+PREPARE_REPORT_FILE = "prepare_report.json"
+VALID_MANIFEST_FILE = "manifest.valid.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+VALIDATION_FILE = "validation.json"
+
+# features
+FEATURES_FILE = "features.npz"
+
+# run directory (hjcag train)
+RUN_FILE = "run.json"
+FOLDS_FILE = "folds.json"
+MODEL_CONFIG_FILE = "model_config.json"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+RESULT_FILE = "result.json"
+HISTORY_FILE = "history.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+WEIGHTS_FILE = "model.safetensors"
+PREDICTIONS_FILE = "predictions.csv"
+RUN_TOP_FILES = (RUN_FILE, FOLDS_FILE, MODEL_CONFIG_FILE)  # what a run holds besides its fold_K directories
+
+# gate
+GATE_FILE = "gate.json"
+
+# serving bundle (hjcag.serve.package writes it, hjcag.serve.predictor reads it)
+SERVING_FILE = "serving.json"
+LABELS_FILE = "index_to_name.json"  # {"0": label, ...} (TorchServe's convention for label maps)
+EXTRACTORS_FILE = "features.json"  # {"config": FeaturesConfig fields, "trained_with": {modality: extractor info}}
+
+
+def features_meta_path(features: str | Path) -> Path:
+    """``<stem>.meta.json`` beside a features file: only what determines the features (models, settings, dims), so
+    it is byte-identical whenever the features are; serving checks raw input against it."""
+    features = Path(features)
+    return features.with_name(features.stem + ".meta.json")
+
+
+def features_run_path(features: str | Path) -> Path:
+    """``<stem>.run.json`` beside a features file: how one extraction went (counts, cache hits, seconds)."""
+    features = Path(features)
+    return features.with_name(features.stem + ".run.json")
+
+
+def fold_dir(run_dir: str | Path, fold: int) -> Path:
+    return Path(run_dir) / f"fold_{fold}"
+
+
+def fold_weights(fold: int) -> str:
+    """A fold's weights, relative to its run directory (how model_config.json names them)."""
+    return f"fold_{fold}/{WEIGHTS_FILE}"
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON atomically (a temporary file, then rename), creating the folder; a crash never leaves half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: str | Path, what: str = "") -> Any:
+    """Read a JSON file; a missing or broken file is a clear HjcagError naming `what` should have written it."""
+    path = Path(path)
+    hint = f" ({what})" if what else ""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise HjcagError(f"'{path}' not found{hint}.") from exc
+    except (OSError, ValueError) as exc:
+        raise HjcagError(f"'{path}' cannot be read as JSON{hint}: {exc}") from exc
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB chunks (md5 where DVC's hashes are compared)."""
+    h = hashlib.new(algorithm)
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_path(doc: Mapping[str, Any], fold: int | None, where: str | Path) -> str:
+    """The weights file (relative to a run / bundle) of `fold`, or the default one (the fold with the lowest
+    validation loss; a bundle's only one)."""
+    where = Path(where)
+    chosen = (doc.get("weights") or {}).get("default") if fold is None else fold_weights(fold)
+    if chosen is None or not (where / chosen).exists():
+        raise HjcagError(f"'{where}' has no trained weights ({chosen}); finish the run with `hjcag train` first"
+                         f"{'' if fold is None else ' or pick another --fold'}.")
+    return str(chosen)
+
+
+def build_trained_model(doc: Mapping[str, Any], weights: str | Path) -> nn.Module:
+    """The model a model_config.json describes, with its safetensors weights, in eval mode."""
+    from safetensors.torch import load_file
+
+    from hjcag.model.common import build_model
+    from hjcag.params import ModelConfig
+
+    config = ModelConfig(**doc["model_config"])
+    model = build_model(doc["model"], doc["input_dims"], int(doc["num_classes"]), config)
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval()
+
+
+def load_trained_model(run_dir: str | Path, fold: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from a run directory or a serving bundle (model_config.json + safetensors), in eval
+    mode, with its model_config document. `fold=None` loads the default weights."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MODEL_CONFIG_FILE).exists():
+        raise HjcagError(f"'{run_dir}' has no {MODEL_CONFIG_FILE}; pass a run directory written by `hjcag train` "
+                         "or a serving bundle.")
+    doc = read_json(run_dir / MODEL_CONFIG_FILE)
+    return build_trained_model(doc, run_dir / weights_path(doc, fold, run_dir)), doc

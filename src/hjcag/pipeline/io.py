@@ -1,0 +1,66 @@
+"""How the KFP components turn their inputs into what the stages take: params as text, the raw-dataset artifact.
+
+Artifacts between components are directories (``Output[...].path``); the stage functions in :mod:`hjcag.stages`
+read and write them like any other folder. Only two things are KFP's own:
+
+    params     every component takes the params.yaml *text* (empty: the one shipped with the code) and a profile,
+               so a pipeline run carries its exact hyperparameters
+    raw data   either the synthetic demo dataset written into the artifact, or a pointer (``source_dir`` in its
+               metadata) to a dataset on a mounted volume, so gigabytes of media are not copied between steps
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hjcag
+from hjcag.errors import ConfigError, DataError
+from hjcag.params import Params, load_params
+
+REPO_ROOT = Path(hjcag.__file__).resolve().parents[2]  # src/hjcag -> the checkout (the image installs it editable)
+PARAMS_FILE = "params.yaml"
+SOURCE_KEY = "source_dir"  # raw-dataset artifact metadata: the dataset lives on a mounted volume, here
+
+
+def default_params_text() -> str:
+    """The params.yaml that ships with the code (the repository's; the pipeline image installs it)."""
+    path = REPO_ROOT / PARAMS_FILE
+    if not path.is_file():
+        raise ConfigError(f"no params.yaml next to the installed hjcag ({path}); pass the params as text "
+                          "(the pipeline parameter params_yaml).")
+    return path.read_text(encoding="utf-8")
+
+
+def resolve_params(params_yaml: str, profile: str, workdir: str | Path | None = None) -> tuple[Params, Path]:
+    """The text `params_yaml` (empty: the shipped params.yaml) under `profile` (empty: the file's ``profile:``),
+    also written to ``workdir/params.yaml`` because packaging reads a params file."""
+    workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="hjcag-params-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / PARAMS_FILE
+    path.write_text(params_yaml if params_yaml.strip() else default_params_text(), encoding="utf-8")
+    return load_params(path, profile or None), path
+
+
+def raw_dataset(out: str | Path, source_dir: str = "", demo_size: str = "tiny", seed: int = 13) -> dict[str, str]:
+    """The raw-dataset artifact: a pointer to `source_dir` (a dataset on a mounted volume), or, without one, the
+    synthetic demo dataset written into `out`. Returns the artifact's metadata."""
+    from hjcag import stages
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if source_dir:
+        if not Path(source_dir).is_dir():
+            raise DataError(f"dataset directory '{source_dir}' not found in this step's container; mount the data "
+                            "volume there (the pipeline mounts the data PVC at /data) or fix source_dir.")
+        (out / "SOURCE").write_text(source_dir + "\n", encoding="utf-8")
+        return {SOURCE_KEY: source_dir}
+    stages.demo_data(out, size=demo_size, seed=seed)
+    return {"demo_size": demo_size, "seed": str(seed)}
+
+
+def raw_root(path: str | Path, metadata: dict[str, Any] | None) -> Path:
+    """Where the raw dataset of a raw-dataset artifact lives."""
+    source = (metadata or {}).get(SOURCE_KEY)
+    return Path(source) if source else Path(path)

@@ -1,0 +1,259 @@
+"""The pipeline's stages, one function each: the only orchestration in the package.
+
+``hjcag <stage>`` (and so dvc.yaml), the Kubeflow components (:mod:`hjcag.pipeline.components`) and ``hjcag demo``
+all call these. Each takes paths and typed :class:`~hjcag.params.Params` and returns what it made; the file
+layout is :mod:`hjcag.artifacts`. A stage raises :class:`~hjcag.errors.HjcagError` for anything a user can fix.
+
+    demo_data -> prepare -> validate -> features | standin_features -> validate_features -> train -> evaluate
+              -> gate -> register -> package          (plus finetune_text, plan_folds / merge_folds, ablate)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hjcag import artifacts
+from hjcag.errors import HjcagError
+from hjcag.params import Params, parse_modalities
+
+if TYPE_CHECKING:
+    from hjcag.data.features_file import FeatureSet
+    from hjcag.data.prepare import PrepareReport
+    from hjcag.registry.gate import GateResult
+    from hjcag.registry.register import RegisteredVersion
+    from hjcag.validate.runner import ValidationResult
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- data
+
+
+def demo_data(out: str | Path, size: str = "small", seed: int = 13) -> Path:
+    """The synthetic MELD-layout demo dataset (CSV + mp4 clips) -> `out`."""
+    from hjcag.data.synthetic import write_demo_dataset
+
+    return write_demo_dataset(Path(out), size=size, seed=seed)
+
+
+def labels_for(kind: str, params: Params) -> tuple[str, ...] | None:
+    """The label set of a dataset kind: the profile's dataset labels, else ``datasets.<kind>.labels``, else None
+    (the adapter takes them from the data)."""
+    if params.labels:
+        return params.labels
+    labels = ((params.raw.get("datasets") or {}).get(kind) or {}).get("labels")
+    return tuple(labels) if labels else None
+
+
+def prepare(kind: str, source: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v") -> PrepareReport:
+    """A dataset as downloaded (MELD / IEMOCAP layout, or a manifest file) -> out/manifest.parquet + report."""
+    from hjcag.data.prepare import prepare_dataset
+
+    return prepare_dataset(kind, source, out, parse_modalities(modalities), labels=labels_for(kind, params))
+
+
+def validate(manifest: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
+             policy: str | None = None, progress: bool = True) -> ValidationResult:
+    """Great Expectations checks of a manifest and its media, before any compute; raises when they fail (policy
+    ``fail``) so nothing downstream runs. `policy` overrides ``validation.policy``."""
+    from hjcag.validate.runner import validate_manifest
+
+    cfg = params.validation
+    return validate_manifest(manifest, params.labels, modalities, policy or cfg.policy, out, cfg.folds_column,
+                             media=cfg.media, progress=progress)
+
+
+def features(manifest: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
+             cache: str | None = None) -> Path:
+    """RoBERTa / openSMILE / ResNet-50 features of a (validated) manifest -> `out` (.npz) + its meta and run records.
+    Media paths resolve against the manifest's folder. `cache`: None or "" = ``features.cache_dir``, "none" = off,
+    else a directory."""
+    from hjcag.data.manifest import read_manifest_file
+    from hjcag.features.extract import extract_features
+
+    config = params.features
+    if cache:
+        config = config.replace(cache_dir=None if cache == "none" else cache)
+    manifest = Path(manifest)
+    return extract_features(read_manifest_file(manifest), config, modalities, out, media_root=manifest.parent)
+
+
+def standin_features(data_dir: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
+                     keep: str | Path | None = None) -> Path:
+    """The demo's quick stand-in features (hashed words, frame descriptors, grey frames: not RoBERTa / openSMILE /
+    ResNet-50) of a MELD-layout dataset -> `out`; with `keep` (a validated manifest) only the rows it kept."""
+    import numpy as np
+
+    from hjcag.data.features_file import save_features
+    from hjcag.features.standin import extract_standin_features
+
+    fs = extract_standin_features(data_dir, seq_len=params.model.seq_len, modalities=parse_modalities(modalities))
+    if keep is not None:
+        from hjcag.data.manifest import read_manifest_file
+
+        kept = set(read_manifest_file(keep)["utterance_id"].astype(str))
+        fs = fs.subset(np.flatnonzero([str(u) in kept for u in fs.utterance_id]))
+    log.warning("stand-in features (not RoBERTa / openSMILE / ResNet-50) for %d utterances", len(fs))
+    return save_features(out, fs)
+
+
+def validate_features(features: str | Path, out: str | Path, dims: dict[str, int] | None = None) -> ValidationResult:
+    """Great Expectations checks of a features file; widths from `dims`, else from its meta record."""
+    from hjcag.validate.runner import validate_features as check
+
+    return check(features, dims if dims is not None else recorded_dims(features), out)
+
+
+def recorded_dims(features: str | Path) -> dict[str, int]:
+    """The widths `features` recorded for its extractors in the meta file ({} when there is none)."""
+    path = artifacts.features_meta_path(features)
+    if not path.is_file():
+        return {}
+    mods = artifacts.read_json(path).get("modalities") or {}
+    return {name: int(v["dim"]) for name, v in mods.items() if isinstance(v, dict) and "dim" in v}
+
+
+def finetune_text(manifest: str | Path, out: str | Path, params: Params) -> Path:
+    """Fine-tune ``features.text_model`` on the manifest's train rows, selecting on dev (section 4.2) -> a model
+    directory to point ``features.text_model`` at."""
+    from hjcag.data.manifest import read_manifest_file
+    from hjcag.features.text import finetune_text_encoder
+
+    return finetune_text_encoder(read_manifest_file(manifest), params.features, out, label_names=params.labels or None)
+
+
+# ---------------------------------------------------------------- training
+
+
+def load_features(features: str | Path, params: Params) -> FeatureSet:
+    from hjcag.data.features_file import load_features as load
+
+    return load(features, seq_len=params.model.seq_len, label_names=params.labels)
+
+
+def plan_folds(features: str | Path, params: Params) -> list[int]:
+    """The fold indices the protocol makes on these features (what a pipeline trains in parallel)."""
+    from hjcag.train.folds import make_folds
+
+    cfg = params.train
+    return [f.index for f in make_folds(load_features(features, params), cfg.protocol, cfg.folds, cfg.val_fraction,
+                                        params.seed)]
+
+
+def train(features: str | Path, out: str | Path, params: Params, modalities: str | None = None,
+          folds: Sequence[int] | None = None, track: bool = False, experiment: str | None = None,
+          only_aggregate: bool = False) -> dict[str, Any]:
+    """Train params.model.name under params.train.protocol -> the run directory `out` (resumable); returns its
+    metrics. `folds` trains only those folds (``{"complete": False, ...}`` until all are there);
+    `only_aggregate` trains nothing and fails unless every fold is already in `out`; `track` logs to MLflow."""
+    from hjcag.train.run import train_and_evaluate
+
+    fs = load_features(features, params)
+    chosen = parse_modalities(modalities) if modalities else fs.modalities
+    out = Path(out)
+    if track:
+        from hjcag.registry.tracking import train_with_tracking
+
+        metrics, run_id = train_with_tracking(fs, params, chosen, params.model.name, out, experiment=experiment)
+        log.info("MLflow run %s", run_id)
+    else:
+        only = [] if only_aggregate else (None if folds is None else [int(k) for k in folds])
+        metrics = train_and_evaluate(fs, params, chosen, params.model.name, out, only_folds=only)
+    if metrics.get("complete") is False:
+        if only_aggregate:
+            done = sorted(r["fold"] for r in metrics["folds"])
+            raise HjcagError(f"only fold(s) {done} of {metrics['n_folds']} reached the aggregation step.")
+        return metrics
+    meta = artifacts.features_meta_path(features)
+    if meta.exists():  # packaging finds the extractor record beside the weights
+        shutil.copy2(meta, artifacts.features_meta_path(out / artifacts.FEATURES_FILE))
+    return metrics
+
+
+def merge_folds(fold_runs: Sequence[str | Path], run_dir: str | Path) -> Path:
+    """Copy the fold_K directories of per-fold runs (of one run: same run.json) into `run_dir`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for fold_run in map(Path, fold_runs):
+        for name in artifacts.RUN_TOP_FILES:
+            src, dst = fold_run / name, run_dir / name
+            if not src.exists():
+                raise HjcagError(f"'{fold_run}' has no {name}: it is not a run directory written by `hjcag train`.")
+            if name == artifacts.RUN_FILE and dst.exists() and artifacts.read_json(src) != artifacts.read_json(dst):
+                raise HjcagError(f"'{fold_run}' was trained with other settings than the other folds; train every "
+                                 "fold with the same params and features.")
+            if not dst.exists():
+                shutil.copy2(src, dst)
+        for sub in sorted(fold_run.glob("fold_*")):
+            if sub.is_dir() and not (run_dir / sub.name).exists():
+                shutil.copytree(sub, run_dir / sub.name)
+    return run_dir
+
+
+def ablate(features: str | Path, out: str | Path, params: Params) -> dict[str, Any]:
+    """The paper's Table 4 configurations on the same folds -> out/ablation.md (+ one run per row)."""
+    from hjcag.train.ablate import run_ablation
+
+    return run_ablation(load_features(features, params), params, Path(out))
+
+
+def evaluate(run: str | Path, out: str | Path) -> dict[str, Any]:
+    """A finished run -> flat metrics.json, folds.csv, predictions.csv, learning curves, plots, report.md."""
+    from hjcag.train.evaluate import evaluate_run
+
+    return evaluate_run(run, out)
+
+
+def gate(run: str | Path, params: Params, report: str | Path | None = None,
+         raise_on_failure: bool = True) -> GateResult:
+    """The run against ``gates`` (accuracy, weighted F1) -> `report` (gate.json, also when it fails)."""
+    from hjcag.registry.gate import gate_run
+
+    return gate_run(run, params.gates, report, raise_on_failure=raise_on_failure)
+
+
+# ---------------------------------------------------------------- registry and serving
+
+
+def register(run: str | Path, features: str | Path, params: Params, dvc_lock: str | Path | None = None,
+             experiment: str | None = None, name: str | None = None,
+             record: str | Path | None = None) -> RegisteredVersion:
+    """Log the run to MLflow, gate it, register it with alias 'candidate'; `record` gets what was registered (the
+    same bytes when the same run is registered again)."""
+    import dataclasses
+
+    from hjcag.registry.register import log_and_register
+    from hjcag.registry.tracking import tracking_uri
+
+    version = log_and_register(run, params, features, dvc_lock, experiment, name)
+    if record is not None:
+        doc = {k: v for k, v in dataclasses.asdict(version).items() if k != "reused"}
+        artifacts.write_json(record, {**doc, "tracking_uri": tracking_uri()})
+    return version
+
+
+def registered_source(record: str | Path) -> tuple[str, str | None]:
+    """models:/NAME/VERSION and the tracking URI of a record written by :func:`register`."""
+    doc = artifacts.read_json(record, "written by `hjcag register --record`")
+    try:
+        return f"models:/{doc['name']}/{doc['version']}", doc.get("tracking_uri")
+    except (KeyError, TypeError) as exc:
+        raise HjcagError(f"'{record}' is not a record written by `hjcag register --record` (no {exc}); register "
+                         "the run first or pass --run / --model-uri.") from exc
+
+
+def package(source: str | Path, out: str | Path, params_path: str | Path | None = "params.yaml",
+            profile: str | None = None, version: str | None = None, fold: int | None = None,
+            features_meta: str | Path | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """A run directory or a registry URI -> out/hjcag.mar + its record ``hjcag.mar.json``; returns the record, with
+    the archive's path under ``archive``."""
+    from hjcag.serve.package import package_model, read_archive_record
+
+    mar = package_model(source, out, version=version, fold=fold, params_path=params_path, profile=profile,
+                        features_meta=features_meta, tracking_uri=tracking_uri)
+    return {**read_archive_record(mar), "archive": str(mar)}
+
