@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from hjcag import stages
 from hjcag.data.erc_pickle import IEMOCAP_LABELS, detect_layout, load_erc_pickle
-from hjcag.data.features_file import load_features
 from hjcag.errors import FeatureFileError
+from hjcag.params import params_from_dict
 
 MELD_LABELS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")
 D_T, D_A, D_V = 6, 5, 4
@@ -109,8 +110,10 @@ def test_meld_layout_with_visual(tmp_path: Path) -> None:
     assert fs.dims == {"t": D_T, "a": D_A, "v": D_V}
 
 
-def test_load_features_dispatches_pkl(tmp_path: Path) -> None:
-    fs = load_features(dump(tmp_path / "feat.pkl", iemocap_tuple()), seq_len=5, label_names=IEMOCAP_LABELS)
+def test_the_stages_read_a_pkl_as_features(tmp_path: Path) -> None:
+    params = params_from_dict({"model": {"seq_len": 5}, "dataset": "iemocap",
+                               "datasets": {"iemocap": {"labels": list(IEMOCAP_LABELS)}}})
+    fs = stages.load_features(dump(tmp_path / "feat.pkl", iemocap_tuple()), params)
     assert len(fs) == 12 and fs.seq_len == 5
 
 

@@ -165,3 +165,53 @@ def test_a_failed_gate_ends_the_run_with_a_report_and_registers_nothing(
         from mlflow import MlflowClient
 
         assert MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models() == []
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings(*LOCAL_RUN_WARNINGS)
+def test_the_cli_and_the_kfp_components_run_the_same_stages_to_the_same_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One stage layer: `hjcag <stage>` (what dvc.yaml runs, all folds in one process) and the KFP components
+    (folds in parallel tasks, merged) give byte-identical evaluation metrics and gate report, and register a
+    version with the same tags."""
+    from mlflow import MlflowClient
+
+    from hjcag.cli import main
+
+    (tmp_path / "kfp-side").mkdir()
+    kfp_run, kfp_uri = run_locally(tmp_path / "kfp-side", monkeypatch, min_accuracy=0.0)
+
+    cli = tmp_path / "cli-side"
+    cli.mkdir()
+    params = cli / "params.yaml"
+    params.write_text(tiny_params_yaml(min_accuracy=0.0))
+    cli_uri = f"sqlite:///{cli / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cli_uri)
+    p = ["--params", str(params), "--profile", "demo"]
+    seed = str(yaml.safe_load(params.read_text())["seed"])
+    for argv in (
+        ["demo-data", "--out", str(cli / "data"), "--size", "tiny", "--seed", seed],
+        ["prepare", "--dataset", "meld", "--source", str(cli / "data"), "--out", str(cli / "prepare"), *p],
+        ["validate", "--manifest", str(cli / "prepare" / "manifest.parquet"), "--out", str(cli / "validate"), *p],
+        ["standin-features", "--data", str(cli / "data"), "--out", str(cli / "features" / "features.npz"),
+         "--keep", str(cli / "validate" / "manifest.valid.parquet"), *p],
+        ["train", "--features", str(cli / "features" / "features.npz"), "--out", str(cli / "run"), *p],
+        ["evaluate", "--run", str(cli / "run"), "--out", str(cli / "evaluate")],
+        ["gate", "--run", str(cli / "run"), "--report", str(cli / "gate" / "gate.json"), *p],
+        ["register", "--run", str(cli / "run"), "--features", str(cli / "features" / "features.npz"),
+         "--dvc-lock", "none", *p],
+    ):
+        assert main(argv) == 0, argv
+
+    assert (cli / "features" / "features.npz").read_bytes() == (
+        kfp_run / "features" / "features" / "features.npz").read_bytes()
+    assert (cli / "evaluate" / "metrics.json").read_bytes() == (
+        kfp_run / "evaluate" / "evaluation" / "metrics.json").read_bytes()
+    assert (cli / "gate" / "gate.json").read_bytes() == (kfp_run / "gate" / "report" / "gate.json").read_bytes()
+
+    def tags(uri: str) -> dict[str, str]:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        version = client.get_model_version_by_alias("hjcag-demo", "candidate")
+        return {k: version.tags[k] for k in ("git_commit", "dvc_data_hash", "params_hash")}
+
+    assert tags(cli_uri) == tags(kfp_uri)

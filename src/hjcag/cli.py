@@ -118,9 +118,8 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def cmd_registry(args: argparse.Namespace) -> int:
     from hjcag.registry import aliases
-    from hjcag.registry.register import model_name_for
 
-    name = args.name or model_name_for(_params(args))
+    name = args.name or aliases.model_name_for(_params(args))
     if args.action == "show":
         print(aliases.format_show(aliases.show(name)))
         return 0

@@ -130,8 +130,11 @@ def finetune_text(manifest: str | Path, out: str | Path, params: Params) -> Path
 
 
 def load_features(features: str | Path, params: Params) -> FeatureSet:
-    from hjcag.data.features_file import load_features as load
+    """A features ``.npz``, or the ``.pkl`` of DialogueRNN / MMGCN (:mod:`hjcag.data.erc_pickle`)."""
+    from hjcag.data.erc_pickle import load_erc_pickle
+    from hjcag.data.features_file import load_features as load_npz
 
+    load = load_erc_pickle if Path(features).suffix in (".pkl", ".pickle") else load_npz
     return load(features, seq_len=params.model.seq_len, label_names=params.labels)
 
 

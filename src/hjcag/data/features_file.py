@@ -207,14 +207,10 @@ def _duplicates(values: np.ndarray) -> list[str]:
 
 
 def load_features(path: str | Path, seq_len: int, label_names: Sequence[str] = ()) -> FeatureSet:
-    """Read a features ``.npz`` (or an ERC ``.pkl``, see :mod:`hjcag.data.erc_pickle`)."""
+    """Read a features ``.npz`` (:func:`hjcag.stages.load_features` also reads ERC pickles)."""
     path = Path(path)
     if not path.exists():
         raise FeatureFileError(f"features file '{path}' not found. Check the path passed to --features.")
-    if path.suffix in (".pkl", ".pickle"):
-        from hjcag.data.erc_pickle import load_erc_pickle
-
-        return load_erc_pickle(path, seq_len=seq_len, label_names=label_names)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

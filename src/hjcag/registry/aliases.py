@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hjcag.errors import HjcagError
-from hjcag.registry.register import CANDIDATE, CHAMPION
+from hjcag.params import Params
 from hjcag.registry.tracking import get_client, quiet_mlflow, registry_uri
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,14 @@ class AliasMove:
     alias: str
     version: str
     previous: str | None  # the version the alias pointed at before (None if it was unset)
+
+
+CANDIDATE = "candidate"  # set by `hjcag register` on every new version
+CHAMPION = "champion"  # what serving deploys; moved by promote / rollback
+
+def model_name_for(params: Params) -> str:
+    """The registered model of a dataset: ``hjcag-<dataset>``."""
+    return f"hjcag-{params.dataset}"
 
 
 def _registered_model(client: Any, name: str) -> Any:

@@ -31,6 +31,7 @@ import yaml
 from hjcag.artifacts import MODEL_CONFIG_FILE, RUN_FILE, file_digest
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.params import Params
+from hjcag.registry.aliases import CANDIDATE, model_name_for
 from hjcag.registry.gate import GateFailed, check_gates, read_run_metrics
 from hjcag.registry.tracking import (
     TAG_GATE,
@@ -43,8 +44,6 @@ from hjcag.registry.tracking import (
 
 log = logging.getLogger(__name__)
 
-CANDIDATE = "candidate"
-CHAMPION = "champion"
 RUN_DIR_ARTIFACT = "run_dir"
 MODEL_ARTIFACT_PATH = "model"
 # The keys every registered version is tagged with.
@@ -77,10 +76,6 @@ class RegisteredVersion:
     tags: dict[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     reused: bool = False  # True when an identical version already existed
-
-
-def model_name_for(params: Params) -> str:
-    return f"hjcag-{params.dataset}"
 
 
 # ---------------------------------------------------------------- provenance
