@@ -39,7 +39,6 @@ from hjcag.params import MODALITY_NAMES, FeaturesConfig, parse_modalities
 log = logging.getLogger(__name__)
 GROUP_COLUMNS = {"dialogue": "dialogue_id", "session": "session"}
 MAX_LISTED = 20
-_UNSET: Any = object()
 
 
 class Extractor(Protocol):
@@ -268,20 +267,19 @@ def extract_features(
     config: FeaturesConfig,
     modalities: str | Sequence[str],
     out_path: str | Path,
-    cache_dir: str | Path | None = _UNSET,
     media_root: str | Path | None = None,
     extractors: Mapping[str, Extractor] | None = None,
 ) -> Path:
     """Extract `modalities` for every manifest row and write the features ``.npz`` to `out_path`.
 
-    `cache_dir` overrides ``config.cache_dir`` (``None`` disables the cache); relative media paths are resolved
-    against `media_root`; `extractors` replaces the configured extractor of a modality (e.g. 't': a custom one).
-    Also writes ``<out>.meta.json`` (models, dims, extracted vs cached counts, timings). Raises DataError listing
-    the utterances whose media is missing or undecodable.
+    Relative media paths are resolved against `media_root`; `extractors` replaces the configured extractor of a
+    modality (e.g. 't': a custom one). Also writes ``<out>.meta.json`` (models, dims) and ``<out>.run.json``
+    (extracted vs cached counts, timings). Raises DataError listing the utterances whose media is missing or
+    undecodable.
     """
     mods = parse_modalities(modalities)
     out_path = Path(out_path)
-    cache = FeatureCache(config.cache_dir if cache_dir is _UNSET else cache_dir)
+    cache = FeatureCache(config.cache_dir)
     root = None if media_root is None else Path(media_root)
     group_column = GROUP_COLUMNS[config.group_by]
     missing_cols = [c for c in _required_columns(mods, group_column) if c not in manifest_df.columns]
