@@ -132,3 +132,51 @@ def test_finetune_text_writes_a_model_that_features_can_use(
     code, _, err = run(capsys, "finetune-text", "--manifest", str(tmp_path / "missing.parquet"), "--out",
                        str(tmp_path / "ft2"), "--params", str(params))
     assert_clear_error(code, err, "missing.parquet", "hjcag prepare")
+
+
+@pytest.fixture()
+def own_labels(tmp_path: Path) -> Path:
+    """A features file of a user's own three-class data (labels no params.yaml profile names)."""
+    rng = np.random.default_rng(1)
+    n = 60
+    path = tmp_path / "own.npz"
+    np.savez(path, utterance_id=np.array([f"u{i}" for i in range(n)]),
+             label=np.array([("positive", "negative", "mixed")[i % 3] for i in range(n)]),
+             group=np.array([f"d{i // 4}" for i in range(n)]), text=rng.normal(size=(n, 3, 6)).astype(np.float32))
+    return path
+
+
+def test_a_profile_without_labels_takes_them_from_the_data(capsys: pytest.CaptureFixture[str],
+                                                           caplog: pytest.LogCaptureFixture, params: Path,
+                                                           own_labels: Path, tmp_path: Path) -> None:
+    small = yaml.safe_load(params.read_text())["profiles"]["demo"]
+    doc = yaml.safe_load(params.read_text())
+    doc["profiles"]["generic"].update(model=small["model"], train=small["train"])
+    params.write_text(yaml.safe_dump(doc))
+    code, _, err = run(capsys, "train", "--features", str(own_labels), "--out", str(tmp_path / "r"),
+                       "--params", str(params), "--profile", "generic")
+    assert code == 0, err
+    assert "the labels come from the data, in this order: mixed, negative, positive" in caplog.text
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["identity"]["labels"] == [
+        "mixed", "negative", "positive"]
+    assert json.loads((tmp_path / "r" / "model_config.json").read_text())["label_names"] == [
+        "mixed", "negative", "positive"]
+
+    # --labels fixes the order, or trains on a subset of the classes
+    code, _, err = run(capsys, "train", "--features", str(own_labels), "--out", str(tmp_path / "r2"),
+                       "--params", str(params), "--profile", "generic", "--labels", "positive,negative")
+    assert code == 0, err
+    assert "leaving out 20 utterance(s) of class(es) ['mixed']" in caplog.text
+    metrics = json.loads((tmp_path / "r2" / "metrics.json").read_text())
+    assert metrics["labels"] == ["positive", "negative"] and metrics["n_utterances"] == 40
+
+
+def test_labels_that_disagree_with_the_data_are_a_clear_error(capsys: pytest.CaptureFixture[str], params: Path,
+                                                              own_labels: Path, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "train", "--features", str(own_labels), "--out", str(tmp_path / "r"),
+                       "--params", str(params), "--labels", "positive,happy")
+    assert_clear_error(code, err, "--labels names ['happy']", "'mixed', 'negative', 'positive'")
+    # the demo profile names MELD's seven emotions: a file of other labels is refused, saying what to do
+    code, _, err = run(capsys, "train", "--features", str(own_labels), "--out", str(tmp_path / "r2"),
+                       "--params", str(params))
+    assert_clear_error(code, err, "not in the dataset's label set", "--labels", "--profile generic")

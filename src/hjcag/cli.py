@@ -22,7 +22,15 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _params(args: argparse.Namespace) -> Params:
-    return load_params(args.params, args.profile)
+    params = load_params(args.params, args.profile)
+    labels = getattr(args, "labels", None)
+    return params.with_labels(labels.split(",")) if labels else params
+
+
+def _add_labels_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", default=None, help="the label set and class order, e.g. negative,neutral,positive "
+                   "(default: the profile's; a profile without one takes the data's); a subset of the data's "
+                   "labels trains on those classes only")
 
 
 def _add_params_options(p: argparse.ArgumentParser) -> None:
@@ -205,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not required")
     _add_params_options(p)
+    _add_labels_option(p)
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("features", help="RoBERTa / openSMILE / ResNet-50 features of a manifest -> .npz")
@@ -220,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "dev rows select; test rows are never read)")
     p.add_argument("--out", required=True, help="directory for the fine-tuned model (a Hugging Face model dir)")
     _add_params_options(p)
+    _add_labels_option(p)
     p.set_defaults(func=cmd_finetune_text)
 
     p = sub.add_parser("validate", help="Great Expectations checks of a manifest and its media (before any compute)")
@@ -228,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not checked")
     p.add_argument("--policy", choices=["fail", "quarantine"], default=None, help="default: params validation.policy")
     _add_params_options(p)
+    _add_labels_option(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("validate-features", help="Great Expectations checks of an extracted features .npz")
@@ -246,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", action="store_true", help="log to MLflow (MLFLOW_TRACKING_URI, default sqlite)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: hjcag-<dataset>)")
     _add_params_options(p)
+    _add_labels_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("ablate", help="the paper's Table 4 configurations on the same folds")
@@ -253,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=["cv5", "holdout"], default=None)
     p.add_argument("--out", required=True)
     _add_params_options(p)
+    _add_labels_option(p)
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("evaluate", help="a finished run -> flat metrics.json, folds.csv, predictions.csv, plots")

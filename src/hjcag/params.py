@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,14 @@ class Params:
     features: FeaturesConfig
     validation: ValidationConfig
     raw: dict[str, Any]
+    labels_given: bool = False  # labels set on the command line (--labels): the data may hold more classes
+
+    def with_labels(self, labels: Sequence[str]) -> Params:
+        """A copy whose label set (and class order) is `labels`, as a user gave it (``--labels a,b,c``)."""
+        labels = tuple(dict.fromkeys(str(x).strip() for x in labels if str(x).strip()))
+        if not labels:
+            raise ConfigError("--labels needs at least one label, e.g. --labels negative,neutral,positive.")
+        return dataclasses.replace(self, labels=labels, labels_given=True)
 
     def with_overrides(self, model: dict[str, Any] | None = None, train: dict[str, Any] | None = None) -> Params:
         """A copy with some model/train fields replaced (used by ablations and CLI options)."""

@@ -130,12 +130,37 @@ def finetune_text(manifest: str | Path, out: str | Path, params: Params) -> Path
 
 
 def load_features(features: str | Path, params: Params) -> FeatureSet:
-    """A features ``.npz``, or the ``.pkl`` of DialogueRNN / MMGCN (:mod:`hjcag.data.erc_pickle`)."""
+    """A features ``.npz``, or the ``.pkl`` of DialogueRNN / MMGCN (:mod:`hjcag.data.erc_pickle`), with its label
+    set: the profile's (the data must keep to it), the one given with ``--labels`` (its order; rows of other
+    classes are left out), or, when neither names one, the data's own (sorted)."""
     from hjcag.data.erc_pickle import load_erc_pickle
     from hjcag.data.features_file import load_features as load_npz
 
     load = load_erc_pickle if Path(features).suffix in (".pkl", ".pickle") else load_npz
-    return load(features, seq_len=params.model.seq_len, label_names=params.labels)
+    fs = load(features, seq_len=params.model.seq_len, label_names=() if params.labels_given else params.labels)
+    if params.labels_given:
+        return only_labels(fs, params.labels, features)
+    if not params.labels:
+        log.warning("profile '%s' names no label set: the labels come from the data, in this order: %s "
+                    "(fix the order or a subset with --labels)", params.profile, ", ".join(fs.label_names))
+    return fs
+
+
+def only_labels(fs: FeatureSet, labels: Sequence[str], where: str | Path) -> FeatureSet:
+    """`fs` restricted to the classes `labels`, in that order; every given label must occur in the data."""
+    import numpy as np
+
+    present = sorted({str(x) for x in fs.label})
+    absent = [x for x in labels if x not in present]
+    if absent:
+        raise HjcagError(f"--labels names {absent}, which '{where}' does not hold; its labels are {present}.")
+    keep = np.isin(fs.label.astype(str), list(labels))
+    if not keep.all():
+        left_out = sorted(set(present) - set(labels))
+        log.warning("--labels: leaving out %d utterance(s) of class(es) %s", int((~keep).sum()), left_out)
+    subset = fs.subset(np.flatnonzero(keep))
+    subset.label_names = tuple(labels)
+    return subset
 
 
 def plan_folds(features: str | Path, params: Params) -> list[int]:

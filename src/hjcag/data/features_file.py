@@ -173,7 +173,8 @@ def feature_set_from_arrays(
         if unknown:
             raise FeatureFileError(
                 f"{source}: labels {unknown} are not in the dataset's label set {list(label_names)}. "
-                f"Fix the labels or the profile's 'labels' in params.yaml."
+                "Fix the labels, pass the data's label set with --labels, or use a profile without one "
+                "(--profile generic takes the labels from the data)."
             )
     long_names = {v: k for k, v in MODALITY_NAMES.items()}
     features: dict[str, np.ndarray] = {}

@@ -310,6 +310,7 @@ class RunLogger:
                 "run.protocol": metrics.get("protocol", ""),
                 "run.n_folds": str(metrics.get("n_folds", "")),
                 "run.n_utterances": str(metrics.get("n_utterances", "")),
+                "run.labels": ",".join(metrics.get("labels", [])),  # class index order (may come from the data)
             })
             for result in metrics.get("folds", []):
                 k = int(result["fold"])
