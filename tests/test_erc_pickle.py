@@ -70,7 +70,9 @@ def test_iemocap_layout_with_label_names(tmp_path: Path) -> None:
     assert fs.modalities == ("t", "a", "v")
     assert {m: x.shape for m, x in fs.features.items()} == {"t": (12, 7, D_T), "a": (12, 7, D_A), "v": (12, 7, D_V)}
     assert fs.utterance_id[:3].tolist() == ["Ses01F_impro01_0", "Ses01F_impro01_1", "Ses01F_impro01_2"]
-    assert fs.group[0] == "Ses01F_impro01" and fs.group[-1] == "Ses05F_impro01"
+    # IEMOCAP is grouped by session (cv5 = leave-one-session-out); the dialogue travels beside it
+    assert fs.group[0] == "Ses01" and fs.group[-1] == "Ses05"
+    assert fs.dialogue is not None and fs.dialogue[0] == "Ses01F_impro01" and fs.dialogue[-1] == "Ses05F_impro01"
     assert fs.split.tolist() == ["train"] * 9 + ["test"] * 3
     assert fs.speaker[:3].tolist() == ["F", "M", "F"]
     assert fs.label_names == IEMOCAP_LABELS
@@ -133,7 +135,7 @@ def test_dialogues_in_neither_split_are_skipped(tmp_path: Path, caplog: pytest.L
     items[7] = items[7][:2]
     with caplog.at_level(logging.WARNING):
         fs = load_erc_pickle(dump(tmp_path / "x.pkl", items), seq_len=3, label_names=IEMOCAP_LABELS)
-    assert "Ses02M_impro03" not in set(fs.group)
+    assert fs.dialogue is not None and "Ses02M_impro03" not in set(fs.dialogue)
     assert "neither trainVid nor testVid" in caplog.text
 
 
@@ -244,3 +246,24 @@ def test_python2_byte_strings_are_read_as_latin1(tmp_path: Path) -> None:
     path.write_bytes(raw.replace(py3, b"U\x04Jos\xe9"))  # SHORT_BINSTRING, as Python 2 writes str
     fs = load_erc_pickle(path, seq_len=3, label_names=IEMOCAP_LABELS)
     assert fs.speaker[:3].tolist() == ["José"] * 3
+
+
+def test_iemocap_cv5_is_leave_one_session_out_and_holdout_carves_dev_by_dialogue(tmp_path: Path) -> None:
+    from hjcag.train.folds import make_folds
+
+    items = iemocap_tuple()
+    fs = load_erc_pickle(dump(tmp_path / "s.pkl", items), seq_len=3, label_names=IEMOCAP_LABELS)
+    for fold in make_folds(fs, "cv5", 3, 0.3, seed=0):  # three sessions in this small pickle
+        test_sessions = set(fs.group[fold.test_idx])
+        assert len(test_sessions) == 1 and not test_sessions & set(fs.group[fold.train_idx])
+        assert not test_sessions & set(fs.group[fold.val_idx])
+
+    # holdout: every trainVid dialogue of one session, so only a carve by dialogue can hold some out
+    one_session = [{("Ses01M_impro03" if k == "Ses02M_impro03" else k): v for k, v in d.items()} for d in items[:7]]
+    items = [*one_session, ["Ses01F_impro01", "Ses01F_script02", "Ses01M_impro03"], items[8]]
+    fs = load_erc_pickle(dump(tmp_path / "h.pkl", items), seq_len=3, label_names=IEMOCAP_LABELS)
+    (holdout,) = make_folds(fs, "holdout", 5, 0.3, seed=0)
+    assert set(fs.dialogue[holdout.test_idx]) == {"Ses05F_impro01"}  # testVid, as given
+    val, train = set(fs.dialogue[holdout.val_idx]), set(fs.dialogue[holdout.train_idx])
+    assert val and train and not val & train  # whole dialogues of the trainVid session
+    assert set(fs.group[holdout.val_idx]) == set(fs.group[holdout.train_idx]) == {"Ses01"}

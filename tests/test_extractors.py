@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hjcag import stages
 from hjcag.artifacts import features_meta_path as meta_path
 from hjcag.artifacts import features_run_path as run_stats_path
 from hjcag.data.features_file import load_features
@@ -402,3 +403,13 @@ def test_finetune_text_encoder_runs_and_its_output_extracts(offline: None, tmp_p
     assert tuned.extract(["I love this!"])[0].shape == (4, 384)
     with pytest.raises(DataError, match="split"):
         finetune_text_encoder(manifest.drop(columns=["split"]), config, tmp_path / "ft2")
+
+    # leak guard: its features may be trained on under the holdout protocol only
+    manifest["dialogue_id"] = [f"d{i}" for i in range(8)]
+    features = extract_features(manifest, config.replace(text_model=str(out), seq_len=4, cache_dir=None), "t",
+                                tmp_path / "tuned.npz")
+    assert json.loads(meta_path(features).read_text())["modalities"]["text"]["finetuned"]["train_rows"] == 6
+    cv5 = params_from_dict({"train": {"protocol": "cv5"}})
+    with pytest.raises(ConfigError, match="fine-tuned on the dataset's train rows"):
+        stages.refuse_finetuned_text_outside_holdout(features, cv5)
+    stages.refuse_finetuned_text_outside_holdout(features, cv5.with_overrides(train={"protocol": "holdout"}))

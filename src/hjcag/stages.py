@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hjcag import artifacts
-from hjcag.errors import HjcagError
+from hjcag.errors import ConfigError, HjcagError
 from hjcag.params import Params, parse_modalities
 
 if TYPE_CHECKING:
@@ -182,6 +182,8 @@ def train(features: str | Path, out: str | Path, params: Params, modalities: str
 
     fs = load_features(features, params)
     chosen = parse_modalities(modalities) if modalities else fs.modalities
+    if "t" in chosen:
+        refuse_finetuned_text_outside_holdout(features, params)
     out = Path(out)
     if track:
         from hjcag.registry.tracking import train_with_tracking
@@ -200,6 +202,19 @@ def train(features: str | Path, out: str | Path, params: Params, modalities: str
     if meta.exists():  # packaging finds the extractor record beside the weights
         shutil.copy2(meta, artifacts.features_meta_path(out / artifacts.FEATURES_FILE))
     return metrics
+
+
+def refuse_finetuned_text_outside_holdout(features: str | Path, params: Params) -> None:
+    """Text features of an encoder fine-tuned on this dataset's train rows (``hjcag finetune-text``) leak under
+    cross-validation: those rows land in test folds. Only the holdout protocol keeps them apart."""
+    meta = artifacts.features_meta_path(features)
+    text = (artifacts.read_json(meta).get("modalities") or {}).get("text") or {} if meta.is_file() else {}
+    if text.get("finetuned") and params.train.protocol != "holdout":
+        raise ConfigError(
+            f"'{features}' holds text features of an encoder fine-tuned on the dataset's train rows "
+            f"({text['finetuned'].get('train_rows')} rows, `hjcag finetune-text`); protocol "
+            f"'{params.train.protocol}' would test on rows the encoder was trained on. Use --protocol holdout "
+            "(train rows train, dev selects, test is reported), or extract with the pre-trained encoder.")
 
 
 def merge_folds(fold_runs: Sequence[str | Path], run_dir: str | Path) -> Path:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from hjcag.errors import FeatureFileError
 log = logging.getLogger(__name__)
 
 IEMOCAP_LABELS: tuple[str, ...] = ("hap", "sad", "neu", "ang", "exc", "fru")
+IEMOCAP_SESSION = re.compile(r"^Ses0[1-5]")
 LAYOUTS: dict[str, tuple[str, ...]] = {
     "iemocap": ("videoIDs", "videoSpeakers", "videoLabels", "videoText", "videoAudio", "videoVisual",
                 "videoSentence", "trainVid", "testVid"),
@@ -143,6 +145,12 @@ def _stack(per_dialogue: list[np.ndarray], field: str, source: str) -> np.ndarra
     return out
 
 
+def _group(vid: Any, layout: str) -> str:
+    """IEMOCAP dialogues are grouped by session (its five sessions have disjoint speakers); others by dialogue."""
+    match = IEMOCAP_SESSION.match(str(vid))
+    return match.group(0) if layout == "iemocap" and match else str(vid)
+
+
 def _ordered(ids: Iterable[Any]) -> list[Any]:
     if isinstance(ids, set | frozenset):
         return sorted(ids, key=str)
@@ -150,8 +158,9 @@ def _ordered(ids: Iterable[Any]) -> list[Any]:
 
 
 def load_erc_pickle(path: str | Path, seq_len: int, label_names: Sequence[str] = ()) -> FeatureSet:
-    """A :class:`FeatureSet` from an ERC features pickle: group = dialogue id, split = train/test by
-    trainVid/testVid, utterance_id = ``{dialogue}_{i}``; (N, d) vectors are broadcast over L by the loader."""
+    """A :class:`FeatureSet` from an ERC features pickle: group = the IEMOCAP session (Ses01..Ses05, so cv5 is
+    leave-one-session-out) or else the dialogue; dialogue = its id; split = train/test by trainVid/testVid;
+    utterance_id = ``{dialogue}_{i}``; (N, d) vectors are broadcast over L by the loader."""
     path = Path(path)
     source = str(path)
     try:
@@ -180,6 +189,7 @@ def load_erc_pickle(path: str | Path, seq_len: int, label_names: Sequence[str] =
 
     ids: list[str] = []
     groups: list[str] = []
+    dialogues: list[str] = []
     splits: list[str] = []
     speakers: list[str] = []
     label_idx: list[int] = []
@@ -204,7 +214,8 @@ def load_erc_pickle(path: str | Path, seq_len: int, label_names: Sequence[str] =
             for f in modality_fields:
                 blocks[f].append(_utterance_array(fields[f][vid], f, where))
             ids += [f"{vid}_{i}" for i in range(n)]
-            groups += [str(vid)] * n
+            groups += [_group(vid, layout)] * n
+            dialogues += [str(vid)] * n
             splits += [split] * n
             speakers += [_speaker(s) for s in fields["videoSpeakers"][vid]]
             label_idx += [_label_index(v, f"{where}, utterance {i}") for i, v in enumerate(labels)]
@@ -228,11 +239,12 @@ def load_erc_pickle(path: str | Path, seq_len: int, label_names: Sequence[str] =
         "utterance_id": np.array(ids),
         "label": np.array(label_strings),
         "group": np.array(groups),
+        "dialogue": np.array(dialogues),
         "split": np.array(splits),
         "speaker": np.array(speakers),
     }
     for f in modality_fields:
         arrays[MODALITY_FIELDS[f]] = _stack(blocks[f], f, source)
-    log.info("%s: %d utterances in %d dialogues, modalities %s.", source, len(ids), len(set(groups)),
+    log.info("%s: %d utterances in %d dialogues, modalities %s.", source, len(ids), len(set(dialogues)),
              [MODALITY_FIELDS[f] for f in modality_fields])
     return feature_set_from_arrays(arrays, seq_len, label_names, source=source)

@@ -3,7 +3,8 @@
 An ``.npz`` with keys
 
 - ``utterance_id`` (N,), ``label`` (N,, strings), ``group`` (N,, dialogue or session id)
-- optional ``split`` (N,, train/dev/test) and ``speaker`` (N,)
+- optional ``split`` (N,, train/dev/test), ``speaker`` (N,) and ``dialogue`` (N,; when ``group`` is a session: the
+  holdout protocol carves its dev split by dialogue)
 - any of ``text``, ``audio``, ``visual``: float arrays of shape (N, d) or (N, L, d)
 
 Utterance-level vectors (N, d) are broadcast over L, as the paper does for audio functionals; sequences
@@ -26,6 +27,7 @@ from hjcag.params import MODALITIES, MODALITY_NAMES
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("utterance_id", "label", "group")
+OPTIONAL_KEYS = ("split", "speaker", "dialogue")
 SPLITS = ("train", "dev", "test")
 FIX_HINT = "See README 'Pre-extracted features' for the expected keys and shapes."
 
@@ -40,6 +42,7 @@ class FeatureSet:
     features: dict[str, np.ndarray]
     split: np.ndarray | None = None
     speaker: np.ndarray | None = None
+    dialogue: np.ndarray | None = None
     label_names: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -75,6 +78,7 @@ class FeatureSet:
             features={m: x[idx] for m, x in self.features.items()},
             split=None if self.split is None else self.split[idx],
             speaker=None if self.speaker is None else self.speaker[idx],
+            dialogue=None if self.dialogue is None else self.dialogue[idx],
             label_names=self.label_names,
         )
 
@@ -95,6 +99,7 @@ class FeatureSet:
             features={m: self.features[m] for m in modalities},
             split=self.split,
             speaker=self.speaker,
+            dialogue=self.dialogue,
             label_names=self.label_names,
         )
 
@@ -157,7 +162,7 @@ def feature_set_from_arrays(
     if dup:
         raise FeatureFileError(f"{source}: duplicate utterance ids {dup[:5]}; each utterance_id must be unique.")
     columns: dict[str, np.ndarray] = {}
-    for key in ("label", "group", "split", "speaker"):
+    for key in ("label", "group", *OPTIONAL_KEYS):
         if key not in arrays:
             continue
         col = np.asarray(arrays[key]).astype(str)
@@ -184,7 +189,7 @@ def feature_set_from_arrays(
             if value.ndim == 3 and value.shape[1] != seq_len:
                 log.warning("%s: '%s' has %d steps; aligning to L=%d.", source, key, value.shape[1], seq_len)
             features[long_names[key]] = align_to_length(value, seq_len)
-    extra = sorted(set(arrays) - set(REQUIRED_KEYS) - {"split", "speaker"} - set(long_names))
+    extra = sorted(set(arrays) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS) - set(long_names))
     if extra:
         log.warning("%s: ignoring unknown key(s) %s.", source, extra)
     if not features:
@@ -198,6 +203,7 @@ def feature_set_from_arrays(
         features=features,
         split=columns.get("split"),
         speaker=columns.get("speaker"),
+        dialogue=columns.get("dialogue"),
         label_names=tuple(label_names),
     )
 
@@ -232,10 +238,9 @@ def save_features(path: str | Path, fs: FeatureSet) -> Path:
         "label": fs.label.astype(str),
         "group": fs.group.astype(str),
     }
-    if fs.split is not None:
-        arrays["split"] = fs.split.astype(str)
-    if fs.speaker is not None:
-        arrays["speaker"] = fs.speaker.astype(str)
+    for key in OPTIONAL_KEYS:
+        if getattr(fs, key) is not None:
+            arrays[key] = getattr(fs, key).astype(str)
     for m, x in fs.features.items():
         arrays[MODALITY_NAMES[m]] = x.astype(np.float32)
     np.savez_compressed(path, **arrays)  # deterministic bytes: zip members carry a fixed 1980 date

