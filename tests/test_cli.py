@@ -94,7 +94,8 @@ def test_folds_trained_apart_then_aggregated_evaluated_and_gated(
     code, out, _ = run(capsys, "evaluate", "--run", str(run_dir), "--out", str(tmp_path / "eval"))
     summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert code == 0 and summary["accuracy"] == pytest.approx(metrics["accuracy"]["mean"])
-    assert (tmp_path / "eval" / "predictions.csv").read_text().startswith("utterance_id,group,fold,actual,predicted")
+    predictions = (tmp_path / "eval" / "predictions.csv").read_text()
+    assert predictions.startswith("utterance_id,group,fold,seed,actual,predicted")
 
     strict = yaml.safe_load(params.read_text())
     strict["profiles"]["demo"]["gates"] = {"min_accuracy": 1.01, "min_weighted_f1": 0.0}

@@ -149,8 +149,8 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_matches_an_uninterrupte
 
     out = tmp_path / "interrupted"
 
-    def stop_in_fold_1(fold: int, epoch: int, metrics: dict[str, float]) -> None:
-        if (fold, epoch) == (1, 3):
+    def stop_in_fold_1(unit: str, epoch: int, metrics: dict[str, float]) -> None:
+        if (unit, epoch) == ("fold_1", 3):
             raise Interrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -161,11 +161,11 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_matches_an_uninterrupte
     assert not (out / "metrics.json").exists()
     fold0_mtime = (out / "fold_0" / "result.json").stat().st_mtime_ns
 
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[str, int]] = []
     train_and_evaluate(fs, params, ("t", "a", "v"), "hjcag", out, on_epoch=lambda f, e, m: calls.append((f, e)),
                        quiet=True)
-    assert calls[0] == (1, 4)  # fold 0 skipped, fold 1 continued after epoch 3
-    assert (1, 1) not in calls and all(f != 0 for f, _ in calls)
+    assert calls[0] == ("fold_1", 4)  # fold 0 skipped, fold 1 continued after epoch 3
+    assert ("fold_1", 1) not in calls and all(f != "fold_0" for f, _ in calls)
     assert (out / "fold_0" / "result.json").stat().st_mtime_ns == fold0_mtime
     assert not (out / "fold_1" / "checkpoint.pt").exists()  # removed once the fold is done
     assert read_run(out) == read_run(tmp_path / "reference")
@@ -276,3 +276,22 @@ def test_torch_threads_restores_the_setting() -> None:
     assert torch.get_num_threads() == before
     with pytest.raises(ConfigError, match="num_threads"), torch_threads(-1):
         pass
+
+
+def test_seeds_train_every_fold_once_per_seed_and_reproduce_to_the_digit(tmp_path: Path) -> None:
+    fs = synthetic()
+    params = tiny_params(epochs=3, folds=2, seeds=[1, 2])
+    metrics = train_and_evaluate(fs, params, ("t", "a"), "hjcag", tmp_path / "a", quiet=True)
+    units = sorted(p.name for p in (tmp_path / "a").glob("fold_*"))
+    assert units == ["fold_0_seed_1", "fold_0_seed_2", "fold_1_seed_1", "fold_1_seed_2"]
+    assert metrics["seeds"] == [1, 2] and metrics["n_folds"] == 2 and len(metrics["folds"]) == 4
+    accs = [f["accuracy"] for f in metrics["folds"]]
+    assert metrics["accuracy"]["mean"] == pytest.approx(np.mean(accs))  # over folds x seeds
+    assert metrics["accuracy"]["std"] == pytest.approx(np.std(accs))
+    doc = json.loads((tmp_path / "a" / "model_config.json").read_text())
+    assert doc["weights"]["default"] in {f"{u}/model.safetensors" for u in units} and len(doc["weights"]["folds"]) == 4
+    # the seeds differ from each other, and the same seeds reproduce every number
+    by_seed = {f["unit"]: f["best_val_loss"] for f in metrics["folds"]}
+    assert by_seed["fold_0_seed_1"] != by_seed["fold_0_seed_2"]
+    train_and_evaluate(fs, params, ("t", "a"), "hjcag", tmp_path / "b", quiet=True)
+    assert read_run(tmp_path / "a") == read_run(tmp_path / "b")

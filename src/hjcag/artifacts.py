@@ -72,13 +72,19 @@ def features_run_path(features: str | Path) -> Path:
     return features.with_name(features.stem + ".run.json")
 
 
-def fold_dir(run_dir: str | Path, fold: int) -> Path:
-    return Path(run_dir) / f"fold_{fold}"
+def unit_name(fold: int, seed: int | None = None) -> str:
+    """What one training of one fold writes into: ``fold_K``, or ``fold_K_seed_S`` when ``train.seeds`` trains
+    every fold once per seed."""
+    return f"fold_{fold}" if seed is None else f"fold_{fold}_seed_{seed}"
 
 
-def fold_weights(fold: int) -> str:
+def fold_dir(run_dir: str | Path, fold: int, seed: int | None = None) -> Path:
+    return Path(run_dir) / unit_name(fold, seed)
+
+
+def fold_weights(fold: int, seed: int | None = None) -> str:
     """A fold's weights, relative to its run directory (how model_config.json names them)."""
-    return f"fold_{fold}/{WEIGHTS_FILE}"
+    return f"{unit_name(fold, seed)}/{WEIGHTS_FILE}"
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -106,7 +106,7 @@ def cmd_validate_features(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     summary = stages.evaluate(args.run, args.out)
     print(f"evaluation of {args.run}: accuracy {100 * summary['accuracy']:.2f} %, weighted F1 "
-          f"{100 * summary['weighted_f1']:.2f} % -> {args.out}")
+          f"{100 * summary['weighted_f1']:.2f} %, macro F1 {100 * summary['macro_f1']:.2f} % -> {args.out}")
     return 0
 
 
@@ -172,13 +172,14 @@ def _parse_dims(spec: str) -> dict[str, int]:
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
-    acc, wf1 = metrics["accuracy"], metrics["weighted_f1"]
-    print(
-        f"accuracy {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} %, "
-        f"weighted F1 {100 * wf1['mean']:.2f} ± {100 * wf1['std']:.2f} % "
-        f"over {len(metrics['folds'])} fold(s); metrics: {out / artifacts.METRICS_FILE}, "
-        f"report: {out / artifacts.REPORT_FILE}"
-    )
+    figures = ", ".join(f"{name} {100 * metrics[key]['mean']:.2f} ± {100 * metrics[key]['std']:.2f} %" for key, name in
+                        (("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("macro_f1", "macro F1")))
+    units = len(metrics["folds"])
+    print(f"{figures} over {units} fold(s){' x seeds' if units > metrics['n_folds'] else ''}; "
+          f"metrics: {out / artifacts.METRICS_FILE}, report: {out / artifacts.REPORT_FILE}")
+    if metrics.get("zero_f1_classes"):
+        print(f"warning: F1 = 0 for {', '.join(metrics['zero_f1_classes'])} (never predicted correctly); "
+              "try train.class_weights: balanced")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,15 +22,16 @@ def _step(title: str) -> float:
 
 
 def comparison_table(ablation: dict, baselines: dict[str, dict]) -> str:
-    """Markdown table: HJCAG and the baselines on the same folds (Acc / W-F1, mean ± std in %)."""
+    """Markdown table: HJCAG and the baselines on the same folds (Acc / W-F1 / macro F1, mean ± std in %)."""
 
     def cell(metric: dict) -> str:
         return f"{100 * metric['mean']:.2f} ± {100 * metric['std']:.2f}"
 
-    lines = ["| Model | Acc (%) | W-F1 (%) |", "|---|---|---|"]
+    lines = ["| Model | Acc (%) | W-F1 (%) | macro F1 (%) |", "|---|---|---|---|"]
     rows = [("HJCAG (t+a+v)", ablation)] + [(f"{name} baseline (t+a+v)", m) for name, m in baselines.items()]
     for name, metrics in rows:
-        lines.append(f"| {name} | {cell(metrics['accuracy'])} | {cell(metrics['weighted_f1'])} |")
+        lines.append(f"| {name} | {cell(metrics['accuracy'])} | {cell(metrics['weighted_f1'])} | "
+                     f"{cell(metrics['macro_f1'])} |")
     return "\n".join(lines) + "\n"
 
 

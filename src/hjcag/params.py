@@ -54,6 +54,7 @@ class TrainConfig:
     patience: int = 20
     device: str = "auto"
     num_threads: int = 0
+    seeds: tuple[int, ...] = ()  # train every fold once per seed (figures: mean ± std over folds x seeds)
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,8 @@ def _build(cls: type, values: dict[str, Any], section: str) -> Any:
     values = dict(values)
     if "betas" in values:
         values["betas"] = tuple(float(b) for b in values["betas"])
+    if "seeds" in values:
+        values["seeds"] = tuple(int(s) for s in (values["seeds"] or ()))
     try:
         return cls(**values)
     except TypeError as exc:  # pragma: no cover - dataclass signature errors

@@ -37,7 +37,6 @@ from hjcag.artifacts import (
     RUN_FILE,
     read_json,
 )
-from hjcag.artifacts import fold_dir as fold_dir_of
 from hjcag.errors import HjcagError
 from hjcag.params import Params
 
@@ -279,23 +278,24 @@ class RunLogger:
             run = self.client.create_run(self.experiment_id, run_name=run_name,
                                          tags={TAG_KIND: "parent", **(tags or {})})
         self.parent_run_id: str = run.info.run_id
-        self.fold_runs: dict[int, str] = {}
-        self._streamed: dict[int, set[int]] = {}  # fold -> epochs already logged live
+        self.fold_runs: dict[str, str] = {}  # unit (fold_K, or fold_K_seed_S) -> its nested run
+        self._streamed: dict[str, set[int]] = {}  # unit -> epochs already logged live
         _log_params(self.client, self.parent_run_id, flat_params(params))
 
-    def fold_run(self, fold: int) -> str:
-        if fold not in self.fold_runs:
+    def fold_run(self, unit: str) -> str:
+        if unit not in self.fold_runs:
+            fold = unit.split("_")[1]
             run = self.client.create_run(
-                self.experiment_id, run_name=f"fold_{fold}",
-                tags={PARENT_TAG: self.parent_run_id, TAG_KIND: "fold", TAG_FOLD: str(fold)},
+                self.experiment_id, run_name=unit,
+                tags={PARENT_TAG: self.parent_run_id, TAG_KIND: "fold", TAG_FOLD: fold},
             )
-            self.fold_runs[fold] = run.info.run_id
-        return self.fold_runs[fold]
+            self.fold_runs[unit] = run.info.run_id
+        return self.fold_runs[unit]
 
-    def on_epoch(self, fold: int, epoch: int, metrics: dict[str, float]) -> None:
-        """The training loop's ``on_epoch`` callback: stream one epoch into the fold's run."""
-        self._streamed.setdefault(fold, set()).add(int(epoch))
-        _log_metrics(self.client, self.fold_run(fold), {k: metrics[k] for k in EPOCH_METRICS if k in metrics},
+    def on_epoch(self, unit: str, epoch: int, metrics: dict[str, float]) -> None:
+        """The run's ``on_epoch`` callback: stream one epoch into the fold's (unit's) run."""
+        self._streamed.setdefault(unit, set()).add(int(epoch))
+        _log_metrics(self.client, self.fold_run(unit), {k: metrics[k] for k in EPOCH_METRICS if k in metrics},
                      step=epoch)
 
     def complete(self, run_dir: Path) -> str:
@@ -313,12 +313,12 @@ class RunLogger:
                 "run.labels": ",".join(metrics.get("labels", [])),  # class index order (may come from the data)
             })
             for result in metrics.get("folds", []):
-                k = int(result["fold"])
-                run_id, fold_dir = self.fold_run(k), fold_dir_of(run_dir, k)
-                _log_params(c, run_id, {"fold": str(k), **{n: str(result[n]) for n in
-                                                          ("n_train", "n_val", "n_test", "seed") if n in result}})
+                unit = str(result["unit"])
+                run_id, fold_dir = self.fold_run(unit), run_dir / unit
+                _log_params(c, run_id, {"fold": str(result["fold"]), **{
+                    n: str(result[n]) for n in ("n_train", "n_val", "n_test", "seed", "run_seed") if n in result}})
                 if (fold_dir / HISTORY_FILE).exists():  # epochs not streamed live (e.g. before a resume)
-                    seen = self._streamed.get(k, set())
+                    seen = self._streamed.get(unit, set())
                     _log_history(c, run_id, [row for i, row in enumerate(read_json(fold_dir / HISTORY_FILE))
                                              if int(row.get("epoch", i + 1)) not in seen])
                 _log_metrics(c, run_id, fold_metrics(result))

@@ -54,11 +54,11 @@ def _pct(stat: dict[str, Any]) -> str:
 
 
 def ablation_markdown(summary: dict[str, Any]) -> str:
-    """The paper's layout: one row per configuration, Acc and W-F1 (mean ± std, %) for the dataset."""
+    """The paper's layout: one row per configuration, Acc, W-F1 and macro F1 (mean ± std, %) for the dataset."""
     dataset = summary["dataset"]
     paper = PAPER_TABLE4.get(str(dataset).lower())
-    head = f"| Models/Modalities | {dataset} Acc (%) | {dataset} W-F1 (%) |"
-    rule = "|---|---|---|"
+    head = f"| Models/Modalities | {dataset} Acc (%) | {dataset} W-F1 (%) | {dataset} macro F1 (%) |"
+    rule = "|---|---|---|---|"
     if paper:
         head += " Paper Acc | Paper W-F1 |"
         rule += "---|---|"
@@ -76,9 +76,10 @@ def ablation_markdown(summary: dict[str, Any]) -> str:
     for config in TABLE4:  # the paper's row order
         if config.slug in done:
             row = done[config.slug]
-            line = f"| {row['label']} | {_pct(row['accuracy'])} | {_pct(row['weighted_f1'])} |"
+            line = (f"| {row['label']} | {_pct(row['accuracy'])} | {_pct(row['weighted_f1'])} | "
+                    f"{_pct(row['macro_f1'])} |")
         elif config.slug in skipped:
-            line = f"| {config.label} | skipped | skipped |"
+            line = f"| {config.label} | skipped | skipped | skipped |"
         else:
             continue
         if paper:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from hjcag.artifacts import METRICS_FILE
+from hjcag.artifacts import HISTORY_FILE, METRICS_FILE, PREDICTIONS_FILE
 from hjcag.errors import HjcagError
 
 FIGURES = ("confusion_matrix.png", "folds.png", "learning_curves.png", "report.md")
@@ -53,8 +53,8 @@ def summary_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 def _fold_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [
-        {"fold": r["fold"], "accuracy": r["accuracy"], "weighted_f1": r["weighted_f1"],
-         "macro_f1": r.get("macro_f1"), "best_epoch": r.get("best_epoch")}
+        {"fold": r["fold"], "seed": r["run_seed"], "unit": r["unit"], "accuracy": r["accuracy"],
+         "weighted_f1": r["weighted_f1"], "macro_f1": r.get("macro_f1"), "best_epoch": r.get("best_epoch")}
         for r in metrics.get("folds", [])
     ]
 
@@ -62,21 +62,22 @@ def _fold_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _predictions(run_dir: Path, folds: list[dict[str, Any]]) -> pd.DataFrame:
     frames = []
     for row in folds:
-        path = run_dir / f"fold_{row['fold']}" / "predictions.csv"
+        path = run_dir / row["unit"] / PREDICTIONS_FILE
         if not path.is_file():
             raise HjcagError(f"'{path}' is missing; the run in '{run_dir}' is incomplete. Re-run `hjcag train`.")
         df = pd.read_csv(path, dtype={"utterance_id": str, "group": str})
-        frames.append(df.assign(fold=row["fold"]).rename(columns={"label": "actual"}))
+        frames.append(df.assign(fold=row["fold"], seed=row["seed"]).rename(columns={"label": "actual"}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _learning_curves(run_dir: Path, folds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for row in folds:
-        path = run_dir / f"fold_{row['fold']}" / "history.json"
+        path = run_dir / row["unit"] / HISTORY_FILE
         if path.is_file():
             for epoch in json.loads(path.read_text(encoding="utf-8")):
-                rows.append({"fold": row["fold"], "step": epoch["epoch"], "train_loss": epoch.get("train_loss"),
+                rows.append({"fold": row["fold"], "seed": row["seed"], "step": epoch["epoch"],
+                             "train_loss": epoch.get("train_loss"),
                              "val_loss": epoch.get("val_loss"), "val_acc": epoch.get("val_acc")})
     return rows
 
@@ -97,7 +98,8 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     folds = _fold_rows(metrics)
     summary = summary_metrics(metrics)
     predictions = _predictions(run_dir, folds)
-    columns = [c for c in ("utterance_id", "group", "fold", "actual", "predicted", "confidence") if c in predictions]
+    columns = [c for c in ("utterance_id", "group", "fold", "seed", "actual", "predicted", "confidence")
+               if c in predictions]
     predictions[columns + [c for c in predictions if c.startswith("gate_")]].to_csv(
         out_dir / "predictions.csv", index=False)
     _write_csv(out_dir / "folds.csv", folds)

@@ -57,5 +57,7 @@ def aggregate(folds: Sequence[dict[str, Any]], label_names: Sequence[str]) -> di
     out["per_class_f1"] = {
         label: mean_std([f["per_class_f1"].get(label) for f in folds]) for label in label_names
     }
+    # classes the model never gets right on average: the first thing to look at under class imbalance
+    out["zero_f1_classes"] = [label for label, f1 in out["per_class_f1"].items() if f1["mean"] == 0.0]
     out["confusion"] = np.sum([np.asarray(f["confusion"], dtype=np.int64) for f in folds], axis=0).tolist()
     return out

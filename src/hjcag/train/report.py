@@ -52,9 +52,15 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], pa
     return _save(fig, path)
 
 
+def _unit(fold: Mapping[str, Any]) -> str:
+    """A fold's name in tables and plots: its index, or 'K seed S' when a run trains every fold per seed."""
+    unit = fold.get("unit") or f"fold_{fold['fold']}"
+    return unit.removeprefix("fold_").replace("_seed_", " seed ")
+
+
 def plot_folds(folds: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Accuracy and weighted F1 of every fold as bars, with the means as dashed lines."""
-    names = [f"fold {f['fold']}" for f in folds]
+    names = [f"fold {_unit(f)}" for f in folds]
     acc = np.array([100 * f["accuracy"] for f in folds])
     wf1 = np.array([100 * f["weighted_f1"] for f in folds])
     x = np.arange(len(folds))
@@ -75,7 +81,7 @@ def plot_folds(folds: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_learning_curves(histories: Mapping[int, Sequence[Mapping[str, float]]], path: Path) -> Path:
+def plot_learning_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], path: Path) -> Path:
     """Train (solid) and validation (dashed) loss per epoch for every fold; a dot marks the selected epoch."""
     fig = Figure(figsize=(7.0, 4.0))
     ax = fig.subplots()
@@ -85,8 +91,8 @@ def plot_learning_curves(histories: Mapping[int, Sequence[Mapping[str, float]]],
             continue
         epochs = [int(h["epoch"]) for h in history]
         val = [h["val_loss"] for h in history]
-        ax.plot(epochs, [h["train_loss"] for h in history], color=colour, label=f"fold {fold} train")
-        ax.plot(epochs, val, color=colour, linestyle="--", label=f"fold {fold} val")
+        ax.plot(epochs, [h["train_loss"] for h in history], color=colour, label=f"{fold} train")
+        ax.plot(epochs, val, color=colour, linestyle="--", label=f"{fold} val")
         best = int(np.argmin(val))
         ax.plot([epochs[best]], [val[best]], "o", color=colour)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -127,6 +133,9 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
         f"| Weighted F1 | {_pct(metrics['weighted_f1'])} |",
         f"| Macro F1 | {_pct(metrics['macro_f1'])} |",
         "",
+        *([f"**F1 = 0 for {', '.join(metrics['zero_f1_classes'])}**: the model never predicts these classes "
+           "correctly (class imbalance? try `train.class_weights: balanced`).", ""]
+          if metrics.get("zero_f1_classes") else []),
         "## Per fold",
         "",
         "| Fold | Accuracy | Weighted F1 | Macro F1 | Train | Val | Test | Best epoch | Epochs run |",
@@ -134,11 +143,11 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
     ]
     for f in folds:
         lines.append(
-            f"| {f['fold']} | {_cell(f['accuracy'])} | {_cell(f['weighted_f1'])} | {_cell(f['macro_f1'])} | "
+            f"| {_unit(f)} | {_cell(f['accuracy'])} | {_cell(f['weighted_f1'])} | {_cell(f['macro_f1'])} | "
             f"{f['n_train']} | {f['n_val']} | {f['n_test']} | {f['best_epoch']} | {f['epochs_run']} |"
         )
     lines += ["", "## Per-class F1 (%)", "", "| Label | Mean ± std | " + " | ".join(
-        f"Fold {f['fold']}" for f in folds) + " |", "|---|---|" + "---|" * len(folds)]
+        f"Fold {_unit(f)}" for f in folds) + " |", "|---|---|" + "---|" * len(folds)]
     for label in labels:
         per_fold = " | ".join(_cell(f["per_class_f1"].get(label)) for f in folds)
         lines.append(f"| {label} | {_pct(metrics['per_class_f1'][label])} | {per_fold} |")
@@ -167,7 +176,7 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
 
 
 def write_report(
-    out_dir: Path, metrics: Mapping[str, Any], histories: Mapping[int, Sequence[Mapping[str, float]]]
+    out_dir: Path, metrics: Mapping[str, Any], histories: Mapping[str, Sequence[Mapping[str, float]]]
 ) -> dict[str, Path]:
     """Write report.md and the three PNGs into `out_dir`; returns their paths by name."""
     out_dir = Path(out_dir)

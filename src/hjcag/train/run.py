@@ -127,9 +127,8 @@ def _check_or_start_run(out_dir: Path, identity: dict[str, Any]) -> str:
     return digest
 
 
-def _model_config_doc(
-    model_name: str, params: Params, fs: FeatureSet, folds: Sequence[Fold], default: str | None
-) -> dict[str, Any]:
+def _model_config_doc(model_name: str, params: Params, fs: FeatureSet, folds: Sequence[Fold], default: str | None,
+                      seeds: Sequence[int | None]) -> dict[str, Any]:
     return {
         "model": model_name,
         "model_config": dataclasses.asdict(params.model),
@@ -140,7 +139,7 @@ def _model_config_doc(
         "seq_len": params.model.seq_len,
         "weights": {
             "format": "safetensors",
-            "folds": [fold_weights(f.index) for f in folds],
+            "folds": [fold_weights(f.index, s) for f in folds for s in seeds],
             # The fold with the lowest validation loss (never chosen on test scores); set when all folds are done.
             "default": default,
         },
@@ -166,6 +165,7 @@ def _run_fold(
     fold: Fold,
     params: Params,
     model_name: str,
+    run_seed: int | None,
     fold_dir: Path,
     device: torch.device,
     on_epoch: EpochCallback | None,
@@ -173,7 +173,7 @@ def _run_fold(
     keep_checkpoint: bool,
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     fold_dir.mkdir(parents=True, exist_ok=True)
-    seed = fold_seed(params.seed, fold.index)
+    seed = fold_seed(params.seed if run_seed is None else run_seed, fold.index)
     torch.manual_seed(seed)
     model = build_model(model_name, fs.dims, len(fs.label_names), params.model)
     train, val, test = (fs.subset(idx) for idx in (fold.train_idx, fold.val_idx, fold.test_idx))
@@ -194,6 +194,8 @@ def _run_fold(
     _write_predictions(fold_dir / PREDICTIONS_FILE, test, logits, gates)
     result = {
         "fold": fold.index,
+        "unit": fold_dir.name,
+        "run_seed": params.seed if run_seed is None else run_seed,
         **scores,
         "n_train": len(fold.train_idx),
         "n_val": len(fold.val_idx),
@@ -208,6 +210,11 @@ def _run_fold(
     if not keep_checkpoint:
         checkpoint.unlink(missing_ok=True)
     return result, training.history
+
+
+def _per_unit(on_epoch: EpochCallback, unit: str) -> EpochCallback:
+    """The loop reports its fold index; with several seeds per fold, the unit's name tells the trainings apart."""
+    return lambda _fold, epoch, metrics: on_epoch(unit, epoch, metrics)  # type: ignore[arg-type]
 
 
 def train_and_evaluate(
@@ -251,7 +258,8 @@ def train_and_evaluate(
         "protocol": cfg.protocol, "seed": params.seed,
         "folds": [{"fold": f.index, **f.as_ids(fs)} for f in folds],
     })
-    write_json(out_dir / MODEL_CONFIG_FILE, _model_config_doc(model_name, params, fs, folds, None))
+    seeds: list[int | None] = list(cfg.seeds) or [None]  # None: the run's seed, one unit per fold (fold_K)
+    write_json(out_dir / MODEL_CONFIG_FILE, _model_config_doc(model_name, params, fs, folds, None, seeds))
     device = resolve_device(cfg.device)
     if not quiet:
         log.info("%s on %s: %d utterances, %d fold(s) (%s), device %s -> %s", model_name, "+".join(modalities),
@@ -264,29 +272,31 @@ def train_and_evaluate(
                               f"{[f.index for f in folds]}.")
     results, histories = [], {}
     for fold in folds:
-        fold_path = fold_dir(out_dir, fold.index)
-        if only_folds is not None and fold.index not in only_folds and not (fold_path / RESULT_FILE).exists():
-            continue
-        if (fold_path / RESULT_FILE).exists():
-            result, history = read_json(fold_path / RESULT_FILE), read_json(fold_path / HISTORY_FILE)
+        for run_seed in seeds:
+            unit = fold_dir(out_dir, fold.index, run_seed)
+            if only_folds is not None and fold.index not in only_folds and not (unit / RESULT_FILE).exists():
+                continue
+            if (unit / RESULT_FILE).exists():
+                result, history = read_json(unit / RESULT_FILE), read_json(unit / HISTORY_FILE)
+                if not quiet:
+                    log.info("%s: already done, skipping", unit.name)
+            else:
+                report = None if on_epoch is None else _per_unit(on_epoch, unit.name)
+                with torch_threads(cfg.num_threads):
+                    result, history = _run_fold(fs, fold, params, model_name, run_seed, unit, device, report, quiet,
+                                                keep_checkpoints)
             if not quiet:
-                log.info("fold %d: already done, skipping", fold.index)
-        else:
-            with torch_threads(cfg.num_threads):
-                result, history = _run_fold(fs, fold, params, model_name, fold_path, device, on_epoch, quiet,
-                                            keep_checkpoints)
-        if not quiet:
-            log.info("fold %d: accuracy %.2f%%, weighted F1 %.2f%% (best epoch %d of %d)", fold.index,
-                     100 * result["accuracy"], 100 * result["weighted_f1"], result["best_epoch"],
-                     result["epochs_run"])
-        results.append(result)
-        histories[fold.index] = history
+                log.info("%s: accuracy %.2f%%, weighted F1 %.2f%%, macro F1 %.2f%% (best epoch %d of %d)", unit.name,
+                         100 * result["accuracy"], 100 * result["weighted_f1"], 100 * result["macro_f1"],
+                         result["best_epoch"], result["epochs_run"])
+            results.append(result)
+            histories[unit.name] = history
 
-    if len(results) < len(folds):
+    if len(results) < len(folds) * len(seeds):
         return {"complete": False, "folds": results, "n_folds": len(folds)}
     best = min(results, key=lambda r: r["best_val_loss"])
-    write_json(out_dir / MODEL_CONFIG_FILE,
-               _model_config_doc(model_name, params, fs, folds, fold_weights(best['fold'])))
+    best_weights = f"{best['unit']}/{WEIGHTS_FILE}"
+    write_json(out_dir / MODEL_CONFIG_FILE, _model_config_doc(model_name, params, fs, folds, best_weights, seeds))
     metrics: dict[str, Any] = {
         **aggregate(results, fs.label_names),
         "folds": results,
@@ -299,7 +309,8 @@ def train_and_evaluate(
         "dataset": params.dataset,
         "profile": params.profile,
         "seed": params.seed,
-        "std": "population std (ddof=0) across folds",
+        "seeds": [params.seed if s is None else s for s in seeds],
+        "std": "population std (ddof=0) across folds" + (" x seeds" if len(seeds) > 1 else ""),
         "fingerprint": digest,
     }
     write_report(out_dir, metrics, histories)
