@@ -30,9 +30,9 @@ from types import TracebackType
 from typing import Any
 
 from hjcag.errors import HjcagError
-from hjcag.serve.package import MODEL_NAME, REPO_ROOT
+from hjcag.serve.package import MODEL_NAME, TORCHSERVE_DIR
 
-DEFAULT_CONFIG = REPO_ROOT / "serving" / "config.properties"
+DEFAULT_CONFIG = TORCHSERVE_DIR / "config.properties"
 
 
 def free_port() -> int:
