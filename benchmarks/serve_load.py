@@ -4,7 +4,7 @@ What it does, all on this machine and on loopback only:
 
 1. trains a small HJCAG run on random features whose dims match the serving extractors (MiniLM text 384, openSMILE
    --audio-set, ResNet-50 2048; 1 epoch, 2 folds: the weights are irrelevant to speed), or takes --run DIR;
-2. packages it (`hjcag.serve.package.package_model`) and starts `torchserve` with serving/config.properties and
+2. packages it (`hjcag.serve.package.package_model`) and starts `torchserve` with hjcag's config.properties and
    the archive's model-config.yaml (batchSize 8, maxBatchDelay 50 ms, 1 worker) on free loopback ports;
 3. fires `--clients` threads (keep-alive HTTP, token auth) at POST /predictions/hjcag:
    * feature requests: distinct pre-extracted features (text (L, 384), audio (d_a,), visual (L, 2048)) as JSON;

@@ -74,7 +74,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     for name in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "src" / "hjcag", root / "src" / "hjcag", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "serving", root / "serving")
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -40,6 +40,7 @@ from hjcag.pipeline.deploy import MODEL_STORE_PVC  # k8s/components/model-store-
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 SERVING = ROOT / "serving"
+TORCHSERVE = ROOT / "src" / "hjcag" / "serve" / "torchserve"  # handler and configs (package data)
 OVERLAYS = {
     "base": K8S / "base",
     "dev": K8S / "overlays" / "dev",
@@ -276,7 +277,7 @@ def test_probes_use_the_token_aware_ping_probe(overlay: str) -> None:
     inference_url: str = module.DEFAULT_INFERENCE_URL
     management_url: str = module.DEFAULT_MANAGEMENT_URL
     assert inference_url == f"http://127.0.0.1:{INFERENCE_PORT}"
-    assert management_url == read_properties(SERVING / "config.properties")["management_address"]
+    assert management_url == read_properties(TORCHSERVE / "config.properties")["management_address"]
 
 
 @pytest.mark.parametrize("overlay", TORCHSERVE_OVERLAYS)
@@ -289,12 +290,12 @@ def test_torchserve_runs_the_hardened_config(overlay: str) -> None:
     assert (
         args[args.index("--model-store") + 1]
         == MODEL_STORE
-        == read_properties(SERVING / "config.properties")["model_store"]
+        == read_properties(TORCHSERVE / "config.properties")["model_store"]
     )
     assert "--foreground" in args
     config_maps = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"].startswith("hjcag-torchserve-config")]
     assert len(config_maps) == 1
-    assert config_maps[0]["data"]["config.properties"] == (SERVING / "config.properties").read_text(encoding="utf-8")
+    assert config_maps[0]["data"]["config.properties"] == (TORCHSERVE / "config.properties").read_text(encoding="utf-8")
     # Nothing in the manifests may switch the hardening back off (enable_envvars_config=true honours TS_*).
     for c in containers(one(docs, "Deployment")["spec"]["template"]["spec"]):
         argv = set(c.get("args", []) + c.get("command", []))
@@ -456,7 +457,7 @@ def test_kserve_storage_config_matches_the_archive_settings() -> None:
     assert list(snapshot["models"]) == ["hjcag"] and snapshot["modelCount"] == 1
     (settings,) = versions.values()
     assert settings["marName"] == "hjcag.mar" and settings["defaultVersion"] is True
-    model_config = yaml.safe_load((SERVING / "model-config.yaml").read_text(encoding="utf-8"))
+    model_config = yaml.safe_load((TORCHSERVE / "model-config.yaml").read_text(encoding="utf-8"))
     for key in ("minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout"):
         assert settings[key] == model_config[key], key
 
@@ -505,7 +506,7 @@ def test_the_pipeline_volumes_it_mounts_exist_where_it_deploys(overlay: str) -> 
 
 
 def test_config_properties_is_hardened() -> None:
-    props = read_properties(SERVING / "config.properties")
+    props = read_properties(TORCHSERVE / "config.properties")
     assert props["inference_address"] == f"http://0.0.0.0:{INFERENCE_PORT}"
     assert props["management_address"] == "http://127.0.0.1:8081"
     assert props["metrics_address"] == "http://127.0.0.1:8082"
@@ -530,13 +531,14 @@ def test_config_properties_is_hardened() -> None:
 
 
 def test_kubernetes_carries_the_same_config_properties() -> None:
-    canonical = (SERVING / "config.properties").read_text(encoding="utf-8")
+    canonical = (TORCHSERVE / "config.properties").read_text(encoding="utf-8")
     copy = (K8S / "base" / "config.properties").read_text(encoding="utf-8")
-    assert copy == canonical, "k8s/base/config.properties drifted: cp serving/config.properties k8s/base/"
+    assert copy == canonical, ("k8s/base/config.properties drifted: "
+                               "cp src/hjcag/serve/torchserve/config.properties k8s/base/")
 
 
 def test_model_config_yaml() -> None:
-    config = yaml.safe_load((SERVING / "model-config.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load((TORCHSERVE / "model-config.yaml").read_text(encoding="utf-8"))
     known = {"minWorkers", "maxWorkers", "batchSize", "maxBatchDelay", "responseTimeout", "startupTimeout",
              "deviceType", "jobQueueSize", "handler"}  # fmt: skip
     assert set(config) <= known, set(config) - known
@@ -578,7 +580,7 @@ def test_dockerfile_builds_a_non_root_torchserve_image() -> None:
         if not source.startswith("model-store/") and "/opt/venv" not in source:
             assert (ROOT / source).is_file(), f"COPY source {source} missing"
     ignore = (SERVING / "Dockerfile.dockerignore").read_text(encoding="utf-8")
-    for needed in ("serving/config.properties", "k8s/base/ts_probe.py", "model-store/hjcag.mar"):
+    for needed in ("src/hjcag/serve/torchserve/config.properties", "k8s/base/ts_probe.py", "model-store/hjcag.mar"):
         assert f"!{needed}" in ignore
 
 
@@ -613,7 +615,7 @@ def run_probe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture()
 def torchserve(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A real TorchServe with serving/config.properties (token auth on), on free loopback ports.
+    """A real TorchServe with hjcag's config.properties (token auth on), on free loopback ports.
 
     Addresses, logs and TMPDIR are moved through TS_* / env variables (enable_envvars_config=true),
     so the config file under test is used unchanged.
@@ -636,7 +638,7 @@ def torchserve(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "TS_GRPC_INFERENCE_PORT": str(grpc_inference),
         "TS_GRPC_MANAGEMENT_PORT": str(grpc_management),
     }
-    argv = [str(launcher), "--start", "--foreground", "--ncs", "--ts-config", str(SERVING / "config.properties"),
+    argv = [str(launcher), "--start", "--foreground", "--ncs", "--ts-config", str(TORCHSERVE / "config.properties"),
             "--model-store", str(store)]  # fmt: skip
     with (logs / "console.log").open("w") as console:
         process = subprocess.Popen(argv, cwd=work, env=env, stdout=console, stderr=subprocess.STDOUT)

@@ -25,7 +25,8 @@ from hjcag.data.features_file import align_to_length
 from hjcag.device import torch_threads
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.serve.package import package_model, read_archive_record
-from hjcag.serve.predictor import Predictor, RequestError
+from hjcag.serve.predictor import Predictor
+from hjcag.serve.request import RequestError
 
 
 @pytest.fixture(autouse=True)
@@ -154,7 +155,7 @@ def test_bad_requests_get_a_400_that_says_what_is_wrong(predictor: Predictor, bo
 
 
 def test_limits_answer_413(run_dir: Path, media: dict[str, Path]) -> None:
-    from hjcag.serve.predictor import Limits
+    from hjcag.serve.request import Limits
 
     small = Predictor.from_run(run_dir, features_config=sf.features_config(),
                                limits=Limits(max_text_chars=10, max_media_seconds=1.0, max_feature_steps=3))

@@ -1,4 +1,4 @@
-"""The real endpoint: `hjcag package` -> hjcag.mar -> `torchserve` with serving/config.properties (token auth on,
+"""The real endpoint: `hjcag package` -> hjcag.mar -> `torchserve` with hjcag's config.properties (token auth on,
 model API off, 20 MiB request limit), on free loopback ports with a private TMPDIR / java.io.tmpdir and working
 directory. The server starts once for the module and is always stopped. Every answer is checked against the
 in-process predictor loaded from the same archive.
@@ -23,7 +23,8 @@ import serve_fixtures as sf
 from hjcag.device import torch_threads
 from hjcag.serve.local import LocalTorchServe, Reply
 from hjcag.serve.package import package_model
-from hjcag.serve.predictor import Predictor, RequestError
+from hjcag.serve.predictor import Predictor
+from hjcag.serve.request import RequestError
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe needs Java 17 on PATH")
 BATCH_HEADER = "x-hjcag-batch-size"

@@ -19,8 +19,10 @@ from hjcag.cli import _parse_dims as parse_dims
 from hjcag.data.manifest import manifest_frame, read_manifest, write_manifest
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.params import MediaConfig, params_from_dict
+from hjcag.validate.engine import ValidationError
+from hjcag.validate.features_check import validate_features
+from hjcag.validate.manifest_check import validate_manifest
 from hjcag.validate.media_checks import check_media
-from hjcag.validate.runner import ValidationError, validate_features, validate_manifest
 
 LABELS = ["neutral", "joy", "anger"]
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hjcag.data.prepare import PrepareReport
     from hjcag.registry.gate import GateResult
     from hjcag.registry.register import RegisteredVersion
-    from hjcag.validate.runner import ValidationResult
+    from hjcag.validate.engine import ValidationResult
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def validate(manifest: str | Path, out: str | Path, params: Params, modalities: 
              policy: str | None = None, progress: bool = True) -> ValidationResult:
     """Great Expectations checks of a manifest and its media, before any compute; raises when they fail (policy
     ``fail``) so nothing downstream runs. `policy` overrides ``validation.policy``."""
-    from hjcag.validate.runner import validate_manifest
+    from hjcag.validate.manifest_check import validate_manifest
 
     cfg = params.validation
     return validate_manifest(manifest, params.labels, modalities, policy or cfg.policy, out, cfg.folds_column,
@@ -103,7 +103,7 @@ def standin_features(data_dir: str | Path, out: str | Path, params: Params, moda
 
 def validate_features(features: str | Path, out: str | Path, dims: dict[str, int] | None = None) -> ValidationResult:
     """Great Expectations checks of a features file; widths from `dims`, else from its meta record."""
-    from hjcag.validate.runner import validate_features as check
+    from hjcag.validate.features_check import validate_features as check
 
     return check(features, dims if dims is not None else recorded_dims(features), out)
 

@@ -1,4 +1,4 @@
-"""Run TorchServe on this machine with the repository's hardened config: `hjcag serve-local`, tests, benchmarks.
+"""Run TorchServe on this machine with the hardened config hjcag ships: `hjcag serve-local`, tests, benchmarks.
 
 TorchServe 0.12 writes its PID file to $TMPDIR, unpacks archives and opens its workers' unix sockets
 (``.ts.sock.9000``...) in java.io.tmpdir (set from $TEMP), and writes ``key_file.json`` (the API tokens: token
@@ -30,9 +30,9 @@ from types import TracebackType
 from typing import Any
 
 from hjcag.errors import HjcagError
-from hjcag.serve.package import MODEL_NAME, REPO_ROOT
+from hjcag.serve.package import MODEL_NAME, TORCHSERVE_DIR
 
-DEFAULT_CONFIG = REPO_ROOT / "serving" / "config.properties"
+DEFAULT_CONFIG = TORCHSERVE_DIR / "config.properties"
 
 
 def free_port() -> int:
@@ -241,7 +241,7 @@ class Reply:
 
 
 def serve_local(model_store: str | Path, port: int = 8080, config: str | Path = DEFAULT_CONFIG) -> int:
-    """`hjcag serve-local`: TorchServe on 127.0.0.1:`port` with the repository's config, until Ctrl-C."""
+    """`hjcag serve-local`: TorchServe on 127.0.0.1:`port` with the config hjcag ships, until Ctrl-C."""
     server = LocalTorchServe(model_store, config, inference_port=port)
 
     def terminate(signum: int, frame: Any) -> None:

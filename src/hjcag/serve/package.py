@@ -3,8 +3,8 @@
 The archive is self-contained. Its root (what TorchServe unpacks into the worker's model directory, which is first
 on the worker's PYTHONPATH) holds:
 
-    handler.py            serving/handler.py, a shim over hjcag.serve.predictor
-    model-config.yaml     serving/model-config.yaml: workers, batching, timeouts (--config-file)
+    handler.py            torchserve/handler.py (beside this module), a shim over hjcag.serve.predictor
+    model-config.yaml     torchserve/model-config.yaml: workers, batching, timeouts (--config-file)
     model.safetensors     the chosen fold's weights (the run's default: lowest validation loss)
     model_config.json     the run's model config, its weights pointing at model.safetensors
     index_to_name.json    the label map
@@ -52,10 +52,11 @@ from hjcag.artifacts import (
     file_digest,
     read_json,
     weights_path,
+    write_json,
 )
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.params import MODALITY_NAMES, load_params
-from hjcag.serve.predictor import Predictor, features_config_dict, run_version
+from hjcag.serve.predictor import Predictor, run_version
 
 if TYPE_CHECKING:
     from hjcag.params import FeaturesConfig
@@ -63,9 +64,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "hjcag"  # the TorchServe model name: POST /predictions/hjcag (k8s/ and serving/ rely on it)
-REPO_ROOT = Path(hjcag.__file__).resolve().parents[2]  # src/hjcag -> repository root (a checkout / editable install)
-HANDLER = REPO_ROOT / "serving" / "handler.py"
-MODEL_CONFIG_YAML = REPO_ROOT / "serving" / "model-config.yaml"
+TORCHSERVE_DIR = Path(__file__).resolve().parent / "torchserve"  # package data: handler, model and server config
+HANDLER = TORCHSERVE_DIR / "handler.py"
+MODEL_CONFIG_YAML = TORCHSERVE_DIR / "model-config.yaml"
 URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:/", re.IGNORECASE)
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 
@@ -205,9 +206,9 @@ def stage_bundle(
     shutil.copyfile(run_dir / weights, dest / WEIGHTS_FILE)
     chosen = weights.split("/", 1)[0]
     served = {**doc, "weights": {"format": "safetensors", "default": WEIGHTS_FILE, "fold": chosen}}
-    _write(dest / MODEL_CONFIG_FILE, served)
-    _write(dest / LABELS_FILE, {str(i): label for i, label in enumerate(doc["label_names"])})
-    _write(dest / EXTRACTORS_FILE, {"config": features_config_dict(features_config),
+    write_json(dest / MODEL_CONFIG_FILE, served)
+    write_json(dest / LABELS_FILE, {str(i): label for i, label in enumerate(doc["label_names"])})
+    write_json(dest / EXTRACTORS_FILE, {"config": dataclasses.asdict(features_config),
                                   "trained_with": dict(trained_with) if trained_with else None})
     metrics = run_dir / METRICS_FILE
     summary = None
@@ -215,7 +216,7 @@ def stage_bundle(
         m = json.loads(metrics.read_text(encoding="utf-8"))
         summary = {k: m.get(k) for k in ("accuracy", "weighted_f1", "macro_f1", "protocol", "dataset", "profile",
                                          "n_folds", "fingerprint") if k in m}
-    _write(dest / SERVING_FILE, {
+    write_json(dest / SERVING_FILE, {
         "model": name,
         "version": version,
         "architecture": doc["model"],
@@ -227,10 +228,6 @@ def stage_bundle(
         "metrics": summary,
     })
     return dest
-
-
-def _write(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
 def _copy_source(dest: Path) -> None:
@@ -280,8 +277,7 @@ def package_model(
     handler, model_config_yaml = Path(handler), Path(model_config_yaml)
     for path, what in ((handler, "handler"), (model_config_yaml, "model config")):
         if not path.is_file():
-            raise HjcagError(f"the TorchServe {what} '{path}' is missing; package from a checkout of the hjcag "
-                             f"repository (serving/ sits next to src/).")
+            raise HjcagError(f"the TorchServe {what} '{path}' is missing.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hjcag-package-") as tmp_name:
@@ -332,7 +328,7 @@ def package_model(
         "hjcag_version": hjcag.__version__,
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    _write(out_dir / f"{mar.name}.json", record)
+    write_json(out_dir / f"{mar.name}.json", record)
     log.info("wrote %s (version %s, sha256 %s)", mar, version, record["sha256"])
     return mar
 

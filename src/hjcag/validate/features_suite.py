@@ -20,7 +20,6 @@ import logging
 import os
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 os.environ["GX_ANALYTICS_ENABLED"] = "false"  # before GX is imported: never send usage statistics
@@ -33,20 +32,11 @@ import pandas as pd
 
 from hjcag.errors import ConfigError, FeatureFileError
 from hjcag.params import MODALITIES, MODALITY_NAMES
+from hjcag.validate.engine import Table
 from hjcag.validate.manifest_suite import ROW_NUMBER, expectation
 
 CHUNK_ROWS = 256
 _LONG_TO_SHORT = {v: k for k, v in MODALITY_NAMES.items()}
-
-
-@dataclass
-class FeatureTable:
-    """One table GX validates: its frame, its expectations and the columns that identify an offending row."""
-
-    name: str
-    frame: pd.DataFrame
-    expectations: list[gxe.Expectation]
-    index_columns: tuple[str, ...]
 
 
 def normalise_dims(dims: Mapping[str, int] | None) -> dict[str, int]:
@@ -106,7 +96,7 @@ def _column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def feature_tables(ids: np.ndarray, arrays: Mapping[str, np.ndarray], expected_dims: Mapping[str, int] | None
-                   ) -> list[FeatureTable]:
+                   ) -> list[Table]:
     """The three tables and their expectations (see the module docstring)."""
     expected = normalise_dims(expected_dims)
     n = len(ids)
@@ -162,7 +152,7 @@ def feature_tables(ids: np.ndarray, arrays: Mapping[str, np.ndarray], expected_d
     else:
         columns = pd.DataFrame({ROW_NUMBER: [], "modality": [], "feature_index": [], "value_range": []})
     return [
-        FeatureTable("feature_modalities", modality_frame, modality_checks, (ROW_NUMBER, "modality")),
-        FeatureTable("feature_utterances", utterances, utterance_checks, (ROW_NUMBER, "utterance_id")),
-        FeatureTable("feature_columns", columns, column_checks, (ROW_NUMBER, "modality", "feature_index")),
+        Table("feature_modalities", modality_frame, modality_checks, (ROW_NUMBER, "modality")),
+        Table("feature_utterances", utterances, utterance_checks, (ROW_NUMBER, "utterance_id")),
+        Table("feature_columns", columns, column_checks, (ROW_NUMBER, "modality", "feature_index")),
     ]

@@ -44,7 +44,7 @@ def expectation(
     warning: bool = False,
     **kwargs: Any,
 ) -> gxe.Expectation:
-    """A GX expectation with the meta the runner reads back (see the module docstring)."""
+    """A GX expectation with the meta the engine reads back (see the module docstring)."""
     meta: dict[str, Any] = {"check": check, "reason": reason, "scope": scope}
     if detail_column:
         meta["detail_column"] = detail_column

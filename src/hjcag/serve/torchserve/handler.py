@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 import hjcag
-from hjcag.serve.predictor import Batch, Outputs, Predictor, RequestError
+from hjcag.serve.predictor import Batch, Outputs, Predictor
+from hjcag.serve.request import RequestError
 
 log = logging.getLogger(__name__)
 JSON = "application/json"

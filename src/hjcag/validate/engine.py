@@ -1,47 +1,28 @@
-"""`hjcag validate` / `hjcag validate-features`: run the suites with Great Expectations and act on the result.
+"""The validation engine: run GX expectation suites, read the results back, write the report.
 
 What a run leaves in ``out_dir`` (and nothing anywhere else: GX runs in an ephemeral, in-memory context whose only
-Data Docs site is ``out_dir/data_docs``; usage statistics are off):
-
-- ``validation.json``: success, every check with its offending rows, the offending rows with their reasons, class
-  counts, the outputs written;
-- ``data_docs/index.html``: GX's own Data Docs (its styling loads from CDNs; without network the pages still read);
-- manifest runs that may continue: ``manifest.valid.parquet`` (the rows that passed), and with policy ``quarantine``
-  ``quarantine.parquet`` (the dropped rows, with a ``reasons`` column).
-
-Policy ``fail`` raises :class:`ValidationError` after writing the report when any row fails; ``quarantine`` drops
-the failing rows and continues. Table-level problems (a missing column, a check that cannot run) and a manifest with
-no valid row always raise: dropping rows cannot fix them. Validation never touches the inputs or the outputs of
-other stages; a stale ``manifest.valid.parquet`` / ``quarantine.parquet`` of an earlier run in ``out_dir`` is removed
-first, so a failed run never leaves a previous run's "valid" manifest behind.
+Data Docs site is ``out_dir/data_docs``; usage statistics are off): ``validation.json`` (success, every check with
+its offending rows, the offending rows with their reasons, class counts, the outputs written) and
+``data_docs/index.html``, GX's own Data Docs (its styling loads from CDNs; without network the pages still read).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
 import shutil
-import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from hjcag.artifacts import QUARANTINE_FILE, VALID_MANIFEST_FILE, VALIDATION_FILE
-from hjcag.data.manifest import ARROW_SCHEMA, MANIFEST_SCHEMA, conform, optional_str, read_manifest_file
-from hjcag.errors import ConfigError, DataError, HjcagError
-from hjcag.params import VALIDATION_POLICIES, MediaConfig, parse_modalities
-
-log = logging.getLogger(__name__)
+from hjcag.errors import HjcagError
 
 DOCS_DIR = "data_docs"
 MAX_LISTED = 5  # offending ids shown per check in messages (the JSON lists all)
@@ -105,7 +86,6 @@ class ValidationResult:
     success: bool
     outcome: str  # passed | quarantined | failed
     source: str
-    out_dir: Path
     report_path: Path
     data_docs_index: Path | None
     checks: list[CheckResult]
@@ -168,11 +148,10 @@ class ValidationResult:
         return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------------------------------------- GX
-
-
 @dataclass
-class _Table:
+class Table:
+    """One table GX validates: its frame, its expectations and the columns that identify an offending row."""
+
     name: str
     frame: pd.DataFrame
     expectations: list[Any]
@@ -220,7 +199,7 @@ def _context(docs_dir: Path) -> Any:
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def _run_gx(tables: Sequence[_Table], docs_dir: Path) -> list[CheckResult]:
+def run_gx(tables: Sequence[Table], docs_dir: Path) -> list[CheckResult]:
     """Validate every table (one checkpoint each, so each lists its own identifying columns) and build Data Docs."""
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
@@ -273,20 +252,20 @@ def _exception_message(info: Any) -> str | None:
     return None
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON-friendly scalars (numpy / NaN -> Python / None)."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
-def _check_result(table: _Table, r: Any, index_columns: Sequence[str]) -> CheckResult:
+def _check_result(table: Table, r: Any, index_columns: Sequence[str]) -> CheckResult:
     config = r.expectation_config
     meta = dict(config.meta or {})
     kwargs = dict(config.kwargs)
@@ -298,15 +277,15 @@ def _check_result(table: _Table, r: Any, index_columns: Sequence[str]) -> CheckR
     for entry in result.get("unexpected_index_list") or []:
         if not isinstance(entry, Mapping):
             continue
-        o = {c: _plain(entry.get(c)) for c in index_columns}
-        values = {c: _plain(entry[c]) for c in columns if c in entry and c not in index_columns}
+        o = {c: plain(entry.get(c)) for c in index_columns}
+        values = {c: plain(entry[c]) for c in columns if c in entry and c not in index_columns}
         if len(values) == 1:
             o["value"] = next(iter(values.values()))
         elif values:
             o["value"] = values
         row = entry.get("row_number")
         if detail and row is not None and detail in table.frame.columns:
-            o["detail"] = _plain(table.frame[detail].iat[int(row)])
+            o["detail"] = plain(table.frame[detail].iat[int(row)])
         offenders.append(o)
     return CheckResult(
         table=table.name,
@@ -320,7 +299,7 @@ def _check_result(table: _Table, r: Any, index_columns: Sequence[str]) -> CheckR
         unexpected_count=int(result.get("unexpected_count") or len(offenders)),
         offenders=offenders,
         error=error,
-        observed=_plain(result.get("observed_value")) if not offenders else None,
+        observed=plain(result.get("observed_value")) if not offenders else None,
     )
 
 
@@ -342,7 +321,7 @@ def _reason_text(check: CheckResult, offender: Mapping[str, Any]) -> str:
     return text
 
 
-def _offending_rows(checks: Sequence[CheckResult], keys: Sequence[str]) -> list[dict[str, Any]]:
+def offending_rows(checks: Sequence[CheckResult], keys: Sequence[str]) -> list[dict[str, Any]]:
     """Failing rows of critical row-scope checks, one entry per (table, row) with every reason."""
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for c in checks:
@@ -361,7 +340,7 @@ def _offending_rows(checks: Sequence[CheckResult], keys: Sequence[str]) -> list[
     return [rows[k] for k in sorted(rows)]
 
 
-def _table_failures(checks: Sequence[CheckResult]) -> list[str]:
+def table_failures(checks: Sequence[CheckResult]) -> list[str]:
     out = []
     for c in checks:
         if not c.critical or c.success:
@@ -373,7 +352,7 @@ def _table_failures(checks: Sequence[CheckResult]) -> list[str]:
     return out
 
 
-def _warnings(checks: Sequence[CheckResult]) -> list[str]:
+def check_warnings(checks: Sequence[CheckResult]) -> list[str]:
     out = []
     for c in checks:
         if c.critical or c.success:
@@ -383,220 +362,6 @@ def _warnings(checks: Sequence[CheckResult]) -> list[str]:
     return out
 
 
-def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_plain(payload), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------------------------- manifest
-
-
-def _load_manifest(manifest: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, Path | None]:
-    """(frame, source description, directory relative media paths are resolved against)."""
-    if isinstance(manifest, pd.DataFrame):
-        return manifest, "<DataFrame>", None
-    path = Path(manifest)
-    df = read_manifest_file(path)
-    return df, str(path), path.parent.resolve()
-
-
-def _coerce(df: pd.DataFrame) -> pd.DataFrame:
-    """Schema dtypes for the schema columns that exist (missing ones stay missing so the suite reports them)."""
-    out = df.reset_index(drop=True).copy()
-    for name, kind in MANIFEST_SCHEMA.items():
-        if name not in out.columns:
-            continue
-        if kind == "string":
-            out[name] = pd.Series([optional_str(v) for v in out[name].tolist()], dtype=object)
-            continue
-        numbers = pd.to_numeric(out[name], errors="coerce")
-        bad = numbers.isna() & out[name].map(lambda v: optional_str(v) not in (None, "")).astype(bool)
-        if bad.any():
-            ids = out.loc[bad, "utterance_id"].tolist() if "utterance_id" in out.columns else out.index[bad].tolist()
-            raise DataError(f"manifest: column '{name}' holds non-numeric values in {int(bad.sum())} row(s), first "
-                            f"{ids[:MAX_LISTED]}. Write seconds as numbers, or leave the value empty.")
-        out[name] = numbers.astype("float64")
-    return out
-
-
-def _class_counts(labels: pd.Series, label_set: Sequence[str]) -> dict[str, int]:
-    counts = labels.dropna().astype(str).value_counts()
-    ordered = {name: int(counts.get(name, 0)) for name in label_set}
-    ordered.update({str(k): int(v) for k, v in counts.items() if k not in ordered})
-    return ordered
-
-
-def _arrow_table(df: pd.DataFrame, extra: Mapping[str, Sequence[Any]] | None = None) -> pa.Table:
-    """The manifest in its arrow schema, plus any non-schema columns of `df` and the `extra` columns."""
-    table = pa.Table.from_pandas(conform(df), schema=ARROW_SCHEMA, preserve_index=False)
-    for name in df.columns:
-        if name not in MANIFEST_SCHEMA:
-            table = table.append_column(name, pa.array(df[name].tolist(), from_pandas=True))
-    for name, values in (extra or {}).items():
-        table = table.append_column(name, pa.array(list(values), from_pandas=True))
-    return table
-
-
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def _remove_stale(out_dir: Path, names: Sequence[str], keep: Path | None) -> None:
-    for name in names:
-        p = out_dir / name
-        if p.exists() and (keep is None or p.resolve() != keep):
-            p.unlink()
-
-
-def validate_manifest(
-    manifest: str | Path | pd.DataFrame,
-    label_set: Sequence[str],
-    modalities: str | Sequence[str],
-    policy: str = "fail",
-    out_dir: str | Path = "validation",
-    folds_column: str | None = None,
-    *,
-    media: MediaConfig | None = None,
-    media_root: str | Path | None = None,
-    progress: bool = False,
-) -> ValidationResult:
-    """Validate a normalised manifest (parquet/CSV/JSONL path or DataFrame) for the chosen `modalities`.
-
-    `label_set`: the dataset's labels (empty: the label check is skipped, with a warning). `media`: a
-    :class:`~hjcag.validate.media_checks.MediaConfig` (default bounds when None). Relative media paths are
-    resolved against `media_root`, else the manifest file's directory. Raises :class:`ValidationError` as the
-    module docstring describes, after writing the report.
-    """
-    from hjcag.validate.manifest_suite import INDEX_COLUMNS, manifest_expectations, prepare_frame
-    from hjcag.validate.media_checks import MEDIA_MODALITIES, check_media
-
-    started = time.perf_counter()
-    if policy not in VALIDATION_POLICIES:
-        raise ConfigError(f"validation policy '{policy}' is unknown. Use one of {', '.join(VALIDATION_POLICIES)}.")
-    mods = parse_modalities(modalities)
-    media_cfg = media if media is not None else MediaConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    raw, source, base = _load_manifest(manifest)
-    input_path = None if isinstance(manifest, pd.DataFrame) else Path(manifest).resolve()
-    _remove_stale(out, (VALID_MANIFEST_FILE, QUARANTINE_FILE), keep=input_path)
-    df = _coerce(raw)
-    frame = prepare_frame(df, folds_column)
-    root = Path(media_root) if media_root is not None else base
-    media_frame = check_media(frame, mods, media_cfg, root, progress)
-    frame = pd.concat([frame, media_frame], axis=1)
-    uses_media = any(m in MEDIA_MODALITIES for m in mods)
-    expectations = manifest_expectations(list(frame.columns), label_set, mods, folds_column,
-                                         media_cfg if uses_media else None)
-    docs_dir = out / DOCS_DIR
-    checks = _run_gx([_Table("manifest", frame, expectations, INDEX_COLUMNS)], docs_dir)
-
-    offending = _offending_rows(checks, ("utterance_id",))
-    for entry in offending:
-        entry.pop("table", None)
-    table_failures = _table_failures(checks)
-    notes = _warnings(checks)
-    if not label_set:
-        notes.append("no label set configured for this dataset (params datasets.<name>.labels): labels not checked")
-    labels = df["label"] if "label" in df.columns else pd.Series([], dtype=object)
-    success = not offending and not table_failures
-    bad = {e["row_number"] for e in offending}
-    valid_path = quarantine_path = None
-    valid_rows: int | None = None
-    outcome = "passed" if success else "failed"
-    if not table_failures and (success or (policy == "quarantine" and len(bad) < len(df))):
-        keep = [i for i in range(len(df)) if i not in bad]
-        clean = df.iloc[keep].reset_index(drop=True)
-        valid_path = out / VALID_MANIFEST_FILE
-        _write_parquet(_arrow_table(clean), valid_path)
-        valid_rows = len(clean)
-        if bad:
-            outcome = "quarantined"
-            quarantine_path = out / QUARANTINE_FILE
-            rows = [e["row_number"] for e in offending]
-            dropped = df.iloc[rows].reset_index(drop=True)
-            _write_parquet(_arrow_table(dropped, {
-                "row_number": rows,
-                "reasons": ["; ".join(e["reasons"]) for e in offending],
-                "checks": [",".join(e["checks"]) for e in offending],
-            }), quarantine_path)
-    result = ValidationResult(
-        kind="manifest", success=success, outcome=outcome, source=source, out_dir=out,
-        report_path=out / VALIDATION_FILE, data_docs_index=_docs_index(docs_dir), checks=checks,
-        offending_rows=offending, table_failures=table_failures, rows=len(df), warnings=notes,
-        class_counts=_class_counts(labels, label_set), policy=policy, valid_manifest_path=valid_path,
-        quarantine_path=quarantine_path, valid_rows=valid_rows,
-        extra={"modalities": list(mods), "label_set": list(label_set), "folds_column": folds_column,
-               "media": asdict(media_cfg) if uses_media else None},
-    )
-    if valid_path is not None and bad:
-        result.extra["class_counts_valid"] = _class_counts(clean["label"], label_set)
-    result.elapsed_s = time.perf_counter() - started
-    _write_json(result.report_path, result.to_dict())
-    if outcome == "failed":
-        raise ValidationError(_failure_message(result), result)
-    log.info("manifest validation %s in %.1f s: %s", outcome, result.elapsed_s, result.report_path)
-    return result
-
-
-def _docs_index(docs_dir: Path) -> Path | None:
+def docs_index(docs_dir: Path) -> Path | None:
     index = docs_dir / "index.html"
     return index if index.is_file() else None
-
-
-def _failure_message(result: ValidationResult) -> str:
-    why = ""
-    if result.table_failures:
-        why = " (table-level problems cannot be quarantined)"
-    elif result.policy == "quarantine":
-        why = " (no valid row would be left)"
-    hint = (" Fix the rows, or re-run with --policy quarantine to drop them and continue."
-            if result.policy == "fail" and not result.table_failures else "")
-    return (f"validation failed{why}; nothing downstream should run.{hint}\n{result.summary()}")
-
-
-# ----------------------------------------------------------------------------------------------------- features
-
-
-def validate_features(
-    npz_path: str | Path,
-    expected_dims: Mapping[str, int] | None,
-    out_dir: str | Path,
-    *,
-    raise_on_failure: bool = True,
-) -> ValidationResult:
-    """Validate an extracted features .npz: widths as `expected_dims` ({'t': 1024, ...}; None = not checked),
-    finite values, no all-constant feature column. Raises :class:`ValidationError` (after writing the report) when
-    a check fails and `raise_on_failure`; the features file itself is never modified."""
-    from hjcag.validate.features_suite import feature_tables, load_arrays, normalise_dims
-
-    started = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ids, arrays = load_arrays(npz_path)
-    dims = normalise_dims(expected_dims)
-    tables = [_Table(t.name, t.frame, t.expectations, t.index_columns)
-              for t in feature_tables(ids, arrays, dims)]
-    docs_dir = out / DOCS_DIR
-    checks = _run_gx(tables, docs_dir)
-    offending = _offending_rows(checks, ("utterance_id", "modality", "feature_index"))
-    table_failures = _table_failures(checks)
-    notes = _warnings(checks)
-    if not dims:
-        notes.append("no expected feature widths given: dimensions not checked")
-    success = not offending and not table_failures
-    result = ValidationResult(
-        kind="features", success=success, outcome="passed" if success else "failed", source=str(npz_path),
-        out_dir=out, report_path=out / VALIDATION_FILE, data_docs_index=_docs_index(docs_dir), checks=checks,
-        offending_rows=offending, table_failures=table_failures, rows=len(ids), warnings=notes,
-        extra={"expected_dims": dims, "shapes": {k: list(v.shape) for k, v in arrays.items()}},
-    )
-    result.elapsed_s = time.perf_counter() - started
-    _write_json(result.report_path, result.to_dict())
-    log.info("features validation %s in %.1f s: %s", result.outcome, result.elapsed_s, result.report_path)
-    if not success and raise_on_failure:
-        raise ValidationError(f"features validation failed; do not train on this file.\n{result.summary()}", result)
-    return result

@@ -1,0 +1,53 @@
+"""`hjcag validate-features`: the checks of an extracted features file (widths, finite values, constant columns)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from hjcag.artifacts import VALIDATION_FILE, write_json
+from hjcag.validate import engine
+from hjcag.validate.engine import ValidationError, ValidationResult
+
+log = logging.getLogger(__name__)
+
+
+def validate_features(
+    npz_path: str | Path,
+    expected_dims: Mapping[str, int] | None,
+    out_dir: str | Path,
+    *,
+    raise_on_failure: bool = True,
+) -> ValidationResult:
+    """Validate an extracted features .npz: widths as `expected_dims` ({'t': 1024, ...}; None = not checked),
+    finite values, no all-constant feature column. Raises :class:`ValidationError` (after writing the report) when
+    a check fails and `raise_on_failure`; the features file itself is never modified."""
+    from hjcag.validate.features_suite import feature_tables, load_arrays, normalise_dims
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ids, arrays = load_arrays(npz_path)
+    dims = normalise_dims(expected_dims)
+    docs_dir = out / engine.DOCS_DIR
+    checks = engine.run_gx(feature_tables(ids, arrays, dims), docs_dir)
+    offending = engine.offending_rows(checks, ("utterance_id", "modality", "feature_index"))
+    failures = engine.table_failures(checks)
+    notes = engine.check_warnings(checks)
+    if not dims:
+        notes.append("no expected feature widths given: dimensions not checked")
+    success = not offending and not failures
+    result = ValidationResult(
+        kind="features", success=success, outcome="passed" if success else "failed", source=str(npz_path),
+        report_path=out / VALIDATION_FILE, data_docs_index=engine.docs_index(docs_dir), checks=checks,
+        offending_rows=offending, table_failures=failures, rows=len(ids), warnings=notes,
+        extra={"expected_dims": dims, "shapes": {k: list(v.shape) for k, v in arrays.items()}},
+    )
+    result.elapsed_s = time.perf_counter() - started
+    write_json(result.report_path, engine.plain(result.to_dict()))
+    log.info("features validation %s in %.1f s: %s", result.outcome, result.elapsed_s, result.report_path)
+    if not success and raise_on_failure:
+        raise ValidationError(f"features validation failed; do not train on this file.\n{result.summary()}", result)
+    return result
