@@ -185,7 +185,9 @@ def tune(features: str | Path, out: str | Path, params: Params, modalities: str 
     """Optuna search over ``tune.space`` scored on each fold's validation split (never a test fold) -> out/best.yaml
     and out/study.json; resumes the study when it exists. With `params_path`, the best values become the profile
     `profile_name` (default ``<profile>-tuned``) in that params file. Returns the study's summary."""
-    from hjcag.train.tune import MlflowTracker, Tracker, default_study_name, run_tuning, write_profile
+    from hjcag.registry.tracking import tracking_uri
+    from hjcag.registry.tuning import MlflowTracker
+    from hjcag.train.tune import Tracker, default_study_name, run_tuning, write_profile
 
     fs = load_features(features, params)
     chosen = parse_modalities(modalities) if modalities else fs.modalities
@@ -193,7 +195,8 @@ def tune(features: str | Path, out: str | Path, params: Params, modalities: str 
     profile_name = (profile_name or f"{params.profile}-tuned") if params_path is not None else None
     tracker = MlflowTracker(params, name, experiment) if track else Tracker()
     summary = run_tuning(fs, params, chosen, params.model.name, out, trials=trials, minutes=minutes,
-                         study_name=name, storage=storage, tracker=tracker, profile_name=profile_name)
+                         study_name=name, storage=storage, tracker=tracker, profile_name=profile_name,
+                         tracking_uri=tracking_uri())
     if params_path is not None and profile_name is not None:
         best = summary["best"]
         write_profile(params_path, profile_name, params.profile, best["overrides"],

@@ -8,8 +8,8 @@ epoch early stopping keeps, averaged over folds. The test rows of a fold are nev
   command loads the study (``load_if_exists``) and only tops the budget up (finished = complete + pruned trials).
 - Pruning: after every epoch the trial reports the running score (finished folds' scores and the current fold's
   best so far) at step ``fold position x EPOCH_STRIDE + epoch``, so all trials compare the same fold and epoch.
-- MLflow: one parent run per study (tag ``hjcag.kind=tune``), a nested run per trial with its values, its
-  per-epoch running score and its state (FINISHED, KILLED when pruned, FAILED).
+- MLflow (through a :class:`Tracker`, :mod:`hjcag.registry.tuning`): one parent run per study, a nested run per
+  trial with its values, its per-epoch running score and its state (FINISHED, KILLED when pruned, FAILED).
 - Output: ``<out>/best.yaml`` (the best values as section overrides), ``<out>/study.json`` (every trial), and
   :func:`write_profile` puts the best values into params.yaml as a profile ``hjcag train --profile`` reads.
 """
@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import re
-import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,8 +55,6 @@ EPOCH_STRIDE = 100_000  # pruning step = fold position x EPOCH_STRIDE + epoch (n
 HEARTBEAT_S = 60  # a trial whose process died is marked failed after GRACE_S without a heartbeat
 GRACE_S = 180
 PROFILE_SECTIONS = ("model", "features", "validation", "train", "gates")  # dvc.yaml tracks each per profile
-TAG_KIND, TAG_STUDY, TAG_TRIAL, TAG_STATE = "hjcag.kind", "hjcag.study", "hjcag.trial", "hjcag.trial_state"
-PARENT_TAG = "mlflow.parentRunId"
 IDENTITY_ATTR = "hjcag_identity"
 
 
@@ -210,7 +208,7 @@ class Objective:
 
 
 class Tracker:
-    """No tracking; :class:`MlflowTracker` logs to MLflow."""
+    """Where trials are recorded: nowhere (this class), or MLflow (:class:`hjcag.registry.tuning.MlflowTracker`)."""
 
     def start_trial(self, number: int, values: Mapping[str, Any]) -> str | None:
         return None
@@ -223,91 +221,14 @@ class Tracker:
 
     def finish(self, summary: Mapping[str, Any], files: Sequence[Path], failed: bool = False) -> None:
         return None
-
-
-_RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
-
-
-class MlflowTracker(Tracker):
-    """A parent run per study (found again when the study resumes) and a nested run per trial."""
-
-    def __init__(self, params: Params, study: str, experiment: str | None = None) -> None:
-        from hjcag.registry.tracking import experiment_name, get_client, get_or_create_experiment, quiet_mlflow
-
-        self._quiet = quiet_mlflow
-        self.client = get_client()
-        self.metric = params.tune.metric
-        with quiet_mlflow():
-            self.experiment_id = get_or_create_experiment(self.client, experiment_name(params, experiment))
-            found = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'tune' and tags.`{TAG_STUDY}` = '{study}'",
-                order_by=["attributes.start_time ASC"], max_results=1)
-            if found:
-                self.parent = found[0].info.run_id
-                self.client.update_run(self.parent, status="RUNNING")
-            else:
-                self.parent = self.client.create_run(self.experiment_id, run_name=f"tune-{study}",
-                                                     tags={TAG_KIND: "tune", TAG_STUDY: study}).info.run_id
-        self.study = study
-
-    def start_trial(self, number: int, values: Mapping[str, Any]) -> str | None:
-        from mlflow.entities import Param
-
-        with self._quiet():
-            run = self.client.create_run(self.experiment_id, run_name=f"trial_{number}", tags={
-                PARENT_TAG: self.parent, TAG_KIND: "tune-trial", TAG_STUDY: self.study, TAG_TRIAL: str(number)})
-            self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in values.items()])
-        return str(run.info.run_id)
-
-    def step(self, run_id: str | None, step: int, value: float) -> None:
-        if run_id is not None and math.isfinite(value):
-            with self._quiet():
-                self.client.log_metric(run_id, f"running_{self.metric}", value, step=step)
-
-    def end_trial(self, run_id: str | None, state: str, value: float | None, fold_scores: Sequence[float]) -> None:
-        from mlflow.entities import Metric
-
-        if run_id is None:
-            return
-        now = int(time.time() * 1000)
-        metrics = [Metric(f"fold_{self.metric}", float(s), now, i) for i, s in enumerate(fold_scores)]
-        if value is not None:
-            metrics.append(Metric(self.metric, value, now, 0))
-        with self._quiet():
-            if metrics:
-                self.client.log_batch(run_id, metrics=metrics)
-            self.client.set_tag(run_id, TAG_STATE, state)
-            self.client.set_terminated(run_id, _RUN_STATUS[state])
-
-    def finish(self, summary: Mapping[str, Any], files: Sequence[Path], failed: bool = False) -> None:
-        from mlflow.entities import Metric, Param
-
-        best = summary.get("best") or {}
-        with self._quiet():
-            if best:
-                now = int(time.time() * 1000)
-                self.client.log_batch(self.parent, metrics=[Metric(f"best_{self.metric}", best["value"], now,
-                                                                   int(summary["finished"]))])
-                self.client.set_tag(self.parent, "hjcag.best_trial", str(best["trial"]))
-                self.client.set_tag(self.parent, "hjcag.best_params", json.dumps(best["params"], sort_keys=True))
-                if not self.client.get_run(self.parent).data.params:
-                    self.client.log_batch(self.parent, params=[Param("tune.metric", self.metric),
-                                                               Param("tune.study", self.study)])
-            for path in files:
-                if path.exists():
-                    self.client.log_artifact(self.parent, str(path), "tune")
-            self.client.set_terminated(self.parent, "FAILED" if failed else "FINISHED")
 
 
 # ---------------------------------------------------------------- the study
 
 
-def default_storage(out: Path) -> str:
-    """``optuna.db`` beside the MLflow SQLite store (``MLFLOW_TRACKING_URI``, default ``sqlite:///mlruns.db``);
-    with a tracking server, ``<out>/optuna.db``."""
-    from hjcag.registry.tracking import tracking_uri
-
-    uri = tracking_uri()
+def default_storage(out: Path, uri: str) -> str:
+    """``optuna.db`` beside the MLflow SQLite store of tracking URI `uri`; with a tracking server,
+    ``<out>/optuna.db``."""
     if uri.startswith("sqlite:///"):
         db = Path(unquote(uri[len("sqlite:///"):].split("?", 1)[0]))
         return f"sqlite:///{db.absolute().parent / STORAGE_FILE}"
@@ -369,12 +290,15 @@ def open_study(name: str, storage: str, params: Params, identity: str) -> optuna
 
 def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
     if url.startswith("sqlite:///"):
         Path(unquote(url[len("sqlite:///"):])).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except Exception as exc:  # a malformed URL or an unreachable database
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what makes resuming safe
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    except (ValueError, ImportError, SQLAlchemyError) as exc:  # a malformed URL or an unreachable database
         raise ConfigError(f"cannot open the Optuna storage '{url}': {exc}. Pass --storage sqlite:///PATH.db.") from exc
 
 
@@ -555,11 +479,11 @@ def _block(name: str, body: Mapping[str, Any], comment: str, indent: str) -> lis
 
 def run_tuning(fs: FeatureSet, params: Params, modalities: Sequence[str], model_name: str, out: str | Path, *,
                trials: int | None = None, minutes: float | None = None, study_name: str | None = None,
-               storage: str | None = None, tracker: Tracker | None = None, profile_name: str | None = None
-               ) -> dict[str, Any]:
+               storage: str | None = None, tracker: Tracker | None = None, profile_name: str | None = None,
+               tracking_uri: str = "sqlite:///mlruns.db") -> dict[str, Any]:
     """Run (or resume) the study until `trials` (default tune.trials) are finished or `minutes` (default
     tune.minutes) have passed; write `out`/best.yaml and `out`/study.json (naming `profile_name`, the profile the
-    caller writes); return the summary."""
+    caller writes); return the summary. The study lives in `storage`, default :func:`default_storage`."""
     if model_name not in MODEL_NAMES:
         raise ConfigError(f"unknown model '{model_name}'. Choose one of {list(MODEL_NAMES)}.")
     modalities = parse_modalities(tuple(modalities))
@@ -569,7 +493,7 @@ def run_tuning(fs: FeatureSet, params: Params, modalities: Sequence[str], model_
     space = search_space(params)
     trials = params.tune.trials if trials is None else trials
     minutes = params.tune.minutes if minutes is None else minutes
-    storage = storage or default_storage(out)
+    storage = storage or default_storage(out, tracking_uri)
     name = study_name or default_study_name(params, model_name, modalities)
     tracker = tracker or Tracker()
     with _quiet_optuna():
