@@ -48,7 +48,7 @@ def test_compiled_pipeline_requests_gpus_and_cluster_settings() -> None:
     spec, platform = doc[0], doc[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     resources = {name: ex["container"].get("resources", {}) for name, ex in spec["deploymentSpec"]["executors"].items()}
     gpu = sorted(n for n, r in resources.items() if r.get("accelerator", {}).get("resourceType") == "nvidia.com/gpu")
-    assert gpu == ["exec-features", "exec-train-fold", "exec-tune"]
+    assert gpu == ["exec-features", "exec-train-fold"]
     assert platform["exec-train-fold"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
     assert platform["exec-features"]["pvcMount"][0]["mountPath"] == "/data"
     assert platform["exec-register"]["secretAsEnv"][0]["secretName"] == "hjcag-mlflow"

@@ -1,9 +1,5 @@
-"""The KFP training pipeline: raw data -> prepare -> validate -> features -> tune (only with tune_trials > 0) ->
-the folds in parallel -> evaluate -> gate -> (only when the gate passes) register -> package -> deploy.
-
-With ``tune_trials > 0`` the tune step searches ``tune.space`` on the folds' validation splits and every step after
-it trains, gates, registers and packages with the tuned profile (``<profile>-tuned``); with 0 it passes the params
-through unchanged.
+"""The KFP training pipeline: raw data -> prepare -> validate -> features -> the folds in parallel -> evaluate ->
+gate -> (only when the gate passes) register -> package -> deploy.
 
 Cluster settings (ignored by ``kfp.local``, which warns about the accelerator and never sees the kfp-kubernetes
 platform spec): features and training request one ``nvidia.com/gpu`` and land on GPU nodes; the data PVC
@@ -66,14 +62,10 @@ def training_pipeline(
     model_image: str = "",
     namespace: str = "hjcag",
     deploy_dry_run: bool = False,
-    tune_trials: int = 0,
-    tune_storage: str = "",
 ) -> None:
     """params_yaml: the text of a params.yaml (empty: the one in the image); profile: its profile (empty: the
     file's). source_dir: the dataset on the data PVC, e.g. /data/MELD.Raw (empty: generate the demo dataset).
-    deploy_target: torchserve (init-container image; needs model_image) | torchserve-pvc | kserve.
-    tune_trials: > 0 runs `hjcag tune` with that many trials first and trains the tuned profile; tune_storage: the
-    Optuna storage URL (empty: a SQLite file in the tune step's output, so a new pipeline run starts a new study)."""
+    deploy_target: torchserve (init-container image; needs model_image) | torchserve-pvc | kserve."""
     p = {"params_yaml": params_yaml, "profile": profile}
     raw = _with_data(c.raw_data(source_dir=source_dir, demo_size=demo_size, **p))
     manifest = _with_data(c.prepare(raw=raw.outputs["raw"], dataset_kind=dataset_kind, modalities=modalities, **p))
@@ -81,9 +73,6 @@ def training_pipeline(
     feats = _on_gpu(_with_data(c.features(raw=raw.outputs["raw"], validated=validated.outputs["validated"],
                                           modalities=modalities, standin=standin_features, cache_dir=feature_cache,
                                           **p)))
-    tuned = _on_gpu(_with_mlflow(c.tune(features=feats.outputs["features"], trials=tune_trials, modalities=modalities,
-                                        storage=tune_storage, experiment=experiment, **p)))
-    p = {"params_yaml": tuned.outputs["params_yaml"], "profile": tuned.outputs["profile"]}
     folds = c.plan_folds(features=feats.outputs["features"], **p)
     with dsl.ParallelFor(folds.output, name="folds") as fold:
         trained = _on_gpu(c.train_fold(features=feats.outputs["features"], fold=fold, modalities=modalities, **p))
