@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo demo-ablation pipeline test lint format bench clean
+.PHONY: install demo demo-ablation tune pipeline test lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ demo: install
 # Quick look without DVC: Table 4 ablations and the baselines on stand-in features.
 demo-ablation: install
 	$(BIN)/hjcag demo --out $(DEMO_OUT)
+
+# Optional, not part of `dvc repro`: Optuna search on the features `make demo` extracted, scored on each fold's
+# validation split; writes build/tune/ and the profile `<profile>-tuned` into params.yaml (README "Tuning").
+TUNE_ARGS ?=
+tune: install
+	$(BIN)/hjcag tune --features build/features/features.npz --out build/tune $(TUNE_ARGS)
 
 # Compile the KFP pipeline (commit the result; tests/test_kfp_pipeline.py checks it is current).
 pipeline: install

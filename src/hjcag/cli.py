@@ -84,6 +84,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    params = _params(args)
+    if args.model or args.protocol:
+        params = params.with_overrides(model={"name": args.model or params.model.name},
+                                       train={"protocol": args.protocol} if args.protocol else {})
+    summary = stages.tune(args.features, args.out, params, args.modalities, trials=args.trials, minutes=args.minutes,
+                          study=args.study, storage=args.storage, track=not args.no_track,
+                          experiment=args.experiment, params_path=None if args.no_profile else args.params,
+                          profile_name=args.write_profile)
+    best, out = summary["best"], Path(args.out)
+    counts = {s: sum(t["state"] == s for t in summary["trials"]) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    print(f"study '{summary['study']}': {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} "
+          f"failed trial(s); best trial {best['trial']}: {summary['metric']} {best['value']:.4f} on the folds' "
+          f"validation splits -> {out / 'best.yaml'}, {out / 'study.json'}")
+    if summary.get("profile"):
+        print(f"train with it: hjcag train --profile {summary['profile']} --params {args.params} ...")
+    return 0
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     params = _params(args)
     if args.protocol:
@@ -260,6 +279,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params_options(p)
     _add_labels_option(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="Optuna search over tune.space on each fold's validation split (never a test "
+                       "fold); the best values become a profile")
+    p.add_argument("--features", required=True, help="features .npz (or DialogueRNN-style .pkl)")
+    p.add_argument("--out", default="build/tune", help="directory for best.yaml and study.json (default: build/tune)")
+    p.add_argument("--trials", type=int, default=None, help="finished trials the study should hold (default: "
+                   "tune.trials); a re-run resumes and runs only the missing ones")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of this run (default: tune.minutes)")
+    p.add_argument("--study", default=None, help="study name (default: <profile>-<model>-<modalities>)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: optuna.db beside the MLflow "
+                   "SQLite store)")
+    p.add_argument("--write-profile", default=None, metavar="NAME",
+                   help="profile the best values are written to in --params (default: <profile>-tuned)")
+    p.add_argument("--no-profile", action="store_true", help="write only best.yaml / study.json, not params.yaml")
+    p.add_argument("--no-track", action="store_true", help="no MLflow runs")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: hjcag-<dataset>)")
+    p.add_argument("--protocol", choices=["cv5", "holdout"], default=None, help="default: params train.protocol")
+    p.add_argument("--modalities", default=None, help="subset of t,a,v (default: all in the file)")
+    p.add_argument("--model", choices=["hjcag", "concat", "late", "mult"], default=None)
+    _add_params_options(p)
+    _add_labels_option(p)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("ablate", help="the paper's Table 4 configurations on the same folds")
     p.add_argument("--features", required=True)

@@ -22,6 +22,9 @@ MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 GROUP_BY = ("dialogue", "session")  # features.group_by: what a fold keeps together
 VALIDATION_POLICIES = ("fail", "quarantine")
+TUNE_METRICS = {"val_weighted_f1": "maximize", "val_loss": "minimize"}  # tune.metric -> its direction
+TUNE_PRUNERS = ("median", "none")
+TUNABLE_SECTIONS = ("model", "train")  # what a tune.space key may point into (Params.with_overrides takes them)
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,109 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class SearchDimension:
+    """One ``tune.space`` entry: a dotted key into a params section and either ``choices`` or a range
+    ``low``..``high`` (``log`` for a log scale, ``step`` for a grid; ints when low, high and step are ints)."""
+
+    key: str
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+
+    @property
+    def section(self) -> str:
+        return self.key.split(".", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split(".", 1)[1]
+
+    @property
+    def is_int(self) -> bool:
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step)
+                   if v is not None)
+
+    @classmethod
+    def from_spec(cls, key: str, spec: Any) -> SearchDimension:
+        where = f"tune.space['{key}']"
+        section, dot, name = str(key).partition(".")
+        if not dot or not name or section not in TUNABLE_SECTIONS:
+            raise ConfigError(f"params: {where}: a key is SECTION.FIELD with SECTION one of "
+                              f"{list(TUNABLE_SECTIONS)}, e.g. train.lr.")
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"params: {where} is {spec!r}; give {{choices: [...]}} or {{low: X, high: Y}}.")
+        unknown = sorted(set(spec) - {"choices", "low", "high", "log", "step"})
+        if unknown:
+            raise ConfigError(f"params: {where} has unknown key(s) {unknown}; use choices, or low/high/log/step.")
+        if "choices" in spec:
+            return cls._categorical(key, spec, where)
+        return cls._range(key, spec, where)
+
+    @classmethod
+    def _categorical(cls, key: str, spec: Mapping[str, Any], where: str) -> SearchDimension:
+        choices = spec["choices"]
+        if set(spec) != {"choices"} or not isinstance(choices, list) or not choices:
+            raise ConfigError(f"params: {where}: 'choices' is a non-empty list and comes alone (no low/high).")
+        bad = [c for c in choices if c is not None and not isinstance(c, bool | int | float | str)]
+        if bad:
+            raise ConfigError(f"params: {where}: choices must be numbers, strings, booleans or null (got {bad}).")
+        return cls(key, choices=tuple(choices))
+
+    @classmethod
+    def _range(cls, key: str, spec: Mapping[str, Any], where: str) -> SearchDimension:
+        low, high, step, log = spec.get("low"), spec.get("high"), spec.get("step"), spec.get("log", False)
+        numbers = [v for v in (low, high, step) if v is not None]
+        if low is None or high is None or any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
+            raise ConfigError(f"params: {where} needs numeric 'low' and 'high' (or a 'choices' list).")
+        if not low <= high:
+            raise ConfigError(f"params: {where}: low ({low}) is above high ({high}).")
+        if not isinstance(log, bool) or (log and (low <= 0 or step is not None)):
+            raise ConfigError(f"params: {where}: 'log' is true or false, needs low > 0 and no 'step'.")
+        if step is not None and step <= 0:
+            raise ConfigError(f"params: {where}: 'step' must be > 0.")
+        return cls(key, low=low, high=high, log=log, step=step)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The ``tune:`` section: the budget, the objective and the search space of ``hjcag tune``."""
+
+    trials: int | None = 20  # finished (complete or pruned) trials the study should hold
+    minutes: float | None = None  # wall-clock budget of one invocation; null = none
+    metric: str = "val_weighted_f1"  # on each fold's validation split: val_weighted_f1 (max) | val_loss (min)
+    pruner: str = "median"  # median | none
+    startup_trials: int = 5  # trials that are never pruned (the median needs some history)
+    warmup_epochs: int = 3  # epochs of a trial's first fold that are never pruned
+    space: tuple[SearchDimension, ...] = ()
+
+    @property
+    def direction(self) -> str:
+        return TUNE_METRICS[self.metric]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> TuneConfig:
+        values = dict(values or {})
+        _check_keys(values, cls, "tune")
+        space = values.pop("space", None) or {}
+        if not isinstance(space, Mapping):
+            raise ConfigError("params: tune.space is a mapping of SECTION.FIELD keys to {choices: [...]} or "
+                              "{low: X, high: Y, log: true}.")
+        config = cls(**values, space=tuple(SearchDimension.from_spec(k, v) for k, v in space.items()))
+        if config.metric not in TUNE_METRICS:
+            raise ConfigError(f"params: tune.metric is '{config.metric}'; use one of {list(TUNE_METRICS)}.")
+        if config.pruner not in TUNE_PRUNERS:
+            raise ConfigError(f"params: tune.pruner is '{config.pruner}'; use one of {list(TUNE_PRUNERS)}.")
+        if (config.trials is not None and config.trials < 0) or (config.minutes is not None and config.minutes <= 0):
+            raise ConfigError("params: tune.trials must be >= 0 and tune.minutes > 0 (or null for no limit).")
+        return config
+
+    def replace(self, **changes: Any) -> TuneConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
 class Params:
     profile: str
     dataset: str
@@ -174,6 +280,7 @@ class Params:
     features: FeaturesConfig
     validation: ValidationConfig
     raw: dict[str, Any]
+    tune: TuneConfig = field(default_factory=TuneConfig)
     labels_given: bool = False  # labels set on the command line (--labels): the data may hold more classes
 
     def with_labels(self, labels: Sequence[str]) -> Params:
@@ -267,6 +374,7 @@ def params_from_dict(raw: dict[str, Any], profile: str | None = None, source: st
         features=FeaturesConfig.from_dict(merged.get("features") or {}, seq_len=model.seq_len, seed=seed),
         validation=ValidationConfig.from_dict(merged.get("validation")),
         raw=merged,
+        tune=TuneConfig.from_dict(merged.get("tune")),
     )
 
 

@@ -5,7 +5,8 @@ all call these. Each takes paths and typed :class:`~hjcag.params.Params` and ret
 layout is :mod:`hjcag.artifacts`. A stage raises :class:`~hjcag.errors.HjcagError` for anything a user can fix.
 
     demo_data -> prepare -> validate -> features | standin_features -> validate_features -> train -> evaluate
-              -> gate -> register -> package          (plus finetune_text, plan_folds / merge_folds, ablate)
+              -> gate -> register -> package          (plus finetune_text, plan_folds / merge_folds, ablate,
+                                                       and tune before train)
 """
 
 from __future__ import annotations
@@ -215,6 +216,35 @@ def refuse_finetuned_text_outside_holdout(features: str | Path, params: Params) 
             f"({text['finetuned'].get('train_rows')} rows, `hjcag finetune-text`); protocol "
             f"'{params.train.protocol}' would test on rows the encoder was trained on. Use --protocol holdout "
             "(train rows train, dev selects, test is reported), or extract with the pre-trained encoder.")
+
+
+def tune(features: str | Path, out: str | Path, params: Params, modalities: str | None = None,
+         trials: int | None = None, minutes: float | None = None, study: str | None = None,
+         storage: str | None = None, track: bool = True, experiment: str | None = None,
+         params_path: str | Path | None = None, profile_name: str | None = None) -> dict[str, Any]:
+    """Optuna search over ``tune.space`` scored on each fold's validation split (never a test fold) -> out/best.yaml
+    and out/study.json; resumes the study when it exists. With `params_path`, the best values become the profile
+    `profile_name` (default ``<profile>-tuned``) in that params file. Returns the study's summary."""
+    from hjcag.registry.tracking import tracking_uri
+    from hjcag.registry.tuning import MlflowTracker
+    from hjcag.train.tune import Tracker, default_study_name, run_tuning, write_profile
+
+    fs = load_features(features, params)
+    chosen = parse_modalities(modalities) if modalities else fs.modalities
+    if "t" in chosen:
+        refuse_finetuned_text_outside_holdout(features, params)
+    name = study or default_study_name(params, params.model.name, chosen)
+    profile_name = (profile_name or f"{params.profile}-tuned") if params_path is not None else None
+    tracker = MlflowTracker(params, name, experiment) if track else Tracker()
+    summary = run_tuning(fs, params, chosen, params.model.name, out, trials=trials, minutes=minutes,
+                         study_name=name, storage=storage, tracker=tracker, profile_name=profile_name,
+                         tracking_uri=tracking_uri())
+    if params_path is not None and profile_name is not None:
+        best = summary["best"]
+        write_profile(params_path, profile_name, params.profile, best["overrides"],
+                      comment=f"study {name}, trial {best['trial']}, {params.tune.metric} {best['value']:.4f}")
+        log.info("profile '%s' written to %s: hjcag train --profile %s", profile_name, params_path, profile_name)
+    return summary
 
 
 def merge_folds(fold_runs: Sequence[str | Path], run_dir: str | Path) -> Path:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_OUT = Path("pipelines/hjcag_training.yaml")
+TUNING_OUT = Path("pipelines/hjcag_tuning.yaml")
 DEFAULT_COMPONENTS_DIR = Path("components")
 
 
@@ -23,6 +24,18 @@ def compile_pipeline(out: str | Path = DEFAULT_OUT) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(training_pipeline, str(out))
+    return out
+
+
+def compile_tuning_pipeline(out: str | Path = TUNING_OUT) -> Path:
+    """The optional tuning pipeline (:mod:`hjcag.pipeline.tuning`), whose outputs feed the training pipeline."""
+    from kfp import compiler
+
+    from hjcag.pipeline.tuning import tuning_pipeline
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(tuning_pipeline, str(out))
     return out
 
 
@@ -49,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"where each component's spec goes (default: {DEFAULT_COMPONENTS_DIR}/)")
     args = parser.parse_args(argv)
     print(f"compiled the KFP pipeline to {compile_pipeline(args.out)}")
+    print(f"compiled the KFP tuning pipeline to {compile_tuning_pipeline(Path(args.out).with_name(TUNING_OUT.name))}")
     specs = compile_components(args.components_dir)
     print(f"compiled {len(specs)} component specs to {args.components_dir}/")
     return 0

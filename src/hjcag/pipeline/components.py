@@ -80,6 +80,29 @@ def features(raw: Input[Dataset], validated: Input[Dataset], params_yaml: str, p
 
 
 @component
+def tune(features: Input[Dataset], params_yaml: str, profile: str, trials: int, modalities: str, storage: str,
+         experiment: str, study: Output[Artifact]) -> NamedTuple("Tuned", [("params_yaml", str), ("profile", str)]):
+    """`hjcag tune --trials N` on each fold's validation split; returns the params text with the best values as the
+    profile ``<profile>-tuned`` and that profile's name, which the training steps then take. `trials` <= 0: no
+    tuning, the params and profile pass through unchanged."""
+    from collections import namedtuple
+
+    from hjcag import artifacts, stages
+    from hjcag.pipeline import io
+
+    tuned = namedtuple("Tuned", ["params_yaml", "profile"])
+    if trials <= 0:
+        study.metadata["trials"] = 0
+        return tuned(params_yaml, profile)
+    params, path = io.resolve_params(params_yaml, profile)
+    summary = stages.tune(f"{features.path}/{artifacts.FEATURES_FILE}", study.path, params, modalities or None,
+                          trials=trials, storage=storage or None, experiment=experiment or None, params_path=path)
+    study.metadata.update({"trials": trials, "study": summary["study"], "profile": summary["profile"],
+                           "best_value": summary["best"]["value"], "best_trial": summary["best"]["trial"]})
+    return tuned(path.read_text(encoding="utf-8"), summary["profile"])
+
+
+@component
 def plan_folds(features: Input[Dataset], params_yaml: str, profile: str) -> list[int]:
     """The fold indices of the protocol in params (train.protocol, train.folds): what runs in parallel."""
     from hjcag import artifacts, stages
@@ -178,4 +201,5 @@ def deploy(mar: Input[Model], target: str, namespace: str, model_image: str, dry
 
 # Every stage's component, in pipeline order: `make pipeline` also writes each one's spec to components/<name>.yaml,
 # for pipelines of your own (kfp.components.load_component_from_file).
-ALL = (raw_data, prepare, validate, features, plan_folds, train_fold, evaluate, gate, register, package, deploy)
+ALL = (raw_data, prepare, validate, features, tune, plan_folds, train_fold, evaluate, gate, register, package,
+       deploy)

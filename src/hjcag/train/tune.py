@@ -1,0 +1,524 @@
+"""``hjcag tune``: an Optuna search over ``tune.space`` whose objective never sees a test fold.
+
+A trial trains every fold of ``train.protocol`` on the fold's *training* part and scores it on the fold's
+*validation* split (carved from the training part by group, :mod:`hjcag.train.folds`): ``tune.metric`` at the
+epoch early stopping keeps, averaged over folds. The test rows of a fold are never indexed.
+
+- Storage: an Optuna RDB study, by default ``optuna.db`` beside the MLflow SQLite store; re-running the same
+  command loads the study (``load_if_exists``) and only tops the budget up (finished = complete + pruned trials).
+- Pruning: after every epoch the trial reports the running score (finished folds' scores and the current fold's
+  best so far) at step ``fold position x EPOCH_STRIDE + epoch``, so all trials compare the same fold and epoch.
+- MLflow (through a :class:`Tracker`, :mod:`hjcag.registry.tuning`): one parent run per study, a nested run per
+  trial with its values, its per-epoch running score and its state (FINISHED, KILLED when pruned, FAILED).
+- Output: ``<out>/best.yaml`` (the best values as section overrides), ``<out>/study.json`` (every trial), and
+  :func:`write_profile` puts the best values into params.yaml as a profile ``hjcag train --profile`` reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import numpy as np
+import torch
+import yaml
+
+from hjcag.artifacts import write_json
+from hjcag.data.features_file import FeatureSet
+from hjcag.device import resolve_device, torch_threads
+from hjcag.errors import ConfigError, HjcagError
+from hjcag.model.common import MODEL_NAMES, build_model
+from hjcag.params import TUNABLE_SECTIONS, Params, SearchDimension, params_from_dict, parse_modalities
+from hjcag.train.folds import Fold, make_folds
+from hjcag.train.loop import TensorData, train_fold
+from hjcag.train.run import fingerprint, fold_seed, run_identity
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+BEST_FILE = "best.yaml"
+STUDY_FILE = "study.json"
+STORAGE_FILE = "optuna.db"
+EPOCH_STRIDE = 100_000  # pruning step = fold position x EPOCH_STRIDE + epoch (no fold runs that many epochs)
+HEARTBEAT_S = 60  # a trial whose process died is marked failed after GRACE_S without a heartbeat
+GRACE_S = 180
+PROFILE_SECTIONS = ("model", "features", "validation", "train", "gates")  # dvc.yaml tracks each per profile
+IDENTITY_ATTR = "hjcag_identity"
+
+
+# ---------------------------------------------------------------- the search space
+
+
+def search_space(params: Params) -> list[SearchDimension]:
+    """``tune.space`` without the keys this version's params sections do not have (each named in a warning), so
+    a params.yaml written for a newer hjcag still tunes the rest."""
+    space, skipped = [], []
+    for dim in params.tune.space:
+        known = {f.name for f in dataclasses.fields(getattr(params, dim.section))}
+        (space if dim.name in known else skipped).append(dim)
+    if skipped:
+        log.warning("tune.space: skipping %s: no such field in this version's params sections",
+                    ", ".join(d.key for d in skipped))
+    if not space:
+        raise ConfigError("tune.space has nothing to tune: add SECTION.FIELD entries (e.g. train.lr: {low: 1.0e-5, "
+                          "high: 1.0e-3, log: true}) to the tune section of params.yaml.")
+    return space
+
+
+def suggest(trial: optuna.Trial, space: Sequence[SearchDimension]) -> dict[str, Any]:
+    """One value per dimension, named by its dotted key."""
+    values: dict[str, Any] = {}
+    for dim in space:
+        if dim.choices is not None:
+            values[dim.key] = trial.suggest_categorical(dim.key, list(dim.choices))
+        elif dim.is_int:
+            values[dim.key] = trial.suggest_int(dim.key, int(dim.low), int(dim.high), step=int(dim.step or 1),
+                                                log=dim.log)
+        else:
+            values[dim.key] = trial.suggest_float(dim.key, float(dim.low), float(dim.high), step=dim.step,
+                                                  log=dim.log)
+    return values
+
+
+def overrides(params: Params, values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{dotted key: value} -> {section: {field: value}}; a scalar for a per-modality mapping (model.widths) is
+    given to every modality."""
+    sections: dict[str, dict[str, Any]] = {s: {} for s in TUNABLE_SECTIONS}
+    for key, value in values.items():
+        section, name = key.split(".", 1)
+        current = getattr(getattr(params, section), name)
+        if isinstance(current, Mapping) and not isinstance(value, Mapping):
+            value = {k: value for k in current}
+        sections[section][name] = value
+    return {s: v for s, v in sections.items() if v}
+
+
+def apply_values(params: Params, values: Mapping[str, Any]) -> Params:
+    return params.with_overrides(**overrides(params, values))
+
+
+# ---------------------------------------------------------------- the objective
+
+
+def fold_score(history: Sequence[Mapping[str, float]], best_epoch: int, metric: str) -> float:
+    """`metric` at the epoch early stopping keeps (the lowest validation loss): what training would deliver."""
+    return float(history[best_epoch - 1][metric])
+
+
+def training_parts(fs: FeatureSet, fold: Fold) -> tuple[FeatureSet, FeatureSet]:
+    """A fold's training and validation rows; its test rows are never read while tuning."""
+    return fs.subset(fold.train_idx), fs.subset(fold.val_idx)
+
+
+class _Pruning:
+    """The training loop's on_epoch callback: report the running score, stop the trial when Optuna prunes it."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, position: int, finished: Sequence[float],
+                 on_step: Callable[[int, float], None]) -> None:
+        self.trial, self.metric, self.position, self.finished = trial, metric, position, list(finished)
+        self.on_step = on_step
+        self.best_loss, self.current = math.inf, math.nan
+
+    def __call__(self, fold: int, epoch: int, metrics: dict[str, float]) -> None:
+        import optuna
+
+        if metrics["val_loss"] < self.best_loss:
+            self.best_loss, self.current = metrics["val_loss"], float(metrics[self.metric])
+        running = float(np.mean([*self.finished, self.current]))
+        step = self.position * EPOCH_STRIDE + epoch
+        self.trial.report(running, step)
+        self.on_step(step, running)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"fold {fold}, epoch {epoch}: running {self.metric} {running:.4f}")
+
+
+@dataclass
+class Objective:
+    """Mean over folds of ``tune.metric`` on each fold's validation split, for one trial's values."""
+
+    fs: FeatureSet
+    params: Params
+    model_name: str
+    space: Sequence[SearchDimension]
+    tracker: Tracker
+    fold_scores: dict[int, list[float]] = field(default_factory=dict)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import optuna
+
+        values = suggest(trial, self.space)
+        params = apply_values(self.params, values)
+        run_id = self.tracker.start_trial(trial.number, values)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        scores: list[float] = []
+        self.fold_scores[trial.number] = scores
+        try:
+            with torch_threads(params.train.num_threads):
+                self._train_folds(trial, params, scores, run_id)
+        except optuna.TrialPruned:
+            trial.set_user_attr("fold_scores", scores)
+            self.tracker.end_trial(run_id, "PRUNED", None, scores)
+            raise
+        except ConfigError:
+            self.tracker.end_trial(run_id, "FAIL", None, scores)
+            raise
+        except HjcagError as exc:  # e.g. training diverged with this lr: a failed trial, not a failed study
+            log.warning("trial %d failed: %s", trial.number, exc)
+            trial.set_user_attr("error", str(exc))
+            self.tracker.end_trial(run_id, "FAIL", None, scores)
+            return math.nan  # Optuna records the trial as FAIL and goes on
+        except BaseException:
+            self.tracker.end_trial(run_id, "FAIL", None, scores)
+            raise
+        value = float(np.mean(scores))
+        trial.set_user_attr("fold_scores", scores)
+        self.tracker.end_trial(run_id, "COMPLETE", value, scores)
+        return value
+
+    def _train_folds(self, trial: optuna.Trial, params: Params, scores: list[float], run_id: str | None) -> None:
+        cfg, metric = params.train, params.tune.metric
+        device = resolve_device(cfg.device)
+        folds = make_folds(self.fs, cfg.protocol, cfg.folds, cfg.val_fraction, params.seed)
+        for position, fold in enumerate(folds):
+            seed = fold_seed(params.seed, fold.index)
+            torch.manual_seed(seed)
+            model = build_model(self.model_name, self.fs.dims, len(self.fs.label_names), params.model)
+            train, val = training_parts(self.fs, fold)
+            model.standardize.fit(train.features)  # the training part's statistics, as `hjcag train` does
+            report = _Pruning(trial, metric, position, scores,
+                              lambda step, value: self.tracker.step(run_id, step, value))
+            result = train_fold(model, TensorData.from_features(train), TensorData.from_features(val), cfg,
+                                seed=seed, device=device, fold_index=fold.index, on_epoch=report, quiet=True)
+            scores.append(fold_score(result.history, result.best_epoch, metric))
+
+
+# ---------------------------------------------------------------- MLflow
+
+
+class Tracker:
+    """Where trials are recorded: nowhere (this class), or MLflow (:class:`hjcag.registry.tuning.MlflowTracker`)."""
+
+    def start_trial(self, number: int, values: Mapping[str, Any]) -> str | None:
+        return None
+
+    def step(self, run_id: str | None, step: int, value: float) -> None:
+        return None
+
+    def end_trial(self, run_id: str | None, state: str, value: float | None, fold_scores: Sequence[float]) -> None:
+        return None
+
+    def finish(self, summary: Mapping[str, Any], files: Sequence[Path], failed: bool = False) -> None:
+        return None
+
+
+# ---------------------------------------------------------------- the study
+
+
+def default_storage(out: Path, uri: str) -> str:
+    """``optuna.db`` beside the MLflow SQLite store of tracking URI `uri`; with a tracking server,
+    ``<out>/optuna.db``."""
+    if uri.startswith("sqlite:///"):
+        db = Path(unquote(uri[len("sqlite:///"):].split("?", 1)[0]))
+        return f"sqlite:///{db.absolute().parent / STORAGE_FILE}"
+    return f"sqlite:///{(out / STORAGE_FILE).absolute()}"
+
+
+def default_study_name(params: Params, model_name: str, modalities: Sequence[str]) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{params.profile}-{model_name}-{''.join(modalities)}")
+
+
+def study_identity(fs: FeatureSet, params: Params, modalities: Sequence[str], model_name: str) -> str:
+    """What must match for a study to be resumed: the data, the fixed params, the metric and the space."""
+    identity = run_identity(fs, params, modalities, model_name)
+    identity["tune"] = {"metric": params.tune.metric,
+                        "space": [dataclasses.asdict(d) for d in params.tune.space]}
+    return fingerprint(json.loads(json.dumps(identity, default=list)))
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna logs every trial at INFO; our own line per trial says more (fold scores, pruned where)."""
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def open_study(name: str, storage: str, params: Params, identity: str) -> optuna.Study:
+    """Create the study or load it to resume; refuse one started on other data, params, metric or space."""
+    import optuna
+
+    tune = params.tune
+    rdb = _rdb_storage(storage)
+    pruner: optuna.pruners.BasePruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_epochs)
+        if tune.pruner == "median" else optuna.pruners.NopPruner())
+    existing = _existing_trials(rdb, name)
+    # A fresh seed per invocation: a resumed TPE must not replay the first invocation's random start-up trials.
+    sampler = optuna.samplers.TPESampler(seed=params.seed + existing)
+    study = optuna.create_study(storage=rdb, study_name=name, direction=tune.direction, sampler=sampler,
+                                pruner=pruner, load_if_exists=True)
+    stored = study.user_attrs.get(IDENTITY_ATTR)
+    if stored is None:
+        study.set_user_attr(IDENTITY_ATTR, identity)
+        study.set_user_attr("metric", tune.metric)
+    elif stored != identity:
+        raise ConfigError(f"study '{name}' in {storage} was started with other data, params, tune.metric or "
+                          "tune.space; resuming it would mix trials. Pass --study NEW_NAME, or delete the study "
+                          f"(optuna delete-study --study-name {name} --storage {storage}).")
+    if study.direction.name.lower() != tune.direction:
+        raise ConfigError(f"study '{name}' {study.direction.name.lower()}s, but tune.metric {tune.metric} is to be "
+                          f"{tune.direction}d; pass --study NEW_NAME.")
+    return study
+
+
+def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if url.startswith("sqlite:///"):
+        Path(unquote(url[len("sqlite:///"):])).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what makes resuming safe
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    except (ValueError, ImportError, SQLAlchemyError) as exc:  # a malformed URL or an unreachable database
+        raise ConfigError(f"cannot open the Optuna storage '{url}': {exc}. Pass --storage sqlite:///PATH.db.") from exc
+
+
+def _existing_trials(storage: optuna.storages.RDBStorage, name: str) -> int:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False)) if study_id is not None else 0
+
+
+FINISHED_STATES = ("COMPLETE", "PRUNED")
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return sum(t.state.name in FINISHED_STATES for t in study.get_trials(deepcopy=False))
+
+
+def remaining_trials(study: optuna.Study, trials: int | None, minutes: float | None) -> int | None:
+    """How many more trials this invocation may start (None: only the minutes limit it)."""
+    if trials is None and minutes is None:
+        raise ConfigError("tuning needs a budget: --trials N and/or --minutes M (or tune.trials / tune.minutes).")
+    if trials is not None and trials <= 0 and minutes is None:
+        raise ConfigError(f"the trial budget is {trials}: give --trials N with N >= 1, or --minutes M.")
+    if trials is None:
+        return None
+    return max(0, trials - finished_trials(study))
+
+
+def _log_trial(trial: optuna.trial.FrozenTrial, metric: str) -> None:
+    values = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    folds = trial.user_attrs.get("fold_scores") or []
+    if trial.state.name == "COMPLETE":
+        what = f"{metric} {trial.value:.4f}"
+    elif trial.state.name == "PRUNED":
+        what = f"pruned after {len(folds)} fold(s)"
+    else:
+        what = f"failed ({trial.user_attrs.get('error', 'see above')})"
+    scores = f" folds [{', '.join(f'{s:.3f}' for s in folds)}]" if folds else ""
+    log.info("trial %d: %s%s | %s", trial.number, what, scores, values)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------- results
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        duration = t.duration.total_seconds() if t.duration is not None else None
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
+                     "fold_scores": t.user_attrs.get("fold_scores"), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+                     "error": t.user_attrs.get("error"), "duration_s": duration})
+    return rows
+
+
+def best_of(study: optuna.Study, params: Params, space: Sequence[SearchDimension]) -> dict[str, Any] | None:
+    """The best complete trial: its number, value, values and section overrides (None before one completes)."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        return None
+    best = study.best_trial
+    known = {d.key for d in space}
+    values = {k: v for k, v in best.params.items() if k in known}
+    return {"trial": best.number, "value": float(best.value), "params": values,
+            "overrides": overrides(params, values)}
+
+
+def write_results(out: Path, study: optuna.Study, params: Params, space: Sequence[SearchDimension], storage: str,
+                  profile: str | None) -> dict[str, Any]:
+    """``best.yaml`` (the best values as section overrides) and ``study.json`` (every trial) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    best = best_of(study, params, space)
+    summary = {
+        "study": study.study_name, "storage": storage, "metric": params.tune.metric,
+        "direction": params.tune.direction, "base_profile": params.profile, "profile": profile,
+        "finished": finished_trials(study), "best": best, "trials": trial_rows(study),
+    }
+    write_json(out / STUDY_FILE, summary)
+    if best is not None:
+        doc = {"study": study.study_name, "trial": best["trial"], "metric": params.tune.metric,
+               "value": best["value"], "base_profile": params.profile, "profile": profile,
+               "overrides": best["overrides"]}
+        header = (f"# hjcag tune: the best of study '{study.study_name}' (trial {best['trial']}, "
+                  f"{params.tune.metric} {best['value']:.4f} on the folds' validation splits)\n")
+        (out / BEST_FILE).write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return summary
+
+
+# ---------------------------------------------------------------- the profile
+
+
+def profile_body(raw: Mapping[str, Any], base_profile: str, tuned: Mapping[str, Mapping[str, Any]]
+                 ) -> dict[str, Any]:
+    """The base profile (every section, ``{}`` where it has none) with the tuned values merged in."""
+    from hjcag.params import deep_merge
+
+    base = dict(((raw.get("profiles") or {}).get(base_profile)) or {})
+    body = deep_merge(base, {k: dict(v) for k, v in tuned.items()})
+    for section in PROFILE_SECTIONS:
+        body.setdefault(section, {})
+    return body
+
+
+def write_profile(params_path: str | Path, name: str, base_profile: str,
+                  tuned: Mapping[str, Mapping[str, Any]], comment: str = "") -> dict[str, Any]:
+    """Add (or replace) ``profiles.<name>`` in the params file; the rest of the file, comments included, keeps its
+    bytes: the profile is a text block at the end of the ``profiles:`` mapping (or in place of the old one).
+    The file is read back, and restored when the profile does not load as intended."""
+    path = Path(params_path)
+    text = path.read_text(encoding="utf-8")
+    raw = yaml.safe_load(text) or {}
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"profile name '{name}': use letters, digits, '_', '-' and '.'.")
+    body = profile_body(raw, base_profile, tuned)
+    try:
+        new_text = _with_profile_block(text, name, body, comment)
+    except _NoBlockLayout:
+        log.warning("%s: `profiles:` is not a block mapping; rewriting the file without its comments", path)
+        raw.setdefault("profiles", {})
+        raw["profiles"] = {**(raw["profiles"] or {}), name: body}
+        new_text = yaml.safe_dump(raw, sort_keys=False)
+    path.write_text(new_text, encoding="utf-8")
+    try:
+        written = (yaml.safe_load(new_text).get("profiles") or {}).get(name)
+        if written != body:
+            raise ConfigError(f"the profile read back from {path} differs from the one written")
+        params_from_dict(yaml.safe_load(new_text), name, source=str(path))
+    except Exception:
+        path.write_text(text, encoding="utf-8")
+        raise
+    return body
+
+
+class _NoBlockLayout(Exception):
+    pass
+
+
+def _with_profile_block(text: str, name: str, body: Mapping[str, Any], comment: str) -> str:
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    start = next((i for i, line in enumerate(lines) if re.match(r"profiles:\s*(#.*)?$", line)), None)
+    if start is None:
+        if any(line.startswith("profiles:") for line in lines):
+            raise _NoBlockLayout
+        return "".join([*lines, "\nprofiles:\n", *_block(name, body, comment, "  ")])
+    end = start + 1  # the mapping ends before the next line at column 0 that is not a comment or blank
+    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t#"):
+        end += 1
+    while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
+        end -= 1  # comments and blanks before the next top-level key belong to it
+    children = [ln for ln in lines[start + 1:end] if ln.strip() and not ln.lstrip().startswith("#")]
+    indent = re.match(r"\s*", children[0]).group(0) if children else "  "
+    own = re.compile(rf"{re.escape(indent)}{re.escape(name)}:")
+    at = next((i for i in range(start + 1, end) if own.match(lines[i])), None)
+    if at is None:
+        return "".join([*lines[:end], *_block(name, body, comment, indent), *lines[end:]])
+    stop = at + 1  # replace the old block: its lines are blank or indented deeper than `indent`
+    while stop < end and (not lines[stop].strip() or len(lines[stop]) - len(lines[stop].lstrip()) > len(indent)):
+        stop += 1
+    while at > start + 1 and lines[at - 1].strip().startswith("# written by hjcag tune"):
+        at -= 1
+    return "".join([*lines[:at], *_block(name, body, comment, indent), *lines[stop:]])
+
+
+def _block(name: str, body: Mapping[str, Any], comment: str, indent: str) -> list[str]:
+    dumped = yaml.safe_dump({name: dict(body)}, sort_keys=False, default_flow_style=None, width=100)
+    head = [f"{indent}# written by hjcag tune{': ' + comment if comment else ''}\n"]
+    return head + [f"{indent}{line}\n" for line in dumped.splitlines()]
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def run_tuning(fs: FeatureSet, params: Params, modalities: Sequence[str], model_name: str, out: str | Path, *,
+               trials: int | None = None, minutes: float | None = None, study_name: str | None = None,
+               storage: str | None = None, tracker: Tracker | None = None, profile_name: str | None = None,
+               tracking_uri: str = "sqlite:///mlruns.db") -> dict[str, Any]:
+    """Run (or resume) the study until `trials` (default tune.trials) are finished or `minutes` (default
+    tune.minutes) have passed; write `out`/best.yaml and `out`/study.json (naming `profile_name`, the profile the
+    caller writes); return the summary. The study lives in `storage`, default :func:`default_storage`."""
+    if model_name not in MODEL_NAMES:
+        raise ConfigError(f"unknown model '{model_name}'. Choose one of {list(MODEL_NAMES)}.")
+    modalities = parse_modalities(tuple(modalities))
+    fs = fs.select(modalities)
+    params = params.with_overrides(model={"name": model_name})
+    out = Path(out)
+    space = search_space(params)
+    trials = params.tune.trials if trials is None else trials
+    minutes = params.tune.minutes if minutes is None else minutes
+    storage = storage or default_storage(out, tracking_uri)
+    name = study_name or default_study_name(params, model_name, modalities)
+    tracker = tracker or Tracker()
+    with _quiet_optuna():
+        study = open_study(name, storage, params, study_identity(fs, params, modalities, model_name))
+        todo = remaining_trials(study, trials, minutes)
+        done = finished_trials(study)
+        log.info("study '%s' (%s): %d finished trial(s); %s more%s; %s on the folds' validation splits",
+                 name, storage, done, "no" if todo == 0 else (todo if todo is not None else "unlimited"),
+                 f" within {minutes:g} min" if minutes else "", params.tune.metric)
+        objective = Objective(fs, params, model_name, space, tracker)
+        failed = False
+        try:
+            if todo != 0:
+                study.optimize(objective, n_trials=todo, timeout=minutes * 60 if minutes else None,
+                               callbacks=[lambda _s, t: _log_trial(t, params.tune.metric)], gc_after_trial=True)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            summary = write_results(out, study, params, space, storage, profile_name)
+            tracker.finish(summary, [out / BEST_FILE, out / STUDY_FILE], failed=failed)
+    best = summary["best"]
+    if best is None:
+        raise HjcagError(f"study '{name}' has no complete trial yet (all {len(summary['trials'])} were pruned or "
+                         "failed); run again with a larger budget, a wider tune.space or tune.pruner: none.")
+    log.info("best: trial %d, %s %.4f | %s", best["trial"], params.tune.metric, best["value"],
+             ", ".join(f"{k}={_short(v)}" for k, v in best["params"].items()))
+    return summary

@@ -1,0 +1,294 @@
+"""`hjcag tune`: the objective reads each fold's training and validation rows only (never a test fold), studies
+resume, pruned trials are recorded as such, the best values become a loadable profile, and mistakes are named."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from hjcag.cli import main
+from hjcag.data.features_file import FeatureSet
+from hjcag.device import torch_threads
+from hjcag.errors import ConfigError, HjcagError
+from hjcag.params import load_params, params_from_dict
+from hjcag.train import tune
+from hjcag.train.folds import make_folds
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ("ang", "hap", "sad")
+DIMS = {"t": 6, "a": 5}
+SEQ_LEN = 3
+
+
+@pytest.fixture(autouse=True)
+def one_cpu_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
+
+
+def synthetic(n_groups: int = 16, per_group: int = 5, with_split: bool = False) -> FeatureSet:
+    rng = np.random.default_rng(0)
+    n = n_groups * per_group
+    y = rng.integers(0, len(LABELS), size=n)
+    features = {m: (rng.normal(size=(len(LABELS), d))[y][:, None, :] + rng.normal(size=(n, SEQ_LEN, d)))
+                .astype(np.float32) for m, d in DIMS.items()}
+    group = np.array([f"dia{i // per_group}" for i in range(n)])
+    split = np.array([("train", "train", "dev", "test")[(i // per_group) % 4] for i in range(n)]) if with_split \
+        else None
+    return FeatureSet(utterance_id=np.array([f"u{i:03d}" for i in range(n)]), label=np.array(LABELS)[y],
+                      group=group, features=features, split=split, label_names=LABELS)
+
+
+def tiny_raw(**tune_section: Any) -> dict[str, Any]:
+    return {
+        "seed": 3,
+        "model": {"seq_len": SEQ_LEN, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8},
+        "train": {"folds": 2, "epochs": 2, "batch_size": 16, "lr": 1e-2, "patience": 2, "device": "cpu",
+                  "num_threads": 1},
+        "tune": {"trials": 2, "pruner": "none",
+                 "space": {"train.lr": {"low": 1e-3, "high": 3e-2, "log": True},
+                           "model.widths": {"choices": [4, 8]}, "train.batch_size": {"choices": [8, 16]}},
+                 **tune_section},
+    }
+
+
+def run(fs: FeatureSet, tmp_path: Path, raw: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    params = params_from_dict(raw or tiny_raw())
+    return tune.run_tuning(fs, params, fs.modalities, "hjcag", tmp_path / "out",
+                           storage=f"sqlite:///{tmp_path / 'optuna.db'}", **kwargs)
+
+
+def states(summary: dict[str, Any]) -> list[str]:
+    return [t["state"] for t in summary["trials"]]
+
+
+# ---------------------------------------------------------------- the objective sees no test fold
+
+
+def test_tuning_on_holdout_never_reads_the_test_rows(tmp_path: Path) -> None:
+    """The test rows hold NaN: one read of them would make a loss NaN and fail the trial."""
+    fs = synthetic(with_split=True)
+    test = np.asarray(fs.split) == "test"
+    for x in fs.features.values():
+        x[test] = np.nan
+    raw = tiny_raw()
+    raw["train"]["protocol"] = "holdout"
+    summary = run(fs, tmp_path, raw)
+    assert states(summary) == ["COMPLETE", "COMPLETE"]
+    assert all(np.isfinite(t["value"]) and len(t["fold_scores"]) == 1 for t in summary["trials"])
+
+
+def test_each_cv_fold_trains_on_its_training_part_and_scores_on_its_validation_split(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = synthetic()
+    params = params_from_dict(tiny_raw())
+    folds = make_folds(fs, "cv5", 2, params.train.val_fraction, params.seed)
+    parts: list[tuple[set[str], set[str]]] = []
+    real = tune.training_parts
+
+    def spy(fs_: FeatureSet, fold: Any) -> tuple[FeatureSet, FeatureSet]:
+        train, val = real(fs_, fold)
+        parts.append((set(train.utterance_id), set(val.utterance_id)))
+        return train, val
+
+    monkeypatch.setattr(tune, "training_parts", spy)
+    run(fs, tmp_path, trials=1)
+    assert len(parts) == len(folds) == 2
+    for (train, val), fold in zip(parts, folds, strict=True):
+        ids = fs.utterance_id
+        assert train == set(ids[fold.train_idx]) and val == set(ids[fold.val_idx])
+        assert not (train | val) & set(ids[fold.test_idx])
+
+
+# ---------------------------------------------------------------- budget, resume, pruning
+
+
+def test_a_study_resumes_and_only_tops_the_budget_up(tmp_path: Path) -> None:
+    fs = synthetic()
+    first = run(fs, tmp_path)
+    assert states(first) == ["COMPLETE", "COMPLETE"]
+    again = run(fs, tmp_path, trials=3)
+    assert [t["number"] for t in again["trials"]] == [0, 1, 2]
+    assert again["trials"][:2] == first["trials"][:2]  # the first two were not re-run
+    assert run(fs, tmp_path, trials=3)["trials"] == again["trials"]  # budget reached: nothing to do
+    study = json.loads((tmp_path / "out" / tune.STUDY_FILE).read_text())
+    assert study["finished"] == 3 and study["best"]["trial"] in (0, 1, 2)
+
+
+def test_a_study_started_with_another_space_is_not_mixed_into(tmp_path: Path) -> None:
+    fs = synthetic()
+    run(fs, tmp_path, trials=1)
+    raw = tiny_raw()
+    raw["tune"]["space"]["model.dropout"] = {"low": 0.0, "high": 0.5}
+    with pytest.raises(ConfigError, match="--study NEW_NAME"):
+        run(fs, tmp_path, raw, trials=2)
+
+
+def test_pruned_trials_stop_early_and_are_recorded_as_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    monkeypatch.setattr(optuna.Trial, "should_prune", lambda self: self.number > 0)
+    raw = tiny_raw(trials=3, pruner="median")
+    summary = run(synthetic(), tmp_path, raw)
+    assert states(summary) == ["COMPLETE", "PRUNED", "PRUNED"]
+    assert [len(t["fold_scores"]) for t in summary["trials"]] == [2, 0, 0]  # stopped in the first epoch of fold 1
+    assert summary["best"]["trial"] == 0
+
+
+def test_a_study_without_any_complete_trial_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    monkeypatch.setattr(optuna.Trial, "should_prune", lambda self: True)
+    with pytest.raises(HjcagError, match="no complete trial"):
+        run(synthetic(), tmp_path, tiny_raw(trials=1, pruner="median"))
+    assert json.loads((tmp_path / "out" / tune.STUDY_FILE).read_text())["trials"][0]["state"] == "PRUNED"
+
+
+def test_space_keys_this_version_lacks_are_skipped_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    raw = tiny_raw(trials=1)
+    raw["tune"]["space"]["train.modality_dropout"] = {"low": 0.0, "high": 0.4}
+    summary = run(synthetic(), tmp_path, raw)
+    assert "train.modality_dropout" in caplog.text and "skipping" in caplog.text
+    assert "train.modality_dropout" not in summary["best"]["params"]
+    assert set(summary["best"]["params"]) == {"train.lr", "model.widths", "train.batch_size"}
+
+
+@pytest.mark.parametrize(("space", "fragment"), [
+    ({"lr": {"low": 1, "high": 2}}, "SECTION.FIELD"),
+    ({"gates.min_accuracy": {"low": 0, "high": 1}}, "SECTION.FIELD"),
+    ({"train.lr": {"low": 2, "high": 1}}, "above high"),
+    ({"train.lr": {"low": 0, "high": 1, "log": True}}, "low > 0"),
+    ({"train.lr": [1, 2]}, "choices"),
+    ({"model.widths": {"choices": []}}, "non-empty"),
+    ({"train.lr": {"low": 1, "high": 2, "scale": "log"}}, "unknown key"),
+])
+def test_a_bad_space_entry_is_named(space: dict[str, Any], fragment: str) -> None:
+    raw = tiny_raw()
+    raw["tune"]["space"] = space
+    with pytest.raises(ConfigError, match=fragment):
+        params_from_dict(raw)
+
+
+def test_scalar_widths_go_to_every_modality() -> None:
+    params = params_from_dict(tiny_raw())
+    tuned = tune.apply_values(params, {"model.widths": 16, "train.lr": 0.01})
+    assert tuned.model.widths == {"t": 16, "a": 16, "v": 16} and tuned.train.lr == 0.01
+
+
+# ---------------------------------------------------------------- the profile
+
+
+def test_the_profile_is_added_to_params_yaml_keeping_every_comment(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    original = (REPO / "params.yaml").read_text()
+    path.write_text(original)
+    tuned = {"model": {"widths": {"t": 128, "a": 128, "v": 128}, "dropout": 0.25}, "train": {"lr": 0.002}}
+    tune.write_profile(path, "demo-tuned", "demo", tuned, comment="study s, trial 3")
+    text = path.read_text()
+    assert text.startswith(original)  # `profiles:` is the file's last key: the block goes after it
+    params = load_params(path, "demo-tuned")
+    demo = load_params(path, "demo")
+    assert params.model.widths == {"t": 128, "a": 128, "v": 128} and params.model.dropout == 0.25
+    assert params.train.lr == 0.002 and params.train.epochs == demo.train.epochs  # the rest is the base profile's
+    assert params.gates == demo.gates and params.features == demo.features
+    assert set(yaml.safe_load(text)["profiles"]["demo-tuned"]) >= {"model", "features", "validation", "train", "gates"}
+
+    tune.write_profile(path, "demo-tuned", "demo", {"train": {"lr": 0.001}})  # again: replaced, not duplicated
+    again = path.read_text()
+    assert again.count("demo-tuned:") == 1 and again.count("# written by hjcag tune") == 1
+    assert load_params(path, "demo-tuned").train.lr == 0.001 and again.startswith(original)
+
+
+def test_the_profile_block_goes_inside_profiles_when_other_keys_follow(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("profile: a  # the default\nprofiles:\n    a:\n        train: {lr: 0.1}\n\n# trailing section\n"
+                    "seed: 5\n")
+    tune.write_profile(path, "a-tuned", "a", {"train": {"lr": 0.5}})
+    text = path.read_text()
+    assert "# the default" in text and text.rstrip().endswith("# trailing section\nseed: 5")
+    params = load_params(path, "a-tuned")
+    assert params.train.lr == 0.5 and params.seed == 5
+
+
+# ---------------------------------------------------------------- the command
+
+
+@pytest.fixture()
+def cli_files(tmp_path: Path) -> tuple[Path, Path]:
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    demo = doc["profiles"]["demo"]
+    demo["model"] = {"seq_len": SEQ_LEN, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8}
+    demo["train"] = {"folds": 2, "epochs": 2, "batch_size": 16, "lr": 1e-2, "patience": 2, "device": "cpu",
+                     "num_threads": 1}
+    doc["tune"]["space"] = {"train.lr": {"low": 1e-3, "high": 3e-2, "log": True},
+                            "model.dropout": {"low": 0.0, "high": 0.5}, "train.class_weights": {"choices": ["none"]}}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(doc, sort_keys=False))
+    fs = synthetic()
+    features = tmp_path / "features.npz"
+    demo_labels = dict(zip(LABELS, doc["datasets"]["demo"]["labels"], strict=False))
+    np.savez(features, utterance_id=fs.utterance_id, label=np.array([demo_labels[x] for x in fs.label]),
+             group=fs.group, text=fs.features["t"],
+             audio=fs.features["a"])
+    return params, features
+
+
+def test_the_command_tracks_trials_in_mlflow_and_writes_a_profile_train_uses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        cli_files: tuple[Path, Path]) -> None:
+    from mlflow import MlflowClient
+
+    params, features = cli_files
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlruns.db'}"
+    (tmp_path / "mlflow").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    out = tmp_path / "tune"
+    argv = ["tune", "--features", str(features), "--out", str(out), "--trials", "2", "--params", str(params),
+            "--profile", "demo"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "2 complete" in printed and "--profile demo-tuned" in printed
+    assert (tmp_path / "mlflow" / "optuna.db").exists()  # the study lives beside the MLflow store
+
+    best = yaml.safe_load((out / tune.BEST_FILE).read_text())
+    tuned = load_params(params, "demo-tuned")
+    assert tuned.train.lr == pytest.approx(best["overrides"]["train"]["lr"])
+    assert tuned.model.dropout == pytest.approx(best["overrides"]["model"]["dropout"])
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("hjcag-demo").experiment_id])
+    kinds = sorted(r.data.tags.get("hjcag.kind") for r in runs)
+    assert kinds == ["tune", "tune-trial", "tune-trial"]
+    (parent,) = [r for r in runs if r.data.tags["hjcag.kind"] == "tune"]
+    trials = [r for r in runs if r.data.tags["hjcag.kind"] == "tune-trial"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
+    assert all(r.info.status == "FINISHED" and "val_weighted_f1" in r.data.metrics for r in trials)
+    assert {"train.lr", "model.dropout"} <= set(trials[0].data.params)
+
+    assert main([*argv, "--trials", "3"]) == 0  # resumes: one more trial, same parent run
+    runs = client.search_runs([parent.info.experiment_id])
+    assert len(runs) == 4 and sum(r.data.tags.get("hjcag.kind") == "tune" for r in runs) == 1
+
+
+def test_command_mistakes_end_in_one_clear_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], cli_files: tuple[Path, Path]) -> None:
+    params, features = cli_files
+    base = ["tune", "--features", str(features), "--out", str(tmp_path / "t"), "--no-track", "--params",
+            str(params), "--storage", f"sqlite:///{tmp_path / 'o.db'}"]
+    assert main([*base, "--trials", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "budget" in err and "Traceback" not in err
+
+    doc = yaml.safe_load(params.read_text())
+    doc["tune"]["space"]["optimizer.lr"] = {"low": 0.1, "high": 0.2}
+    params.write_text(yaml.safe_dump(doc))
+    assert main([*base, "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "optimizer.lr" in err and "SECTION.FIELD" in err
