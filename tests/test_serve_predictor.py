@@ -111,12 +111,12 @@ def test_features_are_aligned_like_training_and_match_the_model(predictor: Predi
 def test_missing_modalities_are_masked_in_the_gate(predictor: Predictor) -> None:
     request = sf.feature_request(2, "ta")
     response = predictor.predict(request)
-    assert response["gate"]["visual"] == 0.0
+    assert response["gate"]["visual"] == 0.0 and response["modalities"] == ["text", "audio"]
     assert response["gate"]["text"] + response["gate"]["audio"] == pytest.approx(1.0)
     arrays = {"t": np.array(request["features"]["text"]), "a": np.array(request["features"]["audio"])}
     np.testing.assert_allclose(probs(response), direct(predictor, arrays).numpy(), atol=1e-6)
     only_text = predictor.predict(sf.feature_request(2, "t"))
-    assert only_text["gate"] == {"text": 1.0, "audio": 0.0, "visual": 0.0}
+    assert only_text["gate"] == {"text": 1.0, "audio": 0.0, "visual": 0.0} and only_text["modalities"] == ["text"]
 
 
 BAD_REQUESTS = [

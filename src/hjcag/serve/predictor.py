@@ -68,6 +68,7 @@ class Batch:
 class Outputs:
     probabilities: torch.Tensor  # (N, C)
     gate: torch.Tensor  # (N, |M|)
+    present: torch.Tensor  # (N, |M|) bool: the modalities each answer used
 
 
 def run_version(run_dir: Path) -> str:
@@ -330,11 +331,11 @@ class Predictor:
     def inference(self, batch: Batch) -> Outputs:
         """One forward pass over the batch's valid requests."""
         if batch.size == 0:
-            return Outputs(torch.zeros(0, len(self.labels)), torch.zeros(0, len(self.modalities)))
+            return Outputs(torch.zeros(0, len(self.labels)), torch.zeros(0, len(self.modalities)), batch.present)
         inputs = {m: x.to(self.device) for m, x in batch.inputs.items()}
         with torch.inference_mode():
             out = self.model(inputs, batch.present.to(self.device))
-        return Outputs(torch.softmax(out.logits.float(), dim=1).cpu(), out.gate.float().cpu())
+        return Outputs(torch.softmax(out.logits.float(), dim=1).cpu(), out.gate.float().cpu(), batch.present)
 
     def postprocess(self, batch: Batch, outputs: Outputs) -> list[dict[str, Any] | RequestError]:
         """One response (or RequestError) per body of the batch, in order."""
@@ -346,17 +347,18 @@ class Predictor:
                 continue
             answers = []
             for _ in body.requests:
-                answers.append(self._response(outputs.probabilities[row], outputs.gate[row]))
+                answers.append(self._response(outputs.probabilities[row], outputs.gate[row], outputs.present[row]))
                 row += 1
             results.append({"predictions": answers} if body.kserve else answers[0])
         return results
 
-    def _response(self, probs: torch.Tensor, gate: torch.Tensor) -> dict[str, Any]:
+    def _response(self, probs: torch.Tensor, gate: torch.Tensor, present: torch.Tensor) -> dict[str, Any]:
         values = probs.tolist()
         return {
             "label": self.labels[int(np.argmax(values))],
             "probabilities": dict(zip(self.labels, values, strict=True)),
             "gate": {MODALITY_NAMES[m]: float(w) for m, w in zip(self.modalities, gate.tolist(), strict=True)},
+            "modalities": [MODALITY_NAMES[m] for m, on in zip(self.modalities, present.tolist(), strict=True) if on],
             "model": self.name,
             "version": self.version,
         }
