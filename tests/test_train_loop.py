@@ -15,7 +15,7 @@ import torch
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.model.common import build_model
+from hjcag.model.factory import build_model
 from hjcag.params import Params, params_from_dict
 from hjcag.train.loop import TensorData, train_fold
 from hjcag.train.run import load_trained_model, train_and_evaluate

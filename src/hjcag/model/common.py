@@ -1,4 +1,7 @@
-"""What every model in the harness shares: the output type, input projection and the factory."""
+"""What every model in the harness shares: the output type, masks, activations and input standardisation.
+
+The factory (`build_model`, `MODEL_NAMES`) is in :mod:`hjcag.model.factory`.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,6 @@ import torch
 from torch import nn
 
 from hjcag.errors import ConfigError
-from hjcag.params import MODALITIES, ModelConfig
-
-MODEL_NAMES = ("hjcag", "concat", "late", "mult")
 
 
 @dataclass
@@ -97,20 +97,3 @@ class InputStandardizer(nn.Module):
             z = (x - getattr(self, f"mean_{m}").to(x.dtype)) / getattr(self, f"std_{m}").to(x.dtype)
             out[m] = torch.where(keep, z, torch.zeros_like(z))
         return out
-
-
-def build_model(name: str, input_dims: Mapping[str, int], num_classes: int, config: ModelConfig) -> nn.Module:
-    """Any model of the harness: forward(inputs: {m: (B, L, d_m)}, present: (B, |M|) bool | None)."""
-    modalities = tuple(m for m in MODALITIES if m in input_dims)
-    if not modalities:
-        raise ConfigError("a model needs at least one modality")
-    if name == "hjcag":
-        from hjcag.model.hjcag import HJCAG
-
-        return HJCAG(input_dims, num_classes, config)
-    from hjcag.model import baselines
-
-    builders = {"concat": baselines.ConcatFusion, "late": baselines.LateFusion, "mult": baselines.MulT}
-    if name not in builders:
-        raise ConfigError(f"unknown model '{name}'. Choose one of {list(MODEL_NAMES)}.")
-    return builders[name](input_dims, num_classes, config)

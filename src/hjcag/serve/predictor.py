@@ -570,7 +570,7 @@ def build_trained_model(doc: Mapping[str, Any], weights: Path) -> nn.Module:
     """
     from safetensors.torch import load_file
 
-    from hjcag.model.common import build_model
+    from hjcag.model.factory import build_model
 
     config = ModelConfig(**doc["model_config"])
     model = build_model(doc["model"], doc["input_dims"], int(doc["num_classes"]), config)
