@@ -51,6 +51,8 @@ class TrainConfig:
     patience: int = 20
     device: str = "auto"
     num_threads: int = 0
+    modality_dropout: float = 0.0  # per sample, each present modality dropped with this probability (never all)
+    class_weights: str = "none"  # none | balanced (inverse class frequency of the fold's training part)
 
 
 @dataclass(frozen=True)
