@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from hjcag.device import resolve_device
 from hjcag.errors import HjcagError
-from hjcag.model.common import MODEL_NAMES, build_model
+from hjcag.model.factory import MODEL_NAMES, build_model
 from hjcag.model.hjcag import JointCrossAttention
 from hjcag.params import ModelConfig, parse_modalities
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from hjcag.errors import ConfigError
 from hjcag.model.baselines import ConcatFusion, LateFusion, MulT
-from hjcag.model.common import build_model
+from hjcag.model.factory import build_model
 from hjcag.params import ModelConfig
 
 BASELINES = ("concat", "late", "mult")

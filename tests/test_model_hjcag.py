@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hjcag.model.common import build_model
+from hjcag.model.factory import build_model
 from hjcag.model.hjcag import HJCAG, JointCrossAttention
 from hjcag.model.table4 import TABLE4
 from hjcag.params import ModelConfig

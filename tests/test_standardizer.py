@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hjcag.model.common import MODEL_NAMES, InputStandardizer, build_model
+from hjcag.model.common import InputStandardizer
+from hjcag.model.factory import MODEL_NAMES, build_model
 from hjcag.params import ModelConfig
 
 

@@ -16,9 +16,9 @@ from hjcag.artifacts import load_trained_model
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.model.common import build_model
+from hjcag.model.factory import build_model
 from hjcag.params import Params, params_from_dict
-from hjcag.train.loop import TensorData, train_fold
+from hjcag.train.loop import TensorData, class_weights, drop_modalities, predict, train_fold
 from hjcag.train.run import train_and_evaluate
 
 LABELS = ("ang", "hap", "sad")
@@ -295,3 +295,135 @@ def test_seeds_train_every_fold_once_per_seed_and_reproduce_to_the_digit(tmp_pat
     assert by_seed["fold_0_seed_1"] != by_seed["fold_0_seed_2"]
     train_and_evaluate(fs, params, ("t", "a"), "hjcag", tmp_path / "b", quiet=True)
     assert read_run(tmp_path / "a") == read_run(tmp_path / "b")
+
+
+# ------------------------------------------------------------------------- modality dropout and class weights
+
+
+class IgnoresPresence(torch.nn.Module):
+    """The model called as the loop called it before modality dropout existed: no presence mask."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, inputs: dict[str, torch.Tensor], present: torch.Tensor | None = None) -> Any:
+        return self.inner(inputs)
+
+
+def test_drop_modalities_never_drops_every_modality_of_a_sample() -> None:
+    gen = torch.Generator().manual_seed(0)
+    present = drop_modalities(5000, 3, 0.6, gen)
+    assert present.shape == (5000, 3)
+    assert present.any(dim=1).all()
+    assert (~present).any(dim=1).float().mean() > 0.5  # it does drop
+    assert (present.sum(dim=1) == 1).any() and (present.sum(dim=1) == 3).any()
+    # p = 0, or a single modality: everything present and no random number drawn.
+    before = gen.get_state()
+    assert drop_modalities(7, 3, 0.0, gen).all() and drop_modalities(7, 1, 0.6, gen).all()
+    assert torch.equal(gen.get_state(), before)
+
+
+def test_zero_modality_dropout_reproduces_training_without_a_presence_mask_bit_for_bit() -> None:
+    params = tiny_params(epochs=4, patience=4, modality_dropout=0.0)
+    train, val = fold_data(synthetic())
+    with_mask = train_fold(new_model(params), train, val, params.train, seed=3, device=CPU, quiet=True)
+    without = train_fold(IgnoresPresence(new_model(params)), train, val, params.train, seed=3, device=CPU, quiet=True)
+    assert with_mask.history == without.history
+    assert with_mask.best_state.keys() == {k.removeprefix("inner.") for k in without.best_state}
+    for k, v in with_mask.best_state.items():
+        assert torch.equal(v, without.best_state[f"inner.{k}"]), k
+
+
+def test_modality_dropout_masks_training_batches_only_and_is_deterministic() -> None:
+    params = tiny_params(epochs=3, patience=3, modality_dropout=0.5)
+    train, val = fold_data(synthetic())
+    masks: list[torch.Tensor | None] = []
+
+    class Spy(IgnoresPresence):
+        def forward(self, inputs: dict[str, torch.Tensor], present: torch.Tensor | None = None) -> Any:
+            masks.append(None if present is None else present.clone())
+            return self.inner(inputs, present)
+
+    first = train_fold(Spy(new_model(params)), train, val, params.train, seed=3, device=CPU, quiet=True)
+    train_masks = [m for m in masks if m is not None]
+    assert len(train_masks) == 3 * -(-len(train) // 16)  # every training batch got a mask ...
+    assert len(masks) - len(train_masks) == 3 * -(-len(val) // 16)  # ... validation batches none (all present)
+    stacked = torch.cat(train_masks)
+    assert stacked.any(dim=1).all() and not stacked.all()
+    again = train_fold(new_model(params), train, val, params.train, seed=3, device=CPU, quiet=True)
+    assert again.history == first.history
+    plain = train_fold(new_model(params), train, val, tiny_params(epochs=3, patience=3).train, seed=3, device=CPU,
+                       quiet=True)
+    assert plain.history != first.history
+
+
+def test_modality_dropout_resumes_from_a_checkpoint_bit_for_bit(tmp_path: Path) -> None:
+    params = tiny_params(epochs=4, patience=4, modality_dropout=0.4)
+    train, val = fold_data(synthetic())
+    reference = train_fold(new_model(params), train, val, params.train, seed=5, device=CPU, quiet=True)
+
+    def stop(fold: int, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 2:
+            raise Interrupt
+
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_fold(new_model(params), train, val, params.train, seed=5, device=CPU, checkpoint_path=ckpt,
+                   on_epoch=stop, quiet=True)
+    resumed = train_fold(new_model(params, seed=99), train, val, params.train, seed=5, device=CPU,
+                         checkpoint_path=ckpt, quiet=True)
+    assert resumed.history == reference.history
+    for k, v in reference.best_state.items():
+        assert torch.equal(v, resumed.best_state[k]), k
+
+
+def test_balanced_class_weights_are_inverse_frequencies_of_the_training_targets() -> None:
+    targets = torch.tensor([0] * 6 + [1] * 3 + [2])
+    assert class_weights(targets, 4, "none") is None
+    w = class_weights(targets, 4, "balanced")
+    assert w is not None
+    counts = torch.tensor([6.0, 3.0, 1.0, 0.0])
+    # 1 / n_c (an absent class counts as 1), scaled so that the mean weight over the training samples is 1.
+    expected = torch.tensor([1 / 6, 1 / 3, 1.0, 1.0]) * 10 / 3
+    torch.testing.assert_close(w, expected)
+    assert float((counts * w).sum()) == pytest.approx(10.0)
+    torch.testing.assert_close(counts[:3] * w[:3], torch.full((3,), 10 / 3))  # each class: the same total weight
+    # The weighted cross-entropy is sum_i w_{y_i} l_i / sum_i w_{y_i}: the rare class counts 6x the common one.
+    logits = torch.randn(10, 4, generator=torch.Generator().manual_seed(0))
+    per_sample = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    weighted = torch.nn.functional.cross_entropy(logits, targets, weight=w)
+    by_class = torch.stack([per_sample[targets == c].mean() for c in range(3)])
+    torch.testing.assert_close(weighted, by_class.mean())  # balanced: the mean of the per-class mean losses
+    assert not torch.isclose(weighted, per_sample.mean())
+
+
+def test_balanced_class_weights_weight_the_training_and_validation_loss() -> None:
+    # lr = 0: the model never changes, so the losses are those of the initial model, computable by hand.
+    fs = synthetic()
+    train, val = fold_data(fs)
+    keep = torch.cat([torch.nonzero(train.targets == 0).flatten(), torch.nonzero(train.targets != 0).flatten()[:20]])
+    train = TensorData({m: x[keep] for m, x in train.inputs.items()}, train.targets[keep], train.num_classes)
+    assert train.num_classes == 3
+    params = tiny_params(epochs=1, lr=0.0, class_weights="balanced")
+    result = train_fold(new_model(params), train, val, params.train, seed=0, device=CPU, quiet=True)
+    unweighted = train_fold(new_model(params), train, val, tiny_params(epochs=1, lr=0.0).train, seed=0, device=CPU,
+                            quiet=True)
+    model = new_model(params)
+    logits, _ = predict(model, val, 64, CPU)
+    w = class_weights(train.targets, 3, "balanced")
+    assert result.history[0]["val_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, val.targets,
+                                                                                                   weight=w)))
+    assert unweighted.history[0]["val_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits,
+                                                                                                      val.targets)))
+    assert result.history[0]["val_loss"] != pytest.approx(unweighted.history[0]["val_loss"])
+    assert result.history[0]["train_loss"] != pytest.approx(unweighted.history[0]["train_loss"])
+
+
+@pytest.mark.parametrize(("key", "value"), [("modality_dropout", 1.0), ("modality_dropout", -0.1),
+                                            ("class_weights", "inverse")])
+def test_bad_modality_dropout_or_class_weights_are_config_errors(key: str, value: Any) -> None:
+    params = tiny_params(**{key: value})
+    train, val = fold_data(synthetic())
+    with pytest.raises(ConfigError, match=f"train.{key}"):
+        train_fold(new_model(params), train, val, params.train, seed=0, device=CPU, quiet=True)

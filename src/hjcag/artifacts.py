@@ -133,7 +133,7 @@ def build_trained_model(doc: Mapping[str, Any], weights: str | Path) -> nn.Modul
     """The model a model_config.json describes, with its safetensors weights, in eval mode."""
     from safetensors.torch import load_file
 
-    from hjcag.model.common import build_model
+    from hjcag.model.factory import build_model
     from hjcag.params import ModelConfig
 
     config = ModelConfig(**doc["model_config"])

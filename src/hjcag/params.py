@@ -58,6 +58,8 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int = 0
     seeds: tuple[int, ...] = ()  # train every fold once per seed (figures: mean ± std over folds x seeds)
+    modality_dropout: float = 0.0  # per sample, each present modality dropped with this probability (never all)
+    class_weights: str = "none"  # none | balanced (inverse class frequency of the fold's training part)
 
 
 @dataclass(frozen=True)

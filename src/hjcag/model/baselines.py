@@ -4,10 +4,14 @@ Every model here takes `(input_dims, num_classes, config)` and is called as
 `model(inputs: {m: (B, L, d_m)}, present: (B, |M|) bool | None) -> FusionOutput(logits (B, C), gate (B, |M|))`,
 with the modalities M = the keys of `input_dims` in the canonical order t, a, v.
 
-Missing modalities: a modality marked absent for a sample is replaced by zeros before anything reads it
-(`torch.where`, so even NaN placeholders cannot leak) and is excluded from the fusion, so its values cannot
-change that sample's prediction; its gate weight is 0. The gate of a baseline is the weighting it really
-applies: uniform over the present modalities (none of them learns a modality weighting).
+Masks (docs/model.md, "Masks"), as in HJCAG:
+- a modality marked absent for a sample is replaced by zeros before anything reads it (`torch.where`, so even NaN
+  placeholders cannot leak), its projection is zero too, and it is excluded from the fusion, so its values cannot
+  change that sample's prediction; its gate weight is 0;
+- padded time steps (all-zero input rows of a modality) are zero after the projection, are never attention keys,
+  and are left out of every mean over L.
+The gate of a baseline is the weighting it really applies: uniform over the present modalities (none of them
+learns a modality weighting).
 """
 
 from __future__ import annotations
@@ -20,7 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from hjcag.errors import ConfigError
-from hjcag.model.common import FusionOutput, InputStandardizer, activation, masked_uniform, presence_mask
+from hjcag.model.common import (
+    FusionOutput,
+    InputStandardizer,
+    activation,
+    keep_steps,
+    masked_mean,
+    masked_uniform,
+    presence_mask,
+    step_masks,
+)
 from hjcag.params import MODALITIES, ModelConfig
 
 
@@ -35,6 +48,11 @@ def _keep(x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Zero every sample of `x` (B, ...) whose `present` (B,) is False."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     return torch.where(present.view(shape), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def _pool(project: nn.Module, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Project `x` (B, L, d_in), zero its non-real steps before and after, mean over the real steps: (B, width)."""
+    return masked_mean(project(keep_steps(x, real)), real)
 
 
 def _projection(d_in: int, width: int, config: ModelConfig) -> nn.Module:
@@ -57,7 +75,8 @@ class ConcatFusion(nn.Module):
 
     The classic early-fusion baseline of multimodal emotion recognition (e.g. the feature-concatenation
     baselines in Poria et al., "A review of affective computing: from unimodal analysis to multimodal
-    fusion", Information Fusion 2017). A missing modality contributes a zero block to the concatenation.
+    fusion", Information Fusion 2017). A missing modality contributes a zero block to the concatenation (the
+    classifier without those input columns); the mean over L runs over each modality's real steps.
     """
 
     def __init__(self, input_dims: Mapping[str, int], num_classes: int, config: ModelConfig) -> None:
@@ -70,9 +89,10 @@ class ConcatFusion(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> FusionOutput:
         mask = presence_mask(inputs, self.modalities, present)  # (B, |M|)
+        real = step_masks(inputs, self.modalities, mask)  # {m: (B, L)}
         inputs = self.standardize(inputs)
         pooled = [
-            _keep(self.project[m](_keep(inputs[m], mask[:, i])).mean(dim=1), mask[:, i])  # (B, d_m)
+            _keep(_pool(self.project[m], inputs[m], real[m]), mask[:, i])  # (B, d_m)
             for i, m in enumerate(self.modalities)
         ]
         logits = self.classifier(torch.cat(pooled, dim=-1))  # (B, C)
@@ -99,12 +119,13 @@ class LateFusion(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> FusionOutput:
         mask = presence_mask(inputs, self.modalities, present)  # (B, |M|)
+        real = step_masks(inputs, self.modalities, mask)  # {m: (B, L)}
         inputs = self.standardize(inputs)
         weights = masked_uniform(mask)  # (B, |M|)
         log_probs = torch.stack(
             [
-                F.log_softmax(self.heads[m](self.project[m](_keep(inputs[m], mask[:, i])).mean(dim=1)), dim=-1)
-                for i, m in enumerate(self.modalities)
+                F.log_softmax(self.heads[m](_pool(self.project[m], inputs[m], real[m])), dim=-1)
+                for m in self.modalities
             ],
             dim=1,
         )  # (B, |M|, C)
@@ -142,9 +163,13 @@ class CrossModalLayer(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, query: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, query: torch.Tensor, source: torch.Tensor, source_real: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`source_real` (B, L) bool: the source steps that may be keys (each row needs at least one)."""
         q, kv = self.norm_q(query), self.norm_kv(source)
-        z = query + self.dropout(self.attn(q, kv, kv, need_weights=False)[0])  # (B, L, width)
+        padding = None if source_real is None else ~source_real  # True = not a key
+        z = query + self.dropout(self.attn(q, kv, kv, key_padding_mask=padding, need_weights=False)[0])  # (B, L, w)
         return z + self.dropout(self.ff(self.norm_ff(z)))
 
 
@@ -156,10 +181,12 @@ class CrossModalTransformer(nn.Module):
         self.layers = nn.ModuleList([CrossModalLayer(width, heads, dropout) for _ in range(layers)])
         self.norm = nn.LayerNorm(width)
 
-    def forward(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, target: torch.Tensor, source: torch.Tensor, source_real: torch.Tensor | None = None
+    ) -> torch.Tensor:
         z = target
         for layer in self.layers:
-            z = layer(z, source)
+            z = layer(z, source, source_real)
         return self.norm(z)
 
 
@@ -171,8 +198,9 @@ class MulT(nn.Module):
        dropout.
     2. For every target modality m and every other source s: a cross-modal transformer (`layers` layers,
        `heads` heads) with queries from m and keys/values from s.
-    3. Concatenate the |M|-1 outputs on the feature axis, one self-attention layer over that, mean-pool over L
-       (MulT takes the last step; our sequences are padded to L, so the mean is the safer summary).
+    3. Concatenate the |M|-1 outputs on the feature axis, one self-attention layer over that, mean-pool over the
+       target's real steps (MulT takes the last step; our sequences are padded to L, so the mean is the safer
+       summary).
     4. Concatenate the targets' summaries, MLP classifier.
     With a single modality, step 2 is a self-attention transformer (source = target).
 
@@ -181,6 +209,10 @@ class MulT(nn.Module):
     classified from that modality alone); a missing target's summary is zeroed. Keys never mix across
     samples, so a missing modality's values cannot reach that sample's logits, and every parameter exists
     and is used whatever the mask.
+
+    Padding: a source's padded steps are never keys (`key_padding_mask`), the memory layer's keys are the target's
+    real steps, and the summary is the mean over the target's real steps. Positions count from the utterance's
+    first step, so appending padding changes nothing.
     """
 
     def __init__(self, input_dims: Mapping[str, int], num_classes: int, config: ModelConfig) -> None:
@@ -220,22 +252,30 @@ class MulT(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> FusionOutput:
         mask = presence_mask(inputs, self.modalities, present)  # (B, |M|)
+        real = step_masks(inputs, self.modalities, mask)  # {m: (B, L)}
         inputs = self.standardize(inputs)
         index = {m: i for i, m in enumerate(self.modalities)}
+        # Key masks: a present modality's real steps; a missing one's are all "real" so that no attention row is
+        # empty (no NaN) -- its outputs are discarded and it is never a source of a present target (see above).
+        keys = {m: real[m] | ~mask[:, index[m], None] for m in self.modalities}
         xs = {}
         for m in self.modalities:
-            x = self.project[m](_keep(inputs[m], mask[:, index[m]]).transpose(1, 2)).transpose(1, 2)  # (B, L, D)
+            x = self.project[m](keep_steps(inputs[m], real[m]).transpose(1, 2)).transpose(1, 2)  # (B, L, D)
             pos = sinusoidal_positions(x.shape[1], self.d_model, x.device, x.dtype)  # (L, D)
             xs[m] = self.embed_dropout(math.sqrt(self.d_model) * x + pos)
         summaries = []
         for m in self.modalities:
             branches = []
             for s in self.sources(m):
-                source = xs[s] if s == m else _keep_or(xs[s], xs[m], mask[:, index[s]])  # (B, L, D)
-                branches.append(self.cross[f"{s}{m}"](xs[m], source))  # (B, L, D)
+                if s == m:
+                    source, source_keys = xs[m], keys[m]
+                else:
+                    source = _keep_or(xs[s], xs[m], mask[:, index[s]])  # (B, L, D)
+                    source_keys = _keep_or(keys[s], keys[m], mask[:, index[s]])  # (B, L)
+                branches.append(self.cross[f"{s}{m}"](xs[m], source, source_keys))  # (B, L, D)
             h = torch.cat(branches, dim=-1)  # (B, L, n_sources * D)
-            h = self.memory[m](h, h)  # self-attention over the concatenation
-            summaries.append(_keep(h.mean(dim=1), mask[:, index[m]]))  # (B, n_sources * D)
+            h = self.memory[m](h, h, keys[m])  # self-attention over the concatenation
+            summaries.append(_keep(masked_mean(h, real[m]), mask[:, index[m]]))  # (B, n_sources * D)
         logits = self.classifier(torch.cat(summaries, dim=-1))  # (B, C)
         return FusionOutput(logits=logits, gate=masked_uniform(mask))
 

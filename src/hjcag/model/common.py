@@ -1,4 +1,6 @@
-"""What every model in the harness shares: the output type, input projection and the factory."""
+"""What every model in the harness shares: the output type, the presence and padding masks, activations and
+input standardisation (docs/model.md). The factory (`build_model`, `MODEL_NAMES`) is in :mod:`hjcag.model.factory`.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +12,6 @@ import torch
 from torch import nn
 
 from hjcag.errors import ConfigError
-from hjcag.params import MODALITIES, ModelConfig
-
-MODEL_NAMES = ("hjcag", "concat", "late", "mult")
 
 
 @dataclass
@@ -43,6 +42,36 @@ def presence_mask(inputs: Mapping[str, torch.Tensor], modalities: tuple[str, ...
     if not bool(present.any(dim=1).all()):
         raise ValueError("every sample needs at least one present modality")
     return present
+
+
+def step_masks(
+    inputs: Mapping[str, torch.Tensor], modalities: tuple[str, ...], present: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """{m: (B, L) bool}: which time steps of each modality are real (docs/model.md, "Masks").
+
+    Step l of modality m is real when m is present for the sample and its input row X_m[b, l, :] is not all-zero;
+    all-zero rows are padding (a short utterance zero-padded to L, text tokens beyond the sentence). A missing
+    modality has no real step. A present modality whose rows are all zero (nothing to tell padding from content)
+    counts as real at every step, so every sample keeps at least one real step. Computed on the raw inputs; the
+    InputStandardizer keeps all-zero rows zero, so it agrees.
+    """
+    out = {}
+    for i, m in enumerate(modalities):
+        real = (inputs[m] != 0).any(dim=-1)  # (B, L); NaN counts as content
+        real = real | ~real.any(dim=1, keepdim=True)  # all-zero present modality: every step real
+        out[m] = real & present[:, i, None]
+    return out
+
+
+def keep_steps(x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """`x` (B, L, d) with the rows where `real` (B, L) is False replaced by exact zeros (NaN-safe)."""
+    return torch.where(real[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def masked_mean(x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean of `x` (B, L, d) over the steps where `real` (B, L) is True: (B, d); zeros for a sample with none."""
+    weights = real.to(x.dtype)[..., None]  # (B, L, 1)
+    return (keep_steps(x, real) * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
 def masked_uniform(mask: torch.Tensor) -> torch.Tensor:
@@ -97,20 +126,3 @@ class InputStandardizer(nn.Module):
             z = (x - getattr(self, f"mean_{m}").to(x.dtype)) / getattr(self, f"std_{m}").to(x.dtype)
             out[m] = torch.where(keep, z, torch.zeros_like(z))
         return out
-
-
-def build_model(name: str, input_dims: Mapping[str, int], num_classes: int, config: ModelConfig) -> nn.Module:
-    """Any model of the harness: forward(inputs: {m: (B, L, d_m)}, present: (B, |M|) bool | None)."""
-    modalities = tuple(m for m in MODALITIES if m in input_dims)
-    if not modalities:
-        raise ConfigError("a model needs at least one modality")
-    if name == "hjcag":
-        from hjcag.model.hjcag import HJCAG
-
-        return HJCAG(input_dims, num_classes, config)
-    from hjcag.model import baselines
-
-    builders = {"concat": baselines.ConcatFusion, "late": baselines.LateFusion, "mult": baselines.MulT}
-    if name not in builders:
-        raise ConfigError(f"unknown model '{name}'. Choose one of {list(MODEL_NAMES)}.")
-    return builders[name](input_dims, num_classes, config)

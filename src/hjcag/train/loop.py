@@ -1,9 +1,18 @@
 """The training loop of one fold (section 4.2): Adam + StepLR, cross-entropy (eq 19), early stopping on
 validation loss, and a checkpoint after every epoch so that an interrupted fold resumes where it stopped.
 
+Two additions to the paper's protocol (issue 9, docs/model.md):
+- modality dropout (`train.modality_dropout` = p): every training batch is passed to the model with a presence
+  mask in which each modality of each sample is dropped with probability p, never all of a sample's modalities;
+- class weights (`train.class_weights: balanced`): the cross-entropy of training AND of the validation loss that
+  picks the epoch is weighted by inverse class frequency of the fold's training part.
+With the defaults (0.0, none) training is exactly what it was before them (tests/test_train_loop.py).
+
 Reproducibility: the caller seeds torch before building the model; batch order comes from a dedicated generator
-seeded with the fold's seed, and the checkpoint stores its state and torch's global RNG state (dropout), so a
-resumed fold continues with exactly the random numbers an uninterrupted one would have drawn (bit-for-bit on CPU).
+seeded with the fold's seed, modality dropout from a second one derived from it (so p = 0 draws nothing and the
+batch order does not depend on p), and the checkpoint stores their states and torch's global RNG state
+(dropout), so a resumed fold continues with exactly the random numbers an uninterrupted one would have drawn
+(bit-for-bit on CPU).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ EpochCallback = Callable[[int, int, dict[str, float]], None]
 """on_epoch(fold_index, epoch (1-based), {train_loss, val_loss, val_acc, val_weighted_f1, lr})."""
 
 CHECKPOINT_VERSION = 1
+CLASS_WEIGHTS = ("none", "balanced")
 # Keep the whole split on the GPU when it is this small; otherwise batches are copied per step.
 _GPU_RESIDENT_BYTES = 2 * 1024**3
 
@@ -44,12 +54,14 @@ class TensorData:
 
     inputs: dict[str, torch.Tensor]
     targets: torch.Tensor
+    num_classes: int | None = None  # the label set's size (targets may miss some classes); None: max target + 1
 
     @classmethod
     def from_features(cls, fs: FeatureSet) -> TensorData:
         return cls(
             inputs={m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for m, x in fs.features.items()},
             targets=torch.from_numpy(fs.targets),
+            num_classes=len(fs.label_names) or None,
         )
 
     def __len__(self) -> int:
@@ -59,7 +71,7 @@ class TensorData:
         return sum(x.numel() * x.element_size() for x in self.inputs.values())
 
     def to(self, device: torch.device) -> TensorData:
-        return TensorData({m: x.to(device) for m, x in self.inputs.items()}, self.targets.to(device))
+        return TensorData({m: x.to(device) for m, x in self.inputs.items()}, self.targets.to(device), self.num_classes)
 
     def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         idx = idx.to(self.targets.device)
@@ -100,31 +112,81 @@ def check_train_config(cfg: TrainConfig) -> None:
         problems.append(f"train.step_size must be >= 1 (got {cfg.step_size})")
     if cfg.lr < 0 or cfg.weight_decay < 0:
         problems.append("train.lr and train.weight_decay must be >= 0")
+    if not 0.0 <= cfg.modality_dropout < 1.0:
+        problems.append(f"train.modality_dropout must be in [0, 1) (got {cfg.modality_dropout})")
+    if cfg.class_weights not in CLASS_WEIGHTS:
+        problems.append(f"train.class_weights must be one of {list(CLASS_WEIGHTS)} (got {cfg.class_weights!r})")
     if problems:
         raise ConfigError("; ".join(problems) + ". Fix them in params.yaml.")
 
 
+def class_weights(targets: torch.Tensor, num_classes: int | None, mode: str) -> torch.Tensor | None:
+    """Cross-entropy class weights (C,) from a fold's TRAINING targets, or None for `mode` 'none'.
+
+    'balanced': w_c proportional to 1 / n_c (a class absent from `targets` counts as n_c = 1), scaled so that the
+    mean weight over the training samples is 1: sum_c n_c w_c = N. Every class then carries the same total weight
+    in the training set. (With reduction 'mean' the cross-entropy divides by the batch's sum of weights, so the
+    scale does not change the loss; it only keeps the numbers readable.)
+    """
+    if mode == "none":
+        return None
+    if mode != "balanced":
+        raise ConfigError(f"train.class_weights must be one of {list(CLASS_WEIGHTS)} (got {mode!r}).")
+    targets = targets.detach().cpu().long()
+    n_classes = num_classes or int(targets.max()) + 1
+    counts = torch.bincount(targets, minlength=n_classes).double()
+    weights = 1.0 / counts.clamp_min(1.0)
+    weights = weights * len(targets) / (counts * weights).sum()
+    return weights.float()
+
+
+def drop_modalities(batch: int, n_modalities: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """(batch, n_modalities) bool presence mask for modality dropout: each entry False with probability `p`;
+    a row that lost every modality gets one back, chosen uniformly. p = 0 or one modality: all True, no draws."""
+    present = torch.ones(batch, n_modalities, dtype=torch.bool)
+    if p <= 0.0 or n_modalities < 2:
+        return present
+    present = torch.rand(batch, n_modalities, generator=generator) >= p
+    revive = torch.randint(n_modalities, (batch,), generator=generator)  # drawn for every row: fixed RNG use
+    empty = ~present.any(dim=1)
+    present[empty, revive[empty]] = True
+    return present
+
+
+def _dropout_generator(seed: int) -> torch.Generator:
+    """The modality-dropout generator of a fold: derived from the fold's seed, independent of the shuffle."""
+    state = np.random.SeedSequence([int(seed), 0x6D6F64]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
 @torch.no_grad()
 def predict(
-    model: nn.Module, data: TensorData, batch_size: int, device: torch.device
+    model: nn.Module, data: TensorData, batch_size: int, device: torch.device, present: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, C) and gate weights (N, |M|) on CPU, in eval mode (no dropout), in data order."""
+    """Logits (N, C) and gate weights (N, |M|) on CPU, in eval mode (no dropout), in data order.
+
+    `present` (N, |M|) bool, columns in the model's modality order: which modalities each sample has (default all).
+    """
     model.eval()
     logits, gates = [], []
     for start in range(0, len(data), batch_size):
-        inputs, _ = data.batch(torch.arange(start, min(start + batch_size, len(data))), device)
-        out = model(inputs)
+        idx = torch.arange(start, min(start + batch_size, len(data)))
+        inputs, _ = data.batch(idx, device)
+        out = model(inputs) if present is None else model(inputs, present[idx].to(device))
         logits.append(out.logits.float().cpu())
         gates.append(out.gate.float().cpu())
     return torch.cat(logits), torch.cat(gates)
 
 
-def _validate(model: nn.Module, data: TensorData, batch_size: int, device: torch.device) -> dict[str, float]:
+def _validate(
+    model: nn.Module, data: TensorData, batch_size: int, device: torch.device, weights: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Validation metrics; `val_loss` (the early-stopping criterion) uses the training loss's class weights."""
     logits, _ = predict(model, data, batch_size, device)
     targets = data.targets.cpu()
     pred = logits.argmax(dim=1)
     return {
-        "val_loss": float(F.cross_entropy(logits, targets)),
+        "val_loss": float(F.cross_entropy(logits, targets, weight=weights)),
         "val_acc": float((pred == targets).double().mean()),
         "val_weighted_f1": float(f1_score(targets.numpy(), pred.numpy(), average="weighted", zero_division=0)),
     }
@@ -137,14 +199,19 @@ def _train_epoch(
     batch_size: int,
     generator: torch.Generator,
     device: torch.device,
+    modality_dropout: float = 0.0,
+    dropout_generator: torch.Generator | None = None,
+    weights: torch.Tensor | None = None,
 ) -> float:
     model.train()
     order = torch.randperm(len(data), generator=generator)
     total = 0.0
     for start in range(0, len(data), batch_size):
         inputs, targets = data.batch(order[start : start + batch_size], device)
+        present = drop_modalities(len(targets), len(inputs), modality_dropout,
+                                  dropout_generator if dropout_generator is not None else generator)
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(inputs).logits, targets)  # eq 19
+        loss = F.cross_entropy(model(inputs, present.to(device)).logits, targets, weight=weights)  # eq 19
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(targets)
@@ -155,16 +222,19 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
+def _rng_state(generator: torch.Generator, dropout_generator: torch.Generator) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": generator.get_state(),
+                             "modality_dropout": dropout_generator.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _restore_rng(state: Mapping[str, Any], generator: torch.Generator) -> None:
+def _restore_rng(state: Mapping[str, Any], generator: torch.Generator, dropout_generator: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["shuffle"])
+    if "modality_dropout" in state:  # checkpoints written before modality dropout existed never drew from it
+        dropout_generator.set_state(state["modality_dropout"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -215,6 +285,9 @@ def train_fold(
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     generator = torch.Generator().manual_seed(seed)
+    dropout_generator = _dropout_generator(seed)
+    weights = class_weights(train.targets, train.num_classes, cfg.class_weights)
+    train_weights = None if weights is None else weights.to(device)
     start_epoch, best_val_loss, best_epoch, bad_epochs = 0, math.inf, 0, 0
     best_state = _cpu_state(model)
     history: list[dict[str, float]] = []
@@ -228,7 +301,7 @@ def train_fold(
         start_epoch, best_val_loss = int(ckpt["epoch"]), float(ckpt["best_val_loss"])
         best_epoch, bad_epochs = int(ckpt["best_epoch"]), int(ckpt["bad_epochs"])
         best_state, history, finished = ckpt["best_state"], list(ckpt["history"]), bool(ckpt["finished"])
-        _restore_rng(ckpt["rng"], generator)
+        _restore_rng(ckpt["rng"], generator, dropout_generator)
         if not quiet:
             log.info("fold %d: resuming after epoch %d from %s", fold_index, start_epoch, checkpoint_path)
 
@@ -242,9 +315,11 @@ def train_fold(
         while not finished and epoch < cfg.epochs:
             epoch += 1
             lr = float(optimizer.param_groups[0]["lr"])
-            train_loss = _train_epoch(model, train, optimizer, cfg.batch_size, generator, device)
+            train_loss = _train_epoch(model, train, optimizer, cfg.batch_size, generator, device,
+                                      cfg.modality_dropout, dropout_generator, train_weights)
             metrics: dict[str, float] = {
-                "epoch": epoch, "train_loss": train_loss, **_validate(model, val, cfg.batch_size, device), "lr": lr,
+                "epoch": epoch, "train_loss": train_loss, **_validate(model, val, cfg.batch_size, device, weights),
+                "lr": lr,
             }
             if not (math.isfinite(train_loss) and math.isfinite(metrics["val_loss"])):
                 raise HjcagError(
@@ -274,7 +349,7 @@ def train_fold(
                         "bad_epochs": bad_epochs,
                         "history": history,
                         "finished": finished,
-                        "rng": _rng_state(generator),
+                        "rng": _rng_state(generator, dropout_generator),
                     },
                     checkpoint_path,
                 )

@@ -37,7 +37,7 @@ from hjcag.artifacts import write_json
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.model.common import MODEL_NAMES, build_model
+from hjcag.model.factory import MODEL_NAMES, build_model
 from hjcag.params import TUNABLE_SECTIONS, Params, SearchDimension, params_from_dict, parse_modalities
 from hjcag.train.folds import Fold, make_folds
 from hjcag.train.loop import TensorData, train_fold
