@@ -427,3 +427,21 @@ def test_bad_modality_dropout_or_class_weights_are_config_errors(key: str, value
     train, val = fold_data(synthetic())
     with pytest.raises(ConfigError, match=f"train.{key}"):
         train_fold(new_model(params), train, val, params.train, seed=0, device=CPU, quiet=True)
+
+
+def test_a_multimodal_run_reports_every_modality_subset(tmp_path: Path) -> None:
+    from hjcag.train.evaluate import evaluate_run
+
+    fs = synthetic()
+    metrics = train_and_evaluate(fs, tiny_params(epochs=3, folds=2), ("t", "a", "v"), "hjcag", tmp_path / "r",
+                                 quiet=True)
+    rows = {r["modalities"]: r for r in metrics["robustness"]}
+    assert list(rows) == ["text+audio+visual", "text+audio", "text+visual", "audio+visual", "text", "audio",
+                          "visual"]
+    full = rows["text+audio+visual"]  # all present: exactly the run's own test scores
+    for name in ("accuracy", "weighted_f1", "macro_f1"):
+        assert full[name]["mean"] == pytest.approx(metrics[name]["mean"])
+    assert "## Missing modalities" in (tmp_path / "r" / "report.md").read_text()
+    summary = evaluate_run(tmp_path / "r", tmp_path / "eval")  # what `dvc metrics show` lists
+    assert summary["only_text+audio_accuracy"] == pytest.approx(rows["text+audio"]["accuracy"]["mean"])
+    assert len([k for k in summary if k.startswith("only_")]) == 14

@@ -251,6 +251,9 @@ def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
         for stat in ("mean", "std"):
             if (stats or {}).get(stat) is not None:
                 out[f"f1_{_safe(label)}_{stat}"] = float(stats[stat])
+    for row in metrics.get("robustness") or []:  # the model with only these modalities present
+        for name in ("accuracy", "weighted_f1"):
+            out[f"only_{_safe(row['modalities'])}_{name}"] = float(row[name]["mean"])
     return out
 
 

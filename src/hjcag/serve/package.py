@@ -215,7 +215,7 @@ def stage_bundle(
     if metrics.exists():
         m = json.loads(metrics.read_text(encoding="utf-8"))
         summary = {k: m.get(k) for k in ("accuracy", "weighted_f1", "macro_f1", "protocol", "dataset", "profile",
-                                         "n_folds", "fingerprint") if k in m}
+                                         "n_folds", "fingerprint", "robustness") if k in m}
     write_json(dest / SERVING_FILE, {
         "model": name,
         "version": version,

@@ -46,6 +46,9 @@ def summary_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
         value = stat.get("mean") if isinstance(stat, Mapping) else stat
         if value is not None:  # a class absent from every test fold has no F1
             flat[f"f1_{label}"] = float(value)
+    for row in metrics.get("robustness") or []:  # e.g. only_text+audio_accuracy: the model with visual missing
+        for key in ("accuracy", "weighted_f1"):
+            flat[f"only_{row['modalities']}_{key}"] = float(row[key]["mean"])
     flat["n_folds"] = int(metrics.get("n_folds", len(metrics.get("folds", []))))
     flat["n_utterances"] = int(metrics.get("n_utterances", 0))
     return flat

@@ -151,6 +151,11 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
     for label in labels:
         per_fold = " | ".join(_cell(f["per_class_f1"].get(label)) for f in folds)
         lines.append(f"| {label} | {_pct(metrics['per_class_f1'][label])} | {per_fold} |")
+    if metrics.get("robustness"):
+        lines += ["", "## Missing modalities (each fold's model on its test part, the others masked)", "",
+                  "| Modalities present | Accuracy | Weighted F1 | Macro F1 |", "|---|---|---|---|"]
+        lines += [f"| {r['modalities']} | {_pct(r['accuracy'])} | {_pct(r['weighted_f1'])} | {_pct(r['macro_f1'])} |"
+                  for r in metrics["robustness"]]
     confusion = metrics.get("confusion")
     if confusion is not None:
         lines += ["", "## Confusion matrix (counts summed over folds; rows true, columns predicted)", "",

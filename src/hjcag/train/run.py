@@ -52,6 +52,7 @@ from hjcag.train.folds import Fold, make_folds
 from hjcag.train.loop import EpochCallback, TensorData, predict, train_fold
 from hjcag.train.metrics import aggregate, classification_metrics
 from hjcag.train.report import write_report
+from hjcag.train.robustness import robustness_table
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +314,9 @@ def train_and_evaluate(
         "std": "population std (ddof=0) across folds" + (" x seeds" if len(seeds) > 1 else ""),
         "fingerprint": digest,
     }
+    if len(modalities) > 1:  # every modality subset on the test folds: what the endpoint does with partial input
+        with torch_threads(cfg.num_threads):
+            metrics["robustness"] = robustness_table(fs, folds, results, out_dir, cfg.batch_size, device)
     write_report(out_dir, metrics, histories)
     write_json(metrics_path, metrics)  # last: marks the run as complete
     return metrics
