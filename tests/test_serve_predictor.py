@@ -86,7 +86,7 @@ def probs(response: dict[str, Any]) -> np.ndarray:
 
 def test_features_request_gives_label_probabilities_gate_model_and_version(predictor: Predictor) -> None:
     response = predictor.predict(sf.feature_request(0))
-    assert set(response) == {"label", "probabilities", "gate", "model", "version"}
+    assert set(response) == {"label", "probabilities", "gate", "modalities", "model", "version"}
     assert list(response["probabilities"]) == list(sf.LABELS)
     assert probs(response).sum() == pytest.approx(1.0, abs=1e-5)
     assert response["label"] == max(response["probabilities"], key=response["probabilities"].get)
@@ -366,7 +366,7 @@ def test_features_meta_of_the_training_extraction_is_carried_and_accepted(run_di
 
     manifest = pd.DataFrame([{"utterance_id": "u0", "label": "joy", "dialogue_id": "d0", "text": "hello there",
                               "video_path": str(media["mp4"]), "audio_path": None, "start_s": None, "end_s": None}])
-    out = extract_features(manifest, sf.features_config(), "t,a,v", tmp_path / "features.npz", cache_dir=None)
+    out = extract_features(manifest, sf.features_config(), "t,a,v", tmp_path / "features.npz")
     mar = package_model(run_dir, tmp_path / "store", features_config=sf.features_config(),
                         features_meta=meta_path(out))
     unpacked = tmp_path / "unpacked"
