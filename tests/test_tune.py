@@ -150,14 +150,15 @@ def test_a_study_without_any_complete_trial_says_so(tmp_path: Path, monkeypatch:
     assert json.loads((tmp_path / "out" / tune.STUDY_FILE).read_text())["trials"][0]["state"] == "PRUNED"
 
 
-def test_space_keys_this_version_lacks_are_skipped_with_a_warning(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_modality_dropout_and_class_weights_are_tuned_and_a_misspelled_key_is_named(tmp_path: Path) -> None:
     raw = tiny_raw(trials=1)
     raw["tune"]["space"]["train.modality_dropout"] = {"low": 0.0, "high": 0.4}
+    raw["tune"]["space"]["train.class_weights"] = {"choices": ["none", "balanced"]}
     summary = run(synthetic(), tmp_path, raw)
-    assert "train.modality_dropout" in caplog.text and "skipping" in caplog.text
-    assert "train.modality_dropout" not in summary["best"]["params"]
-    assert set(summary["best"]["params"]) == {"train.lr", "model.widths", "train.batch_size"}
+    assert {"train.modality_dropout", "train.class_weights"} <= set(summary["best"]["params"])
+    raw["tune"]["space"]["train.modality_drop"] = {"low": 0.0, "high": 0.4}
+    with pytest.raises(ConfigError, match=r"did you mean train\.modality_dropout"):
+        run(synthetic(), tmp_path / "typo", raw)
 
 
 @pytest.mark.parametrize(("space", "fragment"), [

@@ -17,6 +17,7 @@ epoch early stopping keeps, averaged over folds. The test rows of a fold are nev
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import math
@@ -62,19 +63,17 @@ IDENTITY_ATTR = "hjcag_identity"
 
 
 def search_space(params: Params) -> list[SearchDimension]:
-    """``tune.space`` without the keys this version's params sections do not have (each named in a warning), so
-    a params.yaml written for a newer hjcag still tunes the rest."""
-    space, skipped = [], []
+    """``tune.space``, every key a field of its params section (a typo is an error naming the closest field)."""
     for dim in params.tune.space:
-        known = {f.name for f in dataclasses.fields(getattr(params, dim.section))}
-        (space if dim.name in known else skipped).append(dim)
-    if skipped:
-        log.warning("tune.space: skipping %s: no such field in this version's params sections",
-                    ", ".join(d.key for d in skipped))
-    if not space:
+        known = [f.name for f in dataclasses.fields(getattr(params, dim.section))]
+        if dim.name not in known:
+            close = difflib.get_close_matches(dim.name, known, n=1)
+            hint = f"did you mean {dim.section}.{close[0]}?" if close else f"{dim.section} has {sorted(known)}"
+            raise ConfigError(f"tune.space: '{dim.key}' is not a params field; {hint}")
+    if not params.tune.space:
         raise ConfigError("tune.space has nothing to tune: add SECTION.FIELD entries (e.g. train.lr: {low: 1.0e-5, "
                           "high: 1.0e-3, log: true}) to the tune section of params.yaml.")
-    return space
+    return list(params.tune.space)
 
 
 def suggest(trial: optuna.Trial, space: Sequence[SearchDimension]) -> dict[str, Any]:
