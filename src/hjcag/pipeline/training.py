@@ -45,6 +45,16 @@ def _with_mlflow(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task
 
 
+def features_tasks(p: dict, source_dir: str, dataset_kind: str, demo_size: str, modalities: str, standin: bool,
+                   feature_cache: str) -> dsl.PipelineTask:
+    """raw data -> prepare -> validate -> features: how the training and the tuning pipeline both begin."""
+    raw = _with_data(c.raw_data(source_dir=source_dir, demo_size=demo_size, **p))
+    manifest = _with_data(c.prepare(raw=raw.outputs["raw"], dataset_kind=dataset_kind, modalities=modalities, **p))
+    validated = _with_data(c.validate(manifest=manifest.outputs["manifest"], modalities=modalities, **p))
+    return _on_gpu(_with_data(c.features(raw=raw.outputs["raw"], validated=validated.outputs["validated"],
+                                         modalities=modalities, standin=standin, cache_dir=feature_cache, **p)))
+
+
 @dsl.pipeline(name=PIPELINE_NAME, description="HJCAG training: validate, extract features, train the folds in "
               "parallel, evaluate, gate, register, package and deploy.")
 def training_pipeline(
@@ -67,12 +77,7 @@ def training_pipeline(
     file's). source_dir: the dataset on the data PVC, e.g. /data/MELD.Raw (empty: generate the demo dataset).
     deploy_target: torchserve (init-container image; needs model_image) | torchserve-pvc | kserve."""
     p = {"params_yaml": params_yaml, "profile": profile}
-    raw = _with_data(c.raw_data(source_dir=source_dir, demo_size=demo_size, **p))
-    manifest = _with_data(c.prepare(raw=raw.outputs["raw"], dataset_kind=dataset_kind, modalities=modalities, **p))
-    validated = _with_data(c.validate(manifest=manifest.outputs["manifest"], modalities=modalities, **p))
-    feats = _on_gpu(_with_data(c.features(raw=raw.outputs["raw"], validated=validated.outputs["validated"],
-                                          modalities=modalities, standin=standin_features, cache_dir=feature_cache,
-                                          **p)))
+    feats = features_tasks(p, source_dir, dataset_kind, demo_size, modalities, standin_features, feature_cache)
     folds = c.plan_folds(features=feats.outputs["features"], **p)
     with dsl.ParallelFor(folds.output, name="folds") as fold:
         trained = _on_gpu(c.train_fold(features=feats.outputs["features"], fold=fold, modalities=modalities, **p))

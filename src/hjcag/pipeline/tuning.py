@@ -12,7 +12,7 @@ from typing import NamedTuple
 from kfp import dsl
 
 from hjcag.pipeline import components as c
-from hjcag.pipeline.training import _on_gpu, _with_data, _with_mlflow
+from hjcag.pipeline.training import _on_gpu, _with_mlflow, features_tasks
 
 PIPELINE_NAME = "hjcag-tuning"
 
@@ -40,12 +40,7 @@ def tuning_pipeline(
     """The training pipeline's data parameters, plus tune_trials (the study's budget) and tune_storage (an Optuna
     storage URL; empty: a SQLite file in the tune step's output, so each run starts a new study)."""
     p = {"params_yaml": params_yaml, "profile": profile}
-    raw = _with_data(c.raw_data(source_dir=source_dir, demo_size=demo_size, **p))
-    manifest = _with_data(c.prepare(raw=raw.outputs["raw"], dataset_kind=dataset_kind, modalities=modalities, **p))
-    validated = _with_data(c.validate(manifest=manifest.outputs["manifest"], modalities=modalities, **p))
-    feats = _on_gpu(_with_data(c.features(raw=raw.outputs["raw"], validated=validated.outputs["validated"],
-                                          modalities=modalities, standin=standin_features, cache_dir=feature_cache,
-                                          **p)))
+    feats = features_tasks(p, source_dir, dataset_kind, demo_size, modalities, standin_features, feature_cache)
     tuned = _on_gpu(_with_mlflow(c.tune(features=feats.outputs["features"], trials=tune_trials,
                                         modalities=modalities, storage=tune_storage, experiment=experiment, **p)))
     return Tuned(params_yaml=tuned.outputs["params_yaml"], profile=tuned.outputs["profile"])
