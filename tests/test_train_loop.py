@@ -378,6 +378,15 @@ def test_modality_dropout_resumes_from_a_checkpoint_bit_for_bit(tmp_path: Path) 
         assert torch.equal(v, resumed.best_state[k]), k
 
 
+def test_sqrt_class_weights_are_square_roots_of_inverse_frequencies() -> None:
+    targets = torch.tensor([0] * 16 + [1] * 4 + [2])
+    w = class_weights(targets, 3, "sqrt")
+    assert w is not None
+    torch.testing.assert_close(w[0] / w[2], torch.tensor(0.25))  # sqrt(1 / 16) against sqrt(1 / 1)
+    torch.testing.assert_close(w[0] / w[1], torch.tensor(0.5))
+    assert float((torch.tensor([16.0, 4.0, 1.0]) * w).sum()) == pytest.approx(21.0)  # mean weight per sample: 1
+
+
 def test_balanced_class_weights_are_inverse_frequencies_of_the_training_targets() -> None:
     targets = torch.tensor([0] * 6 + [1] * 3 + [2])
     assert class_weights(targets, 4, "none") is None

@@ -59,7 +59,8 @@ class TrainConfig:
     num_threads: int = 0
     seeds: tuple[int, ...] = ()  # train every fold once per seed (figures: mean ± std over folds x seeds)
     modality_dropout: float = 0.0  # per sample, each present modality dropped with this probability (never all)
-    class_weights: str = "none"  # none | balanced (inverse class frequency of the fold's training part)
+    class_weights: str = "none"  # none | balanced | sqrt (inverse class frequency of the fold's training part, or
+    # its square root)
 
 
 @dataclass(frozen=True)
