@@ -59,7 +59,7 @@ TUNED = {
 FINETUNE = {"max_tokens": 32, "finetune": {"epochs": 3, "repeats": 1, "patience": 1}}
 
 
-def write_params(work: Path, threads: int) -> Path:
+def write_params(work: Path, threads: int, finetune_steps: int | None = None) -> Path:
     """WORK/params.yaml: the repository's params.yaml plus the recipes of this benchmark as profiles."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["num_threads"] = threads
@@ -70,7 +70,9 @@ def write_params(work: Path, threads: int) -> Path:
     params["profiles"]["tuned"] = {"dataset": "meld", **copy.deepcopy(TUNED), "features": {}, "validation": {},
                                    "gates": {}}
     # Feature-side profiles: fine-tuning, and extraction with the fine-tuned encoder.
-    params["profiles"]["finetune"] = {"dataset": "meld", "features": FINETUNE}
+    finetune = copy.deepcopy(FINETUNE)
+    finetune["finetune"]["max_steps"] = finetune_steps
+    params["profiles"]["finetune"] = {"dataset": "meld", "features": finetune}
     params["profiles"]["finetuned"] = {"dataset": "meld", "features": {"text_model": str(work / "text-ft")}}
     path = work / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -154,12 +156,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch / BLAS threads of every stage (default: 1)")
     ap.add_argument("--recipes", default="demo,tuned", help="comma-separated: demo, tuned, meld (default: %(default)s)")
     ap.add_argument("--finetune", action="store_true", help="also fine-tune the text encoder first (slow on a CPU)")
+    ap.add_argument("--finetune-steps", type=int, default=None,
+                    help="stop fine-tuning after this many optimizer steps (a quick look; default: no limit)")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
     args = ap.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
-    params = write_params(work, args.threads)
+    params = write_params(work, args.threads, args.finetune_steps)
     run = {"params": params, "threads": args.threads}
 
     hjcag("prepare", "--dataset", "meld", "--source", str(args.meld), "--out", str(work / "prepare"),
