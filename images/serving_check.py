@@ -4,15 +4,17 @@ with the image's config.properties), then checks what the deployment relies on, 
     python3 serving_check.py --requests DIR [--probe JSON] -- ENTRYPOINT... CMD...
 
 Checks: the server runs as uid 1000 (every process it starts); it loads the archive and /ping says Healthy;
-a features request and a raw request (text + mp4) are answered with the inference token, a request without it is
-refused with 401; the inference API listens on all interfaces, the management and metrics APIs on 127.0.0.1 only
-(the listening sockets, and a refused connection to the management port on this host's non-loopback address);
+a features request and a raw request (text + mp4) are answered with the inference token, a request without it
+(or with another key) is refused (InvalidKeyException); the inference API listens on all interfaces, the
+management and metrics APIs on 127.0.0.1 only (the listening sockets, and a refused connection to the management
+port on this host's non-loopback address);
 the image's HEALTHCHECK probe passes. Every check prints one line; the first failure stops with exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -143,10 +145,13 @@ def check(args: argparse.Namespace, server: subprocess.Popen) -> None:
         ok(f"{name} request with the token: {answer['label']}, gate {answer['gate']}")
         if name == "raw" and not (answer["gate"].get("text", 0) > 0 and answer["gate"].get("visual", 0) > 0):
             fail(f"raw request: text and video should both carry weight: {answer['gate']}")
-    status, text = request("POST", f"{base}/predictions/hjcag", (args.requests / "features.json").read_bytes())
-    if status != 401:
-        fail(f"request without a token: expected 401, got {status} {text[:200]}")
-    ok("request without a token: 401")
+    # TorchServe 0.12 refuses a missing or wrong key with 400 or 401 and an InvalidKeyException body.
+    for label, bad in (("without a token", None), ("with the management key", keys["management"])):
+        status, text = request("POST", f"{base}/predictions/hjcag", (args.requests / "features.json").read_bytes(),
+                               token=bad)
+        if status not in (400, 401) or "InvalidKeyException" not in text:
+            fail(f"request {label}: expected a refusal (InvalidKeyException), got {status} {text[:200]}")
+        ok(f"request {label}: refused, {status} InvalidKeyException")
 
     sockets = listening()
     wildcard = {"0.0.0.0", "::"}
@@ -176,6 +181,22 @@ def check(args: argparse.Namespace, server: subprocess.Popen) -> None:
         ok(f"the image's HEALTHCHECK passes: {' '.join(args.probe)}")
 
 
+def stop(server: subprocess.Popen) -> None:
+    """`torchserve --stop` (as kubelet's SIGTERM would end it), then whatever of the server is left, by pid: tini
+    runs the server in a process group of its own, and here no container teardown reaps the java frontend."""
+    started = descendants(server.pid)
+    subprocess.run(["torchserve", "--stop"], capture_output=True, timeout=120, check=False)
+    server.terminate()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+    for pid in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=Path, required=True, help="features.json and raw.json")
@@ -188,7 +209,7 @@ def main() -> int:
     if busy:
         fail(f"ports {sorted(busy)} are taken on this host (buildah's chroot isolation shares the host network)")
     log = open("/tmp/torchserve.out", "w")  # noqa: SIM115 (the server outlives this statement)
-    server = subprocess.Popen(args.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(args.command, stdout=log, stderr=subprocess.STDOUT)
     try:
         check(args, server)
     except SystemExit:
@@ -197,13 +218,7 @@ def main() -> int:
             Path("/tmp/torchserve.out").read_text(errors="replace").splitlines()[-60:]), flush=True)
         raise
     finally:
-        with_timeout = time.monotonic() + 60
-        os.killpg(server.pid, signal.SIGTERM)
-        while server.poll() is None and time.monotonic() < with_timeout:
-            time.sleep(0.5)
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        stop(server)
     print("serving image: all checks passed", flush=True)
     return 0
 
