@@ -123,7 +123,10 @@ class Runner:
         container = self.executors[component["executorLabel"]]["container"]
         task_dir = self.work / name
         task_dir.mkdir(parents=True, exist_ok=True)
-        os.chown(task_dir, CONTAINER_UID, CONTAINER_UID)
+        try:  # the image's user writes the outputs here
+            os.chown(task_dir, CONTAINER_UID, CONTAINER_UID)
+        except PermissionError:
+            task_dir.chmod(0o777)
         outs = component.get("outputDefinitions", {})
         in_image = f"{MOUNT}/{name}"
         executor_input = {
