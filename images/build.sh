@@ -65,7 +65,7 @@ build() {  # build NAME DOCKERFILE TAG [ARGS...]
         done
         DOCKER_BUILDKIT=1 docker build -f "$file" -t "$tag" "${args[@]}" .
     else
-        bah bud --isolation chroot --layers --format docker -f "$file" -t "$tag" "$@" .
+        bah bud --isolation chroot --layers --force-rm --format docker -f "$file" -t "$tag" "$@" .
     fi
     printf '%-12s %-40s %9s %6d s\n' "$name" "$tag" "$(image_size "$tag")" $((SECONDS - start)) | tee -a "$SUMMARY"
 }
