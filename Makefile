@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo demo-ablation tune pipeline test lint format bench clean
+.PHONY: install demo demo-ablation tune pipeline test lint format bench clean images image-test
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,17 +37,25 @@ pipeline: install
 	$(BIN)/python -m hjcag.pipeline.compile --out pipelines/hjcag_training.yaml
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks images
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks images
 
 format: install
 	$(BIN)/ruff format src tests benchmarks
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py
+
+# The component image and the serving images (docker build with a Docker daemon, else buildah; a local Debian base
+# where no registry is reachable), then prove them by running them (README: "Images, built and run").
+images: install
+	images/build.sh
+
+image-test: install
+	images/test.sh
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
