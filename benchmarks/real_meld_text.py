@@ -77,7 +77,8 @@ def hjcag(*args: str, params: Path, profile: str, threads: int, done: Path | Non
         print(f"[skip] hjcag {args[0]}: {done} exists")
         return 0.0
     cmd = [sys.executable, "-m", "hjcag.cli", *args, "--params", str(params), "--profile", profile]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{params.parent / 'mlruns.db'}"}  # the tuning study lands beside it
     print("$ hjcag", " ".join(cmd[3:]), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
