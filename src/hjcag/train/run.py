@@ -218,6 +218,15 @@ def _per_unit(on_epoch: EpochCallback, unit: str) -> EpochCallback:
     return lambda _fold, epoch, metrics: on_epoch(unit, epoch, metrics)  # type: ignore[arg-type]
 
 
+def select_run(fs: FeatureSet, params: Params, modalities: Sequence[str],
+               model_name: str) -> tuple[FeatureSet, Params, tuple[str, ...]]:
+    """The features (only `modalities`), params and modalities a run of `model_name` trains with."""
+    if model_name not in MODEL_NAMES:
+        raise ConfigError(f"unknown model '{model_name}'. Choose one of {list(MODEL_NAMES)}.")
+    modalities = parse_modalities(tuple(modalities))
+    return fs.select(modalities), params.with_overrides(model={"name": model_name}), modalities
+
+
 def train_and_evaluate(
     fs: FeatureSet,
     params: Params,
@@ -237,11 +246,7 @@ def train_and_evaluate(
     directories and calls this again without it to aggregate); until every fold is done the return value is
     ``{"complete": False, "folds": [...]}`` and no metrics.json is written.
     """
-    if model_name not in MODEL_NAMES:
-        raise ConfigError(f"unknown model '{model_name}'. Choose one of {list(MODEL_NAMES)}.")
-    modalities = parse_modalities(tuple(modalities))
-    fs = fs.select(modalities)
-    params = params.with_overrides(model={"name": model_name})
+    fs, params, modalities = select_run(fs, params, modalities, model_name)
     out_dir = Path(out_dir)
     identity = run_identity(fs, params, modalities, model_name)
     digest = _check_or_start_run(out_dir, identity)

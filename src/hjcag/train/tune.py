@@ -38,11 +38,11 @@ from hjcag.artifacts import write_json
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.model.factory import MODEL_NAMES, build_model
-from hjcag.params import TUNABLE_SECTIONS, Params, SearchDimension, params_from_dict, parse_modalities
+from hjcag.model.factory import build_model
+from hjcag.params import TUNABLE_SECTIONS, Params, SearchDimension, params_from_dict
 from hjcag.train.folds import Fold, make_folds
 from hjcag.train.loop import TensorData, train_fold
-from hjcag.train.run import fingerprint, fold_seed, run_identity
+from hjcag.train.run import fingerprint, fold_seed, run_identity, select_run
 
 if TYPE_CHECKING:
     import optuna
@@ -483,11 +483,7 @@ def run_tuning(fs: FeatureSet, params: Params, modalities: Sequence[str], model_
     """Run (or resume) the study until `trials` (default tune.trials) are finished or `minutes` (default
     tune.minutes) have passed; write `out`/best.yaml and `out`/study.json (naming `profile_name`, the profile the
     caller writes); return the summary. The study lives in `storage`, default :func:`default_storage`."""
-    if model_name not in MODEL_NAMES:
-        raise ConfigError(f"unknown model '{model_name}'. Choose one of {list(MODEL_NAMES)}.")
-    modalities = parse_modalities(tuple(modalities))
-    fs = fs.select(modalities)
-    params = params.with_overrides(model={"name": model_name})
+    fs, params, modalities = select_run(fs, params, modalities, model_name)
     out = Path(out)
     space = search_space(params)
     trials = params.tune.trials if trials is None else trials
