@@ -43,6 +43,26 @@ def test_compiled_component_specs_are_up_to_date(tmp_path: Path) -> None:
         "schemaTitle"] == "system.Dataset"
 
 
+def test_only_the_volume_targets_mount_the_model_store() -> None:
+    """torchserve-pvc and kserve write the archive to the model-store PVC; the torchserve target ships it in an
+    image and its overlays create no such PVC, so its deploy task must not mount one (it could never start)."""
+    doc = list(yaml.safe_load_all(COMPILED.read_text()))
+    spec, platform = doc[0], doc[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    branches = {task["taskInfo"]["name"]: (task.get("triggerPolicy", {}).get("condition"), name)
+                for comp in spec["components"].values() for name, task in comp.get("dag", {}).get("tasks", {}).items()}
+    condition, volume = branches["volume-rollout"]
+    assert condition == "inputs.parameter_values['pipelinechannel--deploy_target'] != 'torchserve'"
+    assert branches["image-rollout"][0] == f"!({condition})"  # the else branch
+    executor = {comp: spec["components"][comp]["executorLabel"] for comp in spec["components"]
+                if comp.startswith("comp-deploy")}
+    volume_task = spec["components"][f"comp-{volume}"]["dag"]["tasks"]
+    image_task = spec["components"][f"comp-{branches['image-rollout'][1]}"]["dag"]["tasks"]
+    (volume_deploy,) = (t["componentRef"]["name"] for t in volume_task.values())
+    (image_deploy,) = (t["componentRef"]["name"] for t in image_task.values())
+    assert platform[executor[volume_deploy]]["pvcMount"][0]["mountPath"] == "/model-store"
+    assert executor[image_deploy] not in platform  # no volume, no other cluster setting
+
+
 def test_compiled_pipeline_requests_gpus_and_cluster_settings() -> None:
     doc = list(yaml.safe_load_all(COMPILED.read_text()))
     spec, platform = doc[0], doc[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -52,7 +72,6 @@ def test_compiled_pipeline_requests_gpus_and_cluster_settings() -> None:
     assert platform["exec-train-fold"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
     assert platform["exec-features"]["pvcMount"][0]["mountPath"] == "/data"
     assert platform["exec-register"]["secretAsEnv"][0]["secretName"] == "hjcag-mlflow"
-    assert platform["exec-deploy"]["pvcMount"][0]["mountPath"] == "/model-store"
     images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example.com/hjcag/hjcag-pipeline:0.1.0"}
 

@@ -90,7 +90,12 @@ def training_pipeline(
         registered.set_caching_options(False)
         packaged = _with_mlflow(c.package(model_uri=registered.outputs["model_uri"],
                                           features=feats.outputs["features"], **p))
-        deployed = c.deploy(mar=packaged.outputs["mar"], target=deploy_target, namespace=namespace,
-                            model_image=model_image, dry_run=deploy_dry_run)
-        kubernetes.mount_pvc(deployed, pvc_name=MODEL_STORE_PVC, mount_path=MODEL_STORE_MOUNT)
-        deployed.set_caching_options(False)
+        rollout = {"mar": packaged.outputs["mar"], "target": deploy_target, "namespace": namespace,
+                   "model_image": model_image, "dry_run": deploy_dry_run}
+        # torchserve-pvc and kserve put the archive on the model-store volume; torchserve ships it in an image
+        # (the init-container target), whose overlays create no such volume, so that rollout mounts none.
+        with dsl.If(deploy_target != "torchserve", name="volume-rollout"):
+            to_volume = c.deploy(**rollout).set_caching_options(False)
+            kubernetes.mount_pvc(to_volume, pvc_name=MODEL_STORE_PVC, mount_path=MODEL_STORE_MOUNT)
+        with dsl.Else(name="image-rollout"):
+            c.deploy(**rollout).set_caching_options(False)
