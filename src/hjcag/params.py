@@ -286,6 +286,10 @@ class Params:
     tune: TuneConfig = field(default_factory=TuneConfig)
     labels_given: bool = False  # labels set on the command line (--labels): the data may hold more classes
 
+    def labels_of(self, dataset: str) -> tuple[str, ...]:
+        """``datasets.<dataset>.labels`` of params.yaml (empty when it names none)."""
+        return tuple(((self.raw.get("datasets") or {}).get(dataset) or {}).get("labels") or ())
+
     def with_labels(self, labels: Sequence[str]) -> Params:
         """A copy whose label set (and class order) is `labels`, as a user gave it (``--labels a,b,c``)."""
         labels = tuple(dict.fromkeys(str(x).strip() for x in labels if str(x).strip()))

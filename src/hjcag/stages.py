@@ -44,10 +44,7 @@ def demo_data(out: str | Path, size: str = "small", seed: int = 13) -> Path:
 def labels_for(kind: str, params: Params) -> tuple[str, ...] | None:
     """The label set of a dataset kind: the profile's dataset labels, else ``datasets.<kind>.labels``, else None
     (the adapter takes them from the data)."""
-    if params.labels:
-        return params.labels
-    labels = ((params.raw.get("datasets") or {}).get(kind) or {}).get("labels")
-    return tuple(labels) if labels else None
+    return params.labels or params.labels_of(kind) or None
 
 
 def prepare(kind: str, source: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v") -> PrepareReport:
