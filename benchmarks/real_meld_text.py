@@ -13,7 +13,13 @@ Recipes (profiles written into WORK/params.yaml, on top of the repository's para
 - ``meld``: the repository's ``meld`` profile, the recipe chosen on MELD dev for frozen MiniLM features (widths
   64, dropout 0.3, square-root class weights);
 - ``meld-tuned`` (with ``--tune N``): ``hjcag tune`` searches ``tune.space`` for N trials on the dev split (the
-  holdout protocol's validation part) starting from ``meld`` and writes this profile.
+  holdout protocol's validation part) starting from ``meld`` and writes this profile;
+- ``meld-gru``, ``meld-transformer`` (with ``--context gru,transformer``): the ``meld`` recipe with conversation
+  context (issue 10: ``model.context``, the 8 preceding turns, causal); ``--bidirectional`` adds ``meld-gru-bi`` /
+  ``meld-transformer-bi`` (also the 8 following turns: an offline figure, not what a live endpoint can do).
+
+``--seeds 1,2,3`` trains every recipe once per seed (``train.seeds``) and reports the mean over seeds (± std for
+weighted F1).
 
 Without network access the text encoder is the pretrained MiniLM that ships with the package (the stage says so,
 loudly); with ``--finetune`` it is first fine-tuned on the train rows (section 4.2, dev selects), which costs tens of
@@ -40,7 +46,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from hjcag.artifacts import load_trained_model
+from hjcag.artifacts import MODEL_CONFIG_FILE, WEIGHTS_FILE, build_trained_model, read_json, trained_model_config
 from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.train.loop import TensorData, predict
 
@@ -52,7 +58,8 @@ LABELS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")  
 FINETUNE = {"max_tokens": 32, "finetune": {"epochs": 3, "repeats": 1, "patience": 1}}
 
 
-def write_params(work: Path, threads: int, finetune_steps: int | None = None) -> Path:
+def write_params(work: Path, threads: int, finetune_steps: int | None = None, contexts: tuple[str, ...] = (),
+                 bidirectional: bool = False, seeds: tuple[int, ...] = ()) -> Path:
     """WORK/params.yaml: the repository's params.yaml plus the recipes of this benchmark as profiles."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["num_threads"] = threads
@@ -61,6 +68,15 @@ def write_params(work: Path, threads: int, finetune_steps: int | None = None) ->
     demo = params["profiles"]["demo"]
     params["profiles"]["demo"] = {**demo, "dataset": "meld", "features": {}, "gates": {}}
     params["profiles"]["meld"]["gates"] = {}  # the paper's trimodal gates say nothing about a text-only run
+    if seeds:
+        for name in ("demo", "meld"):
+            params["profiles"][name]["train"] = {**params["profiles"][name]["train"], "seeds": list(seeds)}
+    meld = params["profiles"]["meld"]
+    for context in contexts:
+        for direction in ("causal", "bidirectional") if bidirectional else ("causal",):
+            model = {**meld["model"], "context": context, "context_window": 8, "context_direction": direction}
+            name = f"meld-{context}" + ("-bi" if direction == "bidirectional" else "")
+            params["profiles"][name] = {**copy.deepcopy(meld), "model": model}
     # Feature-side profiles: fine-tuning, and extraction with the fine-tuned encoder.
     finetune = copy.deepcopy(FINETUNE)
     finetune["finetune"]["max_steps"] = finetune_steps
@@ -100,14 +116,31 @@ def split_part(fs: FeatureSet, split: str) -> FeatureSet:
 
 
 def evaluate_run(run_dir: Path, fs: FeatureSet) -> dict[str, dict[str, object]]:
-    """Dev and test scores of a trained holdout run (`hjcag train` itself reports test only)."""
-    model, _ = load_trained_model(run_dir)
-    result = {}
+    """Dev and test scores of a trained holdout run (`hjcag train` itself reports test only): the mean over its
+    units (one per seed), with the spread of weighted F1 over seeds as `weighted_f1_std`."""
+    doc = read_json(run_dir / MODEL_CONFIG_FILE)
+    config = trained_model_config(doc)
+    units = sorted(p.parent for p in run_dir.glob(f"*/{WEIGHTS_FILE}"))
+    parts = {split: split_part(fs, split) for split in ("dev", "test")}
+    data = {split: TensorData.from_features(part, config) for split, part in parts.items()}
+    result: dict[str, dict[str, object]] = {}
     for split in ("dev", "test"):
-        data = TensorData.from_features(split_part(fs, split))
-        logits, _ = predict(model, data, 256, torch.device("cpu"))
-        result[split] = scores(data.targets.numpy(), logits.argmax(dim=1).numpy())
+        per_unit = []
+        for unit in units:
+            model = build_trained_model(doc, unit / WEIGHTS_FILE)
+            logits, _ = predict(model, data[split], 256, torch.device("cpu"))
+            per_unit.append(scores(data[split].targets.numpy(), logits.argmax(dim=1).numpy()))
+        result[split] = mean_scores(per_unit)
     return result
+
+
+def mean_scores(per_unit: list[dict[str, object]]) -> dict[str, object]:
+    mean: dict[str, object] = {k: float(np.mean([s[k] for s in per_unit])) for k in ("accuracy", "weighted_f1",
+                                                                                      "macro_f1")}
+    mean["weighted_f1_std"] = float(np.std([s["weighted_f1"] for s in per_unit]))
+    mean["per_class_f1"] = {label: float(np.mean([s["per_class_f1"][label] for s in per_unit])) for label in LABELS}
+    mean["units"] = len(per_unit)
+    return mean
 
 
 def linear_probe(fs: FeatureSet) -> tuple[dict[str, dict[str, object]], str]:
@@ -138,8 +171,9 @@ def print_table(rows: list[dict[str, object]]) -> None:
         for split in ("dev", "test"):
             s = row[split]
             per = " | ".join(f"{100 * s['per_class_f1'][label]:.1f}" for label in LABELS)
+            spread = f" ± {100 * s['weighted_f1_std']:.2f}" if s.get("units", 1) > 1 else ""
             print(f"| {row['encoder']} | {row['recipe']} | {split} | {100 * s['accuracy']:.2f} | "
-                  f"{100 * s['weighted_f1']:.2f} | {100 * s['macro_f1']:.2f} | {per} | {row['seconds']:.0f} |")
+                  f"{100 * s['weighted_f1']:.2f}{spread} | {100 * s['macro_f1']:.2f} | {per} | {row['seconds']:.0f} |")
 
 
 def main() -> int:
@@ -153,12 +187,17 @@ def main() -> int:
     ap.add_argument("--finetune", action="store_true", help="also fine-tune the text encoder first (slow on a CPU)")
     ap.add_argument("--finetune-steps", type=int, default=None,
                     help="stop fine-tuning after this many optimizer steps (a quick look; default: no limit)")
+    ap.add_argument("--context", default="", help="also train the meld recipe with these contexts (gru,transformer)")
+    ap.add_argument("--bidirectional", action="store_true", help="with --context: also the bidirectional variants")
+    ap.add_argument("--seeds", default="", help="comma-separated seeds: every recipe trained once per seed")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
     args = ap.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
-    params = write_params(work, args.threads, args.finetune_steps)
+    contexts = tuple(c for c in args.context.split(",") if c)
+    seeds = tuple(int(x) for x in args.seeds.split(",") if x)
+    params = write_params(work, args.threads, args.finetune_steps, contexts, args.bidirectional, seeds)
     run = {"params": params, "threads": args.threads}
 
     hjcag("prepare", "--dataset", "meld", "--source", str(args.meld), "--out", str(work / "prepare"),
@@ -176,7 +215,8 @@ def main() -> int:
         seconds["minilm-ft"] += hjcag("features", "--manifest", str(manifest), "--out", str(encoders["minilm-ft"]),
                                       "--modalities", "t", profile="finetuned", done=encoders["minilm-ft"], **run)
 
-    recipes = args.recipes.split(",")
+    recipes = [r for r in args.recipes.split(",") if r]
+    recipes += [f"meld-{c}{suffix}" for c in contexts for suffix in ("", "-bi")[: 1 + args.bidirectional]]
     if args.tune:
         hjcag("tune", "--features", str(encoders["minilm"]), "--protocol", "holdout", "--modalities", "t",
               "--out", str(work / "tune"), "--trials", str(args.tune), "--no-track", "--write-profile",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hjcag.errors import HjcagError
+from hjcag.params import ModelConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -129,15 +130,18 @@ def weights_path(doc: Mapping[str, Any], fold: int | None, where: str | Path) ->
     return str(chosen)
 
 
+def trained_model_config(doc: Mapping[str, Any]) -> ModelConfig:
+    """The ModelConfig a model_config.json records (settings added later take their defaults)."""
+    return ModelConfig(**doc["model_config"])
+
+
 def build_trained_model(doc: Mapping[str, Any], weights: str | Path) -> nn.Module:
     """The model a model_config.json describes, with its safetensors weights, in eval mode."""
     from safetensors.torch import load_file
 
     from hjcag.model.factory import build_model
-    from hjcag.params import ModelConfig
 
-    config = ModelConfig(**doc["model_config"])
-    model = build_model(doc["model"], doc["input_dims"], int(doc["num_classes"]), config)
+    model = build_model(doc["model"], doc["input_dims"], int(doc["num_classes"]), trained_model_config(doc))
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
 

@@ -39,7 +39,7 @@ def _add_params_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    out = stages.demo_data(args.out, size=args.size, seed=args.seed)
+    out = stages.demo_data(args.out, size=args.size, seed=args.seed, context_cue=args.context_cue)
     print(f"synthetic MELD-layout demo dataset written to {out}")
     return 0
 
@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--size", choices=["tiny", "small"], default="tiny")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--context-cue", type=float, default=0.0, metavar="P",
+                   help="share of 'echo' turns whose emotion only the previous turn shows (default 0: none)")
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("standin-features", help="simple stand-in features from a MELD-layout dataset")

@@ -40,6 +40,13 @@ class ModelConfig:
     trimodal: bool = True
     gate: bool = True
     mult: dict[str, int] = field(default_factory=lambda: {"d_model": 64, "heads": 4, "layers": 2})
+    # Conversation context (issue 10, docs/model.md "Conversation context"): none = the paper's model, one utterance
+    # at a time; gru | transformer = each utterance's fused vector read together with those of up to
+    # `context_window` neighbouring utterances of its dialogue. causal = only the preceding ones (what a live
+    # endpoint sees); bidirectional = also the following ones (offline evaluation only, labelled in every report).
+    context: str = "none"
+    context_window: int = 8
+    context_direction: str = "causal"
 
 
 @dataclass(frozen=True)

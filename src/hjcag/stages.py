@@ -34,11 +34,11 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- data
 
 
-def demo_data(out: str | Path, size: str = "small", seed: int = 13) -> Path:
-    """The synthetic MELD-layout demo dataset (CSV + mp4 clips) -> `out`."""
+def demo_data(out: str | Path, size: str = "small", seed: int = 13, context_cue: float = 0.0) -> Path:
+    """The synthetic MELD-layout demo dataset (CSV + mp4 clips) -> `out`; `context_cue`: share of echo turns."""
     from hjcag.data.synthetic import write_demo_dataset
 
-    return write_demo_dataset(Path(out), size=size, seed=seed)
+    return write_demo_dataset(Path(out), size=size, seed=seed, context_cue=context_cue)
 
 
 def labels_for(kind: str, params: Params) -> tuple[str, ...] | None:

@@ -192,6 +192,7 @@ def load_erc_pickle(path: str | Path, seq_len: int, label_names: Sequence[str] =
     dialogues: list[str] = []
     splits: list[str] = []
     speakers: list[str] = []
+    order: list[int] = []  # position in the dialogue: the pickle lists utterances in conversation order
     label_idx: list[int] = []
     blocks: dict[str, list[np.ndarray]] = {f: [] for f in modality_fields}
     for split, vids in (("train", train), ("test", test)):
@@ -216,6 +217,7 @@ def load_erc_pickle(path: str | Path, seq_len: int, label_names: Sequence[str] =
             ids += [f"{vid}_{i}" for i in range(n)]
             groups += [_group(vid, layout)] * n
             dialogues += [str(vid)] * n
+            order += list(range(n))
             splits += [split] * n
             speakers += [_speaker(s) for s in fields["videoSpeakers"][vid]]
             label_idx += [_label_index(v, f"{where}, utterance {i}") for i, v in enumerate(labels)]
@@ -242,6 +244,7 @@ def load_erc_pickle(path: str | Path, seq_len: int, label_names: Sequence[str] =
         "dialogue": np.array(dialogues),
         "split": np.array(splits),
         "speaker": np.array(speakers),
+        "order": np.array(order, dtype=np.float64),
     }
     for f in modality_fields:
         arrays[MODALITY_FIELDS[f]] = _stack(blocks[f], f, source)

@@ -5,6 +5,9 @@ An ``.npz`` with keys
 - ``utterance_id`` (N,), ``label`` (N,, strings), ``group`` (N,, dialogue or session id)
 - optional ``split`` (N,, train/dev/test), ``speaker`` (N,) and ``dialogue`` (N,; when ``group`` is a session: the
   holdout protocol carves its dev split by dialogue)
+- optional ``order`` (N,, numbers): the utterance's position in its dialogue (an index or a start time; only the
+  order within a dialogue matters). Conversation context (``model.context``) needs it; the dialogue is ``dialogue``
+  when present, else ``group``.
 - any of ``text``, ``audio``, ``visual``: float arrays of shape (N, d) or (N, L, d)
 
 Utterance-level vectors (N, d) are broadcast over L, as the paper does for audio functionals; sequences
@@ -44,6 +47,12 @@ class FeatureSet:
     speaker: np.ndarray | None = None
     dialogue: np.ndarray | None = None
     label_names: tuple[str, ...] = field(default_factory=tuple)
+    order: np.ndarray | None = None  # (N,) float64: position within the dialogue
+
+    @property
+    def conversation(self) -> np.ndarray:
+        """(N,) the dialogue each utterance belongs to: ``dialogue`` when given, else ``group``."""
+        return self.dialogue if self.dialogue is not None else self.group
 
     def __post_init__(self) -> None:
         if not self.label_names:
@@ -80,6 +89,7 @@ class FeatureSet:
             speaker=None if self.speaker is None else self.speaker[idx],
             dialogue=None if self.dialogue is None else self.dialogue[idx],
             label_names=self.label_names,
+            order=None if self.order is None else self.order[idx],
         )
 
     def select(self, modalities: Sequence[str]) -> FeatureSet:
@@ -101,6 +111,7 @@ class FeatureSet:
             speaker=self.speaker,
             dialogue=self.dialogue,
             label_names=self.label_names,
+            order=self.order,
         )
 
 
@@ -181,6 +192,7 @@ def feature_set_from_arrays(
                 "Fix the labels, pass the data's label set with --labels, or use a profile without one "
                 "(--profile generic takes the labels from the data)."
             )
+    order = _order_column(arrays, n, source) if "order" in arrays else None
     long_names = {v: k for k, v in MODALITY_NAMES.items()}
     features: dict[str, np.ndarray] = {}
     for key in arrays:
@@ -189,7 +201,7 @@ def feature_set_from_arrays(
             if value.ndim == 3 and value.shape[1] != seq_len:
                 log.warning("%s: '%s' has %d steps; aligning to L=%d.", source, key, value.shape[1], seq_len)
             features[long_names[key]] = align_to_length(value, seq_len)
-    extra = sorted(set(arrays) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS) - set(long_names))
+    extra = sorted(set(arrays) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS) - set(long_names) - {"order"})
     if extra:
         log.warning("%s: ignoring unknown key(s) %s.", source, extra)
     if not features:
@@ -205,7 +217,22 @@ def feature_set_from_arrays(
         speaker=columns.get("speaker"),
         dialogue=columns.get("dialogue"),
         label_names=tuple(label_names),
+        order=order,
     )
+
+
+def _order_column(arrays: Mapping[str, np.ndarray], n: int, source: str) -> np.ndarray:
+    """The ``order`` key as (N,) float64: finite numbers, one per utterance."""
+    raw = np.asarray(arrays["order"])
+    if raw.shape != (n,) or raw.dtype == object or not np.issubdtype(raw.dtype, np.number):
+        raise FeatureFileError(
+            f"{source}: key 'order' must be a numeric array of shape ({n},) (the utterance's index or start time in "
+            f"its dialogue), got dtype {raw.dtype} and shape {raw.shape}. {FIX_HINT}"
+        )
+    order = raw.astype(np.float64)
+    if not np.isfinite(order).all():
+        raise FeatureFileError(f"{source}: key 'order' holds NaN or inf values. {FIX_HINT}")
+    return order
 
 
 def _duplicates(values: np.ndarray) -> list[str]:
@@ -241,6 +268,8 @@ def save_features(path: str | Path, fs: FeatureSet) -> Path:
     for key in OPTIONAL_KEYS:
         if getattr(fs, key) is not None:
             arrays[key] = getattr(fs, key).astype(str)
+    if fs.order is not None:
+        arrays["order"] = fs.order.astype(np.float64)
     for m, x in fs.features.items():
         arrays[MODALITY_NAMES[m]] = x.astype(np.float32)
     np.savez_compressed(path, **arrays)  # deterministic bytes: zip members carry a fixed 1980 date

@@ -129,6 +129,7 @@ def read_iemocap(
                     "video_path": avi,
                     "start_s": start,
                     "end_s": end,
+                    "turn": start,  # the turn's start time in the dialog orders the conversation
                     "split": None,
                     "dataset": "iemocap",
                     SOURCE_KEY: where,

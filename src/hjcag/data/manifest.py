@@ -43,6 +43,7 @@ MANIFEST_SCHEMA: dict[str, str] = {
     "video_path": "string",
     "start_s": "float64",  # span inside the media (see module docstring); null = whole file
     "end_s": "float64",
+    "turn": "float64",  # position within the dialogue (index or start time); null = unknown (no context)
     "split": "string",  # train / dev / test, or null when the dataset has no official split
     "dataset": "string",
 }
@@ -287,13 +288,13 @@ def read_generic_manifest(source: Path, modalities: Sequence[str]) -> AdapterRes
             "split": normalise_split(rec.get("split"), where),
             "dataset": (optional_str(rec.get("dataset")) or "").strip() or "custom",
         }
-        for col in ("start_s", "end_s"):
+        for col in ("start_s", "end_s", "turn"):
             raw = optional_str(rec.get(col))
             try:
                 row[col] = float(raw) if raw is not None and raw.strip() else None
             except ValueError as exc:
-                raise DataError(f"{where}: {col} '{raw}' is not a number of seconds. Fix it or leave it empty.") \
-                    from exc
+                what = "a number (the utterance's index in its dialogue)" if col == "turn" else "a number of seconds"
+                raise DataError(f"{where}: {col} '{raw}' is not {what}. Fix it or leave it empty.") from exc
         row[SOURCE_KEY] = {"file": str(path), "line": line}
         rows.append(row)
     return AdapterResult(rows, len(records), [], [], warnings, [str(path)])

@@ -123,6 +123,14 @@ class MeldRecord:
         return f"dia{self.dialogue_id}_utt{self.utterance_id}.mp4"
 
 
+def meld_turn(utterance_id: str) -> float | None:
+    """The utterance's position in its dialogue: MELD's Utterance_ID counts the turns from 0."""
+    try:
+        return float(utterance_id)
+    except ValueError:
+        return None
+
+
 def _norm_id(value: str, column: str, where: str) -> str:
     v = value.strip()
     if not v:
@@ -237,6 +245,7 @@ def read_meld(source: str | Path, modalities: Sequence[str]) -> AdapterResult:
                 "video_path": clip,
                 "start_s": None,
                 "end_s": None,
+                "turn": meld_turn(r.utterance_id),
                 "split": split,
                 "dataset": "meld",
                 SOURCE_KEY: {"file": str(csv_path), "line": r.line},

@@ -23,6 +23,12 @@ noise), so no single modality, and not even a perfect fusion, is always right. T
 written to ``synthetic_cues.csv`` next to the MELD CSVs.
 
 Dialogue ids restart at 0 in every split, as in MELD, so downstream ids are ``{split}_dia{D}_utt{U}``.
+
+Optional conversation cue (``context_cue`` = p, issue 10; 0 by default, which leaves the dataset exactly as
+without it): every utterance after a dialogue's first becomes, with probability p, an *echo* of the one before it:
+it takes the previous utterance's emotion, says one of a few agreeing phrases with no valence word ("Same here,
+Ross."), and its voice and face cues are drawn at random. Its own media say nothing about its label; the turn
+before it says everything, so only a model that reads the conversation can get echoes right.
 """
 
 from __future__ import annotations
@@ -94,6 +100,7 @@ ADJECTIVES: dict[str, tuple[str, ...]] = {
     "negative": ("terrible", "awful", "horrible", "the worst", "miserable"),
     "neutral": ("okay", "normal", "usual", "the same", "average"),
 }
+ECHOES = ("Same here, {name}.", "Me too, {name}.", "I know what you mean, {name}.", "Yeah, exactly, {name}.")
 NOUNS = ("party", "apartment", "coffee", "date", "job", "movie", "weekend", "dinner")
 TEMPLATES = (
     "{opener} {name}, this {noun} is {adj}.",
@@ -125,6 +132,7 @@ class Utterance:
     season: int
     episode: int
     seed: tuple[int, ...]
+    echo: bool = False  # a context-cue turn (module docstring)
 
     @property
     def clip_name(self) -> str:
@@ -159,11 +167,15 @@ def _sentence(rng: np.random.Generator, valence: str, names: Sequence[str]) -> s
     return template.format(opener=opener, name=name, noun=noun, adj=adj)
 
 
-def plan_dataset(size: str = "tiny", seed: int = 13, dialogues: Sequence[int] | None = None) -> list[Utterance]:
+def plan_dataset(size: str = "tiny", seed: int = 13, dialogues: Sequence[int] | None = None,
+                 context_cue: float = 0.0) -> list[Utterance]:
     """Every utterance of the dataset (rows and cues), deterministic from `seed`; no media are written.
 
-    `dialogues` (train, dev, test) overrides the number of dialogues per split that `size` implies.
+    `dialogues` (train, dev, test) overrides the number of dialogues per split that `size` implies; `context_cue`
+    is the share of echo turns (module docstring).
     """
+    if not 0.0 <= context_cue < 1.0:
+        raise ConfigError(f"demo_data.context_cue must be in [0, 1) (got {context_cue}).")
     if dialogues is None:
         if size not in SIZES:
             raise ConfigError(f"demo dataset size '{size}' is unknown; use one of {list(SIZES)}.")
@@ -185,17 +197,25 @@ def plan_dataset(size: str = "tiny", seed: int = 13, dialogues: Sequence[int] | 
             for u in range(int(n_utt)):
                 emotion = labels[k]
                 k += 1
-                valence, arousal, face = CUES[emotion]
-                valence = _draw_cue(rng, valence, VALENCES)
-                arousal = _draw_cue(rng, arousal, AROUSALS)
-                face = _draw_cue(rng, face, FACES)
+                echo = context_cue > 0 and u > 0 and rng.random() < context_cue  # no draw at all when 0
+                if echo:  # the previous turn's emotion; this turn's own cues carry nothing
+                    emotion = plan[-1].emotion
+                    valence, arousal, face = "neutral", AROUSALS[int(rng.integers(2))], FACES[int(rng.integers(4))]
+                else:
+                    valence, arousal, face = CUES[emotion]
+                    valence = _draw_cue(rng, valence, VALENCES)
+                    arousal = _draw_cue(rng, arousal, AROUSALS)
+                    face = _draw_cue(rng, face, FACES)
                 speaker = cast[int(rng.integers(len(cast)))]
                 duration = round(float(rng.uniform(1.0, 1.5)), 3)
+                others = [n for n in names if n != speaker]
+                text = (ECHOES[int(rng.integers(len(ECHOES)))].format(name=others[int(rng.integers(len(others)))])
+                        if echo else _sentence(rng, valence, others))
                 plan.append(Utterance(
                     split=split, dialogue_id=d, utterance_id=u, speaker=speaker, emotion=emotion,
-                    text=_sentence(rng, valence, [n for n in names if n != speaker]),
+                    text=text,
                     valence=valence, arousal=arousal, face=face, duration=duration, start=round(clock, 3),
-                    season=season, episode=episode, seed=(seed, s, d, u),
+                    season=season, episode=episode, seed=(seed, s, d, u), echo=echo,
                 ))
                 clock += duration + float(rng.uniform(0.2, 1.5))
     return plan
@@ -335,6 +355,10 @@ def _write_csvs(out: Path, plan: Sequence[Utterance]) -> None:
 
 
 def _readme(size: str, seed: int, plan: Sequence[Utterance]) -> str:
+    echoes = sum(u.echo for u in plan)
+    echo_note = (f"Context cue: {echoes} echo turns take the previous turn's emotion and show none of their own "
+                 f"(an agreeing phrase, random voice and face); only the conversation tells their label.\n"
+                 if echoes else "")
     counts = {e: sum(u.emotion == e for u in plan) for e in MELD_LABELS}
     per_split = {s: sum(u.split == s for u in plan) for s in SPLITS}
     table = "\n".join(f"  {e:<9} text={v:<8} audio={a:<4} face={f}" for e, (v, a, f) in CUES.items())
@@ -354,7 +378,7 @@ How the emotion is encoded: each modality carries one cue, only the three togeth
 Text: template sentences with a valence opener and adjective; audio: high arousal = higher, more variable pitch, louder,
 faster syllables; face: mouth shape and brows. Each cue is drawn wrong with probability {CUE_FLIP}, independently
 per modality, on top of signal noise. {CUES_FILE} lists the cues actually drawn for every utterance.
-"""
+{echo_note}"""
 
 
 def write_demo_dataset(
@@ -365,13 +389,14 @@ def write_demo_dataset(
     dialogues: Sequence[int] | None = None,
     workers: int = 0,
     progress: bool = True,
+    context_cue: float = 0.0,
 ) -> Path:
     """Write the synthetic dataset (CSVs, clips, README.txt, synthetic_cues.csv) to `out_dir`; return it.
 
     size: "tiny" (36 dialogues, about 290 utterances) or "small" (3x). `dialogues` (train, dev, test) overrides
     the dialogue counts (tests use a handful). `workers`: encoding threads, 0 = number of CPUs.
     """
-    plan = plan_dataset(size, seed, dialogues)
+    plan = plan_dataset(size, seed, dialogues, context_cue)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_csvs(out, plan)

@@ -259,6 +259,22 @@ def _split_column(manifest: pd.DataFrame) -> np.ndarray | None:
     return split
 
 
+def _order_column(manifest: pd.DataFrame) -> np.ndarray | None:
+    """The manifest's `turn` as the features' `order` (conversation context needs it); None when it has none."""
+    if "turn" not in manifest.columns:
+        return None
+    turn = pd.to_numeric(manifest["turn"], errors="coerce").to_numpy(dtype=np.float64)
+    known = np.isfinite(turn)
+    if not known.any():
+        return None
+    if not known.all():
+        log.warning("manifest: %d of %d rows have no 'turn'; the features carry no utterance order, so conversation "
+                    "context (model.context) cannot use them. Fill the column to enable it.", int((~known).sum()),
+                    len(turn))
+        return None
+    return turn
+
+
 # --------------------------------------------------------------------------------------------------- entry
 
 
@@ -343,6 +359,7 @@ def extract_features(
         split=split,
         speaker=_column(manifest, "speaker") if "speaker" in manifest.columns else None,
         dialogue=_column(manifest, "dialogue_id") if group_column != "dialogue_id" else None,
+        order=_order_column(manifest),
     )
     partial = out_path.with_name(out_path.stem + ".partial.npz")
     save_features(partial, fs)

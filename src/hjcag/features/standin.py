@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hjcag.data.features_file import FeatureSet
-from hjcag.data.meld import CLIP_DIRS, MELD_LABELS, find_meld_layout, read_meld_csv
+from hjcag.data.meld import CLIP_DIRS, MELD_LABELS, find_meld_layout, meld_turn, read_meld_csv
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.media_io import SAMPLE_RATE, load_audio, sample_frames
 from hjcag.params import MODALITIES
@@ -59,6 +59,7 @@ class StandinItem:
     label: str
     text: str
     clip: Path
+    turn: float | None = None  # position in the dialogue (MELD's Utterance_ID)
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -197,6 +198,7 @@ def read_standin_items(dataset_dir: str | Path) -> list[StandinItem]:
                 label=r.emotion,
                 text=r.utterance,
                 clip=folder / r.clip_name,
+                turn=meld_turn(r.utterance_id),
             ))
     if not items:
         raise DataError(f"'{dataset_dir}': the MELD CSVs hold no rows.")
@@ -270,4 +272,5 @@ def extract_standin_features(
         split=np.array([it.split for it in items]),
         speaker=np.array([it.speaker for it in items]),
         label_names=MELD_LABELS if known else tuple(sorted(set(labels))),
+        order=None if any(it.turn is None for it in items) else np.array([it.turn for it in items], dtype=np.float64),
     )

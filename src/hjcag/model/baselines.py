@@ -85,7 +85,8 @@ class ConcatFusion(nn.Module):
         self.standardize = InputStandardizer({m: input_dims[m] for m in self.modalities})
         widths = {m: int(config.widths[m]) for m in self.modalities}
         self.project = nn.ModuleDict({m: _projection(input_dims[m], widths[m], config) for m in self.modalities})
-        self.classifier = _classifier(sum(widths.values()), num_classes, config)
+        self.fused_width = sum(widths.values())
+        self.classifier = _classifier(self.fused_width, num_classes, config)
 
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> FusionOutput:
         mask = presence_mask(inputs, self.modalities, present)  # (B, |M|)
@@ -95,8 +96,8 @@ class ConcatFusion(nn.Module):
             _keep(_pool(self.project[m], inputs[m], real[m]), mask[:, i])  # (B, d_m)
             for i, m in enumerate(self.modalities)
         ]
-        logits = self.classifier(torch.cat(pooled, dim=-1))  # (B, C)
-        return FusionOutput(logits=logits, gate=masked_uniform(mask))
+        fused = torch.cat(pooled, dim=-1)  # (B, sum d_m)
+        return FusionOutput(logits=self.classifier(fused), gate=masked_uniform(mask), fused=fused)
 
 
 class LateFusion(nn.Module):
@@ -116,6 +117,7 @@ class LateFusion(nn.Module):
         widths = {m: int(config.widths[m]) for m in self.modalities}
         self.project = nn.ModuleDict({m: _projection(input_dims[m], widths[m], config) for m in self.modalities})
         self.heads = nn.ModuleDict({m: _classifier(widths[m], num_classes, config) for m in self.modalities})
+        self.fused_width = num_classes  # the decision itself: the log of the averaged probabilities
 
     def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> FusionOutput:
         mask = presence_mask(inputs, self.modalities, present)  # (B, |M|)
@@ -132,7 +134,7 @@ class LateFusion(nn.Module):
         # log sum_m w_m p_m, with log w_m = -inf for a missing modality (its term is excluded, gradient 0).
         log_weights = torch.log(weights).masked_fill(~mask, float("-inf"))[:, :, None]  # (B, |M|, 1)
         logits = torch.logsumexp(log_probs.masked_fill(~mask[:, :, None], 0.0) + log_weights, dim=1)  # (B, C)
-        return FusionOutput(logits=logits, gate=weights)
+        return FusionOutput(logits=logits, gate=weights, fused=logits)
 
 
 def sinusoidal_positions(length: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -244,7 +246,8 @@ class MulT(nn.Module):
         self.memory = nn.ModuleDict(
             {m: CrossModalTransformer(n_sources * d_model, heads, 1, config.dropout) for m in self.modalities}
         )
-        self.classifier = _classifier(len(self.modalities) * n_sources * d_model, num_classes, config)
+        self.fused_width = len(self.modalities) * n_sources * d_model
+        self.classifier = _classifier(self.fused_width, num_classes, config)
 
     def sources(self, target: str) -> tuple[str, ...]:
         """The source modalities attended from `target` (itself when it is the only modality)."""
@@ -276,8 +279,8 @@ class MulT(nn.Module):
             h = torch.cat(branches, dim=-1)  # (B, L, n_sources * D)
             h = self.memory[m](h, h, keys[m])  # self-attention over the concatenation
             summaries.append(_keep(masked_mean(h, real[m]), mask[:, index[m]]))  # (B, n_sources * D)
-        logits = self.classifier(torch.cat(summaries, dim=-1))  # (B, C)
-        return FusionOutput(logits=logits, gate=masked_uniform(mask))
+        fused = torch.cat(summaries, dim=-1)  # (B, |M| n_sources D)
+        return FusionOutput(logits=self.classifier(fused), gate=masked_uniform(mask), fused=fused)
 
 
 def _keep_or(x: torch.Tensor, fallback: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

@@ -16,10 +16,12 @@ from hjcag.errors import ConfigError
 
 @dataclass
 class FusionOutput:
-    """logits (B, C) and per-modality gate weights (B, |M|) that sum to 1 over present modalities."""
+    """logits (B, C), per-modality gate weights (B, |M|) that sum to 1 over present modalities, and `fused`
+    (B, fused_width): the utterance's fused vector the classifier reads (conversation context reads it too)."""
 
     logits: torch.Tensor
     gate: torch.Tensor
+    fused: torch.Tensor | None = None
 
 
 def activation(name: str) -> nn.Module:

@@ -12,6 +12,7 @@ from torch import nn
 
 from hjcag.errors import ConfigError
 from hjcag.model.baselines import ConcatFusion, LateFusion, MulT
+from hjcag.model.context import ConversationContext, check_context
 from hjcag.model.hjcag import HJCAG
 from hjcag.params import MODALITIES, ModelConfig
 
@@ -21,10 +22,16 @@ _BUILDERS: dict[str, type[nn.Module]] = {"hjcag": HJCAG, "concat": ConcatFusion,
 
 
 def build_model(name: str, input_dims: Mapping[str, int], num_classes: int, config: ModelConfig) -> nn.Module:
-    """Any model of the harness: forward(inputs: {m: (B, L, d_m)}, present: (B, |M|) bool | None)."""
+    """Any model of the harness: forward(inputs: {m: (B, L, d_m)}, present: (B, |M|) bool | None).
+
+    With `config.context` other than none, the model is wrapped in :class:`ConversationContext` (one place for
+    every model), whose forward also takes `context` (a ContextBatch); none builds the model alone, as before.
+    """
     modalities = tuple(m for m in MODALITIES if m in input_dims)
     if not modalities:
         raise ConfigError("a model needs at least one modality")
     if name not in _BUILDERS:
         raise ConfigError(f"unknown model '{name}'. Choose one of {list(MODEL_NAMES)}.")
-    return _BUILDERS[name](input_dims, num_classes, config)
+    check_context(config.context, config.context_window, config.context_direction)
+    base = _BUILDERS[name](input_dims, num_classes, config)
+    return base if config.context == "none" else ConversationContext(base, num_classes, config)

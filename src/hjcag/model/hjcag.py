@@ -214,6 +214,7 @@ class HJCAG(nn.Module):
         self.bimodal = JointCrossAttention(widths, pairs, **level) if config.bimodal else None
         self.trimodal = JointCrossAttention(widths, [self.modalities], **level) if config.trimodal else None
         self.gate = ModalityGate(widths, config.gate_width, gated=config.gate)
+        self.fused_width = config.gate_width
         self.classifier = nn.Sequential(
             nn.Linear(config.gate_width, config.classifier_hidden),
             nn.ReLU(),
@@ -236,5 +237,5 @@ class HJCAG(nn.Module):
             xs = self.trimodal(xs, real, mask)  # X_att,m: (B, L, d_m) each
         fused, gate = self.gate(xs, mask, real)  # (B, L, d_h), (B, |M|)
         step_real = torch.stack([real[m] for m in self.modalities]).any(dim=0)  # (B, L)
-        logits = self.classifier(masked_mean(fused, step_real))  # pool over the real steps -> (B, C)
-        return FusionOutput(logits=logits, gate=gate)
+        pooled = masked_mean(fused, step_real)  # pool over the real steps -> (B, d_h)
+        return FusionOutput(logits=self.classifier(pooled), gate=gate, fused=pooled)  # logits (B, C)

@@ -1,4 +1,5 @@
-"""The configurations of the paper's Table 4 (ablations and modality subsets), in the paper's row order."""
+"""The configurations of the paper's Table 4 (ablations and modality subsets), in the paper's row order, and the
+conversation-context rows this project adds (not in the paper; issue 10)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 class Table4Row:
     label: str                      # the row's name in the paper
     slug: str                       # directory / JSON key
-    modalities: tuple[str, ...]
+    modalities: tuple[str, ...]     # () = every modality the features hold
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -25,4 +26,15 @@ TABLE4: tuple[Table4Row, ...] = (
     Table4Row("Text + Audio", "ta", ("t", "a")),
     Table4Row("Text + Visual", "tv", ("t", "v")),
     Table4Row("Audio + Visual", "av", ("a", "v")),
+)
+
+
+def _context_row(kind: str, direction: str) -> Table4Row:
+    label = f"HJCAG + context ({kind}, {direction}{': offline only' if direction == 'bidirectional' else ''})"
+    slug = f"context_{kind}" + ("_bidirectional" if direction == "bidirectional" else "")
+    return Table4Row(label, slug, (), {"context": kind, "context_direction": direction})
+
+
+CONTEXT_ROWS: tuple[Table4Row, ...] = tuple(
+    _context_row(kind, direction) for kind in ("gru", "transformer") for direction in ("causal", "bidirectional")
 )

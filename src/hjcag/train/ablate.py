@@ -1,4 +1,6 @@
-"""The paper's Table 4: HJCAG with each component removed, and every modality subset, on the same folds.
+"""The paper's Table 4: HJCAG with each component removed, and every modality subset, on the same folds; then
+the model with conversation context (gru / transformer, causal / bidirectional; not in the paper) when the features
+carry the utterances' order.
 
 Every configuration is an ordinary run of :func:`train_and_evaluate` in ``out_dir/<slug>/`` (so each resumes and
 skips independently); folds depend only on the rows, labels, groups and seed, so all configurations share them.
@@ -13,7 +15,7 @@ from typing import Any
 
 from hjcag.artifacts import write_json
 from hjcag.data.features_file import FeatureSet
-from hjcag.model.table4 import TABLE4, Table4Row
+from hjcag.model.table4 import CONTEXT_ROWS, TABLE4, Table4Row
 from hjcag.params import MODALITY_NAMES, Params
 from hjcag.train.run import train_and_evaluate
 
@@ -44,9 +46,15 @@ def _skip_reason(row: Table4Row, fs: FeatureSet, model_name: str) -> str | None:
     missing = [MODALITY_NAMES[m] for m in row.modalities if m not in fs.modalities]
     if missing:
         return f"the features have no {', '.join(missing)} modality"
+    if "context" in row.model_overrides:
+        return None if fs.order is not None else "the features carry no utterance order (key 'order')"
     if row.model_overrides and model_name != "hjcag":
         return f"component switches apply to the HJCAG model only (model is '{model_name}')"
     return None
+
+
+def _label(row: Table4Row, model_name: str) -> str:
+    return row.label.replace("HJCAG", model_name) if model_name != "hjcag" else row.label
 
 
 def _pct(stat: dict[str, Any]) -> str:
@@ -73,24 +81,28 @@ def ablation_markdown(summary: dict[str, Any]) -> str:
     ]
     done = {row["slug"]: row for row in summary["rows"]}
     skipped = {row["slug"]: row for row in summary["skipped"]}
-    for config in TABLE4:  # the paper's row order
+    for config in (*TABLE4, *CONTEXT_ROWS):  # the paper's row order, then the context rows
         if config.slug in done:
             row = done[config.slug]
             line = (f"| {row['label']} | {_pct(row['accuracy'])} | {_pct(row['weighted_f1'])} | "
                     f"{_pct(row['macro_f1'])} |")
         elif config.slug in skipped:
-            line = f"| {config.label} | skipped | skipped | skipped |"
+            line = f"| {skipped[config.slug]['label']} | skipped | skipped | skipped |"
         else:
             continue
         if paper:
-            acc, wf1 = paper[config.slug]
-            line += f" {acc:.2f} | {wf1:.2f} |"
+            acc_wf1 = paper.get(config.slug)
+            line += f" {acc_wf1[0]:.2f} | {acc_wf1[1]:.2f} |" if acc_wf1 else " - | - |"
         lines.append(line)
     if summary["skipped"]:
         lines += ["", "Skipped:"]
         lines += [f"- {row['label']}: {row['reason']}." for row in summary["skipped"]]
     if paper:
         lines += ["", "Paper columns: Table 4 of the paper, for reference (its features and protocol, not this run)."]
+    if any(r["slug"].startswith("context_") for r in summary["rows"]):
+        lines += ["", f"Context rows (not in the paper): the utterance read with up to {summary.get('context_window')} "
+                      "turns of its dialogue; causal = preceding turns only (what a live endpoint sees), "
+                      "bidirectional = also the following ones (offline evaluation only)."]
     lines.append("")
     return "\n".join(lines)
 
@@ -113,11 +125,11 @@ def run_ablation(
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     runnable = []
-    for row in TABLE4:
+    for row in (*TABLE4, *CONTEXT_ROWS):
         reason = _skip_reason(row, fs, model_name)
         if reason:
-            log.warning("ablation: skipping '%s': %s", row.label, reason)
-            skipped.append({"label": row.label, "slug": row.slug, "reason": reason})
+            log.warning("ablation: skipping '%s': %s", _label(row, model_name), reason)
+            skipped.append({"label": _label(row, model_name), "slug": row.slug, "reason": reason})
         else:
             runnable.append(row)
     n_folds = 0
@@ -128,15 +140,16 @@ def run_ablation(
         if on_epoch is not None:
             def callback(fold: int, epoch: int, metrics: dict[str, float], _slug: str = row.slug) -> None:
                 on_epoch(_slug, fold, epoch, metrics)
+        modalities = row.modalities or fs.modalities
         metrics = train_and_evaluate(
-            fs, params.with_overrides(model=dict(row.model_overrides)), row.modalities, model_name,
+            fs, params.with_overrides(model=dict(row.model_overrides)), modalities, model_name,
             out_dir / row.slug, on_epoch=callback, quiet=quiet,
         )
         n_folds = metrics["n_folds"]
         rows.append({
-            "label": row.label,
+            "label": _label(row, model_name),
             "slug": row.slug,
-            "modalities": list(row.modalities),
+            "modalities": list(modalities),
             "overrides": dict(row.model_overrides),
             "accuracy": metrics["accuracy"],
             "weighted_f1": metrics["weighted_f1"],
@@ -150,6 +163,7 @@ def run_ablation(
         "model": model_name,
         "n_folds": n_folds,
         "n_utterances": len(fs),
+        "context_window": params.model.context_window,
         "rows": rows,
         "skipped": skipped,
     }

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,11 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from hjcag.data.conversation import ContextWindows, context_windows
 from hjcag.data.features_file import FeatureSet
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.params import TrainConfig
+from hjcag.model.context import ContextBatch
+from hjcag.params import ModelConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +52,28 @@ _GPU_RESIDENT_BYTES = 2 * 1024**3
 
 @dataclass
 class TensorData:
-    """A FeatureSet's modality arrays and targets as tensors: inputs {m: (N, L, d_m)}, targets (N,)."""
+    """A FeatureSet's modality arrays and targets as tensors: inputs {m: (N, L, d_m)}, targets (N,).
+
+    With `windows` (conversation context), batches are whole dialogues and carry each utterance's window as a
+    :class:`ContextBatch` into the batch itself; without, batches are utterances (the paper's protocol).
+    """
 
     inputs: dict[str, torch.Tensor]
     targets: torch.Tensor
     num_classes: int | None = None  # the label set's size (targets may miss some classes); None: max target + 1
+    windows: ContextWindows | None = None
 
     @classmethod
-    def from_features(cls, fs: FeatureSet) -> TensorData:
+    def from_features(cls, fs: FeatureSet, model: ModelConfig | None = None) -> TensorData:
+        """`model` with a context other than none builds the conversation windows (it needs fs.order)."""
+        windows = None
+        if model is not None and model.context != "none":
+            windows = context_windows(fs, model.context_window, model.context_direction)
         return cls(
             inputs={m: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for m, x in fs.features.items()},
             targets=torch.from_numpy(fs.targets),
             num_classes=len(fs.label_names) or None,
+            windows=windows,
         )
 
     def __len__(self) -> int:
@@ -71,12 +83,46 @@ class TensorData:
         return sum(x.numel() * x.element_size() for x in self.inputs.values())
 
     def to(self, device: torch.device) -> TensorData:
-        return TensorData({m: x.to(device) for m, x in self.inputs.items()}, self.targets.to(device), self.num_classes)
+        return TensorData({m: x.to(device) for m, x in self.inputs.items()}, self.targets.to(device), self.num_classes,
+                          self.windows)
 
     def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         idx = idx.to(self.targets.device)
         inputs = {m: x[idx].to(device, non_blocking=True) for m, x in self.inputs.items()}
         return inputs, self.targets[idx].to(device, non_blocking=True)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None
+                ) -> Iterator[tuple[torch.Tensor, dict[str, ContextBatch]]]:
+        """(rows, extra model kwargs) per batch, shuffled with `generator` (None: in order).
+
+        Without windows: `batch_size` rows at a time, exactly as before context existed (same draws). With them:
+        whole dialogues, added until the batch holds at least `batch_size` utterances, and each row's window as
+        indices into the batch.
+        """
+        if self.windows is None:
+            order = torch.arange(len(self)) if generator is None else torch.randperm(len(self), generator=generator)
+            for start in range(0, len(self), batch_size):
+                yield order[start:start + batch_size], {}
+            return
+        dialogues = self.windows.dialogues
+        picks = range(len(dialogues)) if generator is None else torch.randperm(len(dialogues), generator=generator)
+        rows: list[np.ndarray] = []
+        for d in picks:
+            rows.append(dialogues[int(d)])
+            if sum(len(r) for r in rows) >= batch_size:
+                yield self._context_batch(np.concatenate(rows))
+                rows = []
+        if rows:
+            yield self._context_batch(np.concatenate(rows))
+
+    def _context_batch(self, rows: np.ndarray) -> tuple[torch.Tensor, dict[str, ContextBatch]]:
+        assert self.windows is not None
+        local = np.full(len(self), -1, dtype=np.int64)
+        local[rows] = np.arange(len(rows))
+        window = self.windows.index[rows]
+        window = np.where(window >= 0, local[np.maximum(window, 0)], -1)
+        context = ContextBatch(torch.from_numpy(window), torch.from_numpy(self.windows.speaker[rows]))
+        return torch.from_numpy(rows), {"context": context}
 
 
 @dataclass
@@ -172,14 +218,16 @@ def predict(
     `present` (N, |M|) bool, columns in the model's modality order: which modalities each sample has (default all).
     """
     model.eval()
-    logits, gates = [], []
-    for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)))
+    rows, logits, gates = [], [], []
+    for idx, extra in data.batches(batch_size):
         inputs, _ = data.batch(idx, device)
-        out = model(inputs) if present is None else model(inputs, present[idx].to(device))
+        mask = None if present is None else present[idx].to(device)
+        out = model(inputs, mask, **{k: v.to(device) for k, v in extra.items()})
+        rows.append(idx)
         logits.append(out.logits.float().cpu())
         gates.append(out.gate.float().cpu())
-    return torch.cat(logits), torch.cat(gates)
+    order = torch.argsort(torch.cat(rows))  # dialogue batches come in conversation order: back to data order
+    return torch.cat(logits)[order], torch.cat(gates)[order]
 
 
 def _validate(
@@ -208,14 +256,14 @@ def _train_epoch(
     weights: torch.Tensor | None = None,
 ) -> float:
     model.train()
-    order = torch.randperm(len(data), generator=generator)
     total = 0.0
-    for start in range(0, len(data), batch_size):
-        inputs, targets = data.batch(order[start : start + batch_size], device)
+    for idx, extra in data.batches(batch_size, generator):
+        inputs, targets = data.batch(idx, device)
         present = drop_modalities(len(targets), len(inputs), modality_dropout,
                                   dropout_generator if dropout_generator is not None else generator)
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(inputs, present.to(device)).logits, targets, weight=weights)  # eq 19
+        out = model(inputs, present.to(device), **{k: v.to(device) for k, v in extra.items()})
+        loss = F.cross_entropy(out.logits, targets, weight=weights)  # eq 19
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(targets)

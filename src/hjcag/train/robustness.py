@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from hjcag.artifacts import MODEL_CONFIG_FILE, WEIGHTS_FILE, build_trained_model, read_json
+from hjcag.artifacts import MODEL_CONFIG_FILE, WEIGHTS_FILE, build_trained_model, read_json, trained_model_config
 from hjcag.data.features_file import FeatureSet
 from hjcag.params import MODALITY_NAMES
 from hjcag.train.folds import Fold
@@ -37,7 +37,7 @@ def robustness_table(fs: FeatureSet, folds: Sequence[Fold], results: Sequence[Ma
     for result in results:
         test = fs.subset(by_index[result["fold"]].test_idx)
         model = build_trained_model(doc, run_dir / result["unit"] / WEIGHTS_FILE).to(device)
-        units.append((model, TensorData.from_features(test), test.targets))
+        units.append((model, TensorData.from_features(test, trained_model_config(doc)), test.targets))
     rows = []
     for subset in modality_subsets(fs.modalities):
         present = torch.tensor([m in subset for m in fs.modalities])

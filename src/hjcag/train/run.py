@@ -180,12 +180,13 @@ def _run_fold(
     train, val, test = (fs.subset(idx) for idx in (fold.train_idx, fold.val_idx, fold.test_idx))
     model.standardize.fit(train.features)  # input statistics of the training part only (saved with the weights)
     checkpoint = fold_dir / CHECKPOINT_FILE
+    train_data, val_data = (TensorData.from_features(part, params.model) for part in (train, val))
     training = train_fold(
-        model, TensorData.from_features(train), TensorData.from_features(val), params.train,
+        model, train_data, val_data, params.train,
         seed=seed, device=device, checkpoint_path=checkpoint, fold_index=fold.index, on_epoch=on_epoch, quiet=quiet,
     )
     model.load_state_dict(training.best_state)
-    logits, gates = predict(model, TensorData.from_features(test), params.train.batch_size, device)
+    logits, gates = predict(model, TensorData.from_features(test, params.model), params.train.batch_size, device)
     scores = classification_metrics(test.targets, logits.argmax(dim=1).numpy(), fs.label_names)
 
     tmp = fold_dir / (WEIGHTS_FILE + ".tmp")

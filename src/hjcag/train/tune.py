@@ -198,7 +198,8 @@ class Objective:
             model.standardize.fit(train.features)  # the training part's statistics, as `hjcag train` does
             report = _Pruning(trial, metric, position, scores,
                               lambda step, value: self.tracker.step(run_id, step, value))
-            result = train_fold(model, TensorData.from_features(train), TensorData.from_features(val), cfg,
+            result = train_fold(model, TensorData.from_features(train, params.model),
+                                TensorData.from_features(val, params.model), cfg,
                                 seed=seed, device=device, fold_index=fold.index, on_epoch=report, quiet=True)
             scores.append(fold_score(result.history, result.best_epoch, metric))
 
