@@ -31,17 +31,20 @@ def features_config() -> FeaturesConfig:
                           seq_len=SEQ_LEN, device="cpu", workers=1, cache_dir=None, progress=False)
 
 
-def train_tiny_run(out: Path, dims: dict[str, int] | None = None) -> Path:
-    """A finished 2-fold run of HJCAG on random features of `dims` (default DIMS); returns the run directory."""
+def train_tiny_run(out: Path, dims: dict[str, int] | None = None, context: str = "none") -> Path:
+    """A finished 2-fold run of HJCAG on random features of `dims` (default DIMS); returns the run directory.
+    `context` (gru | transformer): with conversation context over 3 turns (dialogues of 4, two speakers)."""
     dims = dims or DIMS
     rng = np.random.default_rng(0)
     n = 40
     y = rng.integers(0, len(LABELS), n)
     features = {m: (rng.normal(size=(n, SEQ_LEN, d)) + y[:, None, None]).astype(np.float32) for m, d in dims.items()}
     fs = FeatureSet(utterance_id=np.array([f"u{i:02d}" for i in range(n)]), label=np.array(LABELS)[y],
-                    group=np.array([f"dia{i // 4}" for i in range(n)]), features=features, label_names=LABELS)
+                    group=np.array([f"dia{i // 4}" for i in range(n)]), features=features, label_names=LABELS,
+                    speaker=np.array(["Ross", "Rachel"] * (n // 2)), order=np.arange(n, dtype=np.float64) % 4)
     params = load_params(ROOT / "params.yaml", "demo").with_overrides(
-        model={"seq_len": SEQ_LEN, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8},
+        model={"seq_len": SEQ_LEN, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8,
+               "context": context, "context_window": 3},
         train={"epochs": 2, "folds": 2, "batch_size": 16, "device": "cpu", "num_threads": 1},
     )
     train_and_evaluate(fs, params, tuple(dims), "hjcag", out, quiet=True)

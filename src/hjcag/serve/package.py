@@ -51,6 +51,7 @@ from hjcag.artifacts import (
     features_meta_path,
     file_digest,
     read_json,
+    trained_model_config,
     weights_path,
     write_json,
 )
@@ -226,8 +227,17 @@ def stage_bundle(
         "registered_version": source.registered_version,
         "hjcag_version": hjcag.__version__,
         "metrics": summary,
+        "context": _context_settings(doc),
     })
     return dest
+
+
+def _context_settings(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The conversation-context settings a client needs (how many previous turns the endpoint reads), or None."""
+    config = trained_model_config(doc)
+    if config.context == "none":
+        return None
+    return {"kind": config.context, "window": config.context_window, "direction": config.context_direction}
 
 
 def _copy_source(dest: Path) -> None:

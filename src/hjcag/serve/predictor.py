@@ -35,11 +35,14 @@ from hjcag.artifacts import (
     SERVING_FILE,
     build_trained_model,
     read_json,
+    trained_model_config,
     weights_path,
 )
 from hjcag.errors import DataError, HjcagError
+from hjcag.model.context import SAME_SPEAKER, UNKNOWN_SPEAKER, ContextBatch, alone
 from hjcag.params import MODALITIES, MODALITY_NAMES
 from hjcag.serve.request import Body, Limits, Request, RequestError, RequestParser, media_error, settle
+from hjcag.serve.state import decode_state, encode_state, model_fingerprint
 
 if TYPE_CHECKING:
     from hjcag.features.extract import Extractor
@@ -56,12 +59,14 @@ class Batch:
     """What :meth:`Predictor.preprocess` hands to :meth:`Predictor.inference`."""
 
     bodies: list[Body]
-    inputs: dict[str, torch.Tensor]  # m -> (N, L, d) over the N valid requests
-    present: torch.Tensor  # (N, |M|) bool
+    inputs: dict[str, torch.Tensor]  # m -> (R, L, d): the N valid requests, then the raw turns of their context
+    present: torch.Tensor  # (R, |M|) bool
+    answers: int = -1  # N (-1: every row is a request)
+    context: ContextBatch | None = None  # context models: each row's window over the rows and the sent states
 
     @property
     def size(self) -> int:
-        return int(self.present.shape[0])
+        return int(self.present.shape[0]) if self.answers < 0 else self.answers
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Outputs:
     probabilities: torch.Tensor  # (N, C)
     gate: torch.Tensor  # (N, |M|)
     present: torch.Tensor  # (N, |M|) bool: the modalities each answer used
+    states: list[str] | None = None  # context models: each answer's turn state
+    context_turns: list[int] | None = None  # and how many previous turns it read
 
 
 def run_version(run_dir: Path) -> str:
@@ -110,7 +117,17 @@ class Predictor:
         self.modalities: tuple[str, ...] = tuple(m for m in MODALITIES if m in self.input_dims)
         self.seq_len = int(model_doc["seq_len"])
         self.limits = limits or Limits()
-        self.parser = RequestParser(self.modalities, self.input_dims, self.seq_len, self.limits, self._extractor)
+        self.context = trained_model_config(model_doc)
+        if self.context.context != "none" and self.context.context_direction != "causal":
+            raise HjcagError(
+                f"this model reads the following turns too (model.context_direction: "
+                f"{self.context.context_direction}), which a live endpoint never has: it is for offline evaluation "
+                "only. Serve a model trained with context_direction: causal."
+            )
+        self.context_turns = self.context.context_window if self.context.context != "none" else 0
+        self.fingerprint = model_fingerprint(self.model) if self.context_turns else ""
+        self.parser = RequestParser(self.modalities, self.input_dims, self.seq_len, self.limits, self._extractor,
+                                    self.context_turns, self._decode_state)
         if features_config is not None:
             features_config = features_config.replace(
                 seq_len=self.seq_len, device=str(self.device), cache_dir=None, progress=False
@@ -121,6 +138,9 @@ class Predictor:
         self._raw_problems: dict[str, str] = {}
         self._lock = threading.Lock()  # building extractors
         self._extract_lock = threading.Lock()  # running them: extractors are not assumed to be thread-safe
+
+    def _decode_state(self, text: object, where: str) -> np.ndarray:
+        return decode_state(text, self.fingerprint, int(self.model.fused_width), where)
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -203,7 +223,8 @@ class Predictor:
     def preprocess(self, bodies: Sequence[Any]) -> Batch:
         """Parse and validate every body, extract raw inputs (batched per modality), collate to tensors."""
         parsed = [settle(self.parser.parse(body)) for body in bodies]
-        staged = [r for b in parsed if b.error is None for r in b.requests if r.raw]
+        requests = [r for b in parsed if b.error is None for r in b.requests]
+        staged = [r for r in requests + _turn_requests(requests) if r.raw]
         if staged:
             with self._extract_lock, tempfile.TemporaryDirectory(prefix="hjcag-serve-") as tmp:
                 for i, request in enumerate(staged):
@@ -211,8 +232,35 @@ class Predictor:
                 self._extract(staged)
             parsed = [settle(b) for b in parsed]
         valid = [r for b in parsed if b.error is None for r in b.requests]
-        inputs, present = self._collate(valid)
-        return Batch(parsed, inputs, present)
+        if not self.context_turns:
+            inputs, present = self._collate(valid)
+            return Batch(parsed, inputs, present)
+        rows = valid + _turn_requests(valid)  # the requests, then the turns sent as inputs
+        inputs, present = self._collate(rows)
+        return Batch(parsed, inputs, present, answers=len(valid), context=self._windows(valid, len(rows)))
+
+    def _windows(self, requests: Sequence[Request], n_rows: int) -> ContextBatch:
+        """Each request's window: its turns (rows of the batch, or sent states after them) then itself."""
+        k = self.context_turns
+        context = alone(n_rows, k, "causal", torch.device("cpu"))
+        states: list[np.ndarray] = []
+        turn_row = len(requests)
+        for i, request in enumerate(requests):
+            for j, turn in enumerate(request.turns):
+                column = k - len(request.turns) + j
+                if turn.request is not None:
+                    context.window[i, column] = turn_row
+                    turn_row += 1
+                else:
+                    assert turn.state is not None
+                    context.window[i, column] = n_rows + len(states)
+                    states.append(turn.state)
+                known = turn.speaker is not None and request.speaker is not None
+                context.speaker[i, column] = (int(turn.speaker == request.speaker) if known else UNKNOWN_SPEAKER)
+            context.speaker[i, k] = SAME_SPEAKER
+        if states:
+            context.states = torch.from_numpy(np.stack(states))
+        return context
 
     # ----------------------------------------------------------------------------------- extractors
 
@@ -334,8 +382,14 @@ class Predictor:
             return Outputs(torch.zeros(0, len(self.labels)), torch.zeros(0, len(self.modalities)), batch.present)
         inputs = {m: x.to(self.device) for m, x in batch.inputs.items()}
         with torch.inference_mode():
-            out = self.model(inputs, batch.present.to(self.device))
-        return Outputs(torch.softmax(out.logits.float(), dim=1).cpu(), out.gate.float().cpu(), batch.present)
+            if batch.context is None:
+                out = self.model(inputs, batch.present.to(self.device))
+                return Outputs(torch.softmax(out.logits.float(), dim=1).cpu(), out.gate.float().cpu(), batch.present)
+            out = self.model(inputs, batch.present.to(self.device), context=batch.context.to(self.device))
+        n = batch.size
+        turns = (batch.context.window[:n, : self.context_turns] >= 0).sum(dim=1).tolist()
+        return Outputs(torch.softmax(out.logits[:n].float(), dim=1).cpu(), out.gate[:n].float().cpu(),
+                       batch.present[:n], [encode_state(v, self.fingerprint) for v in out.fused[:n]], turns)
 
     def postprocess(self, batch: Batch, outputs: Outputs) -> list[dict[str, Any] | RequestError]:
         """One response (or RequestError) per body of the batch, in order."""
@@ -347,7 +401,11 @@ class Predictor:
                 continue
             answers = []
             for _ in body.requests:
-                answers.append(self._response(outputs.probabilities[row], outputs.gate[row], outputs.present[row]))
+                answer = self._response(outputs.probabilities[row], outputs.gate[row], outputs.present[row])
+                if outputs.states is not None and outputs.context_turns is not None:
+                    answer["state"] = outputs.states[row]
+                    answer["context_turns"] = outputs.context_turns[row]
+                answers.append(answer)
                 row += 1
             results.append({"predictions": answers} if body.kserve else answers[0])
         return results
@@ -366,9 +424,15 @@ class Predictor:
     def describe(self) -> dict[str, Any]:
         """What is being served (for logs and the benchmark)."""
         return {"model": self.name, "version": self.version, "architecture": self.doc.get("model"),
+                "context": {"kind": self.context.context, "window": self.context_turns} if self.context_turns else None,
                 "modalities": [MODALITY_NAMES[m] for m in self.modalities], "input_dims": self.input_dims,
                 "seq_len": self.seq_len, "labels": list(self.labels), "device": str(self.device),
                 "raw_input_refused": {MODALITY_NAMES[m]: p for m, p in self._raw_problems.items()}}
+
+
+def _turn_requests(requests: Sequence[Request]) -> list[Request]:
+    """The context turns sent as inputs (not states), request by request, oldest first."""
+    return [t.request for r in requests for t in r.turns if t.request is not None]
 
 
 def _summary(info: Mapping[str, Any]) -> str:

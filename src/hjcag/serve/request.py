@@ -4,6 +4,11 @@ A request is a JSON object with any subset of ``text`` (str), ``audio`` (base64 
 the visual features and, when no ``audio`` is sent, the audio features from its sound track, as at training time)
 and ``features`` ({"text" | "audio" | "visual": [d] or [[d] x T]}). Modalities the request lacks are masked out of
 the gate. ``{"instances": [request, ...]}`` (KServe v1) is answered with ``{"predictions": [response, ...]}``.
+
+A model trained with conversation context (``model.context``) also reads ``speaker`` (str) and ``context``: the
+previous turns of the conversation, oldest first, at most ``model.context_window`` of them, each either in the same
+input forms as the request itself (with its ``speaker``) or as ``{"state": ..., "speaker": ...}``, the state an
+earlier response returned for that turn (:mod:`hjcag.serve.state`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from hjcag.errors import DataError, HjcagError
 from hjcag.params import MODALITY_NAMES
 
 REQUEST_KEYS = ("text", "audio", "video", "features")
+CONVERSATION_KEYS = ("speaker", "context")  # a context model's request; a state turn is {"state", "speaker"}
 FEATURE_KEYS = {name: m for m, name in MODALITY_NAMES.items()}  # "text" -> "t", ...
 
 
@@ -57,6 +63,17 @@ class Request:
     raw: dict[str, Any] = field(default_factory=dict)  # m -> str (text) | Path (media file)
     audio_from_video: bool = False
     error: RequestError | None = None
+    speaker: str | None = None
+    turns: list[Turn] = field(default_factory=list)  # previous turns, oldest first (context models)
+
+
+@dataclass
+class Turn:
+    """A previous turn of the conversation: a state an earlier response returned, or the turn's own inputs."""
+
+    speaker: str | None
+    state: np.ndarray | None = None  # (D,) float32
+    request: Request | None = None
 
 
 @dataclass
@@ -73,9 +90,13 @@ class RequestParser:
     raises RequestError when raw input of modality m cannot be served here."""
 
     def __init__(self, modalities: Sequence[str], input_dims: Mapping[str, int], seq_len: int, limits: Limits,
-                 check_raw: Callable[[str], object]) -> None:
+                 check_raw: Callable[[str], object], context_turns: int = 0,
+                 decode_state: Callable[[object, str], np.ndarray] | None = None) -> None:
+        """`context_turns`: how many previous turns the model reads (0: none, `context` is refused);
+        `decode_state(text, where)` turns a state string back into its vector or raises RequestError."""
         self.modalities, self.input_dims, self.seq_len = tuple(modalities), dict(input_dims), seq_len
         self.limits, self.check_raw = limits, check_raw
+        self.context_turns, self.decode_state = context_turns, decode_state
 
     def parse(self, body: Any) -> Body:
         try:
@@ -102,14 +123,21 @@ class RequestParser:
         except RequestError as exc:
             return Request(error=exc)
 
-    def _validate(self, obj: Any) -> Request:
+    def _validate(self, obj: Any, turn: bool = False) -> Request:
         if not isinstance(obj, dict):
             raise RequestError(f"a request must be a JSON object with any of {list(REQUEST_KEYS)}; got a JSON "
                                f"{_json_type(obj)}.")
-        unknown = sorted(set(obj) - set(REQUEST_KEYS))
+        allowed = [*REQUEST_KEYS, "speaker"] if turn else [*REQUEST_KEYS, *CONVERSATION_KEYS]
+        if "context" in obj and not turn and not self.context_turns:
+            raise RequestError("this model reads no conversation context (it was trained with model.context: none); "
+                               "remove 'context'.")
+        unknown = sorted(set(obj) - set(allowed))
         if unknown:
-            raise RequestError(f"unknown key(s) {unknown} in the request; allowed keys are {list(REQUEST_KEYS)}.")
-        request = Request()
+            raise RequestError(f"unknown key(s) {unknown} in the {'turn' if turn else 'request'}; allowed keys are "
+                               f"{allowed}.")
+        request = Request(speaker=self._speaker(obj.get("speaker")))
+        if obj.get("context") is not None:
+            request.turns = self._turns(obj["context"])
         features = obj.get("features")
         if features is not None:
             if not isinstance(features, dict):
@@ -151,6 +179,42 @@ class RequestParser:
 
     def _names(self) -> str:
         return ", ".join(MODALITY_NAMES[m] for m in self.modalities)
+
+    @staticmethod
+    def _speaker(value: Any, where: str = "") -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise RequestError(f"'{where}speaker' must be a string (the speaker's name or id); got a JSON "
+                               f"{_json_type(value)}.")
+        return value.strip() or None
+
+    def _turns(self, value: Any) -> list[Turn]:
+        """The request's previous turns, oldest first: states or inputs, at most `context_turns` of them."""
+        if not isinstance(value, list):
+            raise RequestError(f"'context' must be a list of the previous turns, oldest first; got a JSON "
+                               f"{_json_type(value)}.")
+        if len(value) > self.context_turns:
+            raise RequestError(f"'context' has {len(value)} turns; this model reads at most {self.context_turns} "
+                               f"(model.context_window). Send the last {self.context_turns}.")
+        turns = []
+        for i, item in enumerate(value):
+            where = f"context[{i}]"
+            if isinstance(item, dict) and "state" in item:
+                extra = sorted(set(item) - {"state", "speaker"})
+                if extra:
+                    raise RequestError(f"{where}: a state turn is {{\"state\": ..., \"speaker\": ...}}; found also "
+                                       f"{extra}. Send either the state or the turn's inputs.")
+                assert self.decode_state is not None
+                turns.append(Turn(self._speaker(item.get("speaker"), f"{where}."),
+                                  state=self.decode_state(item["state"], where)))
+                continue
+            try:
+                inner = self._validate(item, turn=True)
+            except RequestError as exc:
+                raise RequestError(f"{where}: {exc.message}", exc.status) from exc
+            turns.append(Turn(inner.speaker, request=inner))
+        return turns
 
     def _modality(self, key: str, where: str) -> str:
         m = FEATURE_KEYS.get(key)
@@ -205,7 +269,14 @@ class RequestParser:
 
 
 def settle(body: Body) -> Body:
-    """A body fails with its first failing request (named by index in a KServe body)."""
+    """A body fails with its first failing request (named by index in a KServe body); a request fails with its
+    first failing context turn (named by index)."""
+    for request in body.requests:
+        turn = next((i for i, t in enumerate(request.turns) if t.request is not None and t.request.error), None)
+        if turn is not None and request.error is None:
+            error = request.turns[turn].request.error  # type: ignore[union-attr]
+            assert error is not None
+            request.error = RequestError(f"context[{turn}]: {error.message}", error.status)
     failed = next((i for i, r in enumerate(body.requests) if r.error is not None), None)
     if failed is not None and body.error is None:
         error = body.requests[failed].error
