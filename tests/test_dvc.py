@@ -59,7 +59,7 @@ class Project:
 
 def tiny_params(doc: dict) -> None:
     """The demo profile, shrunk so a full reproduction takes about a minute on two cores."""
-    doc["demo_data"] = {"size": "tiny", "seed": 13}
+    doc["demo_data"] = {"size": "tiny", "seed": 13, "context_cue": 0.0}
     demo = doc["profiles"]["demo"]
     demo["model"] = {"seq_len": 4, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8,
                      "mult": {"d_model": 8, "heads": 2, "layers": 1}}

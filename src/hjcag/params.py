@@ -101,6 +101,7 @@ class FeaturesConfig:
     finetune_patience: int = 2
     finetune_repeats: int = 3
     finetune_max_steps: int | None = None
+    finetune_class_weights: str = "none"  # none | balanced | sqrt, as train.class_weights (loss and dev selection)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], **overrides: Any) -> FeaturesConfig:

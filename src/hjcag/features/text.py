@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.cache import dir_fingerprint, text_sha256
@@ -32,6 +35,7 @@ from hjcag.features.pretrained import (
     load_pretrained,
     resolve_device,
 )
+from hjcag.model.losses import class_weights
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -221,19 +225,19 @@ def finetune_text_encoder(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def encode(frame: pd.DataFrame) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        enc = tokenizer(
-            frame["text"].astype(str).tolist(),
-            truncation=True,
-            max_length=config.max_tokens,
-            padding=True,
-            return_tensors="pt",
-        )
-        y = torch.tensor([index[str(x)] for x in frame["label"]], dtype=torch.long)
-        return dict(enc), y
+    def encode(frame: pd.DataFrame) -> tuple[list[dict[str, list[int]]], torch.Tensor]:
+        """Token ids per utterance, unpadded: each batch is padded to its own longest utterance (MELD's are short,
+        so this is several times faster than padding everything to max_tokens)."""
+        enc = tokenizer(frame["text"].astype(str).tolist(), truncation=True, max_length=config.max_tokens)
+        rows = [{k: enc[k][i] for k in enc} for i in range(len(frame))]
+        return rows, torch.tensor([index[str(x)] for x in frame["label"]], dtype=torch.long)
 
     x_train, y_train = encode(train)
     x_val, y_val = encode(val)
+    pad = _BatchPadder(tokenizer, x_train, x_val)
+    weights = class_weights(y_train, len(labels), config.finetune_class_weights)
+    if weights is not None:
+        weights = weights.to(device)
     bs = config.finetune_batch_size
     steps_per_epoch = math.ceil(len(y_train) / bs)
     total_steps = config.finetune_epochs * steps_per_epoch
@@ -257,20 +261,27 @@ def finetune_text_encoder(
         for epoch in range(config.finetune_epochs):
             model.train()
             order = torch.randperm(len(y_train), generator=gen)
+            bar = tqdm(total=min(steps_per_epoch, total_steps - step), desc=f"fine-tune {repeat}.{epoch}",
+                       unit="step", disable=not config.progress, leave=False,
+                       mininterval=0.5 if sys.stderr.isatty() else 30.0)
             for lo in range(0, len(order), bs):
                 if step >= total_steps:
                     break
                 idx = order[lo : lo + bs]
-                batch = {k: v[idx].to(device) for k, v in x_train.items()}
-                loss = model(**batch, labels=y_train[idx].to(device)).loss
+                batch = {k: v.to(device) for k, v in pad("train", idx).items()}
+                logits = model(**batch).logits
+                loss = F.cross_entropy(logits, y_train[idx].to(device), weight=weights)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
                 step += 1
-            val_loss = _validation_loss(model, x_val, y_val, bs, device)
+                bar.update(1)
+            bar.close()
+            val_loss = _validation_loss(model, pad, y_val, bs, device, weights)
             history.append({"repeat": repeat, "epoch": epoch, "step": step, "val_loss": val_loss})
-            log.info("fine-tune repeat %d epoch %d: val loss %.4f", repeat, epoch, val_loss)
+            log.info("fine-tune repeat %d epoch %d: val loss %.4f (%.0f s so far)", repeat, epoch, val_loss,
+                     time.perf_counter() - started)
             if val_loss < run_best:
                 run_best, stale = val_loss, 0
                 if val_loss < best_loss:
@@ -288,6 +299,7 @@ def finetune_text_encoder(
         "fallback": source.fallback,
         "labels": labels,
         "best_val_loss": best_loss,
+        "class_weights": config.finetune_class_weights,
         "train_rows": len(y_train),
         "dev_rows": len(y_val),
         "seconds": round(time.perf_counter() - started, 1),
@@ -297,14 +309,28 @@ def finetune_text_encoder(
     return out_dir
 
 
+class _BatchPadder:
+    """Batches of unpadded token ids -> padded tensors, each batch to its own longest utterance."""
+
+    def __init__(self, tokenizer: Any, train: list[dict[str, list[int]]], val: list[dict[str, list[int]]]) -> None:
+        self.tokenizer, self.parts = tokenizer, {"train": train, "dev": val}
+
+    def __call__(self, part: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = [self.parts[part][int(i)] for i in idx]
+        return dict(self.tokenizer.pad(rows, return_tensors="pt"))
+
+
 def _validation_loss(
-    model: Any, x: dict[str, torch.Tensor], y: torch.Tensor, batch_size: int, device: torch.device
+    model: Any, pad: _BatchPadder, y: torch.Tensor, batch_size: int, device: torch.device,
+    weights: torch.Tensor | None,
 ) -> float:
+    """Cross-entropy over the dev rows, with the training loss's class weights (what selects the epoch)."""
     model.eval()
-    total = 0.0
+    logits = []
     with torch.inference_mode():
         for lo in range(0, len(y), batch_size):
-            batch = {k: v[lo : lo + batch_size].to(device) for k, v in x.items()}
-            labels = y[lo : lo + batch_size].to(device)
-            total += float(model(**batch, labels=labels).loss) * len(labels)
-    return total / max(len(y), 1)
+            batch = {k: v.to(device) for k, v in pad("dev", torch.arange(lo, min(lo + batch_size, len(y)))).items()}
+            logits.append(model(**batch).logits.float())
+    if not logits:
+        return math.inf
+    return float(F.cross_entropy(torch.cat(logits), y.to(device), weight=weights))

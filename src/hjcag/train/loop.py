@@ -37,6 +37,7 @@ from hjcag.data.conversation import ContextWindows, context_windows
 from hjcag.data.features_file import FeatureSet
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.model.context import ContextBatch
+from hjcag.model.losses import CLASS_WEIGHTS, class_weights
 from hjcag.params import ModelConfig, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ EpochCallback = Callable[[int, int, dict[str, float]], None]
 """on_epoch(fold_index, epoch (1-based), {train_loss, val_loss, val_acc, val_weighted_f1, lr})."""
 
 CHECKPOINT_VERSION = 1
-CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 # Keep the whole split on the GPU when it is this small; otherwise batches are copied per step.
 _GPU_RESIDENT_BYTES = 2 * 1024**3
 
@@ -164,30 +164,6 @@ def check_train_config(cfg: TrainConfig) -> None:
         problems.append(f"train.class_weights must be one of {list(CLASS_WEIGHTS)} (got {cfg.class_weights!r})")
     if problems:
         raise ConfigError("; ".join(problems) + ". Fix them in params.yaml.")
-
-
-def class_weights(targets: torch.Tensor, num_classes: int | None, mode: str) -> torch.Tensor | None:
-    """Cross-entropy class weights (C,) from a fold's TRAINING targets, or None for `mode` 'none'.
-
-    'balanced': w_c proportional to 1 / n_c (a class absent from `targets` counts as n_c = 1), scaled so that the
-    mean weight over the training samples is 1: sum_c n_c w_c = N. Every class then carries the same total weight
-    in the training set. 'sqrt': w_c proportional to 1 / sqrt(n_c), the same scaling: halfway, in log terms, between
-    no weighting and balanced (on MELD's real imbalance it beat both on dev weighted F1, README "Real data").
-    (With reduction 'mean' the cross-entropy divides by the batch's sum of weights, so the scale does not change
-    the loss; it only keeps the numbers readable.)
-    """
-    if mode == "none":
-        return None
-    if mode not in ("balanced", "sqrt"):
-        raise ConfigError(f"train.class_weights must be one of {list(CLASS_WEIGHTS)} (got {mode!r}).")
-    targets = targets.detach().cpu().long()
-    n_classes = num_classes or int(targets.max()) + 1
-    counts = torch.bincount(targets, minlength=n_classes).double()
-    weights = 1.0 / counts.clamp_min(1.0)
-    if mode == "sqrt":
-        weights = weights.sqrt()
-    weights = weights * len(targets) / (counts * weights).sum()
-    return weights.float()
 
 
 def drop_modalities(batch: int, n_modalities: int, p: float, generator: torch.Generator) -> torch.Tensor:
