@@ -161,6 +161,18 @@ def test_modality_dropout_and_class_weights_are_tuned_and_a_misspelled_key_is_na
         run(synthetic(), tmp_path / "typo", raw)
 
 
+def test_conversation_context_and_its_window_are_tuned(tmp_path: Path) -> None:
+    fs = synthetic()
+    fs.order = np.arange(len(fs), dtype=np.float64) % 5  # groups of 5 utterances: their turns 0..4
+    raw = tiny_raw(trials=2)
+    raw["tune"]["space"] = {"model.context": {"choices": ["gru", "transformer"]},
+                            "model.context_window": {"choices": [1, 3]}}
+    summary = run(fs, tmp_path, raw)
+    tried = {(t["params"]["model.context"], t["params"]["model.context_window"]) for t in summary["trials"]}
+    assert len(summary["trials"]) == 2 and all(t["state"] == "COMPLETE" for t in summary["trials"])
+    assert tried <= {(c, w) for c in ("gru", "transformer") for w in (1, 3)}
+
+
 @pytest.mark.parametrize(("space", "fragment"), [
     ({"lr": {"low": 1, "high": 2}}, "SECTION.FIELD"),
     ({"gates.min_accuracy": {"low": 0, "high": 1}}, "SECTION.FIELD"),
