@@ -22,10 +22,10 @@ from typing import Any
 
 import av
 import pandas as pd
-from tqdm import tqdm
 
 from hjcag.data.manifest import media_span, optional_str
 from hjcag.params import MediaConfig
+from hjcag.progress import progress as progress_bar
 
 # modality -> (path column, prefix of the result columns)
 MEDIA_MODALITIES: dict[str, tuple[str, str]] = {"a": ("audio_path", "audio"), "v": ("video_path", "video")}
@@ -196,8 +196,8 @@ def check_media(
     keys = list(jobs)
     workers = config.workers if config.workers > 0 else min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys) or 1))) as pool:
-        results = list(tqdm(pool.map(run, keys), total=len(keys), desc="media checks", unit="file",
-                            disable=not progress, leave=False))
+        results = list(progress_bar(pool.map(run, keys), total=len(keys), desc="media checks", unit="file",
+                                    disable=not progress, leave=False))
     probes = dict(zip(keys, results, strict=True))
 
     for m in chosen:
