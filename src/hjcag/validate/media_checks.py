@@ -7,7 +7,8 @@ suite then sets GX expectations on those columns, so media problems land in the 
 quarantine as every other problem. A value is null when an earlier check already failed (a missing file is not also
 reported as undecodable), so every bad row gets one precise reason per problem.
 
-Only modalities that were chosen are checked: a text-only run opens no media at all.
+Only modalities that were chosen are checked: a text-only run opens no media at all. How a file is probed and the
+bounds it must keep live in :mod:`hjcag.features.media_rules`, which serving applies to request media too.
 """
 
 from __future__ import annotations
