@@ -200,9 +200,10 @@ def test_opensmile_sets_have_their_dimensions(media: dict[str, Path]) -> None:
 
 
 def test_resnet50_offline_is_random_with_a_warning(offline: None, media: dict[str, Path],
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    extractor = VisualExtractor(NO_MODEL, seq_len=2, device="cpu")
-    assert "RANDOMLY INITIALISED" in capsys.readouterr().err
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        extractor = VisualExtractor(NO_MODEL, seq_len=2, device="cpu")
+    assert [r.levelname for r in caplog.records if "RANDOMLY INITIALISED" in r.getMessage()] == ["WARNING"]
     assert extractor.weights["pretrained"] is False
     out = extractor.extract([MediaRef(media["clip0"])])
     assert out[0].shape == (2, 2048) and np.isfinite(out[0]).all()
