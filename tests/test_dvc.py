@@ -114,6 +114,8 @@ def test_repro_runs_every_stage_into_a_registered_archive(project: Project) -> N
     html = (project.root / "plots-out" / "index.html").read_text()
     assert "index.html" in plots and "predicted" in html and "val_loss" in html
     assert (project.root / "plots-out" / "static").is_dir()  # the PNG figures
+    report = (project.root / "build/evaluate/report.html").read_text()  # offline: figures embedded, no CDN
+    assert report.count('src="data:image/png;base64,') == 3 and "https://" not in report
 
     record = json.loads((project.root / "build/register/registered.json").read_text())
     assert record["name"] == "hjcag-demo" and project.registered_versions() == [str(record["version"])]

@@ -166,12 +166,11 @@ def minilm() -> TextExtractor:
         constants.HF_HUB_OFFLINE = saved
 
 
-def test_text_falls_back_loudly_to_minilm(offline: None, caplog: pytest.LogCaptureFixture,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_falls_back_loudly_to_minilm(offline: None, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         extractor = TextExtractor(NO_MODEL, seq_len=4, device="cpu")
     assert extractor.source.fallback and extractor.dim == 384
-    assert "FALLING BACK" in caplog.text and "FALLING BACK" in capsys.readouterr().err
+    assert [r.levelname for r in caplog.records if "FALLING BACK" in r.getMessage()] == ["WARNING"]  # said once
     with pytest.raises(ConfigError, match="text_fallback"):
         TextExtractor(NO_MODEL, fallback="none", device="cpu")
 
@@ -201,9 +200,10 @@ def test_opensmile_sets_have_their_dimensions(media: dict[str, Path]) -> None:
 
 
 def test_resnet50_offline_is_random_with_a_warning(offline: None, media: dict[str, Path],
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    extractor = VisualExtractor(NO_MODEL, seq_len=2, device="cpu")
-    assert "RANDOMLY INITIALISED" in capsys.readouterr().err
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        extractor = VisualExtractor(NO_MODEL, seq_len=2, device="cpu")
+    assert [r.levelname for r in caplog.records if "RANDOMLY INITIALISED" in r.getMessage()] == ["WARNING"]
     assert extractor.weights["pretrained"] is False
     out = extractor.extract([MediaRef(media["clip0"])])
     assert out[0].shape == (2, 2048) and np.isfinite(out[0]).all()

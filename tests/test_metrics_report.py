@@ -94,3 +94,23 @@ def test_report_marks_undefined_per_class_f1() -> None:
     metrics, _ = sample_metrics()
     metrics["folds"][1]["per_class_f1"]["ang"] = None
     assert "–" in markdown_report(metrics)
+
+
+def test_the_html_report_embeds_its_figures_and_loads_nothing_from_elsewhere(tmp_path: Path) -> None:
+    import base64
+    import re
+
+    from hjcag.train.html_report import write_html_report
+
+    metrics, histories = sample_metrics()
+    write_report(tmp_path, metrics, histories)
+    page = write_html_report(tmp_path).read_text()
+    embedded = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
+    assert [base64.b64decode(x) for x in embedded] == [
+        (tmp_path / name).read_bytes() for name in ("confusion_matrix.png", "folds.png", "learning_curves.png")]
+    assert "http://" not in page and "https://" not in page and "<script" not in page and "<link" not in page
+    acc = metrics["accuracy"]
+    assert f"<td>Accuracy</td><td>{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}</td>" in page
+    assert "<td>ang</td><td>2</td><td>1</td><td>0</td>" in page  # the confusion matrix table
+    assert "<th>true \\ predicted</th>" in page and '<a href="#folds.png">' in page
+    assert page.count("<table>") == page.count("</table>") == 4

@@ -5,6 +5,7 @@ extractors; batches and KServe bodies; `package_model` (archive layout, record, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -155,10 +156,11 @@ def test_bad_requests_get_a_400_that_says_what_is_wrong(predictor: Predictor, bo
 
 
 def test_limits_answer_413(run_dir: Path, media: dict[str, Path]) -> None:
+    from hjcag.params import MediaConfig
     from hjcag.serve.request import Limits
 
-    small = Predictor.from_run(run_dir, features_config=sf.features_config(),
-                               limits=Limits(max_text_chars=10, max_media_seconds=1.0, max_feature_steps=3))
+    small = Predictor.from_run(run_dir, features_config=sf.features_config(), media=MediaConfig(max_duration_s=1.0),
+                               limits=Limits(max_text_chars=10, max_feature_steps=3))
     cases = [({"text": "x" * 11}, "'text' has 11 characters"),
              ({"audio": sf.b64(media["long_wav"])}, "audio lasts 3.0 s; the limit is 1 s"),
              ({"features": {"audio": [[0.0] * 88] * 4}}, "has 4 time steps; the limit is 3")]
@@ -196,6 +198,41 @@ def test_video_gives_audio_from_its_sound_track_unless_it_has_none(predictor: Pr
     # a separate wav wins over the clip's track
     both = predictor.predict({"video": sf.b64(media["mp4"]), "audio": sf.b64(media["wav"])})
     assert probs(both) != pytest.approx(probs(with_track))
+
+
+def test_media_that_validation_refuses_is_refused_with_validations_bounds(run_dir: Path, predictor: Predictor,
+                                                                          tmp_path: Path) -> None:
+    """A 4 kHz wav, a 0.05 s wav, a clip whose sound track is at 4 kHz: validation refuses each (the same probe
+    and bounds, `validation.media`), so the endpoint answers 400 saying which bound and setting; a model whose
+    archive carries wider bounds takes the same wav."""
+    import pandas as pd
+
+    from hjcag.features.media_rules import media_bounds
+    from hjcag.params import MediaConfig
+    from hjcag.validate.media_checks import check_media
+
+    files = {"low_rate": media_fixtures.write_wav(tmp_path / "low.wav", duration_s=0.5, sample_rate=4000),
+             "short": media_fixtures.write_wav(tmp_path / "short.wav", duration_s=0.05),
+             "clip": media_fixtures.write_video(tmp_path / "clip.avi", duration_s=0.5, sample_rate=4000)}
+    cases = [({"audio": sf.b64(files["low_rate"])},
+              "audio: audio sample rate is 4000 Hz; valid media has 8000 to 96000 Hz (validation.media."
+              "min_sample_rate / max_sample_rate)"),
+             ({"audio": sf.b64(files["short"])}, "audio: audio duration is 0.05 s; valid media has 0.1 to 60 s"),
+             ({"video": sf.b64(files["clip"])}, "the video's sound track: audio sample rate is 4000 Hz")]
+    for body, message in cases:
+        with pytest.raises(RequestError) as info:
+            predictor.predict(body)
+        assert info.value.status == 400 and message in info.value.message, info.value.message
+
+    # what validation makes of the same files with the same config: each row outside the same bound
+    rows = pd.DataFrame({"audio_path": [str(files[k]) for k in ("low_rate", "short", "clip")]})
+    checked = check_media(rows, ["a"], predictor.media)
+    outside = [[b.check for b in media_bounds(predictor.media, "a") if b.violated_by(row[b.column])]
+               for _, row in checked.iterrows()]
+    assert outside == [["audio_sample_rate"], ["audio_duration"], ["audio_sample_rate"]]
+
+    lenient = Predictor.from_run(run_dir, features_config=sf.features_config(), media=MediaConfig(min_sample_rate=4000))
+    assert lenient.predict({"audio": sf.b64(files["low_rate"])})["gate"]["audio"] == 1.0
 
 
 def test_corrupt_media_gets_a_400_without_server_paths(predictor: Predictor, media: dict[str, Path]) -> None:
@@ -281,6 +318,8 @@ def test_archive_layout_and_record(run_dir: Path, archive: tuple[Path, Path]) ->
     assert json.loads((unpacked / "index_to_name.json").read_text()) == {"0": "neutral", "1": "joy", "2": "anger"}
     features = json.loads((unpacked / "features.json").read_text())
     assert features["config"]["audio_set"] == "eGeMAPSv02" and features["config"]["seq_len"] == sf.SEQ_LEN
+    media = json.loads((unpacked / "media.json").read_text())  # the params' validation.media travels along
+    assert media["min_sample_rate"] == 8000 and media["max_duration_s"] == 60.0
     default = json.loads((run_dir / "model_config.json").read_text())["weights"]["default"]
     assert (unpacked / "model.safetensors").read_bytes() == (run_dir / default).read_bytes()
 
@@ -290,6 +329,21 @@ def test_unpacked_archive_predicts_like_the_run(predictor: Predictor, archive: t
     served = Predictor.load(archive[1])
     for request in (sf.feature_request(30), {"text": "so happy", "video": sf.b64(media["mp4"])}):
         assert probs(served.predict(request)) == pytest.approx(probs(predictor.predict(request)), abs=1e-6)
+
+
+def test_the_archive_carries_the_media_bounds_the_endpoint_uses(run_dir: Path, tmp_path: Path,
+                                                                 media: dict[str, Path]) -> None:
+    from hjcag.params import MediaConfig
+
+    mar = package_model(run_dir, tmp_path / "store", features_config=sf.features_config(),
+                        media=MediaConfig(max_duration_s=2.0))
+    with zipfile.ZipFile(mar) as z:
+        z.extractall(tmp_path / "unpacked")
+    served = Predictor.load(tmp_path / "unpacked")
+    assert served.media.max_duration_s == 2.0 and served.describe()["valid_media"]["max_duration_s"] == 2.0
+    with pytest.raises(RequestError, match=r"audio lasts 3\.0 s; the limit is 2 s") as info:
+        served.predict({"audio": sf.b64(media["long_wav"])})
+    assert info.value.status == 413
 
 
 def test_archive_code_runs_without_hjcag_installed(archive: tuple[Path, Path]) -> None:
@@ -347,6 +401,8 @@ def test_package_takes_the_extractor_config_from_params_under_the_runs_profile(r
     with zipfile.ZipFile(mar) as z:
         features = json.loads(z.read("features.json"))
         serving = json.loads(z.read("serving.json"))
+        media = json.loads(z.read("media.json"))
+    assert media == dataclasses.asdict(load_params(sf.ROOT / "params.yaml", "demo").validation.media)
     expected = load_params(sf.ROOT / "params.yaml", "demo").features
     assert features["config"]["text_model"] == expected.text_model
     assert features["config"]["audio_set"] == expected.audio_set

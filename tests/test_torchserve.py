@@ -66,7 +66,8 @@ def reference(archive: tuple[Path, Path]) -> Iterator[Predictor]:
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("media")
     return {"wav": media_fixtures.write_wav(root / "a.wav", duration_s=0.4, freq=300.0),
-            "mp4": media_fixtures.write_video(root / "v.mp4", duration_s=0.4, freq=500.0)}
+            "mp4": media_fixtures.write_video(root / "v.mp4", duration_s=0.4, freq=500.0),
+            "wav_4khz": media_fixtures.write_wav(root / "low.wav", duration_s=0.4, sample_rate=4000)}
 
 
 def probs(response: dict[str, Any]) -> np.ndarray:
@@ -166,11 +167,15 @@ BAD_BODIES = [
 
 
 def test_bad_input_gets_a_4xx_with_a_message_and_the_server_stays_healthy(server: LocalTorchServe,
-                                                                          reference: Predictor) -> None:
+                                                                          reference: Predictor,
+                                                                          media: dict[str, Path]) -> None:
     for body, content_type, status, message in BAD_BODIES:
         reply = server.request("POST", "/predictions/hjcag", body, content_type)
         assert reply.status == status, (body, reply.text)
         assert message in reply.json()["message"], (body, reply.text)
+    # media that validation refuses (below validation.media.min_sample_rate, carried in the archive)
+    low = server.predict({"audio": sf.b64(media["wav_4khz"])})
+    assert low.status == 400 and "audio sample rate is 4000 Hz; valid media has 8000 to 96000 Hz" in low.text
     assert healthy(server)
     assert_same(server.predict(sf.feature_request(7)), reference.predict(sf.feature_request(7)))
 

@@ -7,7 +7,7 @@
                  fold_K/model.safetensors, history.json, predictions.csv, result.json (last: the fold is done)
     gate         gate.json
     serving      bundle (the root of the .mar): serving.json, model_config.json, model.safetensors,
-                 index_to_name.json, features.json
+                 index_to_name.json, features.json, media.json
 
 Serving imports this module, never the training code: :func:`load_trained_model` rebuilds a model from the files
 alone, for training, evaluation and serving alike.
@@ -58,6 +58,7 @@ GATE_FILE = "gate.json"
 SERVING_FILE = "serving.json"
 LABELS_FILE = "index_to_name.json"  # {"0": label, ...} (TorchServe's convention for label maps)
 EXTRACTORS_FILE = "features.json"  # {"config": FeaturesConfig fields, "trained_with": {modality: extractor info}}
+MEDIA_FILE = "media.json"  # MediaConfig fields (validation.media): what valid request media is, as in validation
 
 
 def features_meta_path(features: str | Path) -> Path:

@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from hjcag.artifacts import MANIFEST_FILE, PREPARE_REPORT_FILE
 from hjcag.data.iemocap import IEMOCAP_LABELS, read_iemocap
 from hjcag.data.manifest import (
@@ -31,6 +29,7 @@ from hjcag.data.manifest import (
 from hjcag.data.meld import MELD_LABELS, read_meld
 from hjcag.errors import ConfigError, DataError
 from hjcag.params import parse_modalities
+from hjcag.progress import progress as progress_bar
 
 DATASET_KINDS: tuple[str, ...] = ("meld", "iemocap", "manifest")
 DEFAULT_LABELS: dict[str, tuple[str, ...] | None] = {"meld": MELD_LABELS, "iemocap": IEMOCAP_LABELS, "manifest": None}
@@ -146,7 +145,7 @@ def prepare_dataset(
             exists[p] = os.path.isfile(p)
         return exists[p]
 
-    for row in tqdm(result.rows, desc=f"prepare {kind}", unit="utt", disable=not progress, mininterval=1.0):
+    for row in progress_bar(result.rows, desc=f"prepare {kind}", unit="utt", disable=not progress, mininterval=1.0):
         uid, where = row["utterance_id"], row.get(SOURCE_KEY) or {}
         if uid in first_seen:
             first = first_seen[uid]

@@ -43,11 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hjcag.data.media import write_clip
 from hjcag.data.meld import CLIP_DIRS, CSV_COLUMNS, CSV_NAMES, MELD_LABELS
 from hjcag.errors import ConfigError
+from hjcag.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -409,8 +409,8 @@ def write_demo_dataset(
 
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for _ in tqdm(pool.map(encode, plan), total=len(plan), desc="demo clips", unit="clip",
-                      disable=not progress):
+        for _ in progress_bar(pool.map(encode, plan), total=len(plan), desc="demo clips", unit="clip",
+                              disable=not progress):
             pass
     (out / "README.txt").write_text(_readme(size if dialogues is None else "custom", seed, plan), encoding="utf-8")
     log.info("synthetic demo dataset: %d utterances written to %s", len(plan), out)

@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from hjcag.artifacts import features_meta_path, features_run_path
 from hjcag.data.features_file import SPLITS, FeatureSet, save_features
@@ -35,6 +34,7 @@ from hjcag.errors import ConfigError, DataError
 from hjcag.features.cache import FeatureCache, cache_key
 from hjcag.features.media_io import MediaRef
 from hjcag.params import MODALITY_NAMES, FeaturesConfig, parse_modalities
+from hjcag.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 GROUP_COLUMNS = {"dialogue": "dialogue_id", "session": "session"}
@@ -198,7 +198,7 @@ def run_extractor(
     failures: list[str] = []
     extracted = 0
     name = MODALITY_NAMES[extractor.modality]
-    with tqdm(total=len(order), desc=f"{name} features", unit="utt", disable=not progress) as bar:
+    with progress_bar(total=len(order), desc=f"{name} features", unit="utt", disable=not progress) as bar:
         for lo in range(0, len(order), batch_size):
             batch_keys = order[lo : lo + batch_size]
             batch_items = [items[pending[k][0]] for k in batch_keys]

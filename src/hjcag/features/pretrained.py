@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import socket
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,9 +31,10 @@ class PretrainedUnavailable(Exception):
 
 
 def announce(message: str) -> None:
-    """A warning that must not be missed: logged and printed to stderr."""
+    """A warning that must not be missed, said once: a WARNING log record. The CLI's handler prints it to stderr;
+    where logging is not configured, Python's last-resort handler does (it prints warnings and worse), so it is
+    never silent. (It used to be printed as well, which showed every fallback twice under the CLI.)"""
     log.warning(message)
-    print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
 
 def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:

@@ -27,13 +27,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hjcag.data.features_file import FeatureSet
 from hjcag.data.meld import CLIP_DIRS, MELD_LABELS, find_meld_layout, meld_turn, read_meld_csv
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.media_io import SAMPLE_RATE, load_audio, sample_frames
 from hjcag.params import MODALITIES
+from hjcag.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +214,8 @@ def _parallel(fn: Callable[[StandinItem], dict[str, np.ndarray]], items: Sequenc
             return exc
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(tqdm(pool.map(safe, items), total=len(items), desc="stand-in features", unit="utt",
-                         disable=not progress))
+        return list(progress_bar(pool.map(safe, items), total=len(items), desc="stand-in features", unit="utt",
+                                 disable=not progress))
 
 
 def extract_standin_features(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.cache import dir_fingerprint, text_sha256
@@ -36,6 +34,7 @@ from hjcag.features.pretrained import (
     resolve_device,
 )
 from hjcag.model.losses import class_weights
+from hjcag.progress import progress
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -261,9 +260,8 @@ def finetune_text_encoder(
         for epoch in range(config.finetune_epochs):
             model.train()
             order = torch.randperm(len(y_train), generator=gen)
-            bar = tqdm(total=min(steps_per_epoch, total_steps - step), desc=f"fine-tune {repeat}.{epoch}",
-                       unit="step", disable=not config.progress, leave=False,
-                       mininterval=0.5 if sys.stderr.isatty() else 30.0)
+            bar = progress(total=min(steps_per_epoch, total_steps - step), desc=f"fine-tune {repeat}.{epoch}",
+                           unit="step", disable=not config.progress, leave=False)
             for lo in range(0, len(order), bs):
                 if step >= total_steps:
                     break

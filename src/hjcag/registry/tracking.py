@@ -270,20 +270,45 @@ def fold_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 class RunLogger:
-    """Creates the parent run and one nested run per fold, then fills them in."""
+    """Creates the parent run and one nested run per fold, then fills them in.
+
+    With `resume` (the id of an unfinished parent run, see :func:`unfinished_parent`) it continues that run
+    instead: status back to RUNNING, its fold runs reused, epochs they already hold not logged again.
+    """
 
     def __init__(self, params: Params, experiment: str | None = None, run_name: str | None = None,
-                 tags: Mapping[str, str] | None = None) -> None:
+                 tags: Mapping[str, str] | None = None, resume: str | None = None) -> None:
         self.client = get_client()
         self.params = params
+        self.fold_runs: dict[str, str] = {}  # unit (fold_K, or fold_K_seed_S) -> its nested run
+        self._streamed: dict[str, set[int]] = {}  # unit -> epochs already logged (live, or before a resume)
         with quiet_mlflow():
             self.experiment_id = get_or_create_experiment(self.client, experiment_name(params, experiment))
-            run = self.client.create_run(self.experiment_id, run_name=run_name,
-                                         tags={TAG_KIND: "parent", **(tags or {})})
-        self.parent_run_id: str = run.info.run_id
-        self.fold_runs: dict[str, str] = {}  # unit (fold_K, or fold_K_seed_S) -> its nested run
-        self._streamed: dict[str, set[int]] = {}  # unit -> epochs already logged live
-        _log_params(self.client, self.parent_run_id, flat_params(params))
+            if resume is None:
+                run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                             tags={TAG_KIND: "parent", **(tags or {})})
+                self.parent_run_id: str = run.info.run_id
+                _log_params(self.client, self.parent_run_id, flat_params(params))
+            else:
+                self.parent_run_id = resume
+                self._reopen()
+
+    def _reopen(self) -> None:
+        """Continue the parent run `self.parent_run_id` where a killed or failed process left it."""
+        c, parent = self.client, self.parent_run_id
+        c.update_run(parent, status="RUNNING")
+        for run in _nested_runs(c, self.experiment_id, parent):
+            unit = run.info.run_name
+            self.fold_runs[unit] = run.info.run_id
+            if run.info.status != "RUNNING":
+                c.update_run(run.info.run_id, status="RUNNING")
+            self._streamed[unit] = {m.step for name in EPOCH_METRICS
+                                    for m in c.get_metric_history(run.info.run_id, name)}
+        # MLflow refuses to change a logged param: log only the new ones (a runtime-only setting such as
+        # train.num_threads may differ on a resume; the run keeps the value it started with).
+        logged = c.get_run(parent).data.params
+        _log_params(c, parent, {k: v for k, v in flat_params(self.params).items() if k not in logged})
+        log.info("resuming MLflow run %s (%d fold run(s) so far)", parent, len(self.fold_runs))
 
     def fold_run(self, unit: str) -> str:
         if unit not in self.fold_runs:
@@ -296,8 +321,12 @@ class RunLogger:
         return self.fold_runs[unit]
 
     def on_epoch(self, unit: str, epoch: int, metrics: dict[str, float]) -> None:
-        """The run's ``on_epoch`` callback: stream one epoch into the fold's (unit's) run."""
-        self._streamed.setdefault(unit, set()).add(int(epoch))
+        """The run's ``on_epoch`` callback: stream one epoch into the fold's (unit's) run (once: an epoch trained
+        again after a resume from an earlier checkpoint is not logged twice)."""
+        seen = self._streamed.setdefault(unit, set())
+        if int(epoch) in seen:
+            return
+        seen.add(int(epoch))
         _log_metrics(self.client, self.fold_run(unit), {k: metrics[k] for k in EPOCH_METRICS if k in metrics},
                      step=epoch)
 
@@ -402,13 +431,69 @@ def ensure_logged(run_dir: str | Path, params: Params, experiment: str | None = 
     return log_training_run(run_dir, params, experiment)
 
 
+def _nested_runs(client: Any, experiment_id: str, parent: str) -> list[Any]:
+    return list(client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'",
+                                   max_results=1000))
+
+
+def unfinished_parent(client: Any, experiment_id: str, run_dir: Path, fingerprint: str) -> str | None:
+    """The newest parent run that trained `run_dir` with these settings and never completed (its process was
+    killed, or failed), so a resumed training continues it rather than leaving it beside a second one."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'parent' and tags.`{TAG_FINGERPRINT}` = '{fingerprint}'",
+        order_by=["attributes.start_time DESC"], max_results=100,
+    )
+    where = str(run_dir.absolute())
+    return next((r.info.run_id for r in runs
+                 if r.data.tags.get(TAG_RUN_DIR) == where and r.data.tags.get(TAG_COMPLETE) != "true"), None)
+
+
+def fail_stale_parents(client: Any, experiment_id: str, run_dir: Path, keep: str) -> list[str]:
+    """Mark FAILED the parent runs (and their fold runs) still RUNNING for `run_dir` other than `keep`: runs of
+    earlier settings whose process was killed. The directory now holds another run, so they can never finish."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'parent' and "
+                              "attributes.status = 'RUNNING'", max_results=1000)
+    where, stale = str(run_dir.absolute()), []
+    for run in runs:
+        if run.info.run_id != keep and run.data.tags.get(TAG_RUN_DIR) == where:
+            for fold in _nested_runs(client, experiment_id, run.info.run_id):
+                if fold.info.status == "RUNNING":
+                    client.set_terminated(fold.info.run_id, "FAILED")
+            client.set_terminated(run.info.run_id, "FAILED")
+            stale.append(run.info.run_id)
+    if stale:
+        log.warning("marked %d unfinished MLflow run(s) of %s FAILED (killed runs of other settings): %s",
+                    len(stale), run_dir, ", ".join(stale))
+    return stale
+
+
+def tracked_run_logger(params: Params, model_name: str, out_dir: Path, fingerprint: str,
+                       experiment: str | None = None) -> RunLogger:
+    """The logger of a tracked training into `out_dir`: the unfinished parent run of the same run directory and
+    settings when there is one (a resume after kill -9, Ctrl-C or a failure), else a new parent run."""
+    client = get_client()
+    with quiet_mlflow():
+        experiment_id = get_or_create_experiment(client, experiment_name(params, experiment))
+        resume = unfinished_parent(client, experiment_id, out_dir, fingerprint)
+    tags = {TAG_RUN_DIR: str(out_dir.absolute()), TAG_FINGERPRINT: fingerprint}
+    logger = RunLogger(params, experiment, run_name=f"{model_name}-{out_dir.name}", tags=tags, resume=resume)
+    with quiet_mlflow():
+        fail_stale_parents(client, experiment_id, out_dir, keep=logger.parent_run_id)
+    return logger
+
+
 def train_with_tracking(fs: Any, params: Params, modalities: Sequence[str], model_name: str, out_dir: str | Path,
                         experiment: str | None = None, quiet: bool = False) -> tuple[dict[str, Any], str]:
-    """:func:`hjcag.train.run.train_and_evaluate` with live MLflow logging; returns (metrics, parent run id)."""
-    from hjcag.train.run import train_and_evaluate
+    """:func:`hjcag.train.run.train_and_evaluate` with live MLflow logging; returns (metrics, parent run id).
+
+    The parent run is tagged with the run directory and its settings' fingerprint from the start, so running the
+    same command again after the process was killed continues that parent run: one parent run per run directory
+    and settings, FINISHED once the run is complete."""
+    from hjcag.train.run import start_run_dir, train_and_evaluate
 
     out_dir = Path(out_dir)
-    logger = RunLogger(params, experiment, run_name=f"{model_name}-{out_dir.name}")
+    digest = start_run_dir(fs, params, modalities, model_name, out_dir)  # refuses other settings before MLflow
+    logger = tracked_run_logger(params, model_name, out_dir, digest, experiment)
     try:
         metrics = train_and_evaluate(fs, params, modalities, model_name, out_dir, on_epoch=logger.on_epoch,
                                      quiet=quiet)

@@ -10,6 +10,8 @@ on the worker's PYTHONPATH) holds:
     index_to_name.json    the label map
     features.json         the feature-extractor config used at training time, and (when known) what the training
                           features were extracted with, so raw requests are extracted the same way or refused
+    media.json            what valid media is (params.yaml ``validation.media`` under the run's profile): the
+                          endpoint refuses a wav / mp4 that the pipeline's validation would refuse
     serving.json          model name and version, where it came from, the run's metrics
     hjcag/                the hjcag package source (pure Python)
 
@@ -44,6 +46,7 @@ from hjcag.artifacts import (
     EXTRACTORS_FILE,
     FEATURES_FILE,
     LABELS_FILE,
+    MEDIA_FILE,
     METRICS_FILE,
     MODEL_CONFIG_FILE,
     SERVING_FILE,
@@ -56,11 +59,11 @@ from hjcag.artifacts import (
     write_json,
 )
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.params import MODALITY_NAMES, load_params
+from hjcag.params import MODALITY_NAMES, MediaConfig, load_params
 from hjcag.serve.predictor import Predictor, run_version
 
 if TYPE_CHECKING:
-    from hjcag.params import FeaturesConfig
+    from hjcag.params import FeaturesConfig, Params
 
 log = logging.getLogger(__name__)
 
@@ -151,17 +154,16 @@ def resolve_source(source: str | Path, download_dir: Path, tracking_uri: str | N
     return Source(run_dir)
 
 
-def default_features_config(run_dir: Path, seq_len: int, params_path: str | Path | None, profile: str | None,
-                            registered_name: str | None = None) -> FeaturesConfig:
-    """The ``features:`` section of params.yaml under the run's profile: `profile`, else the one metrics.json
-    records, else the dataset of a registered ``hjcag-<dataset>`` model when a profile has that name."""
+def run_params(run_dir: Path, params_path: str | Path | None, profile: str | None,
+               registered_name: str | None = None) -> Params | None:
+    """params.yaml under the run's profile: `profile`, else the one metrics.json records, else the dataset of a
+    registered ``hjcag-<dataset>`` model when a profile has that name; None when there is no params file."""
     import yaml
 
-    from hjcag.params import FeaturesConfig
-
     if params_path is None or not Path(params_path).exists():
-        log.warning("no params file (%s): the archive carries the default feature-extractor config", params_path)
-        return FeaturesConfig().replace(seq_len=seq_len)
+        log.warning("no params file (%s): the archive carries the default feature-extractor config and media "
+                    "bounds", params_path)
+        return None
     if profile is None and (run_dir / METRICS_FILE).exists():
         profile = json.loads((run_dir / METRICS_FILE).read_text()).get("profile")
         profile = None if profile in (None, "default") else profile
@@ -169,8 +171,24 @@ def default_features_config(run_dir: Path, seq_len: int, params_path: str | Path
         profiles = (yaml.safe_load(Path(params_path).read_text()) or {}).get("profiles") or {}
         profile = registered_name.removeprefix("hjcag-") if registered_name.removeprefix("hjcag-") in profiles else None
     params = load_params(params_path, profile)
-    log.info("feature-extractor config: %s, profile '%s'", params_path, params.profile)
+    log.info("feature-extractor config and media bounds: %s, profile '%s'", params_path, params.profile)
+    return params
+
+
+def default_features_config(params: Params | None, seq_len: int) -> FeaturesConfig:
+    """The ``features:`` section of the run's params (:func:`run_params`), else the defaults."""
+    from hjcag.params import FeaturesConfig
+
+    if params is None:
+        return FeaturesConfig().replace(seq_len=seq_len)
     return params.features.replace(seq_len=seq_len)
+
+
+def default_media_config(params: Params | None) -> MediaConfig:
+    """``validation.media`` of the run's params (:func:`run_params`): what the pipeline validated as media."""
+    if params is None:
+        return MediaConfig()
+    return params.validation.media
 
 
 def read_features_meta(path: Path, doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -198,6 +216,7 @@ def stage_bundle(
     features_config: FeaturesConfig,
     trained_with: Mapping[str, Mapping[str, Any]] | None,
     name: str,
+    media: MediaConfig | None = None,
 ) -> Path:
     """Write the serving bundle (everything of the archive but handler, model-config.yaml and MANIFEST) to `dest`."""
     run_dir = source.run_dir
@@ -211,6 +230,7 @@ def stage_bundle(
     write_json(dest / LABELS_FILE, {str(i): label for i, label in enumerate(doc["label_names"])})
     write_json(dest / EXTRACTORS_FILE, {"config": dataclasses.asdict(features_config),
                                   "trained_with": dict(trained_with) if trained_with else None})
+    write_json(dest / MEDIA_FILE, dataclasses.asdict(media or MediaConfig()))
     metrics = run_dir / METRICS_FILE
     summary = None
     if metrics.exists():
@@ -272,6 +292,7 @@ def package_model(
     params_path: str | Path | None = "params.yaml",
     profile: str | None = None,
     features_config: FeaturesConfig | None = None,
+    media: MediaConfig | None = None,
     features_meta: str | Path | None = None,
     handler: str | Path = HANDLER,
     model_config_yaml: str | Path = MODEL_CONFIG_YAML,
@@ -281,8 +302,9 @@ def package_model(
 
     `version` defaults to the registered version (models:/ URIs) or ``run-<fingerprint>``; `fold` defaults to the
     run's default fold; the extractor config is `features_config`, else params.yaml's ``features:`` section under
-    the run's profile. `features_meta` (default: ``<run>/features.meta.json`` when present) records what the
-    training features were extracted with, so serving refuses raw input it would extract differently.
+    the run's profile; the media bounds are `media`, else ``validation.media`` of that params file.
+    `features_meta` (default: ``<run>/features.meta.json`` when present) records what the training features were
+    extracted with, so serving refuses raw input it would extract differently.
     """
     handler, model_config_yaml = Path(handler), Path(model_config_yaml)
     for path, what in ((handler, "handler"), (model_config_yaml, "model config")):
@@ -297,9 +319,11 @@ def package_model(
         version = version or src.registered_version or run_version(src.run_dir)
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", version):
             raise ConfigError(f"version '{version}' may only hold letters, digits, '.', '_' and '-'.")
-        config = features_config or default_features_config(src.run_dir, int(doc["seq_len"]), params_path, profile,
-                                                            src.registered_name)
+        params = None if features_config and media else run_params(src.run_dir, params_path, profile,
+                                                                   src.registered_name)
+        config = features_config or default_features_config(params, int(doc["seq_len"]))
         config = config.replace(seq_len=int(doc["seq_len"]), cache_dir=None, progress=False)
+        media = media or default_media_config(params)
         meta_path = Path(features_meta) if features_meta else features_meta_path(src.run_dir / FEATURES_FILE)
         if features_meta and not meta_path.exists():
             raise ConfigError(f"features meta '{meta_path}' not found.")
@@ -308,7 +332,7 @@ def package_model(
             log.warning("no features meta for %s: serving checks raw inputs by feature dims only", src.run_dir)
         payload = tmp / "payload"
         stage_bundle(src, payload, version=version, fold=fold, features_config=config, trained_with=trained_with,
-                     name=src.registered_name or MODEL_NAME)
+                     name=src.registered_name or MODEL_NAME, media=media)
         _smoke_test(payload)
         _copy_source(payload)
         weights = (payload / WEIGHTS_FILE).rename(tmp / WEIGHTS_FILE)

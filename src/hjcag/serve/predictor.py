@@ -16,6 +16,7 @@ is a shim:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import threading
@@ -30,6 +31,7 @@ from torch import nn
 
 from hjcag.artifacts import (
     EXTRACTORS_FILE,
+    MEDIA_FILE,
     MODEL_CONFIG_FILE,
     RUN_FILE,
     SERVING_FILE,
@@ -40,7 +42,7 @@ from hjcag.artifacts import (
 )
 from hjcag.errors import DataError, HjcagError
 from hjcag.model.context import SAME_SPEAKER, UNKNOWN_SPEAKER, ContextBatch, alone
-from hjcag.params import MODALITIES, MODALITY_NAMES
+from hjcag.params import MODALITIES, MODALITY_NAMES, MediaConfig
 from hjcag.serve.request import Body, Limits, Request, RequestError, RequestParser, media_error, settle
 from hjcag.serve.state import decode_state, encode_state, model_fingerprint
 
@@ -49,6 +51,11 @@ if TYPE_CHECKING:
     from hjcag.params import FeaturesConfig
 
 log = logging.getLogger(__name__)
+
+
+class _NoSoundTrack(Exception):
+    """A clip's sound track is missing or does not decode: its audio is masked, not an error."""
+
 
 # Extractor description keys that do not change the features (compared between training and serving).
 _NOT_IDENTITY = {"requested_model", "dim", "extracted", "cached", "failed", "seconds"}
@@ -106,6 +113,7 @@ class Predictor:
         trained_with: Mapping[str, Mapping[str, Any]] | None = None,
         device: str | torch.device = "cpu",
         limits: Limits | None = None,
+        media: MediaConfig | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -126,6 +134,7 @@ class Predictor:
             )
         self.context_turns = self.context.context_window if self.context.context != "none" else 0
         self.fingerprint = model_fingerprint(self.model) if self.context_turns else ""
+        self.media = media or MediaConfig()  # what valid request media is: validation's definition (media_rules)
         self.parser = RequestParser(self.modalities, self.input_dims, self.seq_len, self.limits, self._extractor,
                                     self.context_turns, self._decode_state)
         if features_config is not None:
@@ -166,9 +175,11 @@ class Predictor:
             from hjcag.params import FeaturesConfig
 
             config = FeaturesConfig.from_dict(features["config"])
+        # an archive older than media.json: the default bounds, which are params.yaml's defaults
+        media = MediaConfig.from_dict(read_json(path / MEDIA_FILE)) if (path / MEDIA_FILE).exists() else None
         model = build_trained_model(doc, path / doc["weights"]["default"])
         return cls(model, doc, name=serving["model"], version=str(serving["version"]), features_config=config,
-                   trained_with=features.get("trained_with"), device=device, limits=limits)
+                   trained_with=features.get("trained_with"), device=device, limits=limits, media=media)
 
     @classmethod
     def from_run(
@@ -182,13 +193,15 @@ class Predictor:
         version: str | None = None,
         device: str | torch.device = "cpu",
         limits: Limits | None = None,
+        media: MediaConfig | None = None,
     ) -> Predictor:
-        """From a training run directory; raw inputs need `features_config` (else only ``features`` work)."""
+        """From a training run directory; raw inputs need `features_config` (else only ``features`` work) and are
+        checked against `media` (default: MediaConfig's defaults)."""
         run_dir = Path(run_dir)
         doc = read_json(run_dir / MODEL_CONFIG_FILE)
         model = build_trained_model(doc, run_dir / weights_path(doc, fold, run_dir))
         return cls(model, doc, name=name, version=version or run_version(run_dir), features_config=features_config,
-                   trained_with=trained_with, device=device, limits=limits)
+                   trained_with=trained_with, device=device, limits=limits, media=media)
 
     def load_extractors(self) -> dict[str, str]:
         """Load every extractor the model can use now (rather than on the first raw request).
@@ -307,8 +320,10 @@ class Predictor:
         return None, extractor
 
     def _stage_media(self, request: Request, folder: Path) -> None:
-        """Write decoded media to files (the extractors read files) and refuse over-long media."""
-        from hjcag.features.media_io import MediaRef, media_duration
+        """Write decoded media to files (the extractors read files) and refuse media that validation would refuse
+        (duration, sample rate, frames: the model's MediaConfig); a clip without a usable sound track gives no
+        audio (masked) rather than an error."""
+        from hjcag.features.media_io import MediaRef
 
         folder.mkdir(parents=True)
         written: dict[int, MediaRef] = {}
@@ -319,18 +334,44 @@ class Predictor:
             if key not in written:  # video used for both visual and audio: one file
                 path = folder / ("audio.wav" if m == "a" and not request.audio_from_video else "video.mp4")
                 path.write_bytes(value)
-                what = "video" if path.name == "video.mp4" else "audio"
-                try:
-                    seconds = media_duration(path)
-                except DataError as exc:
-                    request.error = media_error(exc, path)
-                    return
-                if seconds is not None and seconds > self.limits.max_media_seconds:
-                    request.error = RequestError(f"{what} lasts {seconds:.1f} s; the limit is "
-                                                 f"{self.limits.max_media_seconds:.0f} s per utterance.", 413)
-                    return
                 written[key] = MediaRef(path)
+            try:
+                request.error = self._invalid_media(m, written[key].path, m == "a" and request.audio_from_video)
+            except _NoSoundTrack:
+                log.info("video without a usable sound track: audio masked")
+                del request.raw[m]
+                continue
+            if request.error is not None:
+                return
             request.raw[m] = written[key]
+
+    def _invalid_media(self, m: str, path: Path, track: bool) -> RequestError | None:
+        """Why the media file `path` of modality `m` is not valid media, or None: the same probe and bounds as
+        the pipeline's validation. `track`: `path` is a clip giving its sound track (raises _NoSoundTrack when
+        it has none that decodes)."""
+        from hjcag.features.media_rules import media_bounds, probe_audio, probe_video, probed_values
+
+        cfg = self.media
+        if m == "a":
+            probe = probe_audio(path, cfg.full_decode)
+        else:
+            probe = probe_video(path, None, None, cfg.min_frames, cfg.full_decode)
+        if probe.error is not None:
+            if track:
+                raise _NoSoundTrack(probe.error)
+            return media_error(probe.error, path)
+        what = "the video's sound track" if track else ("audio" if m == "a" else "video")
+        values = probed_values(probe, m)
+        for bound in media_bounds(cfg, m):
+            value = values[bound.column]
+            if value is None or not bound.violated_by(value):
+                continue
+            if bound.unit == "s" and bound.too_large(value):
+                return RequestError(f"{what} lasts {value:.1f} s; the limit is {bound.high:g} s per utterance "
+                                    f"(validation.media.max_duration_s of the model's params).", 413)
+            return RequestError(f"{what}: {bound.explain(value)}. The pipeline's validation refuses such media, "
+                                "so the model never saw any: send media within these bounds.")
+        return None
 
     def _extract(self, requests: Sequence[Request]) -> None:
         """Run each modality's extractor once over the batch; a failing batch is retried item by item."""
@@ -427,7 +468,9 @@ class Predictor:
                 "context": {"kind": self.context.context, "window": self.context_turns} if self.context_turns else None,
                 "modalities": [MODALITY_NAMES[m] for m in self.modalities], "input_dims": self.input_dims,
                 "seq_len": self.seq_len, "labels": list(self.labels), "device": str(self.device),
-                "raw_input_refused": {MODALITY_NAMES[m]: p for m, p in self._raw_problems.items()}}
+                "raw_input_refused": {MODALITY_NAMES[m]: p for m, p in self._raw_problems.items()},
+                "valid_media": {k: v for k, v in dataclasses.asdict(self.media).items()
+                                if k not in ("workers", "span_tolerance_s")}}
 
 
 def _turn_requests(requests: Sequence[Request]) -> list[Request]:

@@ -49,8 +49,8 @@ class Limits:
     """Bounds on one request, so a single body cannot tie up a worker (the HTTP layer caps the body size)."""
 
     max_text_chars: int = 20_000
-    max_media_bytes: int = 16 * 2**20  # decoded bytes of one base64 wav / mp4
-    max_media_seconds: float = 60.0  # one utterance; longer media is refused before feature extraction
+    max_media_bytes: int = 16 * 2**20  # decoded bytes of one base64 wav / mp4 (its duration, sample rate and
+    # frames must be valid media as validation defines it: the model's MediaConfig, see hjcag.features.media_rules)
     max_feature_steps: int = 4096  # rows of a (T, d) feature array
     max_instances: int = 64  # requests in one {"instances": [...]} body
 
@@ -337,7 +337,7 @@ def _b64decode(key: str, value: Any, limit: int) -> bytes:
     return data
 
 
-def media_error(exc: DataError, path: Path) -> RequestError:
+def media_error(exc: DataError | str, path: Path) -> RequestError:
     """A decode failure of a request's media, without the server's temporary file name."""
     what = "video" if path.name == "video.mp4" else "audio"
     message = str(exc).replace(str(path), what).replace(path.name, what)

@@ -8,7 +8,9 @@ table and writes flat, tool-friendly views of the run, so the metrics a pipeline
 - ``folds.csv``: one row per fold (x axis ``fold``) for a per-fold bar or line plot;
 - ``predictions.csv``: every test utterance of every fold with ``actual`` and ``predicted`` (confusion matrix);
 - ``learning_curves.csv``: per-epoch losses of every fold (``step`` = epoch);
-- the run's PNG figures and Markdown report, copied beside them.
+- the run's PNG figures and Markdown report, copied beside them;
+- ``report.html``: the report with the figures embedded, one file that opens offline in any browser (``dvc plots
+  show`` loads its renderer from a CDN).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any
 
 import pandas as pd
 
-from hjcag.artifacts import HISTORY_FILE, METRICS_FILE, PREDICTIONS_FILE
+from hjcag.artifacts import HISTORY_FILE, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE
 from hjcag.errors import HjcagError
+from hjcag.train.html_report import write_html_report
 
 FIGURES = ("confusion_matrix.png", "folds.png", "learning_curves.png", "report.md")
 
@@ -110,5 +113,7 @@ def evaluate_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     for name in FIGURES:
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, out_dir / name)
+    if (out_dir / REPORT_FILE).is_file():
+        write_html_report(out_dir)
     (out_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

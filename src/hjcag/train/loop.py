@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
-from tqdm.auto import tqdm
 
 from hjcag.data.conversation import ContextWindows, context_windows
 from hjcag.data.features_file import FeatureSet
@@ -39,6 +37,7 @@ from hjcag.errors import ConfigError, HjcagError
 from hjcag.model.context import ContextBatch
 from hjcag.model.losses import CLASS_WEIGHTS, class_weights
 from hjcag.params import ModelConfig, TrainConfig
+from hjcag.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -333,10 +332,9 @@ def train_fold(
         if not quiet:
             log.info("fold %d: resuming after epoch %d from %s", fold_index, start_epoch, checkpoint_path)
 
-    bar = tqdm(
+    bar = progress_bar(  # a bar on a terminal, a line per 10 % in logs
         total=cfg.epochs, initial=start_epoch, desc=f"fold {fold_index}", unit="epoch", disable=quiet or finished,
         leave=False, dynamic_ncols=True,
-        mininterval=0.1 if sys.stderr.isatty() else 30.0,  # keep CI / pipeline logs short
     )
     try:
         epoch = start_epoch

@@ -228,6 +228,15 @@ def select_run(fs: FeatureSet, params: Params, modalities: Sequence[str],
     return fs.select(modalities), params.with_overrides(model={"name": model_name}), modalities
 
 
+def start_run_dir(fs: FeatureSet, params: Params, modalities: Sequence[str], model_name: str,
+                  out_dir: str | Path) -> str:
+    """Start `out_dir` for this run (its run.json), or check that it holds a run of the same settings; return
+    the settings' fingerprint. What :func:`train_and_evaluate` does first; callers that need the fingerprint
+    before training (MLflow tracking resumes the parent run of the same fingerprint) call it themselves."""
+    fs, params, modalities = select_run(fs, params, modalities, model_name)
+    return _check_or_start_run(Path(out_dir), run_identity(fs, params, modalities, model_name))
+
+
 def train_and_evaluate(
     fs: FeatureSet,
     params: Params,

@@ -27,6 +27,7 @@ import pandas as pd
 from great_expectations.expectations.metadata_types import FailureSeverity
 
 from hjcag.data.manifest import MANIFEST_COLUMNS, NON_NULL_COLUMNS, SPLITS
+from hjcag.features.media_rules import media_bounds
 from hjcag.params import MediaConfig
 from hjcag.validate.media_checks import MEDIA_MODALITIES
 
@@ -154,20 +155,11 @@ def _media_expectations(have: set[str], modalities: Sequence[str], cfg: MediaCon
                         value_set=[True]),
             expectation(gxe.ExpectColumnValuesToBeInSet, f"{p}_decodes", f"{p} file does not decode",
                         detail_column=err, column=f"{p}_decodes", value_set=[True]),
-            expectation(gxe.ExpectColumnValuesToBeBetween, f"{p}_duration",
-                        f"{p} duration outside [{cfg.min_duration_s}, {cfg.max_duration_s}] s",
-                        column=f"{p}_duration_s", min_value=cfg.min_duration_s, max_value=cfg.max_duration_s),
-            expectation(gxe.ExpectColumnValuesToBeInSet, f"{p}_span_in_file",
-                        f"time span lies outside the {p} file", column=f"{p}_span_in_file", value_set=[True]),
         ]
-        if m == "a":
-            out.append(expectation(
-                gxe.ExpectColumnValuesToBeBetween, "audio_sample_rate",
-                f"audio sample rate outside [{cfg.min_sample_rate}, {cfg.max_sample_rate}] Hz",
-                column="audio_sample_rate", min_value=cfg.min_sample_rate, max_value=cfg.max_sample_rate))
-        else:
-            out.append(expectation(
-                gxe.ExpectColumnValuesToBeBetween, "video_frames",
-                f"fewer than {cfg.min_frames} video frame(s) in the time span", column="video_frames",
-                min_value=cfg.min_frames))
+        # duration, then sample rate or frames: the bounds serving checks requests against too (media_rules)
+        between = [expectation(gxe.ExpectColumnValuesToBeBetween, b.check, b.describe(), column=b.column,
+                               min_value=b.low, max_value=b.high) for b in media_bounds(cfg, m)]
+        out += [between[0], expectation(gxe.ExpectColumnValuesToBeInSet, f"{p}_span_in_file",
+                                        f"time span lies outside the {p} file", column=f"{p}_span_in_file",
+                                        value_set=[True]), *between[1:]]
     return out

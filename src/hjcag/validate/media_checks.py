@@ -7,7 +7,8 @@ suite then sets GX expectations on those columns, so media problems land in the 
 quarantine as every other problem. A value is null when an earlier check already failed (a missing file is not also
 reported as undecodable), so every bad row gets one precise reason per problem.
 
-Only modalities that were chosen are checked: a text-only run opens no media at all.
+Only modalities that were chosen are checked: a text-only run opens no media at all. How a file is probed and the
+bounds it must keep live in :mod:`hjcag.features.media_rules`, which serving applies to request media too.
 """
 
 from __future__ import annotations
@@ -16,16 +17,15 @@ import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import pandas as pd
-from tqdm import tqdm
 
 from hjcag.data.manifest import media_span, optional_str
+from hjcag.features.media_rules import MediaProbe, probe_audio, probe_video
 from hjcag.params import MediaConfig
+from hjcag.progress import progress as progress_bar
 
 # modality -> (path column, prefix of the result columns)
 MEDIA_MODALITIES: dict[str, tuple[str, str]] = {"a": ("audio_path", "audio"), "v": ("video_path", "video")}
@@ -44,83 +44,6 @@ def result_columns(modalities: Sequence[str]) -> list[str]:
     return cols
 
 
-@dataclass
-class _Probe:
-    exists: bool
-    error: str | None = None  # why it does not open / decode
-    duration_s: float | None = None  # of the file (stream if known, else container)
-    sample_rate: int | None = None
-    frames: int | None = None  # decoded video frames in the span (capped unless full_decode)
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".strip()
-
-
-def _stream_duration(stream: av.stream.Stream, container: av.container.InputContainer) -> float | None:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    return None if container.duration is None else container.duration / av.time_base
-
-
-def probe_audio(path: Path, full_decode: bool = False) -> _Probe:
-    """Open `path`, decode its first audio frame (or all of them) and read duration and sample rate."""
-    if not path.is_file():
-        return _Probe(exists=False)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                return _Probe(exists=True, error="no audio stream")
-            stream = container.streams.audio[0]
-            duration = _stream_duration(stream, container)
-            samples, rate = 0, stream.codec_context.sample_rate or None
-            for frame in container.decode(stream):
-                samples += frame.samples
-                rate = frame.sample_rate or rate
-                if not full_decode:
-                    break
-            if samples == 0:
-                return _Probe(exists=True, error="no audio frame could be decoded", duration_s=duration)
-            if full_decode and rate:
-                duration = samples / rate
-            return _Probe(exists=True, duration_s=duration, sample_rate=rate)
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
-        return _Probe(exists=True, error=_error_text(exc))
-
-
-def probe_video(
-    path: Path, start_s: float | None, end_s: float | None, min_frames: int = 1, full_decode: bool = False
-) -> _Probe:
-    """Open `path` and decode video frames inside [start_s, end_s): up to `min_frames` of them, or all."""
-    if not path.is_file():
-        return _Probe(exists=False)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                return _Probe(exists=True, error="no video stream")
-            stream = container.streams.video[0]
-            duration = _stream_duration(stream, container)
-            start = start_s or 0.0
-            if start > 0:
-                container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
-            frames, decoded_any = 0, False
-            for frame in container.decode(stream):
-                decoded_any = True
-                t = frame.time
-                if t is not None and t < start - 1e-3:
-                    continue
-                if t is not None and end_s is not None and t >= end_s:
-                    break
-                frames += 1
-                if not full_decode and frames >= max(1, min_frames):
-                    break
-            if not decoded_any:
-                return _Probe(exists=True, error="no video frame could be decoded", duration_s=duration, frames=0)
-            return _Probe(exists=True, duration_s=duration, frames=frames)
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
-        return _Probe(exists=True, error=_error_text(exc))
-
-
 def _resolve(value: Any, root: Path | None) -> Path | None:
     s = optional_str(value)
     if s is None or not s.strip():
@@ -130,7 +53,7 @@ def _resolve(value: Any, root: Path | None) -> Path | None:
 
 
 def _span_checks(
-    probe: _Probe, span: tuple[float | None, float | None], tolerance: float
+    probe: MediaProbe, span: tuple[float | None, float | None], tolerance: float
 ) -> tuple[float | None, bool | None]:
     """(utterance duration, whether the span lies inside the file) for a probed file."""
     start, end = span
@@ -188,7 +111,7 @@ def check_media(
             jobs.setdefault(key, None)
         row_keys[m], spans[m] = keys, row_spans
 
-    def run(key: tuple[Any, ...]) -> _Probe:
+    def run(key: tuple[Any, ...]) -> MediaProbe:
         if key[0] == "a":
             return probe_audio(Path(key[1]), config.full_decode)
         return probe_video(Path(key[1]), key[2], key[3], config.min_frames, config.full_decode)
@@ -196,8 +119,8 @@ def check_media(
     keys = list(jobs)
     workers = config.workers if config.workers > 0 else min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys) or 1))) as pool:
-        results = list(tqdm(pool.map(run, keys), total=len(keys), desc="media checks", unit="file",
-                            disable=not progress, leave=False))
+        results = list(progress_bar(pool.map(run, keys), total=len(keys), desc="media checks", unit="file",
+                                    disable=not progress, leave=False))
     probes = dict(zip(keys, results, strict=True))
 
     for m in chosen:
