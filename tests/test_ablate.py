@@ -11,7 +11,7 @@ import pytest
 
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import torch_threads
-from hjcag.model.table4 import TABLE4
+from hjcag.model.table4 import CONTEXT_ROWS, TABLE4
 from hjcag.params import Params, params_from_dict
 from hjcag.train.ablate import ablation_markdown, run_ablation
 
@@ -59,7 +59,9 @@ def test_ablation_runs_every_table4_row_on_the_same_folds(tmp_path: Path) -> Non
     fs = synthetic()
     summary = run_ablation(fs, tiny_params(), tmp_path, quiet=True)
     assert [r["slug"] for r in summary["rows"]] == [row.slug for row in TABLE4]
-    assert summary["skipped"] == []
+    # without the utterance order there is no conversation context: those rows are skipped, saying why
+    assert {s["slug"]: s["reason"] for s in summary["skipped"]} == {
+        row.slug: "the features carry no utterance order (key 'order')" for row in CONTEXT_ROWS}
 
     table = (tmp_path / "ablation.md").read_text()
     for row in summary["rows"]:
@@ -94,11 +96,30 @@ def test_configurations_needing_missing_modalities_are_skipped_with_a_note(tmp_p
     assert [r["slug"] for r in summary["rows"]] == ["t", "a", "ta"]
     assert set(calls) == {"t", "a", "ta"}
     skipped = {s["slug"]: s["reason"] for s in summary["skipped"]}
-    assert set(skipped) == {"full", "no_bimodal", "no_trimodal", "no_gate", "v", "tv", "av"}
+    assert set(skipped) == {"full", "no_bimodal", "no_trimodal", "no_gate", "v", "tv", "av",
+                            *(row.slug for row in CONTEXT_ROWS)}
     assert "visual" in skipped["full"]
     table = (tmp_path / "ablation.md").read_text()
     assert "| Visual | skipped | skipped |" in table
     assert "Visual: the features have no visual modality." in table
+
+
+def test_context_rows_run_on_the_same_folds_with_every_modality_of_the_features(tmp_path: Path) -> None:
+    fs = synthetic(modalities=("t", "a"))
+    fs.order = np.arange(len(fs), dtype=np.float64) % 4  # dialogues of 4 turns
+    summary = run_ablation(fs, tiny_params(), tmp_path, quiet=True)
+    context = {r["slug"]: r for r in summary["rows"] if r["slug"].startswith("context_")}
+    assert set(context) == {row.slug for row in CONTEXT_ROWS}
+    assert all(r["modalities"] == ["t", "a"] for r in context.values())
+    for row in CONTEXT_ROWS:
+        config = json.loads((tmp_path / row.slug / "model_config.json").read_text())["model_config"]
+        assert (config["context"], config["context_direction"]) == (row.model_overrides["context"],
+                                                                    row.model_overrides["context_direction"])
+    folds = {(tmp_path / r["slug"] / "folds.json").read_text() for r in summary["rows"]}
+    assert len(folds) == 1
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| HJCAG + context (gru, bidirectional: offline only) |" in table and "Context rows (not in the paper)" \
+        in table
 
 
 @pytest.mark.parametrize("dataset, shown", [("iemocap", True), ("meld", True), ("demo", False)])
