@@ -125,7 +125,7 @@ class FeaturesConfig:
         values = _checked(cls, values, "features")
         nested = values.pop("finetune", None) or {}
         values.update({f"finetune_{k}": v for k, v in nested.items()})
-        return _checked_build(cls, {**values, **overrides}, "features")
+        return _build(cls, {**values, **overrides}, "features")
 
     def replace(self, **changes: Any) -> FeaturesConfig:
         return dataclasses.replace(self, **changes)
@@ -154,7 +154,7 @@ class MediaConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> MediaConfig:
-        return _checked_build(cls, values, "validation.media")
+        return _build(cls, values, "validation.media")
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class ValidationConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> ValidationConfig:
-        return _checked_build(cls, values, "validation")
+        return _build(cls, values, "validation")
 
 
 @dataclass(frozen=True)
@@ -346,7 +346,7 @@ class ParamsFile:
     profiles: dict[str, Any] = field(default_factory=dict)
 
 
-_DEVICE = one_of(DEVICES, also=r"cuda:\d+")
+_DEVICE = one_of(DEVICES, pattern=r"cuda:\d+", shown="cuda:N")
 
 # What a value must be beyond its type (a number without a rule here must be >= 0; see hjcag.schema).
 RULES: dict[type, dict[str, Rule | Parsed]] = {
@@ -430,7 +430,8 @@ def _checked(cls: type, values: Any, where: str) -> dict[str, Any]:
     return checked
 
 
-def _checked_build(cls: type, values: Any, where: str) -> Any:
+def _build(cls: type, values: Any, where: str) -> Any:
+    """The section `cls` from `values`, checked (see :func:`_checked`); checks across fields run in the class."""
     return build(cls, _checked(cls, values, where))
 
 
@@ -442,10 +443,6 @@ def _raise_first(problems: Sequence[Problem], source: str = "") -> None:
     also = f" (also check {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else ""
     text = f"{source + ': ' if source else ''}{problems[0].message}{also}"
     raise ConfigError(text if text.endswith((".", "?")) else text + ".")
-
-
-def _build(cls: type, values: dict[str, Any], section: str) -> Any:
-    return _checked_build(cls, values, section)
 
 
 def load_params(path: str | Path | None = None, profile: str | None = None) -> Params:

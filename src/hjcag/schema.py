@@ -67,14 +67,10 @@ def open_fraction(v: Any) -> str | None:
     return None if 0 < v < 1 else "in (0, 1), both ends excluded"
 
 
-def any_number(v: Any) -> str | None:
-    return None
-
-
-def one_of(choices: Sequence[str], also: str = "") -> Rule:
-    """`also`: a regular expression a value may match instead (e.g. ``cuda:\\d+``)."""
-    words = f"one of {list(choices)}" + (f" (or {also.replace(chr(92) + 'd+', 'N')})" if also else "")
-    return lambda v: None if v in choices or (also and re.fullmatch(also, str(v))) else words
+def one_of(choices: Sequence[str], pattern: str = "", shown: str = "") -> Rule:
+    """One of `choices`, or a match of the regular expression `pattern` (`shown` in messages, e.g. cuda:N)."""
+    words = f"one of {list(choices)}" + (f" (or {shown or pattern})" if pattern else "")
+    return lambda v: None if v in choices or (pattern and re.fullmatch(pattern, str(v))) else words
 
 
 def suggestion(key: str, known: Sequence[str]) -> str:

@@ -183,9 +183,9 @@ def train(features: str | Path, out: str | Path, params: Params, modalities: str
     """Train params.model.name under params.train.protocol -> the run directory `out` (resumable); returns its
     metrics. `folds` trains only those folds (``{"complete": False, ...}`` until all are there);
     `only_aggregate` trains nothing and fails unless every fold is already in `out`; `track` logs to MLflow."""
+    artifacts.writable_dir(out)  # before the imports: torch takes seconds to load
     from hjcag.train.run import train_and_evaluate
 
-    artifacts.writable_dir(out)
     fs = load_features(features, params)
     chosen = parse_modalities(modalities) if modalities else fs.modalities
     if "t" in chosen:
