@@ -122,7 +122,7 @@ def _check_field(value: Any, field: dataclasses.Field[Any], hints: Mapping[str, 
     spec = own.get(field.name)
     if isinstance(spec, Parsed):
         return spec.parse(value, where, problems)
-    default = _default(field)
+    default = _default(field)  # cached: read, never changed
     keys = tuple(default) if isinstance(default, dict) and default else None
     return _check_value(value, hints[field.name], where, spec, default, keys, rules, problems)
 
@@ -221,6 +221,7 @@ def _show(value: Any) -> str:
         return repr(value)
 
 
+@cache
 def _default(field: dataclasses.Field[Any]) -> Any:
     if field.default is not dataclasses.MISSING:
         return field.default
