@@ -98,7 +98,7 @@ def test_folds_trained_apart_then_aggregated_evaluated_and_gated(
     assert predictions.startswith("utterance_id,group,fold,seed,actual,predicted")
 
     strict = yaml.safe_load(params.read_text())
-    strict["profiles"]["demo"]["gates"] = {"min_accuracy": 1.01, "min_weighted_f1": 0.0}
+    strict["profiles"]["demo"]["gates"] = {"min_accuracy": 1.0, "min_weighted_f1": 0.0}  # unreachable here
     strict_path = tmp_path / "strict.yaml"
     strict_path.write_text(yaml.safe_dump(strict))
     code, _, err = run(capsys, "gate", "--run", str(run_dir), "--params", str(strict_path),

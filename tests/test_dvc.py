@@ -157,7 +157,7 @@ def test_a_parameter_reruns_only_the_stages_that_read_it(project: Project) -> No
 
 def test_a_failed_gate_stops_before_register_and_says_by_how_much(project: Project) -> None:
     before = project.registered_versions()
-    old = project.edit_params(lambda d: d["profiles"]["demo"]["gates"].update(min_accuracy=1.01))
+    old = project.edit_params(lambda d: d["profiles"]["demo"]["gates"].update(min_accuracy=1.0))
     try:
         proc = project.dvc("repro", check=False)
         out = proc.stdout + proc.stderr

@@ -168,13 +168,13 @@ def test_pipeline_trains_folds_in_parallel_registers_packages_and_plans_the_roll
 @pytest.mark.filterwarnings(*LOCAL_RUN_WARNINGS)
 def test_a_failed_gate_ends_the_run_with_a_report_and_registers_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run, uri = run_locally(tmp_path, monkeypatch, min_accuracy=1.01)
+    run, uri = run_locally(tmp_path, monkeypatch, min_accuracy=1.0)
 
     report = read_json(run / "gate" / "report" / "gate.json")
     assert report["passed"] is False
     (accuracy,) = [c for c in report["checks"] if c["gate"] == "min_accuracy"]
     assert accuracy["passed"] is False
-    assert accuracy["shortfall"] == pytest.approx(1.01 - accuracy["value"])
+    assert accuracy["shortfall"] == pytest.approx(1.0 - accuracy["value"])
     assert "short by" in report["summary"] and "min_accuracy" in report["summary"]
 
     # dsl.If skipped everything after the gate: nothing registered, packaged or deployed.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -432,10 +433,13 @@ def test_balanced_class_weights_weight_the_training_and_validation_loss() -> Non
 @pytest.mark.parametrize(("key", "value"), [("modality_dropout", 1.0), ("modality_dropout", -0.1),
                                             ("class_weights", "inverse")])
 def test_bad_modality_dropout_or_class_weights_are_config_errors(key: str, value: Any) -> None:
-    params = tiny_params(**{key: value})
+    with pytest.raises(ConfigError, match=f"train.{key}"):  # refused on load, before anything runs
+        tiny_params(**{key: value})
+    params = tiny_params()
     train, val = fold_data(synthetic())
-    with pytest.raises(ConfigError, match=f"train.{key}"):
-        train_fold(new_model(params), train, val, params.train, seed=0, device=CPU, quiet=True)
+    with pytest.raises(ConfigError, match=f"train.{key}"):  # and by the loop, whoever builds its TrainConfig
+        train_fold(new_model(params), train, val, dataclasses.replace(params.train, **{key: value}), seed=0,
+                   device=CPU, quiet=True)
 
 
 def test_a_multimodal_run_reports_every_modality_subset(tmp_path: Path) -> None:

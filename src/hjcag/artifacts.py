@@ -15,14 +15,16 @@ alone, for training, evaluation and serving alike.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hjcag.errors import HjcagError
+from hjcag.errors import HjcagError, OutputError, os_error_message
 from hjcag.params import ModelConfig
 
 if TYPE_CHECKING:
@@ -89,13 +91,50 @@ def fold_weights(fold: int, seed: int | None = None) -> str:
     return f"{unit_name(fold, seed)}/{WEIGHTS_FILE}"
 
 
+def writable_dir(path: str | Path, option: str | None = "--out") -> Path:
+    """Create the output folder `path` and prove it takes a file, before a stage does any work: a read-only or
+    full disk, a missing permission or a file in the way is an OutputError naming the path and the fix (the
+    `option` that chose it), not a traceback after the compute."""
+    return _probe(Path(path), Path(path), option)
+
+
+def writable_file(path: str | Path, option: str | None = "--out") -> Path:
+    """:func:`writable_dir` for the folder of the output file `path`, which must not be a folder itself."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"'{path}' is a folder where a file is expected; remove it or pass another {option}.")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise OutputError(f"'{path}': '{path.parent}' is a file, not a folder; move that file away or pass another "
+                          f"{option}.")
+    _probe(path.parent, path, option)
+    return path
+
+
+def _probe(folder: Path, named: Path, option: str | None) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".hjcag-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        exc.filename = str(named)  # the user's path, not the probe's or a parent's
+        raise OutputError(os_error_message(exc, named, option) or f"'{named}' cannot be written ({exc}).") from exc
+    return folder
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON atomically (a temporary file, then rename), creating the folder; a crash never leaves half."""
+    """Write JSON atomically (a temporary file, then rename), creating the folder; a crash or a full disk never
+    leaves half a file (nor the temporary one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -1,7 +1,8 @@
 """`hjcag <stage>`: the one entry point that make, dvc.yaml and the KFP components call.
 
-Every command is a thin caller of a function in the package; user mistakes (HjcagError) are printed as one
-clear message with exit status 2, never as a traceback.
+Every command is a thin caller of a function in the package; user mistakes (HjcagError, and an OSError a user can
+fix: no permission, a read-only or full disk, a file where a folder belongs) are printed as one clear message with
+exit status 2, never as a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hjcag import artifacts, stages
-from hjcag.errors import ConfigError, HjcagError
+from hjcag.errors import ConfigError, HjcagError, os_error_message
 from hjcag.params import Params, load_params
 
 log = logging.getLogger("hjcag")
@@ -369,6 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except HjcagError as exc:
         print(f"hjcag {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        option = next((f"--{name}" for name in ("out", "report", "record") if getattr(args, name, None)), None)
+        message = os_error_message(exc, getattr(args, option[2:]) if option else None, option)
+        if message is None:
+            raise
+        print(f"hjcag {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"hjcag {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)

@@ -9,10 +9,11 @@ from contextlib import contextmanager
 import torch
 
 from hjcag.errors import ConfigError
+from hjcag.params import DEVICES
 
 log = logging.getLogger(__name__)
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = DEVICES
 
 
 @contextmanager

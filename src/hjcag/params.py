@@ -1,7 +1,9 @@
 """params.yaml: the one source of hyperparameters.
 
-`load_params` reads the file, deep-merges the selected profile over the top-level defaults and returns
-typed sections. Every stage (CLI, dvc.yaml, KFP components) goes through here, so a value lives in one place.
+`load_params` reads the file, checks it as a whole (every section, key, type and range, in every profile: see
+:mod:`hjcag.schema`; the dataclasses below are the schema), deep-merges the selected profile over the top-level
+defaults and returns typed sections. Every stage (CLI, dvc.yaml, KFP components) goes through here, so a value
+lives in one place and a bad one is refused before any stage writes anything.
 """
 
 from __future__ import annotations
@@ -9,13 +11,26 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from hjcag.errors import ConfigError
+from hjcag.schema import (
+    Parsed,
+    Problem,
+    Rule,
+    at_least,
+    below_one,
+    build,
+    check_mapping,
+    fraction,
+    one_of,
+    open_fraction,
+    positive,
+)
 
 MODALITIES = ("t", "a", "v")
 MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
@@ -25,6 +40,17 @@ VALIDATION_POLICIES = ("fail", "quarantine")
 TUNE_METRICS = {"val_weighted_f1": "maximize", "val_loss": "minimize"}  # tune.metric -> its direction
 TUNE_PRUNERS = ("median", "none")
 TUNABLE_SECTIONS = ("model", "train")  # what a tune.space key may point into (Params.with_overrides takes them)
+MODEL_NAMES = ("hjcag", "concat", "late", "mult")  # model.name (hjcag.model.factory builds them)
+ACTIVATIONS = ("relu", "gelu", "tanh")  # model.activation
+PROTOCOLS = ("cv5", "holdout")  # train.protocol
+DEVICES = ("auto", "cpu", "cuda")  # train.device, features.device (or cuda:N)
+CLASS_WEIGHTS = ("none", "balanced", "sqrt")  # train.class_weights
+CONTEXTS = ("none", "gru", "transformer")  # model.context
+CONTEXT_DIRECTIONS = ("causal", "bidirectional")  # model.context_direction
+AUDIO_SETS = ("IS10_paraling", "eGeMAPSv02", "ComParE_2016")  # features.audio_set (openSMILE feature sets)
+TEXT_FALLBACKS = ("minilm", "none")  # features.text_fallback
+DATA_KINDS = ("meld", "iemocap", "manifest")  # data.kind (hjcag prepare --dataset)
+DEMO_SIZES = ("tiny", "small")  # demo_data.size
 
 
 @dataclass(frozen=True)
@@ -74,6 +100,7 @@ class TrainConfig:
 class FeaturesConfig:
     """The ``features:`` section of params.yaml (``finetune:`` is a nested mapping of the finetune_* keys)."""
 
+    NESTED_PREFIXES: ClassVar[dict[str, str]] = {"finetune": "finetune_"}
     text_model: str = "roberta-large"
     text_fallback: str = "minilm"  # minilm | none (fail instead of falling back)
     max_tokens: int = 128
@@ -104,19 +131,11 @@ class FeaturesConfig:
     finetune_class_weights: str = "none"  # none | balanced | sqrt, as train.class_weights (loss and dev selection)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], **overrides: Any) -> FeaturesConfig:
-        values = dict(values or {})
+    def from_dict(cls, values: Mapping[str, Any] | None, **overrides: Any) -> FeaturesConfig:
+        values = _checked(cls, values, "features")
         nested = values.pop("finetune", None) or {}
         values.update({f"finetune_{k}": v for k, v in nested.items()})
-        values.update(overrides)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"params: unknown key(s) {unknown} in section 'features'. Known keys: {sorted(known)}.")
-        config = cls(**values)
-        if config.group_by not in GROUP_BY:
-            raise ConfigError(f"features.group_by is '{config.group_by}'; use one of {list(GROUP_BY)}.")
-        return config
+        return _build(cls, {**values, **overrides}, "features")
 
     def replace(self, **changes: Any) -> FeaturesConfig:
         return dataclasses.replace(self, **changes)
@@ -135,19 +154,17 @@ class MediaConfig:
     full_decode: bool = False  # decode every frame (slow, thorough) instead of the first ones
     workers: int = 0  # probe threads; 0 = min(4, CPUs)
 
+    def __post_init__(self) -> None:  # across fields, so checked on the merged values
+        if not 0 <= self.min_duration_s <= self.max_duration_s:
+            raise ConfigError(f"validation.media needs 0 <= min_duration_s <= max_duration_s (got "
+                              f"{self.min_duration_s} and {self.max_duration_s}).")
+        if not 0 < self.min_sample_rate <= self.max_sample_rate:
+            raise ConfigError(f"validation.media needs 0 < min_sample_rate <= max_sample_rate (got "
+                              f"{self.min_sample_rate} and {self.max_sample_rate}).")
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> MediaConfig:
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"params: unknown key(s) {unknown} in 'validation.media'. Known keys: {sorted(known)}.")
-        config = cls(**values)
-        if not 0 <= config.min_duration_s <= config.max_duration_s:
-            raise ConfigError("params: validation.media needs 0 <= min_duration_s <= max_duration_s.")
-        if not 0 < config.min_sample_rate <= config.max_sample_rate:
-            raise ConfigError("params: validation.media needs 0 < min_sample_rate <= max_sample_rate.")
-        return config
+        return _build(cls, values, "validation.media")
 
 
 @dataclass(frozen=True)
@@ -160,14 +177,7 @@ class ValidationConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> ValidationConfig:
-        values = dict(values or {})
-        _check_keys(values, cls, "validation")
-        config = cls(policy=values.get("policy", "fail"), folds_column=values.get("folds_column"),
-                     media=MediaConfig.from_dict(values.get("media")))
-        if config.policy not in VALIDATION_POLICIES:
-            raise ConfigError(f"params: validation.policy is '{config.policy}'; "
-                              f"use one of {list(VALIDATION_POLICIES)}.")
-        return config
+        return _build(cls, values, "validation")
 
 
 @dataclass(frozen=True)
@@ -206,13 +216,13 @@ class SearchDimension:
         where = f"tune.space['{key}']"
         section, dot, name = str(key).partition(".")
         if not dot or not name or section not in TUNABLE_SECTIONS:
-            raise ConfigError(f"params: {where}: a key is SECTION.FIELD with SECTION one of "
+            raise ConfigError(f"{where}: a key is SECTION.FIELD with SECTION one of "
                               f"{list(TUNABLE_SECTIONS)}, e.g. train.lr.")
         if not isinstance(spec, Mapping):
-            raise ConfigError(f"params: {where} is {spec!r}; give {{choices: [...]}} or {{low: X, high: Y}}.")
+            raise ConfigError(f"{where} is {spec!r}; give {{choices: [...]}} or {{low: X, high: Y}}.")
         unknown = sorted(set(spec) - {"choices", "low", "high", "log", "step"})
         if unknown:
-            raise ConfigError(f"params: {where} has unknown key(s) {unknown}; use choices, or low/high/log/step.")
+            raise ConfigError(f"{where} has unknown key(s) {unknown}; use choices, or low/high/log/step.")
         if "choices" in spec:
             return cls._categorical(key, spec, where)
         return cls._range(key, spec, where)
@@ -221,10 +231,10 @@ class SearchDimension:
     def _categorical(cls, key: str, spec: Mapping[str, Any], where: str) -> SearchDimension:
         choices = spec["choices"]
         if set(spec) != {"choices"} or not isinstance(choices, list) or not choices:
-            raise ConfigError(f"params: {where}: 'choices' is a non-empty list and comes alone (no low/high).")
+            raise ConfigError(f"{where}: 'choices' is a non-empty list and comes alone (no low/high).")
         bad = [c for c in choices if c is not None and not isinstance(c, bool | int | float | str)]
         if bad:
-            raise ConfigError(f"params: {where}: choices must be numbers, strings, booleans or null (got {bad}).")
+            raise ConfigError(f"{where}: choices must be numbers, strings, booleans or null (got {bad}).")
         return cls(key, choices=tuple(choices))
 
     @classmethod
@@ -232,13 +242,13 @@ class SearchDimension:
         low, high, step, log = spec.get("low"), spec.get("high"), spec.get("step"), spec.get("log", False)
         numbers = [v for v in (low, high, step) if v is not None]
         if low is None or high is None or any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
-            raise ConfigError(f"params: {where} needs numeric 'low' and 'high' (or a 'choices' list).")
+            raise ConfigError(f"{where} needs numeric 'low' and 'high' (or a 'choices' list).")
         if not low <= high:
-            raise ConfigError(f"params: {where}: low ({low}) is above high ({high}).")
+            raise ConfigError(f"{where}: low ({low}) is above high ({high}).")
         if not isinstance(log, bool) or (log and (low <= 0 or step is not None)):
-            raise ConfigError(f"params: {where}: 'log' is true or false, needs low > 0 and no 'step'.")
+            raise ConfigError(f"{where}: 'log' is true or false, needs low > 0 and no 'step'.")
         if step is not None and step <= 0:
-            raise ConfigError(f"params: {where}: 'step' must be > 0.")
+            raise ConfigError(f"{where}: 'step' must be > 0.")
         return cls(key, low=low, high=high, log=log, step=step)
 
 
@@ -260,23 +270,120 @@ class TuneConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> TuneConfig:
-        values = dict(values or {})
-        _check_keys(values, cls, "tune")
+        values = _checked(cls, values, "tune")
         space = values.pop("space", None) or {}
-        if not isinstance(space, Mapping):
-            raise ConfigError("params: tune.space is a mapping of SECTION.FIELD keys to {choices: [...]} or "
-                              "{low: X, high: Y, log: true}.")
-        config = cls(**values, space=tuple(SearchDimension.from_spec(k, v) for k, v in space.items()))
-        if config.metric not in TUNE_METRICS:
-            raise ConfigError(f"params: tune.metric is '{config.metric}'; use one of {list(TUNE_METRICS)}.")
-        if config.pruner not in TUNE_PRUNERS:
-            raise ConfigError(f"params: tune.pruner is '{config.pruner}'; use one of {list(TUNE_PRUNERS)}.")
-        if (config.trials is not None and config.trials < 0) or (config.minutes is not None and config.minutes <= 0):
-            raise ConfigError("params: tune.trials must be >= 0 and tune.minutes > 0 (or null for no limit).")
-        return config
+        return cls(**values, space=tuple(SearchDimension.from_spec(k, v) for k, v in space.items()))
 
     def replace(self, **changes: Any) -> TuneConfig:
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``data:``: the dataset `dvc repro` prepares (dvc.yaml's prepare stage reads it)."""
+
+    kind: str = "meld"
+    source: str = "data/demo"
+
+
+@dataclass(frozen=True)
+class DemoDataConfig:
+    """``demo_data:``: what the demo_data stage of dvc.yaml generates."""
+
+    size: str = "small"
+    seed: int = 13
+    context_cue: float = 0.0  # share of echo turns (hjcag.data.synthetic)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One entry of ``datasets:``: a dataset's label set, in class order."""
+
+    labels: tuple[str, ...] = ()
+
+
+def _check_profiles(value: Any, where: str, problems: list[Problem]) -> dict[str, Any]:
+    """``profiles:``: each profile may set any section of the file but ``profile`` and ``profiles``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(Problem(where, f"{where} is {value!r}; it takes a mapping of profile names to sections"))
+        return {}
+    out: dict[str, Any] = {}
+    for name, body in value.items():
+        at = f"{where}.{name}"
+        for key in ("profile", "profiles"):
+            if isinstance(body, Mapping) and key in body:
+                problems.append(Problem(f"{at}.{key}", f"{at} sets '{key}', which only the top level of the file "
+                                                       "may set; remove it from the profile"))
+        body = {k: v for k, v in body.items() if k not in ("profile", "profiles")} if isinstance(body, Mapping) \
+            else body
+        out[str(name)] = check_mapping(body, ParamsFile, at, RULES, problems, noun="section")
+    return out
+
+
+def _check_space(value: Any, where: str, problems: list[Problem]) -> dict[str, Any]:
+    """``tune.space``: SECTION.FIELD -> {choices: [...]} or {low, high[, log, step]} (:class:`SearchDimension`)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(Problem(where, f"{where} is a mapping of SECTION.FIELD keys to {{choices: [...]}} or "
+                                       "{low: X, high: Y, log: true}"))
+        return {}
+    for key, spec in value.items():
+        try:
+            SearchDimension.from_spec(key, spec)
+        except ConfigError as exc:
+            problems.append(Problem(f"{where}.{key}", str(exc).rstrip(".")))
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class ParamsFile:
+    """The sections params.yaml may hold: the schema :func:`check_params_document` checks the file against."""
+
+    profile: str | None = None  # the profile used when no --profile is given
+    dataset: str | None = None  # the key of `datasets` whose labels apply (default: the profile's name)
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    demo_data: DemoDataConfig = field(default_factory=DemoDataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    gates: GateConfig = field(default_factory=GateConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    datasets: dict[str, DatasetConfig] = field(default_factory=dict)
+    profiles: dict[str, Any] = field(default_factory=dict)
+
+
+_DEVICE = one_of(DEVICES, pattern=r"cuda:\d+", shown="cuda:N")
+
+# What a value must be beyond its type (a number without a rule here must be >= 0; see hjcag.schema).
+RULES: dict[type, dict[str, Rule | Parsed]] = {
+    ParamsFile: {"profiles": Parsed(_check_profiles)},
+    DataConfig: {"kind": one_of(DATA_KINDS)},
+    DemoDataConfig: {"size": one_of(DEMO_SIZES), "context_cue": below_one},
+    ModelConfig: {"name": one_of(MODEL_NAMES), "seq_len": positive, "widths": positive, "gate_width": positive,
+                  "classifier_hidden": positive, "dropout": below_one, "activation": one_of(ACTIVATIONS),
+                  "mult": positive, "context": one_of(CONTEXTS), "context_window": positive,
+                  "context_direction": one_of(CONTEXT_DIRECTIONS)},
+    TrainConfig: {"protocol": one_of(PROTOCOLS), "folds": at_least(2), "val_fraction": open_fraction,
+                  "epochs": positive, "batch_size": positive, "betas": below_one,
+                  "step_size": positive, "gamma": positive, "patience": at_least(1), "device": _DEVICE,
+                  "modality_dropout": below_one, "class_weights": one_of(CLASS_WEIGHTS)},
+    FeaturesConfig: {"text_fallback": one_of(TEXT_FALLBACKS), "max_tokens": positive, "text_batch_size": positive,
+                     "audio_set": one_of(AUDIO_SETS), "audio_batch_size": positive, "visual_batch_size": positive,
+                     "visual_frames": positive, "image_size": positive, "device": _DEVICE, "seq_len": positive,
+                     "group_by": one_of(GROUP_BY), "finetune_batch_size": positive,
+                     "finetune_epochs": positive, "finetune_warmup": below_one, "finetune_repeats": positive,
+                     "finetune_max_steps": positive, "finetune_class_weights": one_of(CLASS_WEIGHTS)},
+    MediaConfig: {"max_duration_s": positive, "min_sample_rate": positive, "max_sample_rate": positive},
+    ValidationConfig: {"policy": one_of(VALIDATION_POLICIES)},
+    GateConfig: {"min_accuracy": fraction, "min_weighted_f1": fraction},
+    TuneConfig: {"minutes": positive, "metric": one_of(tuple(TUNE_METRICS)), "pruner": one_of(TUNE_PRUNERS),
+                 "space": Parsed(_check_space)},
+}
 
 
 @dataclass(frozen=True)
@@ -327,24 +434,27 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _check_keys(values: Mapping[str, Any], cls: type, section: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"params: unknown key(s) {unknown} in section '{section}'. Known keys: {sorted(known)}.")
+def _checked(cls: type, values: Any, where: str) -> dict[str, Any]:
+    """`values` checked against `cls` (keys, types, per-field rules) and coerced; the first problem is raised."""
+    problems: list[Problem] = []
+    checked = check_mapping(values, cls, where, RULES, problems)
+    _raise_first(problems)
+    return checked
 
 
-def _build(cls: type, values: dict[str, Any], section: str) -> Any:
-    _check_keys(values, cls, section)
-    values = dict(values)
-    if "betas" in values:
-        values["betas"] = tuple(float(b) for b in values["betas"])
-    if "seeds" in values:
-        values["seeds"] = tuple(int(s) for s in (values["seeds"] or ()))
-    try:
-        return cls(**values)
-    except TypeError as exc:  # pragma: no cover - dataclass signature errors
-        raise ConfigError(f"params: section '{section}' is invalid: {exc}") from exc
+def _build(cls: type, values: Any, where: str) -> Any:
+    """The section `cls` from `values`, checked (see :func:`_checked`); checks across fields run in the class."""
+    return build(cls, _checked(cls, values, where))
+
+
+def _raise_first(problems: Sequence[Problem], source: str = "") -> None:
+    """One line: the first problem, then where the others are (a user fixes one file in one go)."""
+    if not problems:
+        return
+    others = [p.where for p in problems[1:]]
+    also = f" (also check {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else ""
+    text = f"{source + ': ' if source else ''}{problems[0].message}{also}"
+    raise ConfigError(text if text.endswith((".", "?")) else text + ".")
 
 
 def load_params(path: str | Path | None = None, profile: str | None = None) -> Params:
@@ -353,44 +463,56 @@ def load_params(path: str | Path | None = None, profile: str | None = None) -> P
     if not path.exists():
         raise ConfigError(f"params file '{path}' not found. Pass --params PATH or run from the repository root.")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"params file '{path}' is not valid YAML: {exc}") from exc
+        raise ConfigError(f"params file '{path}' is not valid YAML: {' '.join(str(exc).split())}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"params file '{path}' cannot be read ({exc}); pass a readable --params file.") from exc
     return params_from_dict(raw, profile, source=str(path))
 
 
+def check_params_document(raw: Any, source: str = "params") -> dict[str, Any]:
+    """The whole params document checked (every section, key, type and range, every profile) and coerced; raises
+    ConfigError naming `source`, the location and the fix of the first problem."""
+    problems: list[Problem] = []
+    doc = check_mapping(raw, ParamsFile, "", RULES, problems, noun="section")
+    _raise_first(problems, source)
+    return doc
+
+
 def params_from_dict(raw: dict[str, Any], profile: str | None = None, source: str = "params") -> Params:
-    profiles = raw.get("profiles", {}) or {}
-    profile = profile or raw.get("profile")
-    merged = {k: v for k, v in raw.items() if k != "profiles"}
+    doc = check_params_document(raw, source)
+    profiles = doc.get("profiles") or {}
+    profile = profile or doc.get("profile")
+    merged = {k: v for k, v in doc.items() if k != "profiles"}
     if profile:
         if profile not in profiles:
             raise ConfigError(
                 f"{source}: profile '{profile}' is not defined. Defined profiles: {sorted(profiles)}."
             )
-        merged = deep_merge(merged, profiles[profile])
-    dataset = merged.get("dataset", profile or "custom")
-    datasets = merged.get("datasets", {}) or {}
-    labels = tuple(datasets.get(dataset, {}).get("labels", ()))
-    widths = merged.get("model", {}).get("widths", {})
-    bad = sorted(set(widths) - set(MODALITIES))
-    if bad:
-        raise ConfigError(f"{source}: model.widths has unknown modalities {bad}; use t, a, v.")
-    seed = int(merged.get("seed", 0))
-    model = _build(ModelConfig, merged.get("model", {}), "model")
-    return Params(
-        profile=profile or "default",
-        dataset=dataset,
-        seed=seed,
-        labels=labels,
-        model=model,
-        train=_build(TrainConfig, merged.get("train", {}), "train"),
-        gates=_build(GateConfig, merged.get("gates", {}), "gates"),
-        features=FeaturesConfig.from_dict(merged.get("features") or {}, seq_len=model.seq_len, seed=seed),
-        validation=ValidationConfig.from_dict(merged.get("validation")),
-        raw=merged,
-        tune=TuneConfig.from_dict(merged.get("tune")),
-    )
+        merged = deep_merge(merged, profiles[profile] or {})
+    dataset = merged.get("dataset") or profile or "custom"
+    datasets = merged.get("datasets") or {}
+    labels = tuple((datasets.get(dataset) or {}).get("labels") or ())
+    seed = int(merged.get("seed") or 0)
+    try:  # the values are checked; what can still fail here is a check across fields of the merged sections
+        model = _build(ModelConfig, merged.get("model") or {}, "model")
+        return Params(
+            profile=profile or "default",
+            dataset=dataset,
+            seed=seed,
+            labels=labels,
+            model=model,
+            train=_build(TrainConfig, merged.get("train") or {}, "train"),
+            gates=_build(GateConfig, merged.get("gates") or {}, "gates"),
+            features=FeaturesConfig.from_dict(merged.get("features") or {}, seq_len=model.seq_len, seed=seed),
+            validation=ValidationConfig.from_dict(merged.get("validation")),
+            raw=merged,
+            tune=TuneConfig.from_dict(merged.get("tune")),
+        )
+    except ConfigError as exc:
+        where = f" (profile '{profile}')" if profile else ""
+        raise ConfigError(f"{source}{where}: {exc}") from None
 
 
 def parse_modalities(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ def demo_data(out: str | Path, size: str = "small", seed: int = 13, context_cue:
     """The synthetic MELD-layout demo dataset (CSV + mp4 clips) -> `out`; `context_cue`: share of echo turns."""
     from hjcag.data.synthetic import write_demo_dataset
 
-    return write_demo_dataset(Path(out), size=size, seed=seed, context_cue=context_cue)
+    return write_demo_dataset(artifacts.writable_dir(out), size=size, seed=seed, context_cue=context_cue)
 
 
 def labels_for(kind: str, params: Params) -> tuple[str, ...] | None:
@@ -51,7 +51,8 @@ def prepare(kind: str, source: str | Path, out: str | Path, params: Params, moda
     """A dataset as downloaded (MELD / IEMOCAP layout, or a manifest file) -> out/manifest.parquet + report."""
     from hjcag.data.prepare import prepare_dataset
 
-    return prepare_dataset(kind, source, out, parse_modalities(modalities), labels=labels_for(kind, params))
+    return prepare_dataset(kind, source, artifacts.writable_dir(out), parse_modalities(modalities),
+                           labels=labels_for(kind, params))
 
 
 def validate(manifest: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
@@ -61,7 +62,8 @@ def validate(manifest: str | Path, out: str | Path, params: Params, modalities: 
     from hjcag.validate.manifest_check import validate_manifest
 
     cfg = params.validation
-    return validate_manifest(manifest, params.labels, modalities, policy or cfg.policy, out, cfg.folds_column,
+    return validate_manifest(manifest, params.labels, modalities, policy or cfg.policy, artifacts.writable_dir(out),
+                             cfg.folds_column,
                              media=cfg.media, progress=progress)
 
 
@@ -76,6 +78,9 @@ def features(manifest: str | Path, out: str | Path, params: Params, modalities: 
     config = params.features
     if cache:
         config = config.replace(cache_dir=None if cache == "none" else cache)
+    artifacts.writable_file(out)
+    if config.cache_dir is not None:
+        artifacts.writable_dir(config.cache_dir, "--cache (features.cache_dir), or --cache none")
     manifest = Path(manifest)
     return extract_features(read_manifest_file(manifest), config, modalities, out, media_root=manifest.parent)
 
@@ -89,6 +94,7 @@ def standin_features(data_dir: str | Path, out: str | Path, params: Params, moda
     from hjcag.data.features_file import save_features
     from hjcag.features.standin import extract_standin_features
 
+    artifacts.writable_file(out)
     fs = extract_standin_features(data_dir, seq_len=params.model.seq_len, modalities=parse_modalities(modalities))
     if keep is not None:
         from hjcag.data.manifest import read_manifest_file
@@ -103,7 +109,7 @@ def validate_features(features: str | Path, out: str | Path, dims: dict[str, int
     """Great Expectations checks of a features file; widths from `dims`, else from its meta record."""
     from hjcag.validate.features_check import validate_features as check
 
-    return check(features, dims if dims is not None else recorded_dims(features), out)
+    return check(features, dims if dims is not None else recorded_dims(features), artifacts.writable_dir(out))
 
 
 def recorded_dims(features: str | Path) -> dict[str, int]:
@@ -121,7 +127,8 @@ def finetune_text(manifest: str | Path, out: str | Path, params: Params) -> Path
     from hjcag.data.manifest import read_manifest_file
     from hjcag.features.text import finetune_text_encoder
 
-    return finetune_text_encoder(read_manifest_file(manifest), params.features, out, label_names=params.labels or None)
+    return finetune_text_encoder(read_manifest_file(manifest), params.features, artifacts.writable_dir(out),
+                                 label_names=params.labels or None)
 
 
 # ---------------------------------------------------------------- training
@@ -176,6 +183,7 @@ def train(features: str | Path, out: str | Path, params: Params, modalities: str
     """Train params.model.name under params.train.protocol -> the run directory `out` (resumable); returns its
     metrics. `folds` trains only those folds (``{"complete": False, ...}`` until all are there);
     `only_aggregate` trains nothing and fails unless every fold is already in `out`; `track` logs to MLflow."""
+    artifacts.writable_dir(out)  # before the imports: torch takes seconds to load
     from hjcag.train.run import train_and_evaluate
 
     fs = load_features(features, params)
@@ -226,6 +234,7 @@ def tune(features: str | Path, out: str | Path, params: Params, modalities: str 
     from hjcag.registry.tuning import MlflowTracker
     from hjcag.train.tune import Tracker, default_study_name, run_tuning, write_profile
 
+    artifacts.writable_dir(out)
     fs = load_features(features, params)
     chosen = parse_modalities(modalities) if modalities else fs.modalities
     if "t" in chosen:
@@ -268,14 +277,14 @@ def ablate(features: str | Path, out: str | Path, params: Params) -> dict[str, A
     """The paper's Table 4 configurations on the same folds -> out/ablation.md (+ one run per row)."""
     from hjcag.train.ablate import run_ablation
 
-    return run_ablation(load_features(features, params), params, Path(out))
+    return run_ablation(load_features(features, params), params, artifacts.writable_dir(out))
 
 
 def evaluate(run: str | Path, out: str | Path) -> dict[str, Any]:
     """A finished run -> flat metrics.json, folds.csv, predictions.csv, learning curves, plots, report.md."""
     from hjcag.train.evaluate import evaluate_run
 
-    return evaluate_run(run, out)
+    return evaluate_run(run, artifacts.writable_dir(out))
 
 
 def gate(run: str | Path, params: Params, report: str | Path | None = None,
@@ -283,6 +292,8 @@ def gate(run: str | Path, params: Params, report: str | Path | None = None,
     """The run against ``gates`` (accuracy, weighted F1) -> `report` (gate.json, also when it fails)."""
     from hjcag.registry.gate import gate_run
 
+    if report is not None:
+        artifacts.writable_file(report, "--report")
     return gate_run(run, params.gates, report, raise_on_failure=raise_on_failure)
 
 
@@ -299,6 +310,8 @@ def register(run: str | Path, features: str | Path, params: Params, dvc_lock: st
     from hjcag.registry.register import log_and_register
     from hjcag.registry.tracking import tracking_uri
 
+    if record is not None:
+        artifacts.writable_file(record, "--record")
     version = log_and_register(run, params, features, dvc_lock, experiment, name)
     if record is not None:
         doc = {k: v for k, v in dataclasses.asdict(version).items() if k != "reused"}
@@ -323,6 +336,7 @@ def package(source: str | Path, out: str | Path, params_path: str | Path | None 
     the archive's path under ``archive``."""
     from hjcag.serve.package import package_model, read_archive_record
 
+    artifacts.writable_dir(out)
     mar = package_model(source, out, version=version, fold=fold, params_path=params_path, profile=profile,
                         features_meta=features_meta, tracking_uri=tracking_uri)
     return {**read_archive_record(mar), "archive": str(mar)}

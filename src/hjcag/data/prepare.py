@@ -28,10 +28,10 @@ from hjcag.data.manifest import (
 )
 from hjcag.data.meld import MELD_LABELS, read_meld
 from hjcag.errors import ConfigError, DataError
-from hjcag.params import parse_modalities
+from hjcag.params import DATA_KINDS, parse_modalities
 from hjcag.progress import progress as progress_bar
 
-DATASET_KINDS: tuple[str, ...] = ("meld", "iemocap", "manifest")
+DATASET_KINDS: tuple[str, ...] = DATA_KINDS
 DEFAULT_LABELS: dict[str, tuple[str, ...] | None] = {"meld": MELD_LABELS, "iemocap": IEMOCAP_LABELS, "manifest": None}
 _MEDIA = (("a", "audio", "audio_path"), ("v", "video", "video_path"))
 

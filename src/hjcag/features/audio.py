@@ -19,9 +19,9 @@ import numpy as np
 
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.media_io import SAMPLE_RATE, MediaRef, load_audio, thread_map
+from hjcag.params import AUDIO_SETS
 
 log = logging.getLogger(__name__)
-AUDIO_SETS = ("IS10_paraling", "eGeMAPSv02", "ComParE_2016")
 IS10_CONFIG = Path("core") / "config" / "is09-13" / "IS10_paraling_compat.conf"
 
 

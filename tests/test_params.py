@@ -1,0 +1,132 @@
+"""params.yaml is checked as a whole on load, from the typed dataclasses: every field of every section (also one
+added later) is type-checked, the rules name real fields, YAML's `1e-3` is a number, and the KFP path (params as
+text) goes through the same checks."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hjcag.errors import ConfigError, os_error_message
+from hjcag.params import RULES, ParamsFile, check_params_document, load_params, params_from_dict
+from hjcag.pipeline.io import resolve_params
+from hjcag.schema import Parsed
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(ParamsFile)
+            if dataclasses.is_dataclass(f.default_factory)}
+
+
+def shipped() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_the_shipped_params_yaml_is_valid_under_every_profile() -> None:
+    doc = shipped()
+    check_params_document(doc)
+    for profile in doc["profiles"]:
+        assert load_params(REPO / "params.yaml", profile).profile == profile
+
+
+def test_every_rule_names_a_field_of_its_section() -> None:
+    for cls, rules in RULES.items():
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert set(rules) <= names, f"{cls.__name__}: rules for no field: {sorted(set(rules) - names)}"
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_every_field_of_every_section_is_type_checked(section: str) -> None:
+    """Driven by the dataclasses: a field added later is covered without a list to keep in step."""
+    cls = SECTIONS[section]
+    checked = 0
+    for field in dataclasses.fields(cls):
+        if isinstance(RULES.get(cls, {}).get(field.name), Parsed) or field.type in ("Any", "dict[str, Any] | None"):
+            continue  # free-form (visual_arch) or parsed by a function of its own (tune.space)
+        doc = shipped()
+        wrong: Any = {"not": "a scalar"} if not str(field.type).startswith(("dict", "MediaConfig")) else 7
+        doc.setdefault(section, {})[field.name] = wrong
+        with pytest.raises(ConfigError, match=rf"{section}\.{field.name} is "):
+            params_from_dict(doc, source="params.yaml")
+        checked += 1
+    assert checked > 0
+
+
+@pytest.mark.parametrize(("section", "key", "value", "fragment"), [
+    ("train", "epochs", 0, "> 0"),
+    ("train", "batch_size", -8, "> 0"),
+    ("train", "epochs", True, "a whole number"),  # YAML's true is not 1
+    ("train", "epochs", 2.5, "a whole number"),
+    ("train", "val_fraction", 1.0, "in (0, 1)"),
+    ("train", "device", "gpu", "one of ['auto', 'cpu', 'cuda'] (or cuda:N)"),
+    ("train", "class_weights", "inverse", "one of ['none', 'balanced', 'sqrt']"),
+    ("train", "lr", float("nan"), "a number"),
+    ("model", "widths", {"t": 0}, "model.widths.t is 0; it must be > 0"),
+    ("model", "widths", {"x": 8}, "unknown key 'x' in model.widths"),
+    ("features", "audio_set", "IS09", "one of ['IS10_paraling'"),
+    ("features", "progress", "yes please", "true or false"),
+    ("gates", "min_weighted_f1", -0.1, "in [0, 1]"),
+    ("validation", "policy", "ignore", "one of ['fail', 'quarantine']"),
+    ("tune", "metric", "accuracy", "one of ['val_weighted_f1', 'val_loss']"),
+    ("data", "kind", "voxceleb", "one of ['meld', 'iemocap', 'manifest']"),
+])
+def test_a_bad_value_is_named_with_what_it_takes(section: str, key: str, value: Any, fragment: str) -> None:
+    doc = shipped()
+    doc[section][key] = value
+    with pytest.raises(ConfigError, match=r"^params\.yaml: ") as caught:
+        params_from_dict(doc, source="params.yaml")
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_yaml_exponents_without_a_dot_are_numbers_and_every_problem_is_listed_in_one_line() -> None:
+    text = (REPO / "params.yaml").read_text().replace("lr: 1.0e-5", "lr: 1e-4")
+    doc = yaml.safe_load(text)
+    assert doc["train"]["lr"] == "1e-4"  # YAML 1.1: a string
+    assert params_from_dict(doc, "iemocap").train.lr == pytest.approx(1e-4)
+
+    doc = copy.deepcopy(shipped())
+    doc["train"].update(epochs="ten", lr="fast")
+    doc["gates"]["min_accuracy"] = 2
+    with pytest.raises(ConfigError) as caught:
+        params_from_dict(doc, source="params.yaml")
+    message = str(caught.value)
+    assert message.startswith("params.yaml: train.epochs is 'ten'; it takes a whole number (default: 200)")
+    assert "(also check train.lr, gates.min_accuracy)" in message
+
+
+def test_a_check_across_fields_names_the_profile() -> None:
+    doc = shipped()
+    doc["profiles"]["demo"]["validation"] = {"media": {"min_duration_s": 90.0}}  # above the default maximum
+    with pytest.raises(ConfigError, match=r"params\.yaml \(profile 'demo'\): validation\.media needs 0 <= "
+                                          r"min_duration_s <= max_duration_s"):
+        params_from_dict(doc, source="params.yaml")
+
+
+def test_the_kfp_path_checks_params_text_the_same_way(tmp_path: Path) -> None:
+    text = (REPO / "params.yaml").read_text().replace("gates:\n  min_accuracy", "gate:\n  min_accuracy", 1)
+    with pytest.raises(ConfigError, match=r"unknown section 'gate'; did you mean 'gates'\?"):
+        resolve_params(text, "demo", tmp_path)
+    params, _ = resolve_params((REPO / "params.yaml").read_text(), "meld", tmp_path)
+    assert params.gates.min_accuracy == pytest.approx(0.63)
+
+
+def test_a_full_disk_is_one_line_naming_the_path() -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    fd = os.open("/dev/full", os.O_WRONLY)
+    try:
+        with pytest.raises(OSError) as caught:
+            os.write(fd, b"x")  # a real ENOSPC, without a file name, as a failed write() has
+    finally:
+        os.close(fd)
+    assert caught.value.errno == errno.ENOSPC
+    message = os_error_message(caught.value, "build/run", "--out")
+    assert message is not None and message.startswith("no space left on the disk of 'build/run'; free some space")
+    assert "pass another --out" in message
+    assert os_error_message(OSError(errno.EIO, "Input/output error")) is None  # not the user's: keeps its traceback
