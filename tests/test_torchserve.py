@@ -10,6 +10,7 @@ import json
 import shutil
 import socket
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +26,11 @@ from hjcag.serve.local import LocalTorchServe, Reply
 from hjcag.serve.package import package_model
 from hjcag.serve.predictor import Predictor
 from hjcag.serve.request import RequestError
+from hjcag.serve.worker_cap import CAP_ENV
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe needs Java 17 on PATH")
 BATCH_HEADER = "x-hjcag-batch-size"
+WORKER_CAP = 1  # HJCAG_MAX_WORKERS of the test server: the worker it starts with is the only one allowed
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def server(archive: tuple[Path, Path]) -> Iterator[LocalTorchServe]:
-    ts = LocalTorchServe(archive[0], env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    ts = LocalTorchServe(archive[0], env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", CAP_ENV: str(WORKER_CAP)})
     try:
         ts.start()
         yield ts
@@ -198,3 +201,39 @@ def test_model_registration_api_is_off(server: LocalTorchServe) -> None:
         urllib.request.urlopen(request, timeout=30)
     assert info.value.code == 405 and "MethodNotAllowed" in info.value.read().decode()
     assert server.worker_states() == ["READY"]  # the same key may describe: the refusal is the disabled API
+
+
+def test_scaling_past_the_worker_cap_is_clipped_and_no_extra_worker_loads(server: LocalTorchServe,
+                                                                          reference: Predictor) -> None:
+    """TorchServe 0.12 starts as many workers as `min_worker` asks; the handler's cap (hjcag.serve.worker_cap) lets
+    none of the extra ones load the model and scales the model back. Last in the module: it scales the pool."""
+    import urllib.request
+
+    def management(method: str, path: str) -> tuple[int, Any]:
+        request = urllib.request.Request(f"{server.management_url}{path}", method=method,
+                                         headers={"Authorization": f"Bearer {server.read_keys()['management']}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+
+    model_log = server.log_dir / "model_log.log"
+    loaded_before = model_log.read_text(errors="replace").count("raw text input: ok")
+    status, _ = management("PUT", f"/models/hjcag?min_worker={WORKER_CAP + 2}&max_worker={WORKER_CAP + 2}"
+                                  "&synchronous=false")
+    assert status == 202
+    most_ready, deadline, described = 0, time.monotonic() + 180, {}
+    while time.monotonic() < deadline:
+        described = management("GET", "/models/hjcag")[1][0]
+        states = [w["status"] for w in described["workers"]]
+        most_ready = max(most_ready, states.count("READY"))
+        refused = "worker slots are taken: this worker loads nothing" in model_log.read_text(errors="replace")
+        if described["minWorkers"] == WORKER_CAP and states == ["READY"] * WORKER_CAP and refused:
+            break
+        time.sleep(0.2)
+    assert described["minWorkers"] == described["maxWorkers"] == WORKER_CAP, described
+    assert [w["status"] for w in described["workers"]] == ["READY"] * WORKER_CAP, described
+    assert most_ready <= WORKER_CAP
+    log = model_log.read_text(errors="replace")
+    assert "worker slots are taken: this worker loads nothing" in log, log[-3000:]
+    assert log.count("raw text input: ok") == loaded_before, "a worker past the cap loaded the model"
+    assert healthy(server)
+    assert_same(server.predict(sf.feature_request(9)), reference.predict(sf.feature_request(9)))
