@@ -207,22 +207,33 @@ def test_scaling_past_the_worker_cap_is_clipped_and_no_extra_worker_loads(server
                                                                           reference: Predictor) -> None:
     """TorchServe 0.12 starts as many workers as `min_worker` asks; the handler's cap (hjcag.serve.worker_cap) lets
     none of the extra ones load the model and scales the model back. Last in the module: it scales the pool."""
+    import urllib.error
     import urllib.request
 
-    def management(method: str, path: str) -> tuple[int, Any]:
+    def management(method: str, path: str, key: str | None = None) -> tuple[int, Any]:
         request = urllib.request.Request(f"{server.management_url}{path}", method=method,
-                                         headers={"Authorization": f"Bearer {server.read_keys()['management']}"})
+                                         headers={"Authorization": f"Bearer {key or server.read_keys()['management']}"})
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
 
     model_log = server.log_dir / "model_log.log"
     loaded_before = model_log.read_text(errors="replace").count("raw text input: ok")
+    # The key file's management key looks expired (refused): the refused worker must rotate it with the API key.
+    key = server.read_keys()["management"]
+    keys = json.loads(server.key_file.read_text())
+    keys["management"]["key"] = "expired-key"
+    server.key_file.write_text(json.dumps(keys))
     status, _ = management("PUT", f"/models/hjcag?min_worker={WORKER_CAP + 2}&max_worker={WORKER_CAP + 2}"
-                                  "&synchronous=false")
+                                  "&synchronous=false", key)
     assert status == 202
     most_ready, deadline, described = 0, time.monotonic() + 180, {}
     while time.monotonic() < deadline:
-        described = management("GET", "/models/hjcag")[1][0]
+        for attempt in (key, None):  # the key we hold until the worker rotates it, then the key file's new one
+            try:
+                described = management("GET", "/models/hjcag", attempt)[1][0]
+                break
+            except urllib.error.HTTPError:
+                continue
         states = [w["status"] for w in described["workers"]]
         most_ready = max(most_ready, states.count("READY"))
         refused = "worker slots are taken: this worker loads nothing" in model_log.read_text(errors="replace")
@@ -235,5 +246,6 @@ def test_scaling_past_the_worker_cap_is_clipped_and_no_extra_worker_loads(server
     log = model_log.read_text(errors="replace")
     assert "worker slots are taken: this worker loads nothing" in log, log[-3000:]
     assert log.count("raw text input: ok") == loaded_before, "a worker past the cap loaded the model"
+    assert server.read_keys()["management"] not in ("expired-key", key)  # rotated
     assert healthy(server)
     assert_same(server.predict(sf.feature_request(9)), reference.predict(sf.feature_request(9)))

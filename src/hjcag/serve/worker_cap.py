@@ -7,8 +7,9 @@ worker processes (each holds a copy of the model and the extractors, about 1 GiB
 the process dies. A worker that finds every slot taken loads nothing and fails its initialization; first it asks
 TorchServe, through the loopback management API and its key, to scale the model back to ``cap`` workers, so that the
 refused workers are stopped instead of retried forever and ``/ping`` (Healthy only with ``minWorkers`` workers) does
-not turn the pod unready. It reads the management key from ``TS_KEY_FILE`` (the image and the manifests set it) and
-the address from ``TS_MANAGEMENT_ADDRESS``, else config.properties' ``127.0.0.1:8081``. The flock is the guarantee;
+not turn the pod unready. It reads the management key from ``TS_KEY_FILE`` (the image and the manifests set it; an
+expired key is rotated with the API key) and the address from ``TS_MANAGEMENT_ADDRESS``, else config.properties'
+``127.0.0.1:8081``. The flock is the guarantee;
 the scale-down is housekeeping and may fail (it is logged).
 
 The cap is ``HJCAG_MAX_WORKERS`` when set (the pod's environment, sized to its memory limit), else model-config.yaml's
@@ -22,6 +23,7 @@ import fcntl
 import json
 import logging
 import os
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -95,20 +97,36 @@ def scale_back(model_name: str, cap: int, environ: Mapping[str, str] = os.enviro
     """Ask the management API to run `cap` workers when more were asked for; a sentence saying what happened."""
     url = environ.get("TS_MANAGEMENT_ADDRESS", DEFAULT_MANAGEMENT_URL).rstrip("/")
     key_file = Path(environ.get("TS_KEY_FILE", "key_file.json"))
+    model = f"{url}/models/{urllib.parse.quote(model_name)}"
     try:
-        # No key file: token authorization is off (the KServe overlay), and the API takes calls without a key.
-        key = json.loads(key_file.read_text(encoding="utf-8"))["management"]["key"] if key_file.exists() else None
-        described = _call("GET", f"{url}/models/{urllib.parse.quote(model_name)}", key)[0]
+        key = _management_key(key_file)
+        try:
+            described = _call("GET", model, key)[0]
+        except urllib.error.HTTPError as exc:
+            if key is None or exc.code not in (400, 401):
+                raise
+            # The management key expires (token_expiration_min): mint a new one with the API key, as the probe
+            # does for the inference key; TorchServe rewrites the key file.
+            _call("GET", f"{url}/token?type=management", _management_key(key_file, "API"))
+            key = _management_key(key_file)
+            described = _call("GET", model, key)[0]
         asked = int(described["minWorkers"])
         if asked <= cap and len(described.get("workers", [])) <= cap:
             return f"the model asks for {asked} workers: a slot is still held by a worker on its way out"
         query = urllib.parse.urlencode({"min_worker": cap, "max_worker": cap, "synchronous": "false"})
-        _call("PUT", f"{url}/models/{urllib.parse.quote(model_name)}?{query}", key)
+        _call("PUT", f"{model}?{query}", key)
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         log.warning("could not scale %s back to %d workers through %s: %s", model_name, cap, url, exc)
         return f"scaling back to {cap} failed: {exc}"
     log.warning("%s: %d workers were asked for, the cap is %d: scaled back to %d", model_name, asked, cap, cap)
     return f"{asked} workers were asked for: scaled back to {cap}"
+
+
+def _management_key(key_file: Path, kind: str = "management") -> str | None:
+    """A key from TorchServe's key_file.json; None without the file (token authorization off, as under KServe)."""
+    if not key_file.exists():
+        return None
+    return str(json.loads(key_file.read_text(encoding="utf-8"))[kind]["key"])
 
 
 def _call(method: str, url: str, key: str | None) -> Any:
