@@ -4,22 +4,24 @@ What it does, all on this machine and on loopback only:
 
 1. trains a small HJCAG run on random features whose dims match the serving extractors (MiniLM text 384, openSMILE
    --audio-set, ResNet-50 2048; 1 epoch, 2 folds: the weights are irrelevant to speed), or takes --run DIR;
-2. packages it (`hjcag.serve.package.package_model`) and starts `torchserve` with hjcag's config.properties and
-   the archive's model-config.yaml (batchSize 8, maxBatchDelay 50 ms, 1 worker) on free loopback ports;
-3. fires `--clients` threads (keep-alive HTTP, token auth) at POST /predictions/hjcag:
-   * feature requests: distinct pre-extracted features (text (L, 384), audio (d_a,), visual (L, 2048)) as JSON;
-   * raw requests: a sentence + a base64 mp4 clip (video, and audio from its sound track);
-   each phase bounded by --feature-requests / --raw-requests and --max-seconds, and each preceded by one client
-   alone on an eighth of the bodies (the per-request cost of serving, without queueing);
-4. times the in-process predictor (the same archive, the same JSON bodies) one request at a time and in batches
-   of 8: the ratio to the endpoint's requests/s is what serving costs (HTTP, the Java frontend, IPC to the
-   worker, batching delay, JSON).
+2. for each --setting (default: the shipped model-config.yaml), packages it (`hjcag.serve.package.package_model`)
+   with that model-config.yaml and starts `torchserve` with hjcag's config.properties on free loopback ports;
+3. warms the server up (--warmup requests), then measures, with keep-alive HTTP and token auth against
+   POST /predictions/hjcag (feature requests: distinct pre-extracted text (L, 384), audio (d_a,), visual (L, 2048)
+   features as JSON):
+   * lone requests: one at a time, each followed by the same body in process, interleaved so both see the same
+     moment of the machine's load; the ratio of the p50s is what a lone request pays for serving (target <= 1.3);
+   * --clients threads at once, with the in-process predictor (batch 1) timed just before and just after on the
+     same bodies; the ratio of requests/s is what serving costs under load (target >= 0.9);
+   * raw requests (unless --raw-requests 0): a sentence + a base64 mp4 clip, 1 client then --clients;
+4. times the in-process predictor one request at a time and in batches of 8 on all the bodies (reference).
 
-It prints p50 / p95 / p99 latency and requests/s per phase, and writes them to --json when given.
+It prints both ratios per setting and repeat, a Markdown table of them, and writes everything to --json when given.
 Offline, text falls back to MiniLM and ResNet-50 runs with random weights (the same speed as trained ones).
 
     python benchmarks/serve_load.py                                   # defaults: about 3-4 minutes on 2 CPU cores
     python benchmarks/serve_load.py --clients 16 --feature-requests 1000 --raw-requests 64 --json out/serve.json
+    python benchmarks/serve_load.py --raw-requests 0 --repeat 2 --setting shipped --setting d50:maxBatchDelay=50
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # media_fixtures: real mp4 clips written with PyAV
 
 LABELS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")
+BATCH_HEADER = "x-hjcag-batch-size"  # set by the handler: the size of the batch that answered
 SENTENCE = "oh my god you got the tickets I can't believe it that is so great we should go tonight"
 
 
@@ -112,6 +115,7 @@ def load_phase(host: str, port: int, token: str, bodies: Sequence[bytes], client
     or `max_seconds` have passed; returns latency percentiles and requests/s over the phase."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    batch_sizes: list[int] = []  # how many requests shared each answer's forward pass (the handler's header)
     lock = threading.Lock()
     next_index = iter(range(len(bodies)))
     deadline = time.perf_counter() + max_seconds
@@ -133,6 +137,7 @@ def load_phase(host: str, port: int, token: str, bodies: Sequence[bytes], client
                 with lock:
                     latencies.append(elapsed)
                     statuses[response.status] = statuses.get(response.status, 0) + 1
+                    batch_sizes.append(int(response.getheader(BATCH_HEADER) or 0))
         finally:
             conn.close()
 
@@ -144,7 +149,8 @@ def load_phase(host: str, port: int, token: str, bodies: Sequence[bytes], client
         t.join()
     wall = time.perf_counter() - started
     return {"requests": len(latencies), "clients": clients, "seconds": round(wall, 2),
-            "requests_per_s": round(len(latencies) / wall, 2), "statuses": statuses, **percentiles(latencies)}
+            "requests_per_s": round(len(latencies) / wall, 2), "statuses": statuses,
+            "mean_batch": round(float(np.mean(batch_sizes)), 2) if batch_sizes else None, **percentiles(latencies)}
 
 
 def in_process(run: Callable[[Sequence[bytes]], Any], bodies: Sequence[bytes], batch: int,
@@ -165,7 +171,84 @@ def in_process(run: Callable[[Sequence[bytes]], Any], bodies: Sequence[bytes], b
             **{k.replace("_ms", "_ms_per_call"): v for k, v in percentiles(latencies).items()}}
 
 
+def lone_phase(host: str, port: int, token: str, run: Callable[[Sequence[bytes]], Any],
+               bodies: Sequence[bytes]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One request at a time, alternating: the endpoint, then the in-process predictor on the same body. Both see
+    the same moment of a shared machine's load, so the ratio of their p50s holds even when the load drifts."""
+    endpoint: list[float] = []
+    local: list[float] = []
+    statuses: dict[int, int] = {}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn = http.client.HTTPConnection(host, port, timeout=300)
+    try:
+        for body in bodies:
+            t0 = time.perf_counter()
+            conn.request("POST", "/predictions/hjcag", body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            endpoint.append(time.perf_counter() - t0)
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+            t0 = time.perf_counter()
+            run([body])
+            local.append(time.perf_counter() - t0)
+    finally:
+        conn.close()
+    return ({"requests": len(endpoint), "clients": 1, "statuses": statuses, **percentiles(endpoint)},
+            {"requests": len(local), "batch": 1, **percentiles(local)})
+
+
 # ------------------------------------------------------------------------------------------------ main
+
+
+def parse_setting(text: str) -> tuple[str, dict[str, int], dict[str, str]]:
+    """'NAME' or 'NAME:key=value,...' -> (name, model-config.yaml overrides, TS_* server variables).
+
+    Keys of model-config.yaml (batchSize, maxBatchDelay, minWorkers, maxWorkers, ...) change the archive; keys
+    starting with TS_ (TS_NUMBER_OF_NETTY_THREADS, TS_NETTY_CLIENT_THREADS, ...) go to the server's environment
+    (config.properties has enable_envvars_config=true). 'shipped' alone is the archive as `hjcag package` builds it.
+    """
+    name, _, rest = text.partition(":")
+    overrides: dict[str, int] = {}
+    server_env: dict[str, str] = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not value.strip().lstrip("-").isdigit():
+            raise SystemExit(f"--setting {text!r}: '{item}' is not KEY=INTEGER; e.g. 'd5:maxBatchDelay=5,batchSize=8'")
+        if key.startswith("TS_"):
+            server_env[key] = value.strip()
+        else:
+            overrides[key.strip()] = int(value)
+    return name or "shipped", overrides, server_env
+
+
+def archive_for(run_dir: Path, out: Path, config: Any, overrides: dict[str, int]) -> Path:
+    """hjcag.mar of `run_dir` with the shipped model-config.yaml, `overrides` applied on top."""
+    import yaml
+
+    from hjcag.serve.package import MODEL_CONFIG_YAML, package_model
+
+    model_config = yaml.safe_load(MODEL_CONFIG_YAML.read_text(encoding="utf-8")) | overrides
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model-config.yaml").write_text(yaml.safe_dump(model_config), encoding="utf-8")
+    return package_model(run_dir, out / "store", features_config=config, model_config_yaml=out / "model-config.yaml")
+
+
+def in_process_rate(run: dict[str, Any]) -> float:
+    """In-process requests/s at batch 1: the mean of the runs just before and just after the endpoint's clients."""
+    return float(np.mean([run[f"in_process_features_{when}"]["requests_per_s"] for when in ("before", "after")]))
+
+
+def ratios(run: dict[str, Any]) -> dict[str, float]:
+    """lone: endpoint p50 / in-process p50, one request at a time, interleaved (target <= 1.3); throughput: endpoint
+    requests/s with --clients clients / in-process requests/s at batch 1, the mean of the runs just before and just
+    after (target >= 0.9); features requests."""
+    lone = run["endpoint_features_1client"]["p50_ms"] / max(run["in_process_features_lone"]["p50_ms"], 1e-9)
+    throughput = run["endpoint_features"]["requests_per_s"] / max(in_process_rate(run), 1e-9)
+    out = {"lone_latency_ratio": round(lone, 2), "throughput_ratio": round(throughput, 2)}
+    if "endpoint_raw" in run:
+        out["raw_throughput_ratio"] = round(run["endpoint_raw"]["requests_per_s"]
+                                            / max(run["in_process_raw_batch1"]["requests_per_s"], 1e-9), 2)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, help="a trained run directory (default: train a small one)")
     p.add_argument("--clients", type=int, default=8, help="concurrent client threads")
     p.add_argument("--feature-requests", type=int, default=400)
-    p.add_argument("--raw-requests", type=int, default=32)
+    p.add_argument("--lone-requests", type=int, default=50,
+                   help="feature requests sent one at a time, each followed by the same body in process")
+    p.add_argument("--warmup", type=int, default=64, help="requests to warm the server (its JIT) before measuring")
+    p.add_argument("--raw-requests", type=int, default=32, help="0 skips the raw phase (quicker sweeps)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="cap per phase (endpoint and in-process)")
     p.add_argument("--clip-seconds", type=float, default=2.0, help="length of each raw request's mp4")
     p.add_argument("--seq-len", type=int, default=30, help="L")
@@ -185,8 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads, in process and in the server's worker (OMP_NUM_THREADS); 0 = torch's "
                         "default. One thread is steadier on a shared or busy CPU")
+    p.add_argument("--setting", action="append", dest="settings", metavar="NAME[:KEY=INT,...]",
+                   help="a server setting to measure, repeatable: model-config.yaml keys (batchSize, maxBatchDelay, "
+                        "minWorkers, ...) and TS_* variables over the shipped ones; default: 'shipped'")
+    p.add_argument("--repeat", type=int, default=1, help="measure every setting this many times (noise)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
+    settings = [parse_setting(s) for s in args.settings or ["shipped"]]
 
     from huggingface_hub import constants
 
@@ -197,73 +288,99 @@ def main(argv: list[str] | None = None) -> int:
 
     from hjcag.params import FeaturesConfig
     from hjcag.serve.local import LocalTorchServe
-    from hjcag.serve.package import package_model, read_archive_record
+    from hjcag.serve.package import read_archive_record
     from hjcag.serve.predictor import Predictor
 
     config = FeaturesConfig(audio_set=args.audio_set, seq_len=args.seq_len, visual_frames=args.visual_frames,
                             device="cpu", cache_dir=None, progress=False)
     dims = {"t": 384, "a": {"IS10_paraling": 1582, "eGeMAPSv02": 88, "ComParE_2016": 6373}[args.audio_set],
             "v": 2048}
+    results: dict[str, Any] = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                                           "python": platform.python_version()},
+                               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                               "runs": []}
     with tempfile.TemporaryDirectory(prefix="hjcag-serve-load-") as tmp_name:
         tmp = Path(tmp_name)
         t0 = time.perf_counter()
         run_dir = args.run or make_run(tmp / "run", dims, args.seq_len, args.widths)
-        mar = package_model(run_dir, tmp / "store", features_config=config)
-        with zipfile.ZipFile(mar) as z:
+        shipped = archive_for(run_dir, tmp / "shipped", config, {})
+        with zipfile.ZipFile(shipped) as z:
             z.extractall(tmp / "unpacked")
-        print(f"run + archive in {time.perf_counter() - t0:.1f} s: {mar} ({read_archive_record(mar)['version']})")
+        version = read_archive_record(shipped)["version"]
+        print(f"run + archive in {time.perf_counter() - t0:.1f} s: {shipped} ({version})")
         features = feature_bodies(args.feature_requests, dims, args.seq_len)
+        lone = features[: args.lone_requests]
         raw = raw_bodies(args.raw_requests, tmp, args.clip_seconds)
         print(f"bodies: {len(features)} feature requests of ~{np.mean([len(b) for b in features]) / 1024:.0f} KiB, "
-              f"{len(raw)} raw requests of ~{np.mean([len(b) for b in raw]) / 1024:.0f} KiB")
+              f"{len(raw)} raw requests" + (f" of ~{np.mean([len(b) for b in raw]) / 1024:.0f} KiB" if raw else ""))
 
-        results: dict[str, Any] = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                                               "python": platform.python_version()},
-                                   "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
-        t0 = time.perf_counter()
         env = {"HF_HUB_OFFLINE": os.environ["HF_HUB_OFFLINE"]}
         if args.threads > 0:
             torch.set_num_threads(args.threads)
             env |= {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-        with LocalTorchServe(mar.parent, env=env) as server:
-            print(f"torchserve ready in {time.perf_counter() - t0:.1f} s on {server.inference_url}")
-            host, port = "127.0.0.1", server.ports["inference"]
-            assert server.token is not None
-            load_phase(host, port, server.token, features[: args.clients] + raw[:2], args.clients, 120)  # warm-up
-            for name, bodies in (("features", features), ("raw", raw)):
-                # One client first: the per-request cost of serving, without queueing behind other clients.
-                single = bodies[: max(1, len(bodies) // 8)]
-                results[f"endpoint_{name}_1client"] = load_phase(host, port, server.token, single, 1,
-                                                                 args.max_seconds)
-                print(f"endpoint, {name}, 1 client:", results[f"endpoint_{name}_1client"], flush=True)
-                results[f"endpoint_{name}"] = load_phase(host, port, server.token, bodies, args.clients,
-                                                         args.max_seconds)
-                print(f"endpoint, {name}, {args.clients} clients:", results[f"endpoint_{name}"], flush=True)
-
         predictor = Predictor.load(tmp / "unpacked", device=args.device)
-        predictor.load_extractors()
+        if raw:
+            predictor.load_extractors()
         predictor.predict_many(features[:8] + raw[:2])  # warm-up
-        for name, bodies in (("features", features), ("raw", raw)):
-            for batch in (1, 8):
-                key = f"in_process_{name}_batch{batch}"
-                results[key] = in_process(predictor.predict_many, bodies, batch, args.max_seconds)
-                print(f"in-process, {name}, batch {batch}:", results[key], flush=True)
 
-    print("\n| phase | requests | req/s | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|---|")
-    for name in ("features", "raw"):
-        for key, label in ((f"endpoint_{name}_1client", "1 client"), (f"endpoint_{name}", f"{args.clients} clients")):
-            e = results[key]
-            print(f"| endpoint {name} ({label}) | {e['requests']} | {e['requests_per_s']} | "
-                  f"{e['p50_ms']} | {e['p95_ms']} | {e['p99_ms']} |")
-        for batch in (1, 8):
-            r = results[f"in_process_{name}_batch{batch}"]
-            print(f"| in-process {name}, batch {batch} | {r['requests']} | {r['requests_per_s']} | "
-                  f"{r['p50_ms_per_call']} | {r['p95_ms_per_call']} | {r['p99_ms_per_call']} |")
-    for name in ("features", "raw"):
-        ratio = results[f"endpoint_{name}"]["requests_per_s"] / max(results[f"in_process_{name}_batch1"]
-                                                                     ["requests_per_s"], 1e-9)
-        results[f"ratio_{name}"] = round(ratio, 3)
-        print(f"{name}: endpoint / in-process (batch 1) throughput = {ratio:.2f}")
+        for index, (name, overrides, server_env) in enumerate(settings):
+            mar = archive_for(run_dir, tmp / f"setting{index}", config, overrides) if overrides else shipped
+            for repeat in range(args.repeat):
+                run: dict[str, Any] = {"setting": name, "repeat": repeat + 1, "model_config": overrides,
+                                       "server_env": server_env}
+                print(f"\n=== {name} {overrides or ''} {server_env or ''} (repeat {repeat + 1}/{args.repeat})",
+                      flush=True)
+                t0 = time.perf_counter()
+                with LocalTorchServe(mar.parent, env=env | server_env) as server:
+                    print(f"torchserve ready in {time.perf_counter() - t0:.1f} s on {server.inference_url}")
+                    host, port = "127.0.0.1", server.ports["inference"]
+                    assert server.token is not None
+                    warm = [features[i % len(features)] for i in range(args.warmup)] + raw[:2]
+                    load_phase(host, port, server.token, warm, args.clients, 300)
+                    run["endpoint_features_1client"], run["in_process_features_lone"] = lone_phase(
+                        host, port, server.token, predictor.predict_many, lone)
+                    print("lone, endpoint:", run["endpoint_features_1client"], "\nlone, in-process:",
+                          run["in_process_features_lone"], flush=True)
+                    # In-process just before and just after the clients: the same machine load as the endpoint's.
+                    half = features[: max(1, len(features) // 2)]
+                    run["in_process_features_before"] = in_process(predictor.predict_many, half, 1, args.max_seconds)
+                    run["endpoint_features"] = load_phase(host, port, server.token, features, args.clients,
+                                                          args.max_seconds)
+                    run["in_process_features_after"] = in_process(predictor.predict_many, half, 1, args.max_seconds)
+                    for key in ("in_process_features_before", "endpoint_features", "in_process_features_after"):
+                        print(f"{key}:", run[key], flush=True)
+                    if raw:
+                        run["endpoint_raw_1client"] = load_phase(host, port, server.token, raw[: max(1, len(raw) // 8)],
+                                                                 1, args.max_seconds)
+                        run["endpoint_raw"] = load_phase(host, port, server.token, raw, args.clients, args.max_seconds)
+                        print("endpoint, raw, 1 client:", run["endpoint_raw_1client"], "\nendpoint, raw, "
+                              f"{args.clients} clients:", run["endpoint_raw"], flush=True)
+                for phase, bodies in (("features", features), ("raw", raw)):
+                    for batch in (1, 8) if bodies else ():
+                        key = f"in_process_{phase}_batch{batch}"
+                        run[key] = in_process(predictor.predict_many, bodies, batch, args.max_seconds)
+                        print(f"in-process, {phase}, batch {batch}:", run[key], flush=True)
+                run |= ratios(run)
+                print(f"lone request: endpoint / in-process p50 = {run['lone_latency_ratio']:.2f} (target <= 1.3); "
+                      f"{args.clients} clients: endpoint / in-process req/s = {run['throughput_ratio']:.2f} "
+                      "(target >= 0.9)", flush=True)
+                results["runs"].append(run)
+
+    print(f"\n| setting | lone p50 ms endpoint / in-process | lone ratio | {args.clients} clients req/s endpoint / "
+          f"in-process | throughput ratio | {args.clients} clients p50 / p95 ms | mean batch |\n"
+          "|---|---|---|---|---|---|---|")
+    for run in results["runs"]:
+        e1, e, r1 = run["endpoint_features_1client"], run["endpoint_features"], run["in_process_features_lone"]
+        local = in_process_rate(run)
+        label = run["setting"] + (f" #{run['repeat']}" if args.repeat > 1 else "")
+        print(f"| {label} | {e1['p50_ms']} / {r1['p50_ms']} | {run['lone_latency_ratio']} | "
+              f"{e['requests_per_s']} / {local:.2f} | {run['throughput_ratio']} | {e['p50_ms']} / {e['p95_ms']} | "
+              f"{e['mean_batch']} |")
+    for run in results["runs"]:
+        if "endpoint_raw" in run:
+            print(f"raw, {run['setting']} #{run['repeat']}: endpoint {run['endpoint_raw']['requests_per_s']} req/s, "
+                  f"in-process {run['in_process_raw_batch1']['requests_per_s']} "
+                  f"(ratio {run['raw_throughput_ratio']})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

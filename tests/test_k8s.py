@@ -396,6 +396,37 @@ def test_prod_runs_on_gpus_with_more_replicas() -> None:
     assert all(c["image"].startswith("registry.example.com/") for c in containers(pod))
 
 
+WORKER_GIB = 1.5  # one TorchServe worker: the model and the text / audio / visual extractors (upper end)
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_the_worker_cap_is_set_and_fits_the_memory_limit(overlay: str) -> None:
+    """TorchServe 0.12 starts as many workers as the management API asks; the handler lets HJCAG_MAX_WORKERS of them
+    load the model (src/hjcag/serve/worker_cap.py). That many workers plus the JVM's heap must fit the container."""
+    from hjcag.serve.worker_cap import CAP_ENV
+
+    docs = render(overlay)
+    if overlay in TORCHSERVE_OVERLAYS:
+        container = main_container(one(docs, "Deployment"))
+    else:
+        container = one(docs, "InferenceService")["spec"]["predictor"]["pytorch"]
+    env = {e["name"]: str(e.get("value", "")) for e in container.get("env", [])}
+    assert env.get(CAP_ENV, "").isdigit(), f"{overlay}: {CAP_ENV} not set to a number: {env.get(CAP_ENV)!r}"
+    cap = int(env[CAP_ENV])
+    limit = quantity(container["resources"]["limits"]["memory"])
+    props = read_properties(TORCHSERVE / "config.properties")
+    heap = re.search(r"MaxRAMPercentage=([0-9.]+)", props["vmargs"])
+    assert heap, props["vmargs"]
+    jvm_share = float(heap.group(1)) / 100
+    assert cap >= 1 and cap * WORKER_GIB * 2**30 + jvm_share * limit <= limit, (
+        f"{overlay}: {cap} workers of {WORKER_GIB} GiB and the JVM's {jvm_share:.0%} exceed the "
+        f"{limit / 2**30:g} GiB limit")
+    # The workers TorchServe starts by itself stay under the cap, or the pod could never get ready.
+    model_config = yaml.safe_load((TORCHSERVE / "model-config.yaml").read_text(encoding="utf-8"))
+    assert model_config["minWorkers"] <= cap
+    assert int(env.get("TS_DEFAULT_WORKERS_PER_MODEL", props["default_workers_per_model"])) <= cap
+
+
 # ------------------------------------------------------------------------------------------ model store
 
 

@@ -10,6 +10,7 @@ import json
 import shutil
 import socket
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +26,11 @@ from hjcag.serve.local import LocalTorchServe, Reply
 from hjcag.serve.package import package_model
 from hjcag.serve.predictor import Predictor
 from hjcag.serve.request import RequestError
+from hjcag.serve.worker_cap import CAP_ENV
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe needs Java 17 on PATH")
 BATCH_HEADER = "x-hjcag-batch-size"
+WORKER_CAP = 1  # HJCAG_MAX_WORKERS of the test server: the worker it starts with is the only one allowed
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def server(archive: tuple[Path, Path]) -> Iterator[LocalTorchServe]:
-    ts = LocalTorchServe(archive[0], env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    ts = LocalTorchServe(archive[0], env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", CAP_ENV: str(WORKER_CAP)})
     try:
         ts.start()
         yield ts
@@ -117,7 +120,7 @@ def test_feature_and_raw_requests_match_the_in_process_predictor(server: LocalTo
 
 def test_concurrent_requests_are_batched_one_answer_each_in_order(server: LocalTorchServe,
                                                                   reference: Predictor) -> None:
-    """Distinct inputs fired together: TorchServe batches them (model-config.yaml batchSize 8, 50 ms), and each
+    """Distinct inputs fired together: TorchServe batches them (model-config.yaml batchSize 8, 5 ms), and each
     client must get the answer for its own input; bad requests inside a batch fail alone."""
     mods = ("tav", "ta", "av", "t", "v", "tv")
     requests: list[Any] = [sf.feature_request(100 + i, mods[i % len(mods)]) for i in range(32)]
@@ -203,3 +206,51 @@ def test_model_registration_api_is_off(server: LocalTorchServe) -> None:
         urllib.request.urlopen(request, timeout=30)
     assert info.value.code == 405 and "MethodNotAllowed" in info.value.read().decode()
     assert server.worker_states() == ["READY"]  # the same key may describe: the refusal is the disabled API
+
+
+def test_scaling_past_the_worker_cap_is_clipped_and_no_extra_worker_loads(server: LocalTorchServe,
+                                                                          reference: Predictor) -> None:
+    """TorchServe 0.12 starts as many workers as `min_worker` asks; the handler's cap (hjcag.serve.worker_cap) lets
+    none of the extra ones load the model and scales the model back. Last in the module: it scales the pool."""
+    import urllib.error
+    import urllib.request
+
+    def management(method: str, path: str, key: str | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(f"{server.management_url}{path}", method=method,
+                                         headers={"Authorization": f"Bearer {key or server.read_keys()['management']}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+
+    model_log = server.log_dir / "model_log.log"
+    loaded_before = model_log.read_text(errors="replace").count("raw text input: ok")
+    # The key file's management key looks expired (refused): the refused worker must rotate it with the API key.
+    key = server.read_keys()["management"]
+    keys = json.loads(server.key_file.read_text())
+    keys["management"]["key"] = "expired-key"
+    server.key_file.write_text(json.dumps(keys))
+    status, _ = management("PUT", f"/models/hjcag?min_worker={WORKER_CAP + 2}&max_worker={WORKER_CAP + 2}"
+                                  "&synchronous=false", key)
+    assert status == 202
+    most_ready, deadline, described = 0, time.monotonic() + 180, {}
+    while time.monotonic() < deadline:
+        for attempt in (key, None):  # the key we hold until the worker rotates it, then the key file's new one
+            try:
+                described = management("GET", "/models/hjcag", attempt)[1][0]
+                break
+            except urllib.error.HTTPError:
+                continue
+        states = [w["status"] for w in described["workers"]]
+        most_ready = max(most_ready, states.count("READY"))
+        refused = "worker slots are taken: this worker loads nothing" in model_log.read_text(errors="replace")
+        if described["minWorkers"] == WORKER_CAP and states == ["READY"] * WORKER_CAP and refused:
+            break
+        time.sleep(0.2)
+    assert described["minWorkers"] == described["maxWorkers"] == WORKER_CAP, described
+    assert [w["status"] for w in described["workers"]] == ["READY"] * WORKER_CAP, described
+    assert most_ready <= WORKER_CAP
+    log = model_log.read_text(errors="replace")
+    assert "worker slots are taken: this worker loads nothing" in log, log[-3000:]
+    assert log.count("raw text input: ok") == loaded_before, "a worker past the cap loaded the model"
+    assert server.read_keys()["management"] not in ("expired-key", key)  # rotated
+    assert healthy(server)
+    assert_same(server.predict(sf.feature_request(9)), reference.predict(sf.feature_request(9)))

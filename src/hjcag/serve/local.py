@@ -112,6 +112,9 @@ class LocalTorchServe:
             "TS_GRPC_INFERENCE_PORT": str(self.ports["grpc_inference"]),
             "TS_GRPC_MANAGEMENT_PORT": str(self.ports["grpc_management"]),
             "TS_MODEL_STORE": str(self.model_store),
+            # Where the keys are (TorchServe writes them to its working directory): the handler's worker cap
+            # reads the management key there to scale an over-cap model back (hjcag.serve.worker_cap).
+            "TS_KEY_FILE": str(self.key_file),
             # allowed_urls is pinned to the image's model store; pin it to this one the same way.
             "TS_ALLOWED_URLS": f"file://{self.model_store}/[A-Za-z0-9._-]+\\.mar",
         })

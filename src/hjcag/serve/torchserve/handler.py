@@ -22,6 +22,7 @@ import torch
 import hjcag
 from hjcag.serve.predictor import Batch, Outputs, Predictor
 from hjcag.serve.request import RequestError
+from hjcag.serve.worker_cap import WorkerSlot, hold_worker_slot
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -33,9 +34,11 @@ class HjcagHandler:
 
     def __init__(self) -> None:
         self.predictor: Predictor | None = None
+        self.worker_slot: WorkerSlot | None = None
         self.initialized = False
 
     def initialize(self, context: Any) -> None:
+        self.claim_worker_slot(context)
         props = context.system_properties
         gpu = props.get("gpu_id")
         device = f"cuda:{gpu}" if gpu is not None and torch.cuda.is_available() else "cpu"
@@ -45,6 +48,11 @@ class HjcagHandler:
             for modality, status in self.predictor.load_extractors().items():
                 log.info("raw %s input: %s", modality, status)
         self.initialized = True
+
+    def claim_worker_slot(self, context: Any) -> None:
+        """Before loading anything: one of the model's capped worker slots, held for the life of the process
+        (hjcag.serve.worker_cap: TorchServe 0.12 itself lets the management API start any number of workers)."""
+        self.worker_slot = hold_worker_slot(context)
 
     def preprocess(self, data: list[dict[str, Any]]) -> Batch:
         assert self.predictor is not None
