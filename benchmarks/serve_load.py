@@ -60,7 +60,7 @@ def percentiles(seconds: Sequence[float]) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------- setup
 
 
-def make_run(out: Path, dims: dict[str, int], seq_len: int, widths: str) -> Path:
+def make_run(out: Path, dims: dict[str, int], seq_len: int, widths: str, context: int = 0) -> Path:
     from hjcag.data.features_file import FeatureSet
     from hjcag.params import load_params
     from hjcag.train.run import train_and_evaluate
@@ -70,9 +70,12 @@ def make_run(out: Path, dims: dict[str, int], seq_len: int, widths: str) -> Path
     y = np.arange(n) % len(LABELS)
     features = {m: rng.normal(size=(n, seq_len, d)).astype(np.float32) for m, d in dims.items()}
     fs = FeatureSet(utterance_id=np.array([f"u{i}" for i in range(n)]), label=np.array(LABELS)[y],
-                    group=np.array([f"dia{i // 8}" for i in range(n)]), features=features, label_names=LABELS)
+                    group=np.array([f"dia{i // 8}" for i in range(n)]), features=features, label_names=LABELS,
+                    speaker=np.array(["Ross", "Rachel"] * (n // 2)), order=np.arange(n, dtype=np.float64) % 8)
     params = load_params(ROOT / "params.yaml", "demo")
     model: dict[str, Any] = {"seq_len": seq_len}
+    if context:  # conversation context over `context` previous turns (issue 10)
+        model |= {"context": "gru", "context_window": context}
     if widths == "paper":
         model |= {"widths": {"t": 1024, "a": 1582, "v": 512}, "gate_width": 512, "classifier_hidden": 256}
     params = params.with_overrides(model=model, train={"epochs": 1, "folds": 2, "batch_size": 8, "device": "cpu"})
@@ -197,6 +200,40 @@ def lone_phase(host: str, port: int, token: str, run: Callable[[Sequence[bytes]]
             {"requests": len(local), "batch": 1, **percentiles(local)})
 
 
+def context_phase(host: str, port: int, token: str, bodies: Sequence[bytes], turns: int) -> dict[str, Any]:
+    """One request at a time, alternating: a body alone, then the same body with `turns` previous turns sent as
+    the states the endpoint returned (issue 10: a live conversation pays one extraction per turn, not k)."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn = http.client.HTTPConnection(host, port, timeout=300)
+
+    def post(body: bytes) -> tuple[float, int, dict[str, Any]]:
+        t0 = time.perf_counter()
+        conn.request("POST", "/predictions/hjcag", body=body, headers=headers)
+        response = conn.getresponse()
+        payload = response.read()
+        return time.perf_counter() - t0, response.status, json.loads(payload)
+
+    try:
+        states = [{"state": post(body)[2]["state"], "speaker": ("Ross", "Rachel")[i % 2]}
+                  for i, body in enumerate(bodies[:turns])]
+        alone, with_states, statuses = [], [], {}
+        for body in bodies:
+            request = json.loads(body)
+            seconds, status, _ = post(json.dumps({**request, "speaker": "Ross"}).encode())
+            alone.append(seconds)
+            statuses[status] = statuses.get(status, 0) + 1
+            seconds, status, answer = post(json.dumps({**request, "speaker": "Ross", "context": states}).encode())
+            with_states.append(seconds)
+            statuses[status] = statuses.get(status, 0) + 1
+            assert status != 200 or answer["context_turns"] == turns, answer
+    finally:
+        conn.close()
+    out = {"turns": turns, "requests": 2 * len(bodies), "statuses": statuses,
+           "alone": percentiles(alone), "with_states": percentiles(with_states)}
+    out["latency_ratio"] = round(out["with_states"]["p50_ms"] / max(out["alone"]["p50_ms"], 1e-9), 2)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -275,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="a server setting to measure, repeatable: model-config.yaml keys (batchSize, maxBatchDelay, "
                         "minWorkers, ...) and TS_* variables over the shipped ones; default: 'shipped'")
     p.add_argument("--repeat", type=int, default=1, help="measure every setting this many times (noise)")
+    p.add_argument("--context", type=int, default=0, metavar="K",
+                   help="serve a conversation-context model reading K previous turns, and time lone requests with K "
+                        "turn states against the same requests alone (target: at most 1.2x)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
     settings = [parse_setting(s) for s in args.settings or ["shipped"]]
@@ -302,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hjcag-serve-load-") as tmp_name:
         tmp = Path(tmp_name)
         t0 = time.perf_counter()
-        run_dir = args.run or make_run(tmp / "run", dims, args.seq_len, args.widths)
+        run_dir = args.run or make_run(tmp / "run", dims, args.seq_len, args.widths, args.context)
         shipped = archive_for(run_dir, tmp / "shipped", config, {})
         with zipfile.ZipFile(shipped) as z:
             z.extractall(tmp / "unpacked")
@@ -337,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
                     assert server.token is not None
                     warm = [features[i % len(features)] for i in range(args.warmup)] + raw[:2]
                     load_phase(host, port, server.token, warm, args.clients, 300)
+                    if args.context:
+                        run["context"] = context_phase(host, port, server.token, lone, args.context)
+                        print(f"context, {args.context} turn states vs none, lone requests: p50 "
+                              f"{run['context']['with_states']['p50_ms']} / {run['context']['alone']['p50_ms']} ms "
+                              f"= {run['context']['latency_ratio']} (target <= 1.2)", flush=True)
                     run["endpoint_features_1client"], run["in_process_features_lone"] = lone_phase(
                         host, port, server.token, predictor.predict_many, lone)
                     print("lone, endpoint:", run["endpoint_features_1client"], "\nlone, in-process:",
