@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -246,6 +247,25 @@ def finetune_text_encoder(
     history: list[dict[str, Any]] = []
     best_loss = math.inf
     started = time.perf_counter()
+
+    def record(finished: bool) -> None:
+        """finetune.json beside the weights, after every epoch: a stopped run leaves a usable, described model."""
+        summary = {
+            "base_model": source.identity,
+            "fallback": source.fallback,
+            "labels": labels,
+            "best_val_loss": best_loss,
+            "class_weights": config.finetune_class_weights,
+            "train_rows": len(y_train),
+            "dev_rows": len(y_val),
+            "seconds": round(time.perf_counter() - started, 1),
+            "finished": finished,
+            "history": history,
+        }
+        tmp = out_dir / (FINETUNE_RECORD + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, out_dir / FINETUNE_RECORD)
+
     for repeat in range(config.finetune_repeats):
         torch.manual_seed(config.seed + repeat)
         model = source.load(AutoModelForSequenceClassification.from_pretrained, num_labels=len(labels))
@@ -287,24 +307,14 @@ def finetune_text_encoder(
                     best_loss = val_loss
                     model.save_pretrained(out_dir)
                     tokenizer.save_pretrained(out_dir)
+                    record(finished=False)
             else:
                 stale += 1
                 if stale >= config.finetune_patience:
                     break
             if step >= total_steps:
                 break
-    summary = {
-        "base_model": source.identity,
-        "fallback": source.fallback,
-        "labels": labels,
-        "best_val_loss": best_loss,
-        "class_weights": config.finetune_class_weights,
-        "train_rows": len(y_train),
-        "dev_rows": len(y_val),
-        "seconds": round(time.perf_counter() - started, 1),
-        "history": history,
-    }
-    (out_dir / FINETUNE_RECORD).write_text(json.dumps(summary, indent=2))
+    record(finished=True)
     return out_dir
 
 
