@@ -55,6 +55,14 @@ def config(context: str = "gru", direction: str = "causal", k: int = 3) -> Model
                        context_direction=direction)
 
 
+def context_model(name: str, fs: FeatureSet, cfg: ModelConfig) -> torch.nn.Module:
+    """An untrained context model whose context head is not at its zero start (so the context shows)."""
+    torch.manual_seed(0)
+    model = build_model(name, fs.dims, 3, cfg).eval()
+    torch.nn.init.normal_(model.head[-1].weight)
+    return model
+
+
 def test_windows_follow_the_dialogue_order_and_never_leave_the_dialogue() -> None:
     fs = dialogue_features()
     windows = context_windows(fs, k=2, direction="bidirectional")
@@ -89,16 +97,14 @@ def test_the_order_key_travels_through_the_features_file(tmp_path: Path) -> None
 def test_a_causal_model_never_looks_ahead(kind: str, name: str) -> None:
     """Appending later utterances (here: every dialogue's last turn) never changes an earlier prediction."""
     fs = dialogue_features()
-    torch.manual_seed(0)
-    model = build_model(name, fs.dims, 3, config(kind)).eval()
+    model = context_model(name, fs, config(kind))
     full, _ = predict(model, TensorData.from_features(fs, config(kind)), 5, CPU)
     last = {g: max(o for o, h in zip(fs.order, fs.group, strict=True) if h == g) for g in set(fs.group)}
     keep = np.array([o < last[g] for o, g in zip(fs.order, fs.group, strict=True)])
     shorter, _ = predict(model, TensorData.from_features(fs.subset(np.flatnonzero(keep)), config(kind)), 5, CPU)
     torch.testing.assert_close(shorter, full[keep], rtol=1e-5, atol=1e-6)
     # ... while a bidirectional model does read the following turns (so the check above can fail)
-    torch.manual_seed(0)
-    both = build_model(name, fs.dims, 3, config(kind, "bidirectional")).eval()
+    both = context_model(name, fs, config(kind, "bidirectional"))
     full, _ = predict(both, TensorData.from_features(fs, config(kind, "bidirectional")), 5, CPU)
     shorter, _ = predict(both, TensorData.from_features(fs.subset(np.flatnonzero(keep)),
                                                         config(kind, "bidirectional")), 5, CPU)
@@ -122,6 +128,18 @@ def test_the_context_of_a_fold_never_reaches_its_test_dialogues() -> None:
                     assert set(groups[window[b][window[b] >= 0].numpy()]) == {groups[b]}
 
 
+def test_a_new_context_model_starts_as_its_context_free_base() -> None:
+    """The context head's last layer starts at zero: before training, context changes no logit."""
+    fs = dialogue_features()
+    cfg = config("gru")
+    torch.manual_seed(0)
+    model = build_model("hjcag", fs.dims, 3, cfg).eval()
+    data = TensorData.from_features(fs, cfg)
+    with_context, _ = predict(model, data, 5, CPU)
+    alone, _ = predict(model.base, TensorData.from_features(fs), 5, CPU)
+    torch.testing.assert_close(with_context, alone)
+
+
 def test_context_none_is_the_paper_model_with_the_same_batches() -> None:
     fs = dialogue_features()
     none = config("none")
@@ -138,8 +156,7 @@ def test_states_from_outside_the_batch_give_the_same_prediction() -> None:
     """Serving sends the previous turns' fused vectors (states) instead of the turns: same logits."""
     fs = dialogue_features()
     cfg = config("transformer")
-    torch.manual_seed(0)
-    model = build_model("hjcag", fs.dims, 3, cfg).eval()
+    model = context_model("hjcag", fs, cfg)
     data = TensorData.from_features(fs, cfg)
     full, _ = predict(model, data, 100, CPU)
     dialogue = data.windows.dialogues[0]
