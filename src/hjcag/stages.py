@@ -55,29 +55,33 @@ def prepare(kind: str, source: str | Path, out: str | Path, params: Params, moda
 
 
 def validate(manifest: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
-             policy: str | None = None, progress: bool = True) -> ValidationResult:
+             policy: str | None = None, progress: bool = True, data_root: str | Path | None = None,
+             docs: str | Path | None = None) -> ValidationResult:
     """Great Expectations checks of a manifest and its media, before any compute; raises when they fail (policy
-    ``fail``) so nothing downstream runs. `policy` overrides ``validation.policy``."""
+    ``fail``) so nothing downstream runs. `policy` overrides ``validation.policy``; media paths resolve against
+    `data_root`, else the root the manifest records; `docs`: the Data Docs' folder (default ``out/data_docs``)."""
     from hjcag.validate.manifest_check import validate_manifest
 
     cfg = params.validation
     return validate_manifest(manifest, params.labels, modalities, policy or cfg.policy, out, cfg.folds_column,
-                             media=cfg.media, progress=progress)
+                             media=cfg.media, media_root=data_root or None, docs_dir=docs, progress=progress)
 
 
 def features(manifest: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
-             cache: str | None = None) -> Path:
+             cache: str | None = None, data_root: str | Path | None = None) -> Path:
     """RoBERTa / openSMILE / ResNet-50 features of a (validated) manifest -> `out` (.npz) + its meta and run records.
-    Media paths resolve against the manifest's folder. `cache`: None or "" = ``features.cache_dir``, "none" = off,
-    else a directory."""
+    Media paths resolve against `data_root`, else the root the manifest records, else its folder. `cache`: None or
+    "" = ``features.cache_dir``, "none" = off, else a directory."""
     from hjcag.data.manifest import read_manifest_file
+    from hjcag.data.media_root import resolve_data_root
     from hjcag.features.extract import extract_features
 
     config = params.features
     if cache:
         config = config.replace(cache_dir=None if cache == "none" else cache)
     manifest = Path(manifest)
-    return extract_features(read_manifest_file(manifest), config, modalities, out, media_root=manifest.parent)
+    return extract_features(read_manifest_file(manifest), config, modalities, out,
+                            media_root=resolve_data_root(manifest, data_root))
 
 
 def standin_features(data_dir: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
@@ -99,11 +103,13 @@ def standin_features(data_dir: str | Path, out: str | Path, params: Params, moda
     return save_features(out, fs)
 
 
-def validate_features(features: str | Path, out: str | Path, dims: dict[str, int] | None = None) -> ValidationResult:
-    """Great Expectations checks of a features file; widths from `dims`, else from its meta record."""
+def validate_features(features: str | Path, out: str | Path, dims: dict[str, int] | None = None,
+                      docs: str | Path | None = None) -> ValidationResult:
+    """Great Expectations checks of a features file; widths from `dims`, else from its meta record; `docs`: the
+    Data Docs' folder (default ``out/data_docs``)."""
     from hjcag.validate.features_check import validate_features as check
 
-    return check(features, dims if dims is not None else recorded_dims(features), out)
+    return check(features, dims if dims is not None else recorded_dims(features), out, docs_dir=docs)
 
 
 def recorded_dims(features: str | Path) -> dict[str, int]:
@@ -293,16 +299,16 @@ def register(run: str | Path, features: str | Path, params: Params, dvc_lock: st
              experiment: str | None = None, name: str | None = None,
              record: str | Path | None = None) -> RegisteredVersion:
     """Log the run to MLflow, gate it, register it with alias 'candidate'; `record` gets what was registered (the
-    same bytes when the same run is registered again)."""
-    import dataclasses
-
+    same bytes when the same run is registered again, also in another checkout), ``<record>.run.json`` beside it
+    MLflow's ids and the git commit of this registration."""
     from hjcag.registry.register import log_and_register
     from hjcag.registry.tracking import tracking_uri
 
     version = log_and_register(run, params, features, dvc_lock, experiment, name)
     if record is not None:
-        doc = {k: v for k, v in dataclasses.asdict(version).items() if k != "reused"}
-        artifacts.write_json(record, {**doc, "tracking_uri": tracking_uri()})
+        stable, volatile = version.records()
+        artifacts.write_json(record, {**stable, "tracking_uri": tracking_uri()})
+        artifacts.write_json(artifacts.run_record_path(record), volatile)
     return version
 
 

@@ -313,8 +313,10 @@ def extract_features(
         )
 
     features: dict[str, np.ndarray] = {}
+    # only what determines the features: not the cache's folder, which gives the same values wherever it is
     meta: dict[str, Any] = {"utterances": len(manifest), "seq_len": config.seq_len, "group_by": config.group_by,
-                            "cache_dir": None if cache.root is None else str(cache.root), "modalities": {}}
+                            "modalities": {}}
+    log.info("feature cache: %s", "off" if cache.root is None else cache.root)
     run_stats: dict[str, Any] = {}
     failures: list[str] = []
     for m in mods:
