@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from hjcag.cli import main
 from hjcag.data.manifest import read_manifest
 from hjcag.data.media_root import (
     DATA_ROOT_KEY,
@@ -20,10 +21,13 @@ from hjcag.data.media_root import (
     under_root,
 )
 from hjcag.data.prepare import prepare_dataset
-from hjcag.validate.engine import ValidationError
+from hjcag.errors import DataError
+from hjcag.features.extract import extract_features
+from hjcag.params import FeaturesConfig
 from hjcag.validate.manifest_check import validate_manifest
 from media_fixtures import MeldRow, make_meld_tree, write_wav
 
+REPO = Path(__file__).resolve().parents[1]
 LABELS = ["neutral", "joy", "anger"]
 SPLITS = {
     "train": [MeldRow(0, 0, "Hi.", emotion="joy"), MeldRow(0, 1, "What?"), MeldRow(1, 0, "No!", emotion="anger"),
@@ -102,17 +106,25 @@ def test_the_media_are_found_after_the_checkout_moves(checkout: Path, tmp_path: 
 
 
 def test_an_explicit_root_wins_where_the_record_points_nowhere(checkout: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """Kubeflow: the manifest artifact and the raw-data artifact lie elsewhere in every pod."""
     a, pod = checkout, tmp_path / "pod"
     (pod / "manifest").mkdir(parents=True)
     shutil.copy(a / "build/validate/manifest.valid.parquet", pod / "manifest" / "manifest.parquet")
     shutil.copytree(a / "data/MELD", pod / "raw")
     monkeypatch.chdir(pod)
-    with pytest.raises(ValidationError, match="audio_exists"):  # the recorded ../../data/MELD is not here
-        validate_manifest("manifest/manifest.parquet", LABELS, "a", "fail", "out")
-    result = validate_manifest("manifest/manifest.parquet", LABELS, "a", "fail", "out", media_root=pod / "raw")
-    assert result.success and _recorded(pod / "out/manifest.valid.parquet") == str(pod / "raw")
+    args = ["validate", "--manifest", "manifest/manifest.parquet", "--out", "out", "--modalities", "a",
+            "--profile", "generic", "--labels", ",".join(LABELS), "--params", str(REPO / "params.yaml")]
+    assert main(args) == 2  # the recorded ../../data/MELD is not here: one clear line, nothing written
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--data-root" in err and "data/MELD" in err, err
+    assert not (pod / "out/manifest.valid.parquet").exists()
+    assert main([*args, "--data-root", "raw"]) == 0
+    assert _recorded(pod / "out/manifest.valid.parquet") == "../raw"
+    with pytest.raises(DataError, match="--data-root"):  # feature extraction says the same
+        extract_features(read_manifest("manifest/manifest.parquet"), FeaturesConfig(cache_dir=None), "a",
+                         pod / "f.npz", media_root=resolve_data_root("manifest/manifest.parquet"))
 
 
 def test_a_user_manifest_keeps_absolute_paths_outside_its_folder(tmp_path: Path,

@@ -15,10 +15,14 @@ into a cache keep their names.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path, PurePath
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from hjcag.errors import DataError
 
 DATA_ROOT_KEY = b"hjcag.data_root"
 
@@ -83,3 +87,13 @@ def resolve_data_root(manifest: str | Path, given: str | Path | None = None) -> 
     if given is not None and str(given).strip():
         return Path(given)
     return recorded_root(manifest) or Path(manifest).parent
+
+
+def require_root(root: Path | None, paths: Iterable[Any], where: str) -> None:
+    """One clear error, instead of every file missing, when relative media `paths` of `where` are to be read under
+    a `root` that is not a folder here."""
+    if root is None or root.is_dir():
+        return
+    if any(isinstance(p, str) and p.strip() and not Path(p.strip()).is_absolute() for p in paths):
+        raise DataError(f"data root '{root}' of {where} is not a folder here, and the manifest names its media "
+                        "relative to it. Pass --data-root with the dataset's folder (or move the dataset back).")

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from hjcag.artifacts import features_meta_path, features_run_path
 from hjcag.data.features_file import SPLITS, FeatureSet, save_features
 from hjcag.data.manifest import media_span
+from hjcag.data.media_root import require_root
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.cache import FeatureCache, cache_key
 from hjcag.features.media_io import MediaRef
@@ -281,6 +282,9 @@ def extract_features(
     out_path = Path(out_path)
     cache = FeatureCache(config.cache_dir)
     root = None if media_root is None else Path(media_root)
+    for column in ("audio_path", "video_path"):
+        if column in manifest_df.columns and any(m in mods for m in "av"):
+            require_root(root, manifest_df[column].tolist(), "the manifest")
     group_column = GROUP_COLUMNS[config.group_by]
     missing_cols = [c for c in _required_columns(mods, group_column) if c not in manifest_df.columns]
     if missing_cols:

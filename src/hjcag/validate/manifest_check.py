@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from hjcag.artifacts import QUARANTINE_FILE, VALID_MANIFEST_FILE, VALIDATION_FILE, write_json
 from hjcag.data.manifest import ARROW_SCHEMA, MANIFEST_SCHEMA, conform, optional_str, read_manifest_file
-from hjcag.data.media_root import resolve_data_root, with_data_root
+from hjcag.data.media_root import require_root, resolve_data_root, with_data_root
 from hjcag.errors import ConfigError, DataError
 from hjcag.params import VALIDATION_POLICIES, MediaConfig, parse_modalities
 from hjcag.validate import engine
@@ -134,6 +134,9 @@ def validate_manifest(
     frame = prepare_frame(df, folds_column)
     root = Path(media_root) if media_root is not None else base
     written_root = root if root is not None else Path(".")  # what the written manifests record
+    for m in mods:
+        if m in MEDIA_MODALITIES and MEDIA_MODALITIES[m][0] in df.columns:
+            require_root(root, df[MEDIA_MODALITIES[m][0]].tolist(), f"manifest '{source}'")
     media_frame = check_media(frame, mods, media_cfg, root, progress)
     frame = pd.concat([frame, media_frame], axis=1)
     uses_media = any(m in MEDIA_MODALITIES for m in mods)
