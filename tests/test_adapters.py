@@ -19,6 +19,7 @@ from hjcag.data.manifest import (
     read_manifest,
     write_manifest,
 )
+from hjcag.data.media_root import media_path, resolve_data_root
 from hjcag.data.meld import decode_csv_bytes, read_meld_csv, repair_text
 from hjcag.data.prepare import prepare_dataset
 from hjcag.errors import ConfigError, DataError, HjcagError
@@ -71,10 +72,12 @@ def test_meld_builds_normalised_manifest_with_real_clips(tmp_path: Path) -> None
         "train_dia0", "train", "neutral", "Monica", "meld"
     )
     assert row.session is None and math.isnan(row.start_s) and math.isnan(row.end_s)
-    assert Path(row.video_path).name == "dia0_utt1.mp4" and Path(row.video_path).parent.name == "train_splits"
+    assert row.video_path == "train_splits/dia0_utt1.mp4"  # relative to the data root, the source folder
     assert row.audio_path == row.video_path  # MELD's audio is the clip's own track
-    assert Path(df.loc["test_dia0_utt0"].video_path).parent.name == "output_repeated_splits_test"
-    with av.open(row.video_path) as clip:  # a real, decodable clip
+    assert df.loc["test_dia0_utt0"].video_path == "output_repeated_splits_test/dia0_utt0.mp4"
+    root = resolve_data_root(tmp_path / "out" / "manifest.parquet")
+    assert root.resolve() == src.resolve() and report.data_root == str(src)
+    with av.open(media_path(row.video_path, root)) as clip:  # a real, decodable clip
         assert clip.streams.video and clip.streams.audio
 
     assert report.rows_read == report.rows_written == 5
@@ -245,15 +248,18 @@ def test_iemocap_builds_manifest_and_drops_other_labels(tmp_path: Path) -> None:
         "Ses01F_impro01", "Session1", "Ses01F", "Yeah.", None
     )
     assert (row.start_s, row.end_s) == pytest.approx((0.80, 1.10))
-    assert row.video_path == str((src / "Session1/dialog/avi/DivX/Ses01F_impro01.avi").resolve())
-    assert row.audio_path == str((src / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F001.wav").resolve())
+    # relative to the source given (tmp_path, which holds IEMOCAP_full_release)
+    assert row.video_path == "IEMOCAP_full_release/Session1/dialog/avi/DivX/Ses01F_impro01.avi"
+    assert row.audio_path == "IEMOCAP_full_release/Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F001.wav"
+    root = resolve_data_root(tmp_path / "out" / "manifest.parquet")
+    assert (root / row.video_path).resolve() == (src / "Session1/dialog/avi/DivX/Ses01F_impro01.avi").resolve()
     assert df.loc["Ses02M_impro03_M000"].speaker == "Ses02M"
     # the span cuts the dialog video; the per-turn wav is used whole
     assert media_span(row, "video") == pytest.approx((0.80, 1.10))
     assert media_span(row, "audio") == (None, None)
-    with av.open(row.audio_path) as wav:
+    with av.open(media_path(row.audio_path, root)) as wav:
         assert wav.streams.audio[0].sample_rate == 16_000
-    with av.open(row.video_path) as avi:
+    with av.open(media_path(row.video_path, root)) as avi:
         assert avi.duration / 1e6 >= row.end_s  # the span lies inside the dialog video
 
 
@@ -314,8 +320,9 @@ def test_generic_csv_resolves_relative_paths_and_fills_optional_columns(tmp_path
     )
     report = prepare_dataset("manifest", tmp_path, tmp_path / "out", "t,a", progress=False)
     df = _manifest(tmp_path / "out")
-    assert df.loc["u1"].audio_path == str((tmp_path / "media" / "u1.wav").resolve())
-    assert df.loc["u1"].video_path == str((tmp_path / "media" / "u1.mp4").resolve())  # exists: kept
+    assert df.loc["u1"].audio_path == "media/u1.wav"  # relative to the manifest's folder, the data root
+    assert df.loc["u1"].video_path == "media/u1.mp4"  # exists: kept
+    assert df.loc["u2"].audio_path == "media/u2.wav"  # written absolute, but inside the data root
     assert df.loc["u2"].video_path is None
     assert df.loc["u1"].dialogue_id == "u1" and df.loc["u1"].dataset == "custom"
     assert df.loc["u1"].split is None and math.isnan(df.loc["u1"].start_s)
@@ -346,7 +353,7 @@ def test_generic_manifest_errors_point_at_the_row(tmp_path: Path) -> None:
         prepare_dataset("manifest", path, tmp_path / "out", "t,a", progress=False)
     # audio only: no text column needed; the missing wav is reported, not fatal
     report = prepare_dataset("manifest", path, tmp_path / "out", "a", progress=False)
-    assert report.missing_media[0]["path"] == str((tmp_path / "a.wav").resolve())
+    assert report.missing_media[0]["path"] == "a.wav"  # as the manifest names it, relative to the data root
 
     path.write_text("utterance_id,label,text,split\nu1,neu,hi,train\nu2,neu,ho,holdout\n")
     with pytest.raises(DataError, match=r"m\.csv:3: split 'holdout' is not one of train, dev, test"):

@@ -1,7 +1,8 @@
 """The real dvc.yaml under a real `dvc repro`, on tiny demo data in a scratch git repository.
 
 One full reproduction (every stage, real extractors, MLflow in a scratch SQLite store) is shared by the tests;
-each test leaves the repository as it found it.
+each test leaves the repository as it found it. One more, in a clone elsewhere, checks that dvc.lock does not
+depend on the folder.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Project:
     root: Path
     env: dict[str, str]
     first_log: str
+    first_lock: str = ""
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(list(args), cwd=self.root, env=self.env, text=True, capture_output=True, timeout=600)
@@ -53,7 +55,7 @@ class Project:
     def registered_versions(self) -> list[str]:
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=self.env["MLFLOW_TRACKING_URI"])
+        client = MlflowClient(tracking_uri=f"sqlite:///{self.root / 'mlruns.db'}")
         return sorted(str(v.version) for v in client.search_model_versions("name='hjcag-demo'"))
 
 
@@ -77,7 +79,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns.db'}",
+        "MLFLOW_TRACKING_URI": "sqlite:///mlruns.db",  # the default: beside dvc.yaml, wherever the checkout is
         "HF_HUB_OFFLINE": "1",
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
         "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
@@ -90,6 +92,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     proj.run("git", "add", "-A")
     proj.run("git", "commit", "-qm", "scratch project")
     proj.first_log = proj.dvc("repro").stdout
+    proj.first_lock = (root / "dvc.lock").read_text()
     yield proj
 
 
@@ -129,11 +132,36 @@ def test_a_second_repro_runs_nothing(project: Project) -> None:
 
 
 def test_redoing_validation_and_extraction_retrains_nothing(project: Project) -> None:
-    """Reports carry timestamps (Data Docs) and timings (features.run.json); what later stages read does not."""
+    """Data Docs (timestamps) and features.run.json (timings) are not tracked: the outputs come back identical."""
+    lock = (project.root / "dvc.lock").read_text()
     for stage in ("validate", "features"):
         assert ran_stages(project.dvc("repro", "--force", "--single-item", stage).stdout) == [stage]
     assert ran_stages(project.dvc("repro").stdout) == []
     assert json.loads(project.dvc("status", "--json").stdout) == {}
+    assert (project.root / "dvc.lock").read_text() == lock
+    assert (project.root / "build/data-docs/validate/index.html").is_file()
+    assert (project.root / "build/features/features.run.json").is_file()
+
+
+def test_a_clone_in_another_folder_reproduces_the_same_lock(project: Project, tmp_path: Path) -> None:
+    """The issue's "done when": a fresh clone (here: with the first run's dvc.lock committed) in another folder
+    runs every stage, and afterwards neither git nor DVC sees a change. The feature cache comes along (it is keyed
+    by content, not by path), so only extraction itself is not repeated."""
+    clone = Project(tmp_path / "somewhere" / "else", project.env, "")
+    clone.root.parent.mkdir(parents=True)
+    project.run("git", "clone", "-q", str(project.root), str(clone.root))
+    (clone.root / "dvc.lock").write_text(project.first_lock)
+    clone.run("git", "add", "dvc.lock")
+    clone.run("git", "commit", "-qm", "the first run's lock")
+    shutil.copytree(project.root / ".cache", clone.root / ".cache")
+
+    assert ran_stages(clone.dvc("repro").stdout) == STAGES
+    assert (clone.root / "dvc.lock").read_text() == project.first_lock
+    assert clone.run("git", "status", "--porcelain", "--untracked-files=no").stdout == ""
+    assert json.loads(clone.dvc("status", "--json").stdout) == {}
+    record = json.loads((clone.root / "build/register/registered.json").read_text())
+    mlflow_ids = json.loads((clone.root / "build/register/registered.run.json").read_text())
+    assert record["tracking_uri"] == "sqlite:///mlruns.db" and mlflow_ids["run_id"]  # the ids stay beside it
 
 
 def test_a_parameter_reruns_only_the_stages_that_read_it(project: Project) -> None:

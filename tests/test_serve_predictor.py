@@ -27,6 +27,7 @@ from hjcag.device import torch_threads
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.serve.package import package_model, read_archive_record
 from hjcag.serve.predictor import Predictor
+from hjcag.serve.reproducible import MANIFEST_ENTRY, normalise_archive
 from hjcag.serve.request import RequestError
 
 
@@ -392,6 +393,40 @@ def test_package_from_a_registry_alias(run_dir: Path, tmp_path: Path) -> None:
     record = read_archive_record(mar)
     assert record["model"] == "hjcag-demo" and record["version"] == "1" and record["registered_version"] == "1"
     assert record["source"] == "models:/hjcag-demo@champion"
+    again = package_model("models:/hjcag-demo@champion", tmp_path / "elsewhere" / "store",
+                          features_config=sf.features_config(), tracking_uri=uri)
+    assert read_archive_record(again) == record  # the same model, the same bytes, in another folder
+
+
+def _zip(path: Path, entries: list[tuple[str, bytes, tuple[int, ...]]]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data, when in entries:
+            z.writestr(zipfile.ZipInfo(name, date_time=when), data)  # type: ignore[arg-type]
+    return path
+
+
+def test_an_archive_is_normalised_to_its_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What torch-model-archiver varies from build to build: entry times and order, MANIFEST's createdOn."""
+    def manifest(created: str) -> bytes:
+        return json.dumps({"createdOn": created, "model": {"modelName": "hjcag"}}).encode()
+
+    a = _zip(tmp_path / "a.mar", [("model.safetensors", b"w" * 100, (2026, 1, 2, 3, 4, 6)),
+                                  ("hjcag/x.py", b"x = 1\n", (2026, 1, 2, 3, 4, 6)),
+                                  (MANIFEST_ENTRY, manifest("02/01/2026 03:04:06"), (2026, 1, 2, 3, 4, 6))])
+    b = _zip(tmp_path / "b.mar", [(MANIFEST_ENTRY, manifest("02/12/2026 11:49:04"), (2026, 12, 2, 11, 49, 4)),
+                                  ("hjcag/x.py", b"x = 1\n", (2026, 12, 2, 11, 49, 2)),
+                                  ("model.safetensors", b"w" * 100, (2026, 12, 2, 11, 49, 0))])
+    assert a.read_bytes() != b.read_bytes()
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    assert normalise_archive(a).read_bytes() == normalise_archive(b).read_bytes()
+    with zipfile.ZipFile(a) as z:
+        assert z.namelist() == sorted(z.namelist()) and {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert json.loads(z.read(MANIFEST_ENTRY))["createdOn"] == "01/01/1980 00:00:00"
+        assert z.read("model.safetensors") == b"w" * 100
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767323045")  # 2026-01-02 03:04:05 UTC
+    with zipfile.ZipFile(normalise_archive(a)) as z:
+        assert json.loads(z.read(MANIFEST_ENTRY))["createdOn"] == "02/01/2026 03:04:05"
+        assert {i.date_time for i in z.infolist()} == {(2026, 1, 2, 3, 4, 4)}  # zip times are even seconds
 
 
 def test_package_takes_the_extractor_config_from_params_under_the_runs_profile(run_dir: Path, tmp_path: Path) -> None:

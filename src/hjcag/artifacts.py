@@ -1,11 +1,12 @@
 """The on-disk layout every stage agrees on, in one place: file names, atomic JSON, digests, trained models.
 
     prepare      <out>/manifest.parquet, prepare_report.json
-    validate     <out>/manifest.valid.parquet, quarantine.parquet, validation.json, data_docs/
+    validate     <out>/manifest.valid.parquet, quarantine.parquet, validation.json, data_docs/ (or --docs DIR)
     features     <dir>/features.npz, features.meta.json (what determines the features), features.run.json
     train        run directory: run.json, folds.json, model_config.json, metrics.json, report.md and per fold
                  fold_K/model.safetensors, history.json, predictions.csv, result.json (last: the fold is done)
     gate         gate.json
+    register     the record (registered.json: name, version, hashes), registered.run.json (MLflow ids, git commit)
     serving      bundle (the root of the .mar): serving.json, model_config.json, model.safetensors,
                  index_to_name.json, features.json, media.json
 
@@ -72,8 +73,15 @@ def features_meta_path(features: str | Path) -> Path:
 
 def features_run_path(features: str | Path) -> Path:
     """``<stem>.run.json`` beside a features file: how one extraction went (counts, cache hits, seconds)."""
-    features = Path(features)
-    return features.with_name(features.stem + ".run.json")
+    return run_record_path(features)
+
+
+def run_record_path(output: str | Path) -> Path:
+    """``<stem>.run.json`` beside an output: what differs from one run to the next (timings, generated ids),
+    kept out of the output so that it holds the same bytes whenever its inputs are the same (``dvc.lock`` then
+    differs only where the inputs do). Pipelines track the output, not this record."""
+    output = Path(output)
+    return output.with_name(output.stem + ".run.json")
 
 
 def unit_name(fold: int, seed: int | None = None) -> str:

@@ -39,6 +39,16 @@ def _add_params_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=None, help="dataset profile in params.yaml (default: the file's `profile:`)")
 
 
+def _add_data_root_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None, help="the folder the manifest's relative media paths are under "
+                   "(default: the one `hjcag prepare` recorded in it, else the manifest's folder)")
+
+
+def _add_docs_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--docs", default=None, help="directory for the Great Expectations Data Docs (default: "
+                   "OUT/data_docs; they carry timestamps, so keep them out of a DVC-tracked OUT)")
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     out = stages.demo_data(args.out, size=args.size, seed=args.seed, context_cue=args.context_cue)
     print(f"synthetic MELD-layout demo dataset written to {out}")
@@ -57,7 +67,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    path = stages.features(args.manifest, args.out, _params(args), args.modalities, cache=args.cache)
+    path = stages.features(args.manifest, args.out, _params(args), args.modalities, cache=args.cache,
+                           data_root=args.data_root)
     print(f"features written to {path} (extraction record: {artifacts.features_meta_path(path)})")
     return 0
 
@@ -114,12 +125,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    print(stages.validate(args.manifest, args.out, _params(args), args.modalities, args.policy).summary())
+    print(stages.validate(args.manifest, args.out, _params(args), args.modalities, args.policy,
+                          data_root=args.data_root, docs=args.docs).summary())
     return 0
 
 
 def cmd_validate_features(args: argparse.Namespace) -> int:
-    print(stages.validate_features(args.features, args.out, _parse_dims(args.dims) if args.dims else None).summary())
+    print(stages.validate_features(args.features, args.out, _parse_dims(args.dims) if args.dims else None,
+                                   docs=args.docs).summary())
     return 0
 
 
@@ -244,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="features .npz to write")
     p.add_argument("--modalities", default="t,a,v")
     p.add_argument("--cache", default=None, help="feature cache directory, or 'none' (default: params)")
+    _add_data_root_option(p)
     _add_params_options(p)
     p.set_defaults(func=cmd_features)
 
@@ -257,9 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="Great Expectations checks of a manifest and its media (before any compute)")
     p.add_argument("--manifest", required=True, help="manifest.parquet from `hjcag prepare` (or CSV/JSONL)")
-    p.add_argument("--out", required=True, help="directory for validation.json, data_docs/, manifest.valid.parquet")
+    p.add_argument("--out", required=True, help="directory for validation.json, manifest.valid.parquet (and "
+                   "quarantine.parquet)")
     p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not checked")
     p.add_argument("--policy", choices=["fail", "quarantine"], default=None, help="default: params validation.policy")
+    _add_docs_option(p)
+    _add_data_root_option(p)
     _add_params_options(p)
     _add_labels_option(p)
     p.set_defaults(func=cmd_validate)
@@ -268,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--dims", default=None, help="expected widths, e.g. t=1024,a=1582,v=2048 (default: .meta.json)")
+    _add_docs_option(p)
     p.set_defaults(func=cmd_validate_features)
 
     p = sub.add_parser("train", help="five-fold (or holdout) training and evaluation on a features file")

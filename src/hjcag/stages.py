@@ -56,23 +56,26 @@ def prepare(kind: str, source: str | Path, out: str | Path, params: Params, moda
 
 
 def validate(manifest: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
-             policy: str | None = None, progress: bool = True) -> ValidationResult:
+             policy: str | None = None, progress: bool = True, data_root: str | Path | None = None,
+             docs: str | Path | None = None) -> ValidationResult:
     """Great Expectations checks of a manifest and its media, before any compute; raises when they fail (policy
-    ``fail``) so nothing downstream runs. `policy` overrides ``validation.policy``."""
+    ``fail``) so nothing downstream runs. `policy` overrides ``validation.policy``; media paths resolve against
+    `data_root`, else the root the manifest records; `docs`: the Data Docs' folder (default ``out/data_docs``)."""
     from hjcag.validate.manifest_check import validate_manifest
 
     cfg = params.validation
     return validate_manifest(manifest, params.labels, modalities, policy or cfg.policy, artifacts.writable_dir(out),
-                             cfg.folds_column,
-                             media=cfg.media, progress=progress)
+                             cfg.folds_column, media=cfg.media, media_root=data_root or None, docs_dir=docs,
+                             progress=progress)
 
 
 def features(manifest: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
-             cache: str | None = None) -> Path:
+             cache: str | None = None, data_root: str | Path | None = None) -> Path:
     """RoBERTa / openSMILE / ResNet-50 features of a (validated) manifest -> `out` (.npz) + its meta and run records.
-    Media paths resolve against the manifest's folder. `cache`: None or "" = ``features.cache_dir``, "none" = off,
-    else a directory."""
+    Media paths resolve against `data_root`, else the root the manifest records, else its folder. `cache`: None or
+    "" = ``features.cache_dir``, "none" = off, else a directory."""
     from hjcag.data.manifest import read_manifest_file
+    from hjcag.data.media_root import resolve_data_root
     from hjcag.features.extract import extract_features
 
     config = params.features
@@ -82,7 +85,8 @@ def features(manifest: str | Path, out: str | Path, params: Params, modalities: 
     if config.cache_dir is not None:
         artifacts.writable_dir(config.cache_dir, "--cache (features.cache_dir), or --cache none")
     manifest = Path(manifest)
-    return extract_features(read_manifest_file(manifest), config, modalities, out, media_root=manifest.parent)
+    return extract_features(read_manifest_file(manifest), config, modalities, out,
+                            media_root=resolve_data_root(manifest, data_root))
 
 
 def standin_features(data_dir: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
@@ -105,11 +109,14 @@ def standin_features(data_dir: str | Path, out: str | Path, params: Params, moda
     return save_features(out, fs)
 
 
-def validate_features(features: str | Path, out: str | Path, dims: dict[str, int] | None = None) -> ValidationResult:
-    """Great Expectations checks of a features file; widths from `dims`, else from its meta record."""
+def validate_features(features: str | Path, out: str | Path, dims: dict[str, int] | None = None,
+                      docs: str | Path | None = None) -> ValidationResult:
+    """Great Expectations checks of a features file; widths from `dims`, else from its meta record; `docs`: the
+    Data Docs' folder (default ``out/data_docs``)."""
     from hjcag.validate.features_check import validate_features as check
 
-    return check(features, dims if dims is not None else recorded_dims(features), artifacts.writable_dir(out))
+    return check(features, dims if dims is not None else recorded_dims(features), artifacts.writable_dir(out),
+                 docs_dir=docs)
 
 
 def recorded_dims(features: str | Path) -> dict[str, int]:
@@ -304,9 +311,8 @@ def register(run: str | Path, features: str | Path, params: Params, dvc_lock: st
              experiment: str | None = None, name: str | None = None,
              record: str | Path | None = None) -> RegisteredVersion:
     """Log the run to MLflow, gate it, register it with alias 'candidate'; `record` gets what was registered (the
-    same bytes when the same run is registered again)."""
-    import dataclasses
-
+    same bytes when the same run is registered again, also in another checkout), ``<record>.run.json`` beside it
+    MLflow's ids and the git commit of this registration."""
     from hjcag.registry.register import log_and_register
     from hjcag.registry.tracking import tracking_uri
 
@@ -314,8 +320,9 @@ def register(run: str | Path, features: str | Path, params: Params, dvc_lock: st
         artifacts.writable_file(record, "--record")
     version = log_and_register(run, params, features, dvc_lock, experiment, name)
     if record is not None:
-        doc = {k: v for k, v in dataclasses.asdict(version).items() if k != "reused"}
-        artifacts.write_json(record, {**doc, "tracking_uri": tracking_uri()})
+        stable, volatile = version.records()
+        artifacts.write_json(record, {**stable, "tracking_uri": tracking_uri()})
+        artifacts.write_json(artifacts.run_record_path(record), volatile)
     return version
 
 

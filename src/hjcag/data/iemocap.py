@@ -11,6 +11,7 @@ Only the paper's six classes are kept; turns with other labels (xxx, oth, sur, f
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,7 +103,7 @@ def read_iemocap(
         if not emo_files:
             warnings.append(f"{session}: no EmoEvaluation/*.txt under {emo_dir}; session skipped.")
             continue
-        session_dir = session_dir.resolve()
+        session_dir = Path(os.path.abspath(session_dir))  # lexical, as the data root is compared (media_root)
         for emo_path in emo_files:
             dialog = emo_path.stem
             sources.append(str(emo_path))

@@ -6,7 +6,8 @@ dataset's own layout. The schema lives here and only here (`MANIFEST_SCHEMA`); v
 Conventions
 - String columns hold Python ``str`` or ``None`` (object dtype, as pandas reads parquet strings); float columns are
   float64 with NaN for null. Use :func:`media_span` / :func:`optional_str` rather than testing truthiness.
-- Media paths are absolute (resolved when the manifest is built), so the parquet can be read from anywhere.
+- Media paths are relative to the manifest's data root, recorded in the parquet (absolute for files outside
+  it), so a manifest holds the same bytes in every checkout; :mod:`hjcag.data.media_root` resolves them.
 - ``start_s``/``end_s`` locate the utterance inside ``video_path``, and inside ``audio_path`` only when the audio
   comes from that same file (or there is no video). A separate audio file (IEMOCAP's per-turn wav) is already cut
   and is used whole. :func:`media_span` encodes this rule; extractors should call it.
@@ -29,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hjcag.data.media_root import with_data_root
 from hjcag.errors import DataError
 
 # column -> "string" | "float64". Order is the column order of every manifest written.
@@ -122,11 +124,14 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write the manifest as parquet (atomically: a crash never leaves a half-written file)."""
+def write_manifest(df: pd.DataFrame, path: str | Path, data_root: str | Path | None = None) -> Path:
+    """Write the manifest as parquet (atomically: a crash never leaves a half-written file), recording
+    `data_root`, the folder its relative media paths are under (:mod:`hjcag.data.media_root`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(conform(df), schema=ARROW_SCHEMA, preserve_index=False)
+    if data_root is not None:
+        table = with_data_root(table, data_root, path)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
@@ -240,13 +245,13 @@ def _resolve(base: Path, value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
     p = Path(value.strip()).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
+    return str(p if p.is_absolute() else os.path.normpath(base / p))  # lexical: a symlinked clip keeps its name
 
 
 def read_generic_manifest(source: Path, modalities: Sequence[str]) -> AdapterResult:
     """A user's CSV/JSONL with the normalised columns. Required: utterance_id and label; text with modality t,
     audio_path with a, video_path with v. Missing dialogue_id = each utterance is its own group. Relative media
-    paths are resolved against the manifest's directory."""
+    paths are resolved against the manifest's directory (`hjcag prepare` then stores them relative to it)."""
     path = find_manifest_file(Path(source))
     records = _read_table_records(path)
     columns: set[str] = set()
@@ -266,7 +271,7 @@ def read_generic_manifest(source: Path, modalities: Sequence[str]) -> AdapterRes
         warnings.append(f"{path.name}: ignored unknown column(s) {extra}.")
     if "dialogue_id" not in columns:
         warnings.append(f"{path.name}: no dialogue_id column; each utterance is its own group.")
-    base = path.parent.resolve()
+    base = Path(os.path.abspath(path.parent))
     rows: list[dict[str, Any]] = []
     for line, rec in records:
         where = f"{path}:{line}"

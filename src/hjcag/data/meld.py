@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -231,7 +232,7 @@ def read_meld(source: str | Path, modalities: Sequence[str]) -> AdapterResult:
             if needs_media:
                 warnings.append(f"MELD clip folder '{CLIP_DIRS[split]}' not found near {csv_path}; "
                                 f"its clips are reported missing. Unpack the {split} archive next to the CSV.")
-        clip_dir = clip_dir.resolve()
+        clip_dir = Path(os.path.abspath(clip_dir))  # lexical, as the data root is compared (media_root)
         for r in read_meld_csv(csv_path):
             clip = str(clip_dir / r.clip_name)
             rows.append({

@@ -5,6 +5,8 @@ duplicate ids (later copies dropped, so utterance_id stays unique), empty text a
 (kept, flagged as issues for the validation stage to judge), and media files. Media of a modality that was not
 chosen are not required: a missing one is simply nulled. Media of a chosen modality that are missing stay in the
 manifest with their path and are listed in the report; deciding what to do with them is validation's job.
+The manifest stores media paths relative to the dataset's data root and records the root
+(:mod:`hjcag.data.media_root`), so it holds the same bytes whichever folder the dataset and the checkout are in.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from hjcag.data.iemocap import IEMOCAP_LABELS, read_iemocap
 from hjcag.data.manifest import (
     SOURCE_KEY,
     AdapterResult,
+    find_manifest_file,
     manifest_frame,
     read_generic_manifest,
     write_manifest,
 )
+from hjcag.data.media_root import under_root
 from hjcag.data.meld import MELD_LABELS, read_meld
 from hjcag.errors import ConfigError, DataError
 from hjcag.params import DATA_KINDS, parse_modalities
@@ -46,6 +50,7 @@ class PrepareReport:
     labels: list[str] | None
     manifest_path: str
     report_path: str
+    data_root: str = ""  # the folder the manifest's media paths are relative to, as declared
     rows_read: int = 0
     rows_written: int = 0
     label_counts: dict[str, int] = field(default_factory=dict)
@@ -96,6 +101,12 @@ def _adapt(kind: str, source: Path, modalities: tuple[str, ...], labels: Sequenc
     return read_generic_manifest(source, modalities)
 
 
+def data_root_of(kind: str, source: Path) -> Path:
+    """The folder a dataset's media paths are stored relative to: the source folder, or for a manifest file the
+    folder holding it (where its relative paths point from)."""
+    return find_manifest_file(source).parent if kind == "manifest" else source
+
+
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -125,11 +136,12 @@ def prepare_dataset(
     if not source.exists():
         raise DataError(f"source '{source}' does not exist. Pass --source to the downloaded dataset.")
     label_set = tuple(labels) if labels else DEFAULT_LABELS[kind]
+    root = data_root_of(kind, source)
     out.mkdir(parents=True, exist_ok=True)
-    report = PrepareReport(
-        dataset=kind, source=str(source.resolve()), modalities=list(mods),
+    report = PrepareReport(  # paths as declared: relative ones stay relative, so the report is the same anywhere
+        dataset=kind, source=str(source), modalities=list(mods),
         labels=list(label_set) if label_set else None,
-        manifest_path=str(out / MANIFEST_FILE), report_path=str(out / PREPARE_REPORT_FILE),
+        manifest_path=str(out / MANIFEST_FILE), report_path=str(out / PREPARE_REPORT_FILE), data_root=str(root),
     )
 
     result = _adapt(kind, source, mods, label_set)
@@ -167,8 +179,10 @@ def prepare_dataset(
                 report.missing_media.append({"utterance_id": uid, **where, "modality": name, "path": None,
                                              "detail": f"no {col} given"})
             elif not is_file(path):
-                report.missing_media.append({"utterance_id": uid, **where, "modality": name, "path": path,
-                                             "detail": "file not found"})
+                report.missing_media.append({"utterance_id": uid, **where, "modality": name,
+                                             "path": under_root(path, root), "detail": "file not found"})
+            if row.get(col):
+                row[col] = under_root(row[col], root)
         kept.append(row)
 
     report.dropped, report.issues = dropped, issues
@@ -189,6 +203,6 @@ def prepare_dataset(
             f"no utterance left from '{source}' ({report.rows_read} read, dropped: {report.dropped_counts}). "
             f"See {out / PREPARE_REPORT_FILE}; check --dataset and --source."
         )
-    write_manifest(manifest_frame(kept), out / MANIFEST_FILE)
+    write_manifest(manifest_frame(kept), out / MANIFEST_FILE, data_root=root)
     _write_json(out / PREPARE_REPORT_FILE, report.to_dict())
     return report

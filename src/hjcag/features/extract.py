@@ -30,6 +30,7 @@ import pandas as pd
 from hjcag.artifacts import features_meta_path, features_run_path
 from hjcag.data.features_file import SPLITS, FeatureSet, save_features
 from hjcag.data.manifest import media_span
+from hjcag.data.media_root import require_root
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.cache import FeatureCache, cache_key
 from hjcag.features.media_io import MediaRef
@@ -297,6 +298,9 @@ def extract_features(
     out_path = Path(out_path)
     cache = FeatureCache(config.cache_dir)
     root = None if media_root is None else Path(media_root)
+    for column in ("audio_path", "video_path"):
+        if column in manifest_df.columns and any(m in mods for m in "av"):
+            require_root(root, manifest_df[column].tolist(), "the manifest")
     group_column = GROUP_COLUMNS[config.group_by]
     missing_cols = [c for c in _required_columns(mods, group_column) if c not in manifest_df.columns]
     if missing_cols:
@@ -329,8 +333,10 @@ def extract_features(
         )
 
     features: dict[str, np.ndarray] = {}
+    # only what determines the features: not the cache's folder, which gives the same values wherever it is
     meta: dict[str, Any] = {"utterances": len(manifest), "seq_len": config.seq_len, "group_by": config.group_by,
-                            "cache_dir": None if cache.root is None else str(cache.root), "modalities": {}}
+                            "modalities": {}}
+    log.info("feature cache: %s", "off" if cache.root is None else cache.root)
     run_stats: dict[str, Any] = {}
     failures: list[str] = []
     for m in mods:

@@ -47,15 +47,16 @@ def prepare(raw: Input[Dataset], params_yaml: str, profile: str, dataset_kind: s
 
 
 @component
-def validate(manifest: Input[Dataset], params_yaml: str, profile: str, modalities: str,
+def validate(raw: Input[Dataset], manifest: Input[Dataset], params_yaml: str, profile: str, modalities: str,
              validated: Output[Dataset]):
-    """`hjcag validate`: Great Expectations checks of the manifest and its media; a failure stops the run."""
+    """`hjcag validate`: Great Expectations checks of the manifest and its media (under the raw dataset's root,
+    wherever this step finds it); a failure stops the run."""
     from hjcag import artifacts, stages
     from hjcag.pipeline import io
 
     params, _ = io.resolve_params(params_yaml, profile)
     result = stages.validate(f"{manifest.path}/{artifacts.MANIFEST_FILE}", validated.path, params, modalities,
-                             progress=False)
+                             progress=False, data_root=io.raw_root(raw.path, raw.metadata))
     print(result.summary())
     validated.metadata.update({"outcome": result.outcome, "rows": result.rows})
 
@@ -74,7 +75,8 @@ def features(raw: Input[Dataset], validated: Input[Dataset], params_yaml: str, p
     if standin:
         path = stages.standin_features(io.raw_root(raw.path, raw.metadata), out, params, modalities, keep=manifest)
     else:
-        path = stages.features(manifest, out, params, modalities, cache=cache_dir)
+        path = stages.features(manifest, out, params, modalities, cache=cache_dir,
+                               data_root=io.raw_root(raw.path, raw.metadata))
     print(stages.validate_features(path, f"{features.path}/validation").summary())
     features.metadata["standin"] = standin
 

@@ -6,7 +6,10 @@ read and write them like any other folder. Only two things are KFP's own:
     params     every component takes the params.yaml *text* (empty: the one shipped with the code) and a profile,
                so a pipeline run carries its exact hyperparameters
     raw data   either the synthetic demo dataset written into the artifact, or a pointer (``source_dir`` in its
-               metadata) to a dataset on a mounted volume, so gigabytes of media are not copied between steps
+               metadata) to a dataset on a mounted volume, so gigabytes of media are not copied between steps.
+               Manifests name media relative to this root (:mod:`hjcag.data.media_root`), and every step that
+               reads media takes the artifact and passes :func:`raw_root` on as the data root: each pod finds
+               the artifact at a path of its own
 """
 
 from __future__ import annotations

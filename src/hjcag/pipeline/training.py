@@ -50,7 +50,8 @@ def features_tasks(p: dict, source_dir: str, dataset_kind: str, demo_size: str, 
     """raw data -> prepare -> validate -> features: how the training and the tuning pipeline both begin."""
     raw = _with_data(c.raw_data(source_dir=source_dir, demo_size=demo_size, **p))
     manifest = _with_data(c.prepare(raw=raw.outputs["raw"], dataset_kind=dataset_kind, modalities=modalities, **p))
-    validated = _with_data(c.validate(manifest=manifest.outputs["manifest"], modalities=modalities, **p))
+    validated = _with_data(c.validate(raw=raw.outputs["raw"], manifest=manifest.outputs["manifest"],
+                                      modalities=modalities, **p))
     return _on_gpu(_with_data(c.features(raw=raw.outputs["raw"], validated=validated.outputs["validated"],
                                          modalities=modalities, standin=standin, cache_dir=feature_cache, **p)))
 

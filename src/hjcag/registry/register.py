@@ -77,6 +77,17 @@ class RegisteredVersion:
     aliases: tuple[str, ...] = ()
     reused: bool = False  # True when an identical version already existed
 
+    def records(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(what the run, data and params determine: name, version, hashes and scores, the same bytes whenever the
+        same run is registered into a fresh registry; what this registration adds: MLflow's generated ids,
+        aliases and the git commit it happened at), for the record a pipeline tracks and its run record."""
+        volatile_tags = (TAG_GIT_COMMIT, TAG_GIT_DIRTY)
+        stable = {"name": self.name, "version": self.version, "model_uri": self.model_uri,
+                  "tags": {k: v for k, v in sorted(self.tags.items()) if k not in volatile_tags}}
+        run = {"run_id": self.run_id, "source": self.source, "aliases": list(self.aliases),
+               "tags": {k: self.tags[k] for k in volatile_tags if k in self.tags}}
+        return stable, run
+
 
 # ---------------------------------------------------------------- provenance
 

@@ -22,13 +22,13 @@ directory, not a zip on sys.path, so tracebacks show real files and nothing depe
 
 Next to the archive, ``hjcag.mar.json`` records the version, the archive's sha256 (the Kubernetes init container
 checks it through MODEL_SHA256) and the model's provenance. TorchServe's ``load_models=all`` only loads ``.mar``
-files, so the record does not disturb it.
+files, so the record does not disturb it. Archive and record hold no time and no machine's path when packaged from
+the registry (:mod:`hjcag.serve.reproducible`): the same model gives the same bytes in every checkout.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import logging
 import os
@@ -61,6 +61,7 @@ from hjcag.artifacts import (
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.params import MODALITY_NAMES, MediaConfig, load_params
 from hjcag.serve.predictor import Predictor, run_version
+from hjcag.serve.reproducible import normalise_archive
 
 if TYPE_CHECKING:
     from hjcag.params import FeaturesConfig, Params
@@ -346,7 +347,7 @@ def package_model(
         result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         if result.returncode != 0:
             raise HjcagError(f"torch-model-archiver failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    mar = out_dir / f"{MODEL_NAME}.mar"
+    mar = normalise_archive(out_dir / f"{MODEL_NAME}.mar")
     record = {
         "archive": mar.name,
         "sha256": file_digest(mar),
@@ -360,7 +361,6 @@ def package_model(
         "modalities": [MODALITY_NAMES[m] for m in doc["input_dims"]],
         "labels": doc["label_names"],
         "hjcag_version": hjcag.__version__,
-        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     write_json(out_dir / f"{mar.name}.json", record)
     log.info("wrote %s (version %s, sha256 %s)", mar, version, record["sha256"])

@@ -1,9 +1,10 @@
 """The validation engine: run GX expectation suites, read the results back, write the report.
 
 What a run leaves in ``out_dir`` (and nothing anywhere else: GX runs in an ephemeral, in-memory context whose only
-Data Docs site is ``out_dir/data_docs``; usage statistics are off): ``validation.json`` (success, every check with
-its offending rows, the offending rows with their reasons, class counts, the outputs written) and
-``data_docs/index.html``, GX's own Data Docs (its styling loads from CDNs; without network the pages still read).
+Data Docs site is ``out_dir/data_docs`` or the docs folder given; usage statistics are off): ``validation.json``
+(success, every check with its offending rows, the offending rows with their reasons, class counts, the outputs
+written; no timings, so the same data gives the same bytes) and ``data_docs/index.html``, GX's own Data Docs (its
+styling loads from CDNs; without network the pages still read; they carry the run's time).
 """
 
 from __future__ import annotations

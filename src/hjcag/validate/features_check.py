@@ -19,11 +19,13 @@ def validate_features(
     expected_dims: Mapping[str, int] | None,
     out_dir: str | Path,
     *,
+    docs_dir: str | Path | None = None,
     raise_on_failure: bool = True,
 ) -> ValidationResult:
     """Validate an extracted features .npz: widths as `expected_dims` ({'t': 1024, ...}; None = not checked),
     finite values, no all-constant feature column. Raises :class:`ValidationError` (after writing the report) when
-    a check fails and `raise_on_failure`; the features file itself is never modified."""
+    a check fails and `raise_on_failure`; the features file itself is never modified. `docs_dir`: where GX's Data
+    Docs go (default ``out_dir/data_docs``; they carry timestamps)."""
     from hjcag.validate.features_suite import feature_tables, load_arrays, normalise_dims
 
     started = time.perf_counter()
@@ -31,7 +33,7 @@ def validate_features(
     out.mkdir(parents=True, exist_ok=True)
     ids, arrays = load_arrays(npz_path)
     dims = normalise_dims(expected_dims)
-    docs_dir = out / engine.DOCS_DIR
+    docs_dir = Path(docs_dir) if docs_dir is not None else out / engine.DOCS_DIR
     checks = engine.run_gx(feature_tables(ids, arrays, dims), docs_dir)
     offending = engine.offending_rows(checks, ("utterance_id", "modality", "feature_index"))
     failures = engine.table_failures(checks)

@@ -6,7 +6,8 @@ policy ``quarantine``, ``quarantine.parquet`` (the dropped rows, with a ``reason
 the failing rows and continues. Table-level problems (a missing column, a check that cannot run) and a manifest with
 no valid row always raise: dropping rows cannot fix them. Validation never touches the inputs or the outputs of
 other stages; a stale ``manifest.valid.parquet`` / ``quarantine.parquet`` of an earlier run in ``out_dir`` is removed
-first, so a failed run never leaves a previous run's "valid" manifest behind.
+first, so a failed run never leaves a previous run's "valid" manifest behind. Both parquet files record the data
+root their media paths are relative to (:mod:`hjcag.data.media_root`), as the input manifest did.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 
 from hjcag.artifacts import QUARANTINE_FILE, VALID_MANIFEST_FILE, VALIDATION_FILE, write_json
 from hjcag.data.manifest import ARROW_SCHEMA, MANIFEST_SCHEMA, conform, optional_str, read_manifest_file
+from hjcag.data.media_root import require_root, resolve_data_root, with_data_root
 from hjcag.errors import ConfigError, DataError
 from hjcag.params import VALIDATION_POLICIES, MediaConfig, parse_modalities
 from hjcag.validate import engine
@@ -34,12 +36,13 @@ log = logging.getLogger(__name__)
 
 
 def _load_manifest(manifest: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, Path | None]:
-    """(frame, source description, directory relative media paths are resolved against)."""
+    """(frame, source description, the data root relative media paths are under: the recorded one, else the
+    manifest's folder)."""
     if isinstance(manifest, pd.DataFrame):
         return manifest, "<DataFrame>", None
     path = Path(manifest)
     df = read_manifest_file(path)
-    return df, str(path), path.parent.resolve()
+    return df, str(path), resolve_data_root(path)
 
 
 def _coerce(df: pd.DataFrame) -> pd.DataFrame:
@@ -79,9 +82,9 @@ def _arrow_table(df: pd.DataFrame, extra: Mapping[str, Sequence[Any]] | None = N
     return table
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
+def _write_parquet(table: pa.Table, path: Path, data_root: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(with_data_root(table, data_root, path), tmp)
     os.replace(tmp, path)
 
 
@@ -102,14 +105,17 @@ def validate_manifest(
     *,
     media: MediaConfig | None = None,
     media_root: str | Path | None = None,
+    docs_dir: str | Path | None = None,
     progress: bool = False,
 ) -> ValidationResult:
     """Validate a normalised manifest (parquet/CSV/JSONL path or DataFrame) for the chosen `modalities`.
 
     `label_set`: the dataset's labels (empty: the label check is skipped, with a warning). `media`: a
     :class:`~hjcag.validate.media_checks.MediaConfig` (default bounds when None). Relative media paths are
-    resolved against `media_root`, else the manifest file's directory. Raises :class:`ValidationError` as the
-    module docstring describes, after writing the report.
+    resolved against `media_root`, else the data root the manifest records, else the manifest file's directory
+    (a DataFrame's: the working directory). `docs_dir`: where GX's Data Docs go (default ``out_dir/data_docs``;
+    they carry timestamps, so a pipeline that tracks `out_dir` puts them elsewhere). Raises
+    :class:`ValidationError` as the module docstring describes, after writing the report.
     """
     from hjcag.validate.manifest_suite import INDEX_COLUMNS, manifest_expectations, prepare_frame
     from hjcag.validate.media_checks import MEDIA_MODALITIES, check_media
@@ -127,12 +133,16 @@ def validate_manifest(
     df = _coerce(raw)
     frame = prepare_frame(df, folds_column)
     root = Path(media_root) if media_root is not None else base
+    written_root = root if root is not None else Path(".")  # what the written manifests record
+    for m in mods:
+        if m in MEDIA_MODALITIES and MEDIA_MODALITIES[m][0] in df.columns:
+            require_root(root, df[MEDIA_MODALITIES[m][0]].tolist(), f"manifest '{source}'")
     media_frame = check_media(frame, mods, media_cfg, root, progress)
     frame = pd.concat([frame, media_frame], axis=1)
     uses_media = any(m in MEDIA_MODALITIES for m in mods)
     expectations = manifest_expectations(list(frame.columns), label_set, mods, folds_column,
                                          media_cfg if uses_media else None)
-    docs_dir = out / engine.DOCS_DIR
+    docs_dir = Path(docs_dir) if docs_dir is not None else out / engine.DOCS_DIR
     checks = engine.run_gx([engine.Table("manifest", frame, expectations, INDEX_COLUMNS)], docs_dir)
 
     offending = engine.offending_rows(checks, ("utterance_id",))
@@ -152,7 +162,7 @@ def validate_manifest(
         keep = [i for i in range(len(df)) if i not in bad]
         clean = df.iloc[keep].reset_index(drop=True)
         valid_path = out / VALID_MANIFEST_FILE
-        _write_parquet(_arrow_table(clean), valid_path)
+        _write_parquet(_arrow_table(clean), valid_path, written_root)
         valid_rows = len(clean)
         if bad:
             outcome = "quarantined"
@@ -163,7 +173,7 @@ def validate_manifest(
                 "row_number": rows,
                 "reasons": ["; ".join(e["reasons"]) for e in offending],
                 "checks": [",".join(e["checks"]) for e in offending],
-            }), quarantine_path)
+            }), quarantine_path, written_root)
     result = ValidationResult(
         kind="manifest", success=success, outcome=outcome, source=source,
         report_path=out / VALIDATION_FILE, data_docs_index=engine.docs_index(docs_dir), checks=checks,
