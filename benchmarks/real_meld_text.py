@@ -124,15 +124,13 @@ def evaluate_run(run_dir: Path, fs: FeatureSet) -> dict[str, dict[str, object]]:
     units = sorted(p.parent for p in run_dir.glob(f"*/{WEIGHTS_FILE}"))
     parts = {split: split_part(fs, split) for split in ("dev", "test")}
     data = {split: TensorData.from_features(part, config) for split, part in parts.items()}
-    result: dict[str, dict[str, object]] = {}
-    for split in ("dev", "test"):
-        per_unit = []
-        for unit in units:
-            model = build_trained_model(doc, unit / WEIGHTS_FILE)
-            logits, _ = predict(model, data[split], 256, torch.device("cpu"))
-            per_unit.append(scores(data[split].targets.numpy(), logits.argmax(dim=1).numpy()))
-        result[split] = mean_scores(per_unit)
-    return result
+    per_unit: dict[str, list[dict[str, object]]] = {split: [] for split in data}
+    for unit in units:
+        model = build_trained_model(doc, unit / WEIGHTS_FILE)  # loaded once, scored on both splits
+        for split, part in data.items():
+            logits, _ = predict(model, part, 256, torch.device("cpu"))
+            per_unit[split].append(scores(part.targets.numpy(), logits.argmax(dim=1).numpy()))
+    return {split: mean_scores(scores_) for split, scores_ in per_unit.items()}
 
 
 def mean_scores(per_unit: list[dict[str, object]]) -> dict[str, object]:

@@ -116,10 +116,10 @@ class TensorData:
 
     def _context_batch(self, rows: np.ndarray) -> tuple[torch.Tensor, dict[str, ContextBatch]]:
         assert self.windows is not None
-        local = np.full(len(self), -1, dtype=np.int64)
-        local[rows] = np.arange(len(rows))
-        window = self.windows.index[rows]
-        window = np.where(window >= 0, local[np.maximum(window, 0)], -1)
+        window = self.windows.index[rows]  # rows of the whole set; a window never leaves its dialogue's batch
+        sorter = np.argsort(rows)
+        position = sorter[np.searchsorted(rows, np.maximum(window, 0), sorter=sorter).clip(max=len(rows) - 1)]
+        window = np.where(window >= 0, position, -1)  # -> positions within the batch
         context = ContextBatch(torch.from_numpy(window), torch.from_numpy(self.windows.speaker[rows]))
         return torch.from_numpy(rows), {"context": context}
 
