@@ -120,7 +120,7 @@ def test_feature_and_raw_requests_match_the_in_process_predictor(server: LocalTo
 
 def test_concurrent_requests_are_batched_one_answer_each_in_order(server: LocalTorchServe,
                                                                   reference: Predictor) -> None:
-    """Distinct inputs fired together: TorchServe batches them (model-config.yaml batchSize 8, maxBatchDelay 1 ms), and each
+    """Distinct inputs fired together: TorchServe batches them (model-config.yaml: batchSize 8, 1 ms), and each
     client must get the answer for its own input; bad requests inside a batch fail alone."""
     mods = ("tav", "ta", "av", "t", "v", "tv")
     requests: list[Any] = [sf.feature_request(100 + i, mods[i % len(mods)]) for i in range(32)]

@@ -41,14 +41,18 @@ def check_context(context: str, k: int, direction: str) -> None:
     """Reject a context setting the model cannot run with, naming the params.yaml key."""
     if context not in CONTEXTS:
         raise ConfigError(f"model.context must be one of {list(CONTEXTS)} (got {context!r}). Fix it in params.yaml.")
+    if context != "none":
+        check_window(k, direction)
+
+
+def check_window(k: int, direction: str) -> None:
+    """Reject a window the context layer cannot be built over (model.context_window, model.context_direction)."""
     if direction not in DIRECTIONS:
         raise ConfigError(
             f"model.context_direction must be one of {list(DIRECTIONS)} (got {direction!r}). Fix it in params.yaml."
         )
-    if context != "none" and not (isinstance(k, int) and k >= 1):
+    if not (isinstance(k, int) and k >= 1):
         raise ConfigError(f"model.context_window must be an integer >= 1 (got {k!r}). Fix it in params.yaml.")
-
-
 
 
 @dataclass
@@ -88,7 +92,7 @@ class ConversationContext(nn.Module):
 
     def __init__(self, base: nn.Module, num_classes: int, config: ModelConfig) -> None:
         super().__init__()
-        check_context(config.context, config.context_window, config.context_direction)
+        check_window(config.context_window, config.context_direction)
         self.base = base
         self.modalities = base.modalities
         self.kind, self.k, self.direction = config.context, int(config.context_window), config.context_direction
