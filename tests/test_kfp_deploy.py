@@ -158,6 +158,19 @@ def test_fold_runs_merge_into_one_run_directory_only_when_they_belong_together(t
         stages.merge_folds([fold_run("c", 0), fold_run("d", 1, identity="other")], tmp_path / "run2")
 
 
+def test_the_demo_raw_dataset_carries_the_params_context_cue(tmp_path: Path) -> None:
+    """The KFP raw_data step writes the demo data with params.yaml's demo_data.context_cue (issue 10's echo turns)."""
+    import pandas as pd
+
+    from hjcag.data.synthetic import CUES_FILE, plan_dataset
+
+    meta = io.raw_dataset(tmp_path / "artifact", "", "tiny", 13, 0.4)
+    assert meta["context_cue"] == "0.4"
+    written = pd.read_csv(tmp_path / "artifact" / CUES_FILE)
+    cued, plain = plan_dataset("tiny", 13, context_cue=0.4), plan_dataset("tiny", 13)
+    assert list(written["Emotion"]) == [u.emotion for u in cued] != [u.emotion for u in plain]
+
+
 def test_a_raw_dataset_on_a_volume_is_a_pointer(tmp_path: Path) -> None:
     source = tmp_path / "MELD.Raw"
     source.mkdir()

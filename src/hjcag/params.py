@@ -399,6 +399,7 @@ class Params:
     validation: ValidationConfig
     raw: dict[str, Any]
     tune: TuneConfig = field(default_factory=TuneConfig)
+    demo_data: DemoDataConfig = field(default_factory=DemoDataConfig)
     labels_given: bool = False  # labels set on the command line (--labels): the data may hold more classes
 
     def labels_of(self, dataset: str) -> tuple[str, ...]:
@@ -509,6 +510,7 @@ def params_from_dict(raw: dict[str, Any], profile: str | None = None, source: st
             validation=ValidationConfig.from_dict(merged.get("validation")),
             raw=merged,
             tune=TuneConfig.from_dict(merged.get("tune")),
+            demo_data=_build(DemoDataConfig, merged.get("demo_data") or {}, "demo_data"),
         )
     except ConfigError as exc:
         where = f" (profile '{profile}')" if profile else ""

@@ -26,11 +26,12 @@ component = functools.partial(dsl.component, base_image=PIPELINE_IMAGE, install_
 
 @component
 def raw_data(source_dir: str, params_yaml: str, profile: str, demo_size: str, raw: Output[Dataset]):
-    """The raw dataset: a pointer to `source_dir` on the data volume, or (empty) the synthetic demo dataset."""
+    """The raw dataset: a pointer to `source_dir` on the data volume, or (empty) the synthetic demo dataset, with
+    the params' ``demo_data.context_cue`` share of echo turns."""
     from hjcag.pipeline import io
 
     params, _ = io.resolve_params(params_yaml, profile)
-    raw.metadata.update(io.raw_dataset(raw.path, source_dir, demo_size, params.seed))
+    raw.metadata.update(io.raw_dataset(raw.path, source_dir, demo_size, params.seed, params.demo_data.context_cue))
 
 
 @component

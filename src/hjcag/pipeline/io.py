@@ -46,9 +46,11 @@ def resolve_params(params_yaml: str, profile: str, workdir: str | Path | None = 
     return load_params(path, profile or None), path
 
 
-def raw_dataset(out: str | Path, source_dir: str = "", demo_size: str = "tiny", seed: int = 13) -> dict[str, str]:
+def raw_dataset(out: str | Path, source_dir: str = "", demo_size: str = "tiny", seed: int = 13,
+                context_cue: float = 0.0) -> dict[str, str]:
     """The raw-dataset artifact: a pointer to `source_dir` (a dataset on a mounted volume), or, without one, the
-    synthetic demo dataset written into `out`. Returns the artifact's metadata."""
+    synthetic demo dataset written into `out` (`context_cue`: its share of echo turns, issue 10). Returns the
+    artifact's metadata."""
     from hjcag import stages
 
     out = Path(out)
@@ -59,8 +61,8 @@ def raw_dataset(out: str | Path, source_dir: str = "", demo_size: str = "tiny", 
                             "volume there (the pipeline mounts the data PVC at /data) or fix source_dir.")
         (out / "SOURCE").write_text(source_dir + "\n", encoding="utf-8")
         return {SOURCE_KEY: source_dir}
-    stages.demo_data(out, size=demo_size, seed=seed)
-    return {"demo_size": demo_size, "seed": str(seed)}
+    stages.demo_data(out, size=demo_size, seed=seed, context_cue=context_cue)
+    return {"demo_size": demo_size, "seed": str(seed), "context_cue": str(context_cue)}
 
 
 def raw_root(path: str | Path, metadata: dict[str, Any] | None) -> Path:
