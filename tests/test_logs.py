@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hjcag.progress import LogProgress, progress
+from hjcag.progress import LogProgress, progress, quiet_library_bars
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,3 +77,20 @@ def test_a_cli_stage_in_a_log_says_each_fallback_once_and_progress_in_a_few_line
     assert 1 <= len(progress_lines) <= 11, err
     assert progress_lines[-1].split("text features: ")[1].startswith(f"{n}/{n} utt (100 %)")
     assert "\r" not in err
+
+
+def test_hugging_face_bars_follow_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off (HF_HUB_DISABLE_PROGRESS_BARS) when stderr is not a terminal, so "Loading weights" redraws stay out of
+    logs; left alone on a terminal and when the user set the switch."""
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    quiet_library_bars(Terminal())
+    assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+    quiet_library_bars(io.StringIO())
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
+    quiet_library_bars(io.StringIO())
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"

@@ -16,6 +16,7 @@ from pathlib import Path
 from hjcag import artifacts, stages
 from hjcag.errors import ConfigError, HjcagError, os_error_message
 from hjcag.params import Params, load_params
+from hjcag.progress import quiet_library_bars
 
 log = logging.getLogger("hjcag")
 
@@ -380,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_library_bars()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -9,6 +9,7 @@ and otherwise a :class:`LogProgress`: one INFO line on the ``hjcag.progress`` lo
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -95,3 +96,10 @@ def progress(iterable: Iterable[Any] | None = None, *, total: float | None = Non
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, initial=initial, **bar_options)
     return LogProgress(iterable, total=total, desc=desc, unit=unit, disable=disable, initial=initial)
+
+
+def quiet_library_bars(stream: IO[str] | None = None) -> None:
+    """Hugging Face's own bars ("Loading weights", "Writing model shards") follow ours: off unless `stream`
+    (default stderr) is a terminal. Call before transformers is imported: it reads the switch once."""
+    if not on_terminal(stream):
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
