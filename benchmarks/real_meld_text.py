@@ -13,7 +13,8 @@ Recipes (profiles written into WORK/params.yaml, on top of the repository's para
 - ``meld``: the repository's ``meld`` profile, the recipe chosen on MELD dev for frozen MiniLM features (widths
   64, dropout 0.3, square-root class weights);
 - ``meld-tuned`` (with ``--tune N``): ``hjcag tune`` searches ``tune.space`` for N trials on the dev split (the
-  holdout protocol's validation part) starting from ``meld`` and writes this profile;
+  holdout protocol's validation part) starting from ``meld`` and writes this profile; it tunes on the fine-tuned
+  encoder's features with ``--finetune``, on the frozen ones otherwise, and is trained on both;
 - ``meld-gru``, ``meld-transformer`` (with ``--context gru,transformer``): the ``meld`` recipe with conversation
   context (issue 10: ``model.context``, the 8 preceding turns, causal); ``--bidirectional`` adds ``meld-gru-bi`` /
   ``meld-transformer-bi`` (also the 8 following turns: an offline figure, not what a live endpoint can do).
@@ -216,8 +217,9 @@ def main() -> int:
 
     recipes = [r for r in args.recipes.split(",") if r]
     recipes += [f"meld-{c}{suffix}" for c in contexts for suffix in ("", "-bi")[: 1 + args.bidirectional]]
-    if args.tune:
-        hjcag("tune", "--features", str(encoders["minilm"]), "--protocol", "holdout", "--modalities", "t",
+    if args.tune:  # on the features the tuned recipe is meant for: the fine-tuned encoder's when there is one
+        tuned_on = encoders.get("minilm-ft", encoders["minilm"])
+        hjcag("tune", "--features", str(tuned_on), "--protocol", "holdout", "--modalities", "t",
               "--out", str(work / "tune"), "--trials", str(args.tune), "--no-track", "--write-profile",
               "meld-tuned", profile="meld", **run)
         recipes.append("meld-tuned")

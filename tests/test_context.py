@@ -21,9 +21,10 @@ from hjcag.errors import ConfigError
 from hjcag.model.context import ContextBatch, ConversationContext
 from hjcag.model.factory import MODEL_NAMES, build_model
 from hjcag.model.hjcag import HJCAG
-from hjcag.params import ModelConfig
+from hjcag.params import ModelConfig, TrainConfig
+from hjcag.train.fit import best_val_weighted_f1, fit_model
 from hjcag.train.folds import make_folds
-from hjcag.train.loop import TensorData, predict
+from hjcag.train.loop import TensorData, make_optimizer, predict
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -138,6 +139,67 @@ def test_a_new_context_model_starts_as_its_context_free_base() -> None:
     with_context, _ = predict(model, data, 5, CPU)
     alone, _ = predict(model.base, TensorData.from_features(fs), 5, CPU)
     torch.testing.assert_close(with_context, alone)
+
+
+def test_train_context_lr_gives_the_context_layer_its_own_rate() -> None:
+    fs = dialogue_features()
+    model = build_model("hjcag", fs.dims, 3, config("gru"))
+    same = make_optimizer(model, TrainConfig(lr=3e-4))
+    assert [g["lr"] for g in same.param_groups] == [3e-4]
+    own = make_optimizer(model, TrainConfig(lr=3e-4, context_lr=1e-3))
+    base, layer = own.param_groups
+    assert (base["lr"], layer["lr"]) == (3e-4, 1e-3)
+    assert {id(p) for p in base["params"]} == {id(p) for p in model.base.parameters()}
+    assert {id(p) for p in layer["params"]} == {id(p) for n, p in model.named_parameters() if not n.startswith("base.")}
+    assert len(base["params"]) + len(layer["params"]) == len(list(model.parameters()))
+    paper = build_model("hjcag", fs.dims, 3, config("none"))  # no context layer: the setting has nothing to act on
+    assert len(make_optimizer(paper, TrainConfig(lr=3e-4, context_lr=1e-3)).param_groups) == 1
+
+
+def test_a_warm_started_context_model_first_trains_exactly_the_context_free_model() -> None:
+    fs = dialogue_features(n_dialogues=8, seed=3)
+    val_rows = np.isin(fs.group, ["d0", "d1"])
+    train, val = fs.subset(np.flatnonzero(~val_rows)), fs.subset(np.flatnonzero(val_rows))
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=3e-3, patience=4, context_warm_start=True)
+    alone = fit_model("hjcag", train, val, config("none"), cfg, seed=7, device=CPU, quiet=True)
+    warm = fit_model("hjcag", train, val, config("gru"), cfg, seed=7, device=CPU, quiet=True)
+    assert alone.base is None and isinstance(alone.model, HJCAG)
+    assert isinstance(warm.model, ConversationContext) and warm.base is not None
+    assert warm.base.history == alone.training.history  # stage 1 is the context: none run, epoch for epoch
+    assert warm.base.best_state.keys() == alone.training.best_state.keys()
+    for name, value in alone.training.best_state.items():
+        assert torch.equal(warm.base.best_state[name], value), name
+    # Stage 2 starts from the trained context-free model (the context head at zero): its first epoch already differs
+    # from a cold start's.
+    cold = fit_model("hjcag", train, val, config("gru"), dataclasses.replace(cfg, context_warm_start=False), seed=7,
+                     device=CPU, quiet=True)
+    assert cold.base is None and cold.training.history != warm.training.history
+
+
+def test_a_warm_started_context_is_kept_only_where_it_beats_the_context_free_model_on_validation() -> None:
+    fs = dialogue_features(n_dialogues=8, seed=3)
+    val_rows = np.isin(fs.group, ["d0", "d1"])
+    train, val = fs.subset(np.flatnonzero(~val_rows)), fs.subset(np.flatnonzero(val_rows))
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=3e-3, patience=4, context_warm_start=True)
+    outcomes = {}
+    for seed in (4, 5):  # on this random-label data, seed 5's context wins on validation and seed 4's does not
+        alone = fit_model("hjcag", train, val, config("none"), cfg, seed=seed, device=CPU, quiet=True)
+        warm = fit_model("hjcag", train, val, config("gru"), cfg, seed=seed, device=CPU, quiet=True)
+        assert warm.base is not None
+        outcomes[seed] = warm.context_kept
+        with_context, _ = predict(warm.model, TensorData.from_features(val, config("gru")), 5, CPU)
+        context_free, _ = predict(alone.model, TensorData.from_features(val), 5, CPU)
+        for name, value in warm.model.state_dict().items():  # the state run.py saves is the model's
+            assert torch.equal(warm.training.best_state[name], value), name
+        if warm.context_kept:
+            assert best_val_weighted_f1(warm.training) > best_val_weighted_f1(warm.base)
+            assert warm.scored is warm.training
+            assert not torch.equal(with_context, context_free)
+        else:
+            assert best_val_weighted_f1(warm.training) <= best_val_weighted_f1(warm.base)
+            assert warm.scored is warm.base
+            torch.testing.assert_close(with_context, context_free, rtol=0, atol=1e-6)  # exactly the base's decisions
+    assert outcomes == {4: False, 5: True}
 
 
 def test_context_none_is_the_paper_model_with_the_same_batches() -> None:

@@ -94,6 +94,8 @@ class TrainConfig:
     modality_dropout: float = 0.0  # per sample, each present modality dropped with this probability (never all)
     class_weights: str = "none"  # none | balanced | sqrt (inverse class frequency of the fold's training part, or
     # its square root)
+    context_lr: float | None = None  # with model.context: the context layer's own learning rate (None = lr)
+    context_warm_start: bool = True  # with model.context: train the context-free model first (hjcag.train.fit)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from torch import nn
 from hjcag.data.conversation import ContextWindows, context_windows
 from hjcag.data.features_file import FeatureSet
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.model.context import ContextBatch
+from hjcag.model.context import ContextBatch, ConversationContext
 from hjcag.model.losses import CLASS_WEIGHTS, class_weights
 from hjcag.params import ModelConfig, TrainConfig
 from hjcag.progress import progress as progress_bar
@@ -137,7 +137,15 @@ class FoldTraining:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    """Adam at train.lr; with conversation context and train.context_lr, the context layer (everything but the base
+    model: embeddings, encoder, head) learns at its own rate. Its head starts at zero, so at the base model's rate
+    it is still catching up when early stopping picks the epoch (README "Conversation context")."""
+    groups: Any = model.parameters()
+    if cfg.context_lr is not None and isinstance(model, ConversationContext):
+        base = {id(p) for p in model.base.parameters()}
+        groups = [{"params": list(model.base.parameters())},
+                  {"params": [p for p in model.parameters() if id(p) not in base], "lr": cfg.context_lr}]
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.StepLR:
@@ -155,8 +163,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         problems.append(f"train.patience must be >= 1 (got {cfg.patience})")
     if cfg.step_size < 1:
         problems.append(f"train.step_size must be >= 1 (got {cfg.step_size})")
-    if cfg.lr < 0 or cfg.weight_decay < 0:
-        problems.append("train.lr and train.weight_decay must be >= 0")
+    if cfg.lr < 0 or cfg.weight_decay < 0 or (cfg.context_lr is not None and cfg.context_lr < 0):
+        problems.append("train.lr, train.context_lr and train.weight_decay must be >= 0")
     if not 0.0 <= cfg.modality_dropout < 1.0:
         problems.append(f"train.modality_dropout must be in [0, 1) (got {cfg.modality_dropout})")
     if cfg.class_weights not in CLASS_WEIGHTS:

@@ -46,10 +46,11 @@ from hjcag.artifacts import (
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.model.factory import MODEL_NAMES, build_model
+from hjcag.model.factory import MODEL_NAMES
 from hjcag.params import Params, parse_modalities
+from hjcag.train.fit import base_checkpoint, fit_model
 from hjcag.train.folds import Fold, make_folds
-from hjcag.train.loop import EpochCallback, TensorData, predict, train_fold
+from hjcag.train.loop import EpochCallback, TensorData, predict
 from hjcag.train.metrics import aggregate, classification_metrics
 from hjcag.train.report import write_report
 from hjcag.train.robustness import robustness_table
@@ -184,17 +185,11 @@ def _run_fold(
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     fold_dir.mkdir(parents=True, exist_ok=True)
     seed = fold_seed(params.seed if run_seed is None else run_seed, fold.index)
-    torch.manual_seed(seed)
-    model = build_model(model_name, fs.dims, len(fs.label_names), params.model)
     train, val, test = (fs.subset(idx) for idx in (fold.train_idx, fold.val_idx, fold.test_idx))
-    model.standardize.fit(train.features)  # input statistics of the training part only (saved with the weights)
     checkpoint = fold_dir / CHECKPOINT_FILE
-    train_data, val_data = (TensorData.from_features(part, params.model) for part in (train, val))
-    training = train_fold(
-        model, train_data, val_data, params.train,
-        seed=seed, device=device, checkpoint_path=checkpoint, fold_index=fold.index, on_epoch=on_epoch, quiet=quiet,
-    )
-    model.load_state_dict(training.best_state)
+    fitted = fit_model(model_name, train, val, params.model, params.train, seed=seed, device=device,
+                       checkpoint_path=checkpoint, fold_index=fold.index, on_epoch=on_epoch, quiet=quiet)
+    model, training = fitted.model, fitted.training
     logits, gates = predict(model, TensorData.from_features(test, params.model), params.train.batch_size, device)
     scores = classification_metrics(test.targets, logits.argmax(dim=1).numpy(), fs.label_names)
 
@@ -217,9 +212,13 @@ def _run_fold(
         "stopped_early": training.stopped_early,
         "seed": seed,
     }
+    if fitted.base is not None:  # warm-started context: how stage 1, the context-free model, went
+        result.update(base_best_epoch=fitted.base.best_epoch, base_epochs_run=fitted.base.epochs_run,
+                      base_best_val_loss=fitted.base.best_val_loss, context_kept=fitted.context_kept)
     write_json(fold_dir / RESULT_FILE, result)  # last: marks the fold as done
     if not keep_checkpoint:
         checkpoint.unlink(missing_ok=True)
+        base_checkpoint(checkpoint).unlink(missing_ok=True)
     return result, training.history
 
 

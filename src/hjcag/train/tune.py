@@ -31,17 +31,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import numpy as np
-import torch
 import yaml
 
 from hjcag.artifacts import write_json
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.model.factory import build_model
 from hjcag.params import TUNABLE_SECTIONS, Params, SearchDimension, params_from_dict
+from hjcag.train.fit import fit_model
 from hjcag.train.folds import Fold, make_folds
-from hjcag.train.loop import TensorData, train_fold
 from hjcag.train.run import fingerprint, fold_seed, run_identity, select_run
 
 if TYPE_CHECKING:
@@ -191,16 +189,11 @@ class Objective:
         device = resolve_device(cfg.device)
         folds = make_folds(self.fs, cfg.protocol, cfg.folds, cfg.val_fraction, params.seed)
         for position, fold in enumerate(folds):
-            seed = fold_seed(params.seed, fold.index)
-            torch.manual_seed(seed)
-            model = build_model(self.model_name, self.fs.dims, len(self.fs.label_names), params.model)
             train, val = training_parts(self.fs, fold)
-            model.standardize.fit(train.features)  # the training part's statistics, as `hjcag train` does
             report = _Pruning(trial, metric, position, scores,
                               lambda step, value: self.tracker.step(run_id, step, value))
-            result = train_fold(model, TensorData.from_features(train, params.model),
-                                TensorData.from_features(val, params.model), cfg,
-                                seed=seed, device=device, fold_index=fold.index, on_epoch=report, quiet=True)
+            result = fit_model(self.model_name, train, val, params.model, cfg, seed=fold_seed(params.seed, fold.index),
+                               device=device, fold_index=fold.index, on_epoch=report, quiet=True).scored
             scores.append(fold_score(result.history, result.best_epoch, metric))
 
 
