@@ -12,6 +12,8 @@ Recipes (profiles written into WORK/params.yaml, on top of the repository's para
 - ``demo``: the demo profile's model and schedule (lr 1e-3, widths 64, no class weights), where issue 9 started;
 - ``meld``: the repository's ``meld`` profile, the recipe chosen on MELD dev for frozen MiniLM features (widths
   64, dropout 0.3, square-root class weights);
+- ``meld-finetuned``: the repository's profile tuned on MELD dev for the fine-tuned encoder's features (with
+  ``--finetune``; ``--recipes meld,meld-finetuned``);
 - ``meld-tuned`` (with ``--tune N``): ``hjcag tune`` searches ``tune.space`` for N trials on the dev split (the
   holdout protocol's validation part) starting from ``meld`` and writes this profile; it tunes on the fine-tuned
   encoder's features with ``--finetune``, on the frozen ones otherwise, and is trained on both;
@@ -69,9 +71,10 @@ def write_params(work: Path, threads: int, finetune_steps: int | None = None, co
     params["features"]["progress"] = False
     demo = params["profiles"]["demo"]
     params["profiles"]["demo"] = {**demo, "dataset": "meld", "features": {}, "gates": {}}
-    params["profiles"]["meld"]["gates"] = {}  # the paper's trimodal gates say nothing about a text-only run
+    for name in ("meld", "meld-finetuned"):
+        params["profiles"][name]["gates"] = {}  # the paper's trimodal gates say nothing about a text-only run
     if seeds:
-        for name in ("demo", "meld"):
+        for name in ("demo", "meld", "meld-finetuned"):
             params["profiles"][name]["train"] = {**params["profiles"][name]["train"], "seeds": list(seeds)}
     meld = params["profiles"]["meld"]
     for context in contexts:
