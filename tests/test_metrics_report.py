@@ -96,6 +96,17 @@ def test_report_marks_undefined_per_class_f1() -> None:
     assert "–" in markdown_report(metrics)
 
 
+def test_report_says_in_how_many_folds_a_warm_started_context_was_kept() -> None:
+    metrics, _ = sample_metrics()
+    assert "Conversation context" not in markdown_report(metrics)  # no context: no line
+    for i, fold in enumerate(metrics["folds"]):
+        fold["context_kept"] = i != 1  # the second fold fell back to the context-free model
+    n = len(metrics["folds"])
+    report = markdown_report(metrics)
+    assert f"Conversation context kept in {n - 1} of {n} folds" in report
+    assert f"in fold(s) {metrics['folds'][1]['fold']} the model is the context-free one" in report
+
+
 def test_the_html_report_embeds_its_figures_and_loads_nothing_from_elsewhere(tmp_path: Path) -> None:
     import base64
     import re

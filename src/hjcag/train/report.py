@@ -113,6 +113,17 @@ def _cell(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
 
+def _context_kept(folds: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A warm-started context run (hjcag.train.fit): in how many folds the context layer beat the context-free model."""
+    kept = [f["context_kept"] for f in folds if f.get("context_kept") is not None]
+    if not kept:
+        return []
+    dropped = ", ".join(_unit(f) for f in folds if f.get("context_kept") is False)
+    tail = f"; in fold(s) {dropped} the model is the context-free one." if dropped else "."
+    return [f"Conversation context kept in {sum(kept)} of {len(kept)} folds (its validation weighted F1 beat the "
+            f"context-free model's){tail}", ""]
+
+
 def markdown_report(metrics: Mapping[str, Any]) -> str:
     """report.md: what was run, mean ± std, a table per fold, per-class F1, the confusion matrix and figures."""
     labels = list(metrics["labels"])
@@ -136,6 +147,7 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
         *([f"**F1 = 0 for {', '.join(metrics['zero_f1_classes'])}**: the model never predicts these classes "
            "correctly (class imbalance? try `train.class_weights: balanced`).", ""]
           if metrics.get("zero_f1_classes") else []),
+        *_context_kept(folds),
         "## Per fold",
         "",
         "| Fold | Accuracy | Weighted F1 | Macro F1 | Train | Val | Test | Best epoch | Epochs run |",
