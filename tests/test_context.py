@@ -22,7 +22,7 @@ from hjcag.model.context import ContextBatch, ConversationContext
 from hjcag.model.factory import MODEL_NAMES, build_model
 from hjcag.model.hjcag import HJCAG
 from hjcag.params import ModelConfig, TrainConfig
-from hjcag.train.fit import best_val_weighted_f1, fit_model
+from hjcag.train.fit import fit_model
 from hjcag.train.folds import make_folds
 from hjcag.train.loop import TensorData, make_optimizer, predict
 
@@ -192,11 +192,11 @@ def test_a_warm_started_context_is_kept_only_where_it_beats_the_context_free_mod
         for name, value in warm.model.state_dict().items():  # the state run.py saves is the model's
             assert torch.equal(warm.training.best_state[name], value), name
         if warm.context_kept:
-            assert best_val_weighted_f1(warm.training) > best_val_weighted_f1(warm.base)
+            assert warm.training.at_best_epoch("val_weighted_f1") > warm.base.at_best_epoch("val_weighted_f1")
             assert warm.scored is warm.training
             assert not torch.equal(with_context, context_free)
         else:
-            assert best_val_weighted_f1(warm.training) <= best_val_weighted_f1(warm.base)
+            assert warm.training.at_best_epoch("val_weighted_f1") <= warm.base.at_best_epoch("val_weighted_f1")
             assert warm.scored is warm.base
             torch.testing.assert_close(with_context, context_free, rtol=0, atol=1e-6)  # exactly the base's decisions
     assert outcomes == {4: False, 5: True}

@@ -29,7 +29,7 @@ from hjcag.data.features_file import FeatureSet
 from hjcag.model.context import ConversationContext
 from hjcag.model.factory import build_model
 from hjcag.params import ModelConfig, TrainConfig
-from hjcag.train.loop import EpochCallback, FoldTraining, TensorData, train_fold
+from hjcag.train.loop import EpochCallback, FoldTraining, TensorData, cpu_state, train_fold
 
 
 @dataclass
@@ -99,16 +99,10 @@ def fit_model(
     model.load_state_dict(training.best_state)
     if base is None:
         return FittedModel(model, training)
-    kept = best_val_weighted_f1(training) > best_val_weighted_f1(base)
+    kept = training.at_best_epoch("val_weighted_f1") > base.at_best_epoch("val_weighted_f1")
     if not kept:  # the context-free model of stage 1, read through a context layer that adds nothing
         model.base.load_state_dict(base.best_state)
         nn.init.zeros_(model.head[-1].weight)
         nn.init.zeros_(model.head[-1].bias)
-        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        training = dataclasses.replace(training, best_state=state)
+        training = dataclasses.replace(training, best_state=cpu_state(model))
     return FittedModel(model, training, base, kept)
-
-
-def best_val_weighted_f1(training: FoldTraining) -> float:
-    """Validation weighted F1 at the epoch early stopping kept (-1 for a training that kept no epoch)."""
-    return next((h["val_weighted_f1"] for h in training.history if h["epoch"] == training.best_epoch), -1.0)

@@ -135,6 +135,10 @@ class FoldTraining:
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)
 
+    def at_best_epoch(self, metric: str) -> float:
+        """`metric` (a history key, e.g. val_weighted_f1) at the epoch early stopping kept: what training delivers."""
+        return float(self.history[self.best_epoch - 1][metric])
+
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
     """Adam at train.lr; with conversation context and train.context_lr, the context layer (everything but the base
@@ -253,7 +257,7 @@ def _train_epoch(
     return total / len(data)
 
 
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
@@ -324,7 +328,7 @@ def train_fold(
     weights = class_weights(train.targets, train.num_classes, cfg.class_weights)
     train_weights = None if weights is None else weights.to(device)
     start_epoch, best_val_loss, best_epoch, bad_epochs = 0, math.inf, 0, 0
-    best_state = _cpu_state(model)
+    best_state = cpu_state(model)
     history: list[dict[str, float]] = []
     finished = False
 
@@ -365,7 +369,7 @@ def train_fold(
             history.append(metrics)
             if metrics["val_loss"] < best_val_loss:
                 best_val_loss, best_epoch, bad_epochs = metrics["val_loss"], epoch, 0
-                best_state = _cpu_state(model)
+                best_state = cpu_state(model)
             else:
                 bad_epochs += 1
             finished = bad_epochs >= cfg.patience or epoch >= cfg.epochs

@@ -109,11 +109,6 @@ def apply_values(params: Params, values: Mapping[str, Any]) -> Params:
 # ---------------------------------------------------------------- the objective
 
 
-def fold_score(history: Sequence[Mapping[str, float]], best_epoch: int, metric: str) -> float:
-    """`metric` at the epoch early stopping keeps (the lowest validation loss): what training would deliver."""
-    return float(history[best_epoch - 1][metric])
-
-
 def training_parts(fs: FeatureSet, fold: Fold) -> tuple[FeatureSet, FeatureSet]:
     """A fold's training and validation rows; its test rows are never read while tuning."""
     return fs.subset(fold.train_idx), fs.subset(fold.val_idx)
@@ -194,7 +189,7 @@ class Objective:
                               lambda step, value: self.tracker.step(run_id, step, value))
             result = fit_model(self.model_name, train, val, params.model, cfg, seed=fold_seed(params.seed, fold.index),
                                device=device, fold_index=fold.index, on_epoch=report, quiet=True).scored
-            scores.append(fold_score(result.history, result.best_epoch, metric))
+            scores.append(result.at_best_epoch(metric))
 
 
 # ---------------------------------------------------------------- MLflow
