@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -36,8 +37,10 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # media_fixtures: real mp4 clips writte
 
 LABELS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")
 BATCH_HEADER = "x-hjcag-batch-size"  # set by the handler: the size of the batch that answered
+TIMING_HEADER = "Server-Timing"  # set by the handler: "handler;dur=MS", its own time for the batch
 SENTENCE = "oh my god you got the tickets I can't believe it that is so great we should go tonight"
 
 
@@ -180,6 +184,7 @@ def lone_phase(host: str, port: int, token: str, run: Callable[[Sequence[bytes]]
     the same moment of a shared machine's load, so the ratio of their p50s holds even when the load drifts."""
     endpoint: list[float] = []
     local: list[float] = []
+    handler: list[float] = []  # the handler's own time (its Server-Timing header), seconds
     statuses: dict[int, int] = {}
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     conn = http.client.HTTPConnection(host, port, timeout=300)
@@ -191,13 +196,73 @@ def lone_phase(host: str, port: int, token: str, run: Callable[[Sequence[bytes]]
             response.read()
             endpoint.append(time.perf_counter() - t0)
             statuses[response.status] = statuses.get(response.status, 0) + 1
+            timing = response.getheader(TIMING_HEADER) or ""
+            if timing.startswith("handler;dur="):
+                handler.append(float(timing.split("=", 1)[1]) / 1000)
             t0 = time.perf_counter()
             run([body])
             local.append(time.perf_counter() - t0)
     finally:
         conn.close()
-    return ({"requests": len(endpoint), "clients": 1, "statuses": statuses, **percentiles(endpoint)},
-            {"requests": len(local), "batch": 1, **percentiles(local)})
+    lone = {"requests": len(endpoint), "clients": 1, "statuses": statuses, **percentiles(endpoint)}
+    if handler:
+        lone["handler_mean_ms"] = round(1000 * float(np.mean(handler)), 2)
+    return lone, {"requests": len(local), "batch": 1, **percentiles(local)}
+
+
+def frontend_metrics(port: int) -> dict[str, float]:
+    """TorchServe's Prometheus counters for hjcag: requests, and microseconds in the frontend (receipt to answer)
+    and in its queue (the batching wait), summed over all requests so far."""
+    names = {"ts_inference_requests_total": "requests", "ts_inference_latency_microseconds": "inside_us",
+             "ts_queue_latency_microseconds": "queue_us"}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+        text = reply.read().decode()
+    out = dict.fromkeys(names.values(), 0.0)
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in names and 'model_name="hjcag"' in rest:
+            out[names[name]] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def lone_split(before: dict[str, float], after: dict[str, float], lone: dict[str, Any],
+               local: dict[str, Any]) -> dict[str, float]:
+    """Where a lone request's mean time goes: HTTP and the client, TorchServe's batching wait, the hand-over to
+    the worker and back (the rest of the frontend's time), the handler; against the same requests in process."""
+    n = max(after["requests"] - before["requests"], 1)
+    inside = (after["inside_us"] - before["inside_us"]) / n / 1000
+    queue = (after["queue_us"] - before["queue_us"]) / n / 1000
+    handler = float(lone.get("handler_mean_ms", 0.0))
+    split = {"client_ms": lone["mean_ms"], "http_and_client_ms": lone["mean_ms"] - inside, "batch_wait_ms": queue,
+             "worker_hand_over_ms": inside - queue - handler, "handler_ms": handler,
+             "in_process_ms": local["mean_ms"]}
+    return {k: round(v, 2) for k, v in split.items()}
+
+
+def cpu_seconds(root_pid: int) -> dict[str, float]:
+    """CPU seconds so far of TorchServe's processes (the Java frontend, the Python workers) and of this one."""
+    import psutil
+
+    out = {"frontend": 0.0, "workers": 0.0, "client": 0.0}
+    root = psutil.Process(root_pid)
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            cmd = " ".join(proc.cmdline())
+            key = "workers" if "model_service_worker" in cmd else "frontend" if "java" in cmd.split(" ", 1)[0] else ""
+            if key:
+                times = proc.cpu_times()
+                out[key] += times.user + times.system
+    times = psutil.Process().cpu_times()
+    out["client"] = times.user + times.system
+    return out
+
+
+def cpu_split(before: dict[str, float], after: dict[str, float], phase: dict[str, Any]) -> dict[str, float]:
+    """CPU ms per request of each party over a load phase, and how busy the workers were (% of one core)."""
+    n = max(phase["requests"], 1)
+    split = {f"{k}_cpu_ms_per_request": 1000 * (after[k] - before[k]) / n for k in before}
+    split["workers_busy_percent"] = 100 * (after["workers"] - before["workers"]) / max(phase["seconds"], 1e-9)
+    return {k: round(v, 2) for k, v in split.items()}
 
 
 def context_phase(host: str, port: int, token: str, bodies: Sequence[bytes], turns: int) -> dict[str, Any]:
@@ -237,25 +302,38 @@ def context_phase(host: str, port: int, token: str, bodies: Sequence[bytes], tur
 # ------------------------------------------------------------------------------------------------ main
 
 
-def parse_setting(text: str) -> tuple[str, dict[str, int], dict[str, str]]:
-    """'NAME' or 'NAME:key=value,...' -> (name, model-config.yaml overrides, TS_* server variables).
+@dataclass
+class Setting:
+    """One server configuration to measure: model-config.yaml overrides, TS_* server variables, log4j2 file."""
+
+    name: str
+    model_config: dict[str, int] = field(default_factory=dict)
+    server_env: dict[str, str] = field(default_factory=dict)
+    builtin_logs: bool = False  # TorchServe's built-in log4j2 configuration instead of hjcag's log4j2.xml
+
+
+def parse_setting(text: str) -> Setting:
+    """'NAME' or 'NAME:key=value,...' -> a Setting.
 
     Keys of model-config.yaml (batchSize, maxBatchDelay, minWorkers, maxWorkers, ...) change the archive; keys
     starting with TS_ (TS_NUMBER_OF_NETTY_THREADS, TS_NETTY_CLIENT_THREADS, ...) go to the server's environment
-    (config.properties has enable_envvars_config=true). 'shipped' alone is the archive as `hjcag package` builds it.
+    (config.properties has enable_envvars_config=true); logs=builtin starts TorchServe with its own log4j2
+    configuration (a dozen log lines per request) instead of hjcag's. 'shipped' alone is what hjcag ships.
     """
     name, _, rest = text.partition(":")
-    overrides: dict[str, int] = {}
-    server_env: dict[str, str] = {}
+    setting = Setting(name or "shipped")
     for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or not value.strip().lstrip("-").isdigit():
-            raise SystemExit(f"--setting {text!r}: '{item}' is not KEY=INTEGER; e.g. 'd5:maxBatchDelay=5,batchSize=8'")
-        if key.startswith("TS_"):
-            server_env[key] = value.strip()
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if key == "logs" and value in ("builtin", "hjcag"):
+            setting.builtin_logs = value == "builtin"
+        elif not sep or not value.lstrip("-").isdigit():
+            raise SystemExit(f"--setting {text!r}: '{item}' is not KEY=INTEGER or logs=builtin|hjcag; e.g. "
+                             "'d5:maxBatchDelay=5,batchSize=8'")
+        elif key.startswith("TS_"):
+            setting.server_env[key] = value
         else:
-            overrides[key.strip()] = int(value)
-    return name or "shipped", overrides, server_env
+            setting.model_config[key] = int(value)
+    return setting
 
 
 def archive_for(run_dir: Path, out: Path, config: Any, overrides: dict[str, int]) -> Path:
@@ -327,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from hjcag.params import FeaturesConfig
-    from hjcag.serve.local import LocalTorchServe
+    from hjcag.serve.local import DEFAULT_LOG_CONFIG, LocalTorchServe
     from hjcag.serve.package import read_archive_record
     from hjcag.serve.predictor import Predictor
 
@@ -363,15 +441,18 @@ def main(argv: list[str] | None = None) -> int:
             predictor.load_extractors()
         predictor.predict_many(features[:8] + raw[:2])  # warm-up
 
-        for index, (name, overrides, server_env) in enumerate(settings):
+        for index, setting in enumerate(settings):
+            overrides, server_env = setting.model_config, setting.server_env
             mar = archive_for(run_dir, tmp / f"setting{index}", config, overrides) if overrides else shipped
+            log_config = None if setting.builtin_logs else DEFAULT_LOG_CONFIG
             for repeat in range(args.repeat):
-                run: dict[str, Any] = {"setting": name, "repeat": repeat + 1, "model_config": overrides,
-                                       "server_env": server_env}
-                print(f"\n=== {name} {overrides or ''} {server_env or ''} (repeat {repeat + 1}/{args.repeat})",
-                      flush=True)
+                run: dict[str, Any] = {"setting": setting.name, "repeat": repeat + 1, "model_config": overrides,
+                                       "server_env": server_env, "builtin_logs": setting.builtin_logs}
+                print(f"\n=== {setting.name} {overrides or ''} {server_env or ''}"
+                      f"{' (TorchServe built-in logs)' if setting.builtin_logs else ''} "
+                      f"(repeat {repeat + 1}/{args.repeat})", flush=True)
                 t0 = time.perf_counter()
-                with LocalTorchServe(mar.parent, env=env | server_env) as server:
+                with LocalTorchServe(mar.parent, env=env | server_env, log_config=log_config) as server:
                     print(f"torchserve ready in {time.perf_counter() - t0:.1f} s on {server.inference_url}")
                     host, port = "127.0.0.1", server.ports["inference"]
                     assert server.token is not None
@@ -382,17 +463,26 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"context, {args.context} turn states vs none, lone requests: p50 "
                               f"{run['context']['with_states']['p50_ms']} / {run['context']['alone']['p50_ms']} ms "
                               f"= {run['context']['latency_ratio']} (target <= 1.2)", flush=True)
+                    metrics_before = frontend_metrics(server.ports["metrics"])
                     run["endpoint_features_1client"], run["in_process_features_lone"] = lone_phase(
                         host, port, server.token, predictor.predict_many, lone)
+                    run["lone_split"] = lone_split(metrics_before, frontend_metrics(server.ports["metrics"]),
+                                                   run["endpoint_features_1client"], run["in_process_features_lone"])
                     print("lone, endpoint:", run["endpoint_features_1client"], "\nlone, in-process:",
-                          run["in_process_features_lone"], flush=True)
+                          run["in_process_features_lone"], "\nlone, where the time goes (mean ms):",
+                          run["lone_split"], flush=True)
                     # In-process just before and just after the clients: the same machine load as the endpoint's.
                     half = features[: max(1, len(features) // 2)]
                     run["in_process_features_before"] = in_process(predictor.predict_many, half, 1, args.max_seconds)
+                    assert server.process is not None
+                    cpu_before = cpu_seconds(server.process.pid)
                     run["endpoint_features"] = load_phase(host, port, server.token, features, args.clients,
                                                           args.max_seconds)
+                    run["endpoint_features_cpu"] = cpu_split(cpu_before, cpu_seconds(server.process.pid),
+                                                             run["endpoint_features"])
                     run["in_process_features_after"] = in_process(predictor.predict_many, half, 1, args.max_seconds)
-                    for key in ("in_process_features_before", "endpoint_features", "in_process_features_after"):
+                    for key in ("in_process_features_before", "endpoint_features", "endpoint_features_cpu",
+                                "in_process_features_after"):
                         print(f"{key}:", run[key], flush=True)
                     if raw:
                         run["endpoint_raw_1client"] = load_phase(host, port, server.token, raw[: max(1, len(raw) // 8)],
@@ -421,6 +511,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | {e1['p50_ms']} / {r1['p50_ms']} | {run['lone_latency_ratio']} | "
               f"{e['requests_per_s']} / {local:.2f} | {run['throughput_ratio']} | {e['p50_ms']} / {e['p95_ms']} | "
               f"{e['mean_batch']} |")
+    print("\nWhere the time goes. Lone request, mean ms: the client's wait = HTTP and client + TorchServe's batching "
+          "wait + hand-over to the worker and back + the handler (in process: the same work without a server). "
+          f"{args.clients} clients: CPU ms per request of the Java frontend, the Python worker(s) and this client, and "
+          "how busy the workers were (% of one core).\n"
+          "| setting | client | HTTP + client | batch wait | hand-over | handler | in process | frontend CPU | "
+          "worker CPU | client CPU | workers busy % |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    for run in results["runs"]:
+        sp, cpu = run["lone_split"], run["endpoint_features_cpu"]
+        label = run["setting"] + (f" #{run['repeat']}" if args.repeat > 1 else "")
+        print(f"| {label} | {sp['client_ms']} | {sp['http_and_client_ms']} | {sp['batch_wait_ms']} | "
+              f"{sp['worker_hand_over_ms']} | {sp['handler_ms']} | {sp['in_process_ms']} | "
+              f"{cpu['frontend_cpu_ms_per_request']} | {cpu['workers_cpu_ms_per_request']} | "
+              f"{cpu['client_cpu_ms_per_request']} | {cpu['workers_busy_percent']} |")
     for run in results["runs"]:
         if "endpoint_raw" in run:
             print(f"raw, {run['setting']} #{run['repeat']}: endpoint {run['endpoint_raw']['requests_per_s']} req/s, "

@@ -8,7 +8,8 @@ a features request and a raw request (text + mp4) are answered with the inferenc
 (or with another key) is refused (InvalidKeyException); the inference API listens on all interfaces, the
 management and metrics APIs on 127.0.0.1 only (the listening sockets, and a refused connection to the management
 port on this host's non-loopback address);
-the image's HEALTHCHECK probe passes. Every check prints one line; the first failure stops with exit 1.
+the container's output has access lines and no per-request TorchServe lines (log4j2.xml); the image's
+HEALTHCHECK probe passes. Every check prints one line; the first failure stops with exit 1.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def check(args: argparse.Namespace, server: subprocess.Popen) -> None:
         ok(f"{name} request with the token: {answer['label']}, gate {answer['gate']}")
         if name == "raw" and not (answer["gate"].get("text", 0) > 0 and answer["gate"].get("visual", 0) > 0):
             fail(f"raw request: text and video should both carry weight: {answer['gate']}")
+    check_quiet_logs(Path("/tmp/torchserve.out"))
     # TorchServe 0.12 refuses a missing or wrong key with 400 or 401 and an InvalidKeyException body.
     for label, bad in (("without a token", None), ("with the management key", keys["management"])):
         status, text = request("POST", f"{base}/predictions/hjcag", (args.requests / "features.json").read_bytes(),
@@ -179,6 +181,22 @@ def check(args: argparse.Namespace, server: subprocess.Popen) -> None:
         if done.returncode != 0:
             fail(f"HEALTHCHECK {args.probe}: exit {done.returncode} {done.stdout}{done.stderr}")
         ok(f"the image's HEALTHCHECK passes: {' '.join(args.probe)}")
+
+
+def check_quiet_logs(output: Path) -> None:
+    """The image's log4j2.xml is in force: the requests left access lines in the container's output, and none of
+    the lines TorchServe's built-in configuration writes for every request."""
+    deadline = time.monotonic() + 10
+    while "POST /predictions/hjcag" not in output.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    text = output.read_text(errors="replace")
+    if "POST /predictions/hjcag" not in text:
+        fail("no access line for the requests in the server's output (ACCESS_LOG should reach stdout)")
+    per_request = ("Flushing req.cmd PREDICT", "Backend response time", "Sending response for jobId")
+    noisy = [m for m in per_request if m in text]
+    if noisy:
+        fail(f"per-request TorchServe lines in the output ({noisy}): the image's log4j2.xml is not in force")
+    ok("logs: an access line per request, none of TorchServe's per-request lines (the image's log4j2.xml)")
 
 
 def stop(server: subprocess.Popen) -> None:

@@ -287,6 +287,7 @@ def test_torchserve_runs_the_hardened_config(overlay: str) -> None:
     args = container["args"]
     assert container["command"] == ["torchserve"]
     assert args[args.index("--ts-config") + 1] == f"{CONFIG_DIR}/config.properties"
+    assert args[args.index("--log-config") + 1] == f"{CONFIG_DIR}/log4j2.xml"
     assert (
         args[args.index("--model-store") + 1]
         == MODEL_STORE
@@ -295,7 +296,8 @@ def test_torchserve_runs_the_hardened_config(overlay: str) -> None:
     assert "--foreground" in args
     config_maps = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"].startswith("hjcag-torchserve-config")]
     assert len(config_maps) == 1
-    assert config_maps[0]["data"]["config.properties"] == (TORCHSERVE / "config.properties").read_text(encoding="utf-8")
+    for name in ("config.properties", "log4j2.xml"):
+        assert config_maps[0]["data"][name] == (TORCHSERVE / name).read_text(encoding="utf-8"), name
     # Nothing in the manifests may switch the hardening back off (enable_envvars_config=true honours TS_*).
     for c in containers(one(docs, "Deployment")["spec"]["template"]["spec"]):
         argv = set(c.get("args", []) + c.get("command", []))
@@ -483,6 +485,10 @@ def test_kserve_storage_config_matches_the_archive_settings() -> None:
     assert props["install_py_dep_per_model"] == "false"
     assert props["load_models"] == "all"
     assert ".*" not in props["allowed_urls"]
+    # hjcag's log4j2.xml, where the image puts it (serving/Dockerfile): the wrapper passes no log-config option.
+    assert "-Dlog4j.configurationFile=file:///home/model-server/config/log4j2.xml" in props["vmargs"].split()
+    dockerfile = (ROOT / "serving" / "Dockerfile").read_text(encoding="utf-8")
+    assert "src/hjcag/serve/torchserve/log4j2.xml /home/model-server/config/log4j2.xml" in dockerfile
     snapshot = json.loads(props["model_snapshot"])
     (versions,) = snapshot["models"].values()
     assert list(snapshot["models"]) == ["hjcag"] and snapshot["modelCount"] == 1
@@ -561,11 +567,11 @@ def test_config_properties_is_hardened() -> None:
         assert not re.fullmatch(pattern, f"file://{MODEL_STORE}/../etc/passwd.mar")
 
 
-def test_kubernetes_carries_the_same_config_properties() -> None:
-    canonical = (TORCHSERVE / "config.properties").read_text(encoding="utf-8")
-    copy = (K8S / "base" / "config.properties").read_text(encoding="utf-8")
-    assert copy == canonical, ("k8s/base/config.properties drifted: "
-                               "cp src/hjcag/serve/torchserve/config.properties k8s/base/")
+@pytest.mark.parametrize("name", ["config.properties", "log4j2.xml"])
+def test_kubernetes_carries_the_same_torchserve_files(name: str) -> None:
+    canonical = (TORCHSERVE / name).read_text(encoding="utf-8")
+    copy = (K8S / "base" / name).read_text(encoding="utf-8")
+    assert copy == canonical, f"k8s/base/{name} drifted: cp src/hjcag/serve/torchserve/{name} k8s/base/"
 
 
 def test_model_config_yaml() -> None:

@@ -176,6 +176,8 @@ def test_bad_input_gets_a_4xx_with_a_message_and_the_server_stays_healthy(server
         reply = server.request("POST", "/predictions/hjcag", body, content_type)
         assert reply.status == status, (body, reply.text)
         assert message in reply.json()["message"], (body, reply.text)
+    # The handler decodes bodies itself: TorchServe logged a traceback for each malformed JSON body before.
+    assert "Failed json decoding" not in (server.log_dir / "model_log.log").read_text(errors="replace")
     # media that validation refuses (below validation.media.min_sample_rate, carried in the archive)
     low = server.predict({"audio": sf.b64(media["wav_4khz"])})
     assert low.status == 400 and "audio sample rate is 4000 Hz; valid media has 8000 to 96000 Hz" in low.text
@@ -193,6 +195,41 @@ def test_oversized_body_gets_413_before_the_handler(server: LocalTorchServe, ref
     assert status_line.split(" ", 2)[1] == "413", status_line
     assert healthy(server)
     assert_same(server.predict(sf.feature_request(8)), reference.predict(sf.feature_request(8)))
+
+
+def test_the_logs_carry_one_access_line_per_request(server: LocalTorchServe) -> None:
+    """hjcag's log4j2.xml: each request adds its access line (access_log.log and stdout) and nothing else to the
+    server's logs; TorchServe's built-in configuration wrote about 8 lines to stdout and 22 to ts_log.log."""
+    logs = {name: server.log_dir / name for name in ("console.log", "ts_log.log", "access_log.log", "model_log.log")}
+
+    def lines() -> dict[str, list[str]]:
+        return {name: path.read_text(errors="replace").splitlines() for name, path in logs.items()}
+
+    before = lines()
+    requests = 6
+    for i in range(requests):
+        assert server.predict(sf.feature_request(20 + i)).status == 200
+    deadline = time.monotonic() + 10
+    while len(lines()["access_log.log"]) < len(before["access_log.log"]) + requests and time.monotonic() < deadline:
+        time.sleep(0.2)
+    added = {name: now[len(before[name]):] for name, now in lines().items()}
+    predictions = [line for line in added["access_log.log"] if '"POST /predictions/hjcag HTTP/1.1" 200' in line]
+    assert len(predictions) == requests, added["access_log.log"]
+    assert added["ts_log.log"] == [] and added["model_log.log"] == [], added
+    assert len(added["console.log"]) == requests and all("ACCESS_LOG" in line for line in added["console.log"]), added
+
+
+def test_answers_carry_the_handlers_time_as_server_timing(server: LocalTorchServe) -> None:
+    """Server-Timing: handler;dur=MS, the handler's share of the request (benchmarks/serve_load.py splits latency
+    with it): positive, and less than what the client waited."""
+    for request in (sf.feature_request(30), {"features": {"audio": "not numbers"}}):
+        started = time.perf_counter()
+        reply = server.predict(request)
+        waited_ms = (time.perf_counter() - started) * 1000
+        timing = reply.header("Server-Timing")
+        assert timing is not None and timing.startswith("handler;dur="), (reply.status, reply.headers)
+        assert 0 < float(timing.split("=", 1)[1]) < waited_ms, (timing, waited_ms)
+    assert reply.status == 400
 
 
 def test_model_registration_api_is_off(server: LocalTorchServe) -> None:

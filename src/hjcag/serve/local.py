@@ -33,6 +33,8 @@ from hjcag.errors import HjcagError
 from hjcag.serve.package import MODEL_NAME, TORCHSERVE_DIR
 
 DEFAULT_CONFIG = TORCHSERVE_DIR / "config.properties"
+# hjcag's log4j2 configuration: TorchServe's own logs a dozen lines per request (log4j2.xml says which it drops).
+DEFAULT_LOG_CONFIG = TORCHSERVE_DIR / "log4j2.xml"
 
 
 def free_port() -> int:
@@ -60,9 +62,12 @@ class LocalTorchServe:
         inference_port: int | None = None,
         work_dir: str | Path | None = None,
         env: Mapping[str, str] | None = None,
+        log_config: str | Path | None = DEFAULT_LOG_CONFIG,
     ) -> None:
+        """`log_config`: a log4j2.xml for the frontend (None: TorchServe's built-in one)."""
         self.model_store = Path(model_store).resolve()
         self.config = Path(config).resolve()
+        self.log_config = None if log_config is None else Path(log_config).resolve()
         if not (self.model_store / f"{MODEL_NAME}.mar").exists():
             raise HjcagError(f"'{self.model_store}' holds no {MODEL_NAME}.mar; build it with `hjcag package` first.")
         self._own_dir = work_dir is None
@@ -128,6 +133,8 @@ class LocalTorchServe:
             d.mkdir(parents=True, exist_ok=True)
         command = [_torchserve(), "--start", "--foreground", "--ncs", "--ts-config", str(self.config),
                    "--model-store", str(self.model_store)]
+        if self.log_config is not None:
+            command += ["--log-config", str(self.log_config)]
         with self.console_log.open("ab") as out:
             # A session of its own: stop() can signal the launcher, the JVM and the Python workers together.
             self.process = subprocess.Popen(command, cwd=self.work_dir, env=self.environment(), stdout=out,

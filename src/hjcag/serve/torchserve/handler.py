@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -27,6 +28,9 @@ from hjcag.serve.worker_cap import WorkerSlot, hold_worker_slot
 log = logging.getLogger(__name__)
 JSON = "application/json"
 BATCH_HEADER = "x-hjcag-batch-size"
+# The handler's own time for the batch (W3C Server-Timing): what a request's latency owes to hjcag, the rest
+# being TorchServe's (HTTP, batching wait, the hand-over to this worker). benchmarks/serve_load.py splits it so.
+TIMING_HEADER = "Server-Timing"
 
 
 class HjcagHandler:
@@ -38,6 +42,12 @@ class HjcagHandler:
         self.initialized = False
 
     def initialize(self, context: Any) -> None:
+        # TorchServe's worker would json.loads every application/json body before the handler (and log a traceback
+        # for each malformed one). The predictor decodes bodies itself, with its own 400 messages, so one parser
+        # serves every runtime and the handler's Server-Timing covers the request's whole work. The worker reads
+        # this variable per request (ts/protocol/otf_message_handler.py), so setting it here, in the worker's own
+        # process, before its first request, is enough.
+        os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
         self.claim_worker_slot(context)
         props = context.system_properties
         gpu = props.get("gpu_id")
@@ -62,14 +72,19 @@ class HjcagHandler:
         assert self.predictor is not None
         return self.predictor.inference(batch)
 
-    def postprocess(self, batch: Batch, outputs: Outputs, context: Any) -> list[dict[str, Any]]:
+    def postprocess(self, batch: Batch, outputs: Outputs, context: Any, started: float | None = None
+                    ) -> list[dict[str, Any]]:
+        """`started`: perf_counter() when the batch reached the handler, for the Server-Timing header."""
         assert self.predictor is not None
         responses = []
         results = self.predictor.postprocess(batch, outputs)
+        timing = f"handler;dur={(time.perf_counter() - started) * 1000:.2f}" if started is not None else None
         for idx, result in enumerate(results):
             context.set_response_content_type(idx, JSON)
             # How many requests shared this forward pass: lets operators (and the tests) see batching work.
             context.set_response_header(idx, BATCH_HEADER, str(len(results)))
+            if timing is not None:
+                context.set_response_header(idx, TIMING_HEADER, timing)
             if isinstance(result, RequestError):
                 context.set_response_status(result.status, HTTPStatus(result.status).phrase, idx)
                 responses.append(result.to_response())
@@ -82,5 +97,6 @@ class HjcagHandler:
             self.initialize(context)
         if data is None:
             return None
+        started = time.perf_counter()
         batch = self.preprocess(data)
-        return self.postprocess(batch, self.inference(batch), context)
+        return self.postprocess(batch, self.inference(batch), context, started)
