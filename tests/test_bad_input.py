@@ -216,3 +216,34 @@ def test_a_read_only_out_folder_is_named_and_nothing_is_left_behind(
         fragment = "permission denied"
     assert_clear_error(code, err, str(read_only), fragment, "--report" if stage == "gate" else "--out")
     assert list(read_only.iterdir()) == []
+
+
+# ---------------------------------------------------------------- two trainings into one --out
+
+
+def test_a_fold_another_process_trains_is_refused_and_the_run_resumes_once_it_is_gone(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, tmp_path: Path
+) -> None:
+    """Another `hjcag train` holds fold_1 of the same --out (here a process holding just its lock): this one trains
+    fold_0, stops at fold_1 with one line naming it and the holder's pid, and resumes once the holder is gone (even
+    killed with SIGKILL: the kernel drops the lock)."""
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from hjcag.train.unit_lock import "
+         "training_unit\nwith training_unit(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)",
+         str(out / "fold_1")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        argv = ("train", "--features", str(features), "--out", str(out), "--params", str(params))
+        code, _, err = run(capsys, *argv)
+        assert_clear_error(code, err, f"fold_1 of '{out}' is being trained by another process (pid {holder.pid})",
+                           "another --out")
+        assert (out / "fold_0" / "result.json").is_file() and not (out / "fold_1").exists()
+        fold_0_done = (out / "fold_0" / "result.json").stat().st_mtime_ns
+    finally:
+        holder.kill()
+        holder.wait()
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    assert (out / "fold_0" / "result.json").stat().st_mtime_ns == fold_0_done  # kept, not trained again
+    assert json.loads((out / "metrics.json").read_text())["n_folds"] == 2

@@ -8,6 +8,7 @@ Layout of ``out_dir``::
     fold_K/checkpoint.pt  full training state after the last epoch (only while the fold is unfinished)
     fold_K/model.safetensors, history.json, predictions.csv
     fold_K/result.json    the fold's test metrics; its presence marks the fold as done
+                          (one process trains a fold at a time: hjcag.train.unit_lock)
     metrics.json          mean ± std over folds and every fold's numbers (written last)
     report.md, confusion_matrix.png, folds.png, learning_curves.png
 """
@@ -54,6 +55,7 @@ from hjcag.train.loop import EpochCallback, TensorData, predict
 from hjcag.train.metrics import aggregate, classification_metrics
 from hjcag.train.report import write_report
 from hjcag.train.robustness import robustness_table
+from hjcag.train.unit_lock import training_unit
 
 log = logging.getLogger(__name__)
 
@@ -306,9 +308,12 @@ def train_and_evaluate(
                     log.info("%s: already done, skipping", unit.name)
             else:
                 report = None if on_epoch is None else _per_unit(on_epoch, unit.name)
-                with torch_threads(cfg.num_threads):
-                    result, history = _run_fold(fs, fold, params, model_name, run_seed, unit, device, report, quiet,
-                                                keep_checkpoints)
+                with training_unit(unit), torch_threads(cfg.num_threads):
+                    if (unit / RESULT_FILE).exists():  # finished by another process just before the lock was free
+                        result, history = read_json(unit / RESULT_FILE), read_json(unit / HISTORY_FILE)
+                    else:
+                        result, history = _run_fold(fs, fold, params, model_name, run_seed, unit, device, report,
+                                                    quiet, keep_checkpoints)
             if not quiet:
                 log.info("%s: accuracy %.2f%%, weighted F1 %.2f%%, macro F1 %.2f%% (best epoch %d of %d)", unit.name,
                          100 * result["accuracy"], 100 * result["weighted_f1"], 100 * result["macro_f1"],
