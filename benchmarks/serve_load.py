@@ -8,7 +8,7 @@ What it does, all on this machine and on loopback only:
    with that model-config.yaml and starts `torchserve` with hjcag's config.properties on free loopback ports;
 3. warms the server up (--warmup requests), then measures, with keep-alive HTTP and token auth against
    POST /predictions/hjcag (feature requests: distinct pre-extracted text (L, 384), audio (d_a,), visual (L, 2048)
-   features as JSON):
+   features as JSON numbers, or packed with --body float16 | float32):
    * lone requests: one at a time, each followed by the same body in process, interleaved so both see the same
      moment of the machine's load; the ratio of the p50s is what a lone request pays for serving (target <= 1.3);
    * --clients threads at once, with the in-process predictor (batch 1) timed just before and just after on the
@@ -87,16 +87,23 @@ def make_run(out: Path, dims: dict[str, int], seq_len: int, widths: str, context
     return out
 
 
-def feature_bodies(count: int, dims: dict[str, int], seq_len: int) -> list[bytes]:
+def feature_bodies(count: int, dims: dict[str, int], seq_len: int, encoding: str = "json") -> list[bytes]:
+    """Feature requests: the arrays as JSON numbers (`encoding` "json"), or packed as float16 / float32 bytes in
+    base64 ({"dtype", "shape", "b64"}: hjcag.serve.request)."""
     rng = np.random.default_rng(1)
     bodies = []
     for _ in range(count):
-        request = {"features": {
-            "text": np.round(rng.normal(size=(seq_len, dims["t"])), 4).tolist(),
-            "audio": np.round(rng.normal(size=dims["a"]), 4).tolist(),
-            "visual": np.round(np.abs(rng.normal(size=(seq_len, dims["v"]))), 4).tolist(),
-        }}
-        bodies.append(json.dumps(request).encode())
+        arrays = {"text": np.round(rng.normal(size=(seq_len, dims["t"])), 4),
+                  "audio": np.round(rng.normal(size=dims["a"]), 4),
+                  "visual": np.round(np.abs(rng.normal(size=(seq_len, dims["v"]))), 4)}
+        if encoding == "json":
+            features: dict[str, Any] = {k: v.tolist() for k, v in arrays.items()}
+        else:
+            little = {"float16": "<f2", "float32": "<f4"}[encoding]
+            features = {k: {"dtype": encoding, "shape": list(v.shape),
+                            "b64": base64.b64encode(v.astype(little).tobytes()).decode("ascii")}
+                        for k, v in arrays.items()}
+        bodies.append(json.dumps({"features": features}).encode())
     return bodies
 
 
@@ -382,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--visual-frames", type=int, default=4,
                    help="frames decoded + embedded per clip (repeated to L); L is the paper's, slow on CPUs")
     p.add_argument("--widths", choices=["demo", "paper"], default="demo", help="model widths (params profile)")
+    p.add_argument("--body", choices=["json", "float16", "float32"], default="json",
+                   help="feature arrays as JSON numbers, or packed: float16 / float32 bytes in base64")
     p.add_argument("--device", default="cpu", help="in-process predictor device (the server picks its own)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads, in process and in the server's worker (OMP_NUM_THREADS); 0 = torch's "
@@ -426,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             z.extractall(tmp / "unpacked")
         version = read_archive_record(shipped)["version"]
         print(f"run + archive in {time.perf_counter() - t0:.1f} s: {shipped} ({version})")
-        features = feature_bodies(args.feature_requests, dims, args.seq_len)
+        features = feature_bodies(args.feature_requests, dims, args.seq_len, args.body)
         lone = features[: args.lone_requests]
         raw = raw_bodies(args.raw_requests, tmp, args.clip_seconds)
         print(f"bodies: {len(features)} feature requests of ~{np.mean([len(b) for b in features]) / 1024:.0f} KiB, "

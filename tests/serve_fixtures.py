@@ -62,5 +62,11 @@ def feature_request(seed: int, modalities: str = "tav", steps: int | None = None
     return {"features": feats}
 
 
+def packed(values: Any, dtype: str = "float32") -> dict[str, Any]:
+    """A feature array in the packed request form: {"dtype", "shape", "b64" of its little-endian bytes}."""
+    array = np.ascontiguousarray(values, dtype={"float16": "<f2", "float32": "<f4"}[dtype])
+    return {"dtype": dtype, "shape": list(array.shape), "b64": base64.b64encode(array.tobytes()).decode("ascii")}
+
+
 def b64(path: Path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode("ascii")

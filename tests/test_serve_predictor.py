@@ -121,6 +121,27 @@ def test_missing_modalities_are_masked_in_the_gate(predictor: Predictor) -> None
     assert only_text["gate"] == {"text": 1.0, "audio": 0.0, "visual": 0.0} and only_text["modalities"] == ["text"]
 
 
+def test_packed_features_answer_like_the_same_numbers_as_lists(predictor: Predictor) -> None:
+    """{"dtype", "shape", "b64"}: float32 gives the very numbers of the list form; float16 the numbers rounded to
+    float16, both for (d,) vectors and (T, d) sequences, mixed freely with lists."""
+    request = sf.feature_request(4, steps=5)
+    arrays = {k: np.array(v, dtype=np.float32) for k, v in request["features"].items()}
+    listed = probs(predictor.predict(request))
+    as_float32 = {"features": {k: sf.packed(v, "float32") for k, v in arrays.items()}}
+    assert np.array_equal(probs(predictor.predict(json.dumps(as_float32))), listed)
+    halves = {k: v.astype(np.float16) for k, v in arrays.items()}
+    as_float16 = {"features": {"text": sf.packed(halves["text"], "float16"), "audio": sf.packed(halves["audio"][0],
+                               "float16"), "visual": halves["visual"].astype(np.float32).tolist()}}
+    rounded = {"features": {"text": halves["text"].astype(np.float32).tolist(),
+                            "audio": halves["audio"][0].astype(np.float32).tolist(),
+                            "visual": halves["visual"].astype(np.float32).tolist()}}
+    assert np.array_equal(probs(predictor.predict(json.dumps(as_float16))), probs(predictor.predict(rounded)))
+    assert np.abs(probs(predictor.predict(json.dumps(as_float16))) - listed).max() < 1e-2
+
+
+_AUDIO = np.zeros(88, np.float32)
+_PACKED = sf.packed(_AUDIO)
+
 BAD_REQUESTS = [
     (b"{not json", "not valid JSON"),
     (b"\xff\xfe", "not UTF-8"),
@@ -143,6 +164,16 @@ BAD_REQUESTS = [
     ({"audio": "%%% not base64 %%%"}, "'audio' is not valid base64"),
     ({"video": ""}, "'video' is empty"),
     ({"text": "hi", "features": {"text": [0.0] * 384}}, "given both raw and as features.text"),
+    ({"features": {"audio": {"shape": [88], "b64": _PACKED["b64"]}}},
+     "features.audio as an object must be {\"dtype\""),
+    ({"features": {"audio": {**_PACKED, "dtype": "float64"}}}, 'features.audio.dtype must be "float16" or "float32"'),
+    ({"features": {"audio": {**_PACKED, "shape": [1, 1, 88]}}}, "features.audio.shape must be [d] or [T, d]"),
+    ({"features": {"audio": {**_PACKED, "shape": [0]}}}, "features.audio.shape must be [d] or [T, d]"),
+    ({"features": {"audio": {**_PACKED, "shape": [44]}}},
+     "features.audio.b64 holds 352 bytes; shape [44] of float32 takes 176"),
+    ({"features": {"audio": {**_PACKED, "b64": "%%%"}}}, "'features.audio.b64' is not valid base64"),
+    ({"features": {"audio": sf.packed(_AUDIO[:87])}}, "audio features have 87 dims, the model expects 88."),
+    ({"features": {"audio": sf.packed(np.full(88, np.inf, np.float32))}}, "NaN or infinite"),
 ]
 
 

@@ -106,7 +106,8 @@ def test_worker_runs_the_code_packed_in_the_archive(server: LocalTorchServe) -> 
 
 def test_feature_and_raw_requests_match_the_in_process_predictor(server: LocalTorchServe, reference: Predictor,
                                                                  media: dict[str, Path]) -> None:
-    for request in (sf.feature_request(0), sf.feature_request(1, "av", steps=9), sf.feature_request(2, "t")):
+    packed = {"features": {k: sf.packed(v, "float16") for k, v in sf.feature_request(3, steps=4)["features"].items()}}
+    for request in (sf.feature_request(0), sf.feature_request(1, "av", steps=9), sf.feature_request(2, "t"), packed):
         assert_same(server.predict(request), reference.predict(request))
     raw = {"text": "Oh my God, you did it!", "audio": sf.b64(media["wav"]), "video": sf.b64(media["mp4"])}
     reply = server.predict(raw)

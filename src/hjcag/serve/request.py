@@ -2,8 +2,10 @@
 
 A request is a JSON object with any subset of ``text`` (str), ``audio`` (base64 wav), ``video`` (base64 mp4; gives
 the visual features and, when no ``audio`` is sent, the audio features from its sound track, as at training time)
-and ``features`` ({"text" | "audio" | "visual": [d] or [[d] x T]}). Modalities the request lacks are masked out of
-the gate. ``{"instances": [request, ...]}`` (KServe v1) is answered with ``{"predictions": [response, ...]}``.
+and ``features`` ({"text" | "audio" | "visual": [d] or [[d] x T]}, each array also packed as {"dtype": "float16" |
+"float32", "shape": [d] or [T, d], "b64": its values' little-endian bytes, row by row, in base64}: a third of the
+JSON's size in float16, and no number parsing). Modalities the request lacks are masked out of the gate.
+``{"instances": [request, ...]}`` (KServe v1) is answered with ``{"predictions": [response, ...]}``.
 
 A model trained with conversation context (``model.context``) also reads ``speaker`` (str) and ``context``: the
 previous turns of the conversation, oldest first, at most ``model.context_window`` of them, each either in the same
@@ -30,6 +32,9 @@ from hjcag.params import MODALITY_NAMES
 REQUEST_KEYS = ("text", "audio", "video", "features")
 CONVERSATION_KEYS = ("speaker", "context")  # a context model's request; a state turn is {"state", "speaker"}
 FEATURE_KEYS = {name: m for m, name in MODALITY_NAMES.items()}  # "text" -> "t", ...
+# A feature array may also come packed: the little-endian bytes of its values, row by row, in base64.
+PACKED_DTYPES = {"float16": "<f2", "float32": "<f4"}
+PACKED_HINT = '{"dtype": "float16" | "float32", "shape": [d] or [T, d], "b64": base64 of the values, row by row}'
 
 
 class RequestError(HjcagError):
@@ -226,11 +231,15 @@ class RequestParser:
 
     def _feature_array(self, key: str, value: Any) -> np.ndarray:
         m = FEATURE_KEYS[key]
-        shape_hint = f"a list of {self.input_dims[m]} numbers, or a list of such lists (one per time step)"
-        try:
-            array = np.asarray(value)
-        except ValueError:  # ragged nesting
-            array = np.asarray([], dtype=object)
+        shape_hint = (f"a list of {self.input_dims[m]} numbers, or a list of such lists (one per time step), or "
+                      f"{PACKED_HINT}")
+        if isinstance(value, dict):
+            array = _packed_array(f"features.{key}", value, self.limits.max_media_bytes)
+        else:
+            try:
+                array = np.asarray(value)
+            except ValueError:  # ragged nesting
+                array = np.asarray([], dtype=object)
         if array.dtype.kind not in "iuf" or array.ndim not in (1, 2) or array.size == 0:
             raise RequestError(f"features.{key} must be {shape_hint}; got "
                                f"{_describe_array(array, value)}.")
@@ -320,6 +329,26 @@ def _describe_array(array: np.ndarray, value: Any) -> str:
     if array.dtype.kind not in "iuf":
         return "a list holding non-numbers"
     return f"an array of shape {list(array.shape)}"
+
+
+def _packed_array(where: str, value: Mapping[str, Any], limit: int) -> np.ndarray:
+    """{"dtype", "shape", "b64"} -> the array: the compact form of a feature array (the numbers' bytes instead of
+    their decimal text: a quarter to a half of the size, and no number parsing)."""
+    if set(value) != {"dtype", "shape", "b64"}:
+        raise RequestError(f"{where} as an object must be {PACKED_HINT}; got the keys {sorted(value)}.")
+    dtype = PACKED_DTYPES.get(value["dtype"]) if isinstance(value["dtype"], str) else None
+    if dtype is None:
+        raise RequestError(f"{where}.dtype must be {' or '.join(map(json.dumps, PACKED_DTYPES))}; got "
+                           f"{json.dumps(value['dtype'])}.")
+    shape = value["shape"]
+    if not (isinstance(shape, list) and len(shape) in (1, 2)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
+        raise RequestError(f"{where}.shape must be [d] or [T, d], positive whole numbers; got {json.dumps(shape)}.")
+    data = _b64decode(f"{where}.b64", value["b64"], limit)
+    need = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if len(data) != need:
+        raise RequestError(f"{where}.b64 holds {len(data)} bytes; shape {shape} of {value['dtype']} takes {need}.")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def _b64decode(key: str, value: Any, limit: int) -> bytes:
