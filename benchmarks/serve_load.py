@@ -90,6 +90,8 @@ def make_run(out: Path, dims: dict[str, int], seq_len: int, widths: str, context
 def feature_bodies(count: int, dims: dict[str, int], seq_len: int, encoding: str = "json") -> list[bytes]:
     """Feature requests: the arrays as JSON numbers (`encoding` "json"), or packed as float16 / float32 bytes in
     base64 ({"dtype", "shape", "b64"}: hjcag.serve.request)."""
+    from hjcag.serve.request import pack_array
+
     rng = np.random.default_rng(1)
     bodies = []
     for _ in range(count):
@@ -99,10 +101,7 @@ def feature_bodies(count: int, dims: dict[str, int], seq_len: int, encoding: str
         if encoding == "json":
             features: dict[str, Any] = {k: v.tolist() for k, v in arrays.items()}
         else:
-            little = {"float16": "<f2", "float32": "<f4"}[encoding]
-            features = {k: {"dtype": encoding, "shape": list(v.shape),
-                            "b64": base64.b64encode(v.astype(little).tobytes()).decode("ascii")}
-                        for k, v in arrays.items()}
+            features = {k: pack_array(v, encoding) for k, v in arrays.items()}
         bodies.append(json.dumps({"features": features}).encode())
     return bodies
 

@@ -28,7 +28,7 @@ from hjcag.errors import ConfigError, HjcagError
 from hjcag.serve.package import package_model, read_archive_record
 from hjcag.serve.predictor import Predictor
 from hjcag.serve.reproducible import MANIFEST_ENTRY, normalise_archive
-from hjcag.serve.request import RequestError
+from hjcag.serve.request import RequestError, pack_array
 
 
 @pytest.fixture(autouse=True)
@@ -137,6 +137,9 @@ def test_packed_features_answer_like_the_same_numbers_as_lists(predictor: Predic
                             "visual": halves["visual"].astype(np.float32).tolist()}}
     assert np.array_equal(probs(predictor.predict(json.dumps(as_float16))), probs(predictor.predict(rounded)))
     assert np.abs(probs(predictor.predict(json.dumps(as_float16))) - listed).max() < 1e-2
+    # the public encoder (what a client calls) writes exactly this wire format
+    for dtype in ("float16", "float32"):
+        assert pack_array(arrays["text"], dtype) == sf.packed(arrays["text"], dtype)
 
 
 _AUDIO = np.zeros(88, np.float32)

@@ -72,19 +72,17 @@ class HjcagHandler:
         assert self.predictor is not None
         return self.predictor.inference(batch)
 
-    def postprocess(self, batch: Batch, outputs: Outputs, context: Any, started: float | None = None
-                    ) -> list[dict[str, Any]]:
+    def postprocess(self, batch: Batch, outputs: Outputs, context: Any, started: float) -> list[dict[str, Any]]:
         """`started`: perf_counter() when the batch reached the handler, for the Server-Timing header."""
         assert self.predictor is not None
         responses = []
         results = self.predictor.postprocess(batch, outputs)
-        timing = f"handler;dur={(time.perf_counter() - started) * 1000:.2f}" if started is not None else None
+        timing = f"handler;dur={(time.perf_counter() - started) * 1000:.2f}"
         for idx, result in enumerate(results):
             context.set_response_content_type(idx, JSON)
             # How many requests shared this forward pass: lets operators (and the tests) see batching work.
             context.set_response_header(idx, BATCH_HEADER, str(len(results)))
-            if timing is not None:
-                context.set_response_header(idx, TIMING_HEADER, timing)
+            context.set_response_header(idx, TIMING_HEADER, timing)
             if isinstance(result, RequestError):
                 context.set_response_status(result.status, HTTPStatus(result.status).phrase, idx)
                 responses.append(result.to_response())
