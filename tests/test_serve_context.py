@@ -16,7 +16,6 @@ import torch
 import serve_fixtures as sf
 from hjcag.artifacts import MODEL_CONFIG_FILE, SERVING_FILE
 from hjcag.errors import HjcagError
-from hjcag.model.context import ContextBatch
 from hjcag.serve.package import Source, stage_bundle
 from hjcag.serve.predictor import Predictor
 from hjcag.serve.request import RequestError
@@ -44,33 +43,54 @@ def turn(seed: int, speaker: str) -> dict[str, Any]:
     return {**sf.feature_request(seed), "speaker": speaker}
 
 
-def test_a_three_turn_conversation_by_states_matches_the_turns_themselves(predictor: Predictor) -> None:
-    first = predictor.predict(turn(1, "Ross"))
-    assert first["context_turns"] == 0 and first["state"].startswith("hjcag-state.v1.")
-    second = predictor.predict({**turn(2, "Rachel"), "context": [{"state": first["state"], "speaker": "Ross"}]})
-    assert second["context_turns"] == 1
-    states = [{"state": first["state"], "speaker": "Ross"}, {"state": second["state"], "speaker": "Rachel"}]
-    by_state = predictor.predict({**turn(3, "Ross"), "context": states})
-    by_input = predictor.predict({**turn(3, "Ross"), "context": [turn(1, "Ross"), turn(2, "Rachel")]})
-    assert by_state["context_turns"] == by_input["context_turns"] == 2
-    assert by_state["label"] == by_input["label"]
-    for label, p in by_input["probabilities"].items():  # states are float16: equal to about 1e-3
-        assert by_state["probabilities"][label] == pytest.approx(p, abs=2e-3)
-    alone = predictor.predict(turn(3, "Ross"))
-    assert alone["probabilities"] != by_input["probabilities"]  # the context is read
+# Two conversations of four turns: the last turn of each reads 3 earlier ones (model.context_window), of both speakers.
+DIALOGUES = [sf.dialogue((1, 2, 3, 4), ("Ross", "Rachel", "Ross", "Monica")),
+             sf.dialogue((11, 12, 13, 14), ("Joey", "Joey", "Chandler", "Joey"))]
+STATE_TOLERANCE = 1e-4  # a state carries the fused vector in float16: answers move by about 5e-6
 
 
-def test_the_endpoint_gives_the_offline_models_answer(predictor: Predictor) -> None:
-    """The same three turns through the offline path (a dialogue batch, as evaluation runs it) and the endpoint."""
-    turns = [turn(s, who) for s, who in ((1, "Ross"), (2, "Rachel"), (3, "Ross"))]
-    served = predictor.predict({**turns[2], "context": turns[:2]})
-    batch = predictor.preprocess([turns[0], turns[1], turns[2]])
-    window = torch.tensor([[-1, -1, -1, 0], [-1, -1, 0, 1], [-1, 0, 1, 2]])
-    speaker = torch.tensor([[2, 2, 2, 1], [2, 2, 0, 1], [2, 1, 0, 1]])
-    with torch.no_grad():
-        logits = predictor.model(batch.inputs, batch.present, context=ContextBatch(window, speaker)).logits
-    offline = torch.softmax(logits[2], dim=0).tolist()
-    assert list(served["probabilities"].values()) == pytest.approx(offline, abs=1e-6)
+@pytest.fixture(scope="module")
+def offline(run_dir: Path) -> list[np.ndarray]:
+    return sf.offline_probabilities(run_dir, DIALOGUES)
+
+
+def test_the_context_moves_the_answers_far_more_than_the_tolerance(predictor: Predictor,
+                                                                   offline: list[np.ndarray]) -> None:
+    """The premise of the tests below: a window built wrong (no context, another order, a turn missing or another
+    conversation's) changes an answer by more than they tolerate."""
+    for turns, expected in zip(DIALOGUES, offline, strict=True):
+        alone = sf.probabilities(predictor.predict(turns[-1]))
+        assert np.abs(expected[-1] - alone).max() > 50 * STATE_TOLERANCE
+
+
+def test_a_client_sending_turn_by_turn_with_states_gets_offline_evaluations_answers(
+        predictor: Predictor, offline: list[np.ndarray]) -> None:
+    for turns, expected in zip(DIALOGUES, offline, strict=True):
+        context: list[dict[str, Any]] = []
+        for i, (request, p) in enumerate(zip(turns, expected, strict=True)):
+            answer = predictor.predict({**request, "context": context[-3:]})
+            assert answer["context_turns"] == min(i, 3) and answer["context_kept"] is True
+            np.testing.assert_allclose(sf.probabilities(answer), p, rtol=0, atol=STATE_TOLERANCE)
+            assert answer["label"] == sf.LABELS[int(np.argmax(p))]
+            context.append({"state": answer["state"], "speaker": request["speaker"]})
+
+
+def test_every_turn_of_two_conversations_in_one_batch_gets_offline_evaluations_answer(
+        predictor: Predictor, offline: list[np.ndarray]) -> None:
+    """Earlier turns sent as inputs, all eight turns in one body (one batch): each reads its own conversation only."""
+    instances = [{**request, "context": turns[max(0, i - 3):i]} for turns in DIALOGUES
+                 for i, request in enumerate(turns)]
+    answers = predictor.predict(json.dumps({"instances": instances}))["predictions"]
+    assert [a["context_turns"] for a in answers] == [0, 1, 2, 3] * 2
+    np.testing.assert_allclose([sf.probabilities(a) for a in answers], np.concatenate(offline), rtol=0, atol=1e-5)
+
+
+def test_states_and_inputs_can_be_mixed_in_one_context(predictor: Predictor, offline: list[np.ndarray]) -> None:
+    turns = DIALOGUES[0]
+    first = predictor.predict(turns[0])
+    answer = predictor.predict({**turns[3], "context": [{"state": first["state"], "speaker": "Ross"}, *turns[1:3]]})
+    assert answer["context_turns"] == 3
+    np.testing.assert_allclose(sf.probabilities(answer), offline[0][3], rtol=0, atol=STATE_TOLERANCE)
 
 
 @pytest.mark.parametrize(("context", "message", "status"), [
@@ -127,10 +147,11 @@ def test_a_bidirectional_model_is_not_served(run_dir: Path, tmp_path: Path) -> N
         Predictor(model, doc)
 
 
-def test_kserve_instances_carry_their_own_context(predictor: Predictor) -> None:
-    first = predictor.predict(turn(1, "Ross"))
-    body = {"instances": [turn(2, "Rachel"), {**turn(2, "Rachel"), "context": [{"state": first["state"],
-                                                                                  "speaker": "Ross"}]}]}
+def test_kserve_instances_carry_their_own_context(predictor: Predictor, offline: list[np.ndarray]) -> None:
+    turns = DIALOGUES[0]
+    first = predictor.predict(turns[0])
+    body = {"instances": [turns[1], {**turns[1], "context": [{"state": first["state"], "speaker": "Ross"}]}]}
     answers = predictor.predict(json.dumps(body))["predictions"]
     assert [a["context_turns"] for a in answers] == [0, 1]
-    assert np.isfinite([sum(a["probabilities"].values()) for a in answers]).all()
+    np.testing.assert_allclose(sf.probabilities(answers[0]), sf.probabilities(predictor.predict(turns[1])), atol=1e-6)
+    np.testing.assert_allclose(sf.probabilities(answers[1]), offline[0][1], rtol=0, atol=STATE_TOLERANCE)

@@ -1,6 +1,6 @@
-"""The real TorchServe serving a conversation-context model (issue 10): a three-turn conversation carried by the
-states the endpoint returns, the same answers as the in-process predictor, a KServe v1 body with context, and a
-state made by another model refused with a 4xx."""
+"""The real TorchServe serving a conversation-context model (issue 10): conversations carried by the states the
+endpoint returns and sent whole in a KServe v1 body, answered as offline evaluation answers them, and a state made by
+another model refused with a 4xx."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import serve_fixtures as sf
@@ -46,24 +47,33 @@ def turn(seed: int, speaker: str) -> dict[str, Any]:
     return {**sf.feature_request(seed), "speaker": speaker}
 
 
-def test_a_three_turn_conversation_with_states(server: LocalTorchServe, runs: tuple[Path, Path]) -> None:
-    reference = Predictor.from_run(runs[0])
-    context: list[dict[str, Any]] = []
-    for seed, speaker in ((1, "Ross"), (2, "Rachel"), (3, "Ross")):
-        request = {**turn(seed, speaker), "context": context}
-        reply = server.predict(request)
-        assert reply.status == 200, reply.text
-        answer = reply.json()
-        expected = reference.predict(request)
-        assert answer["context_turns"] == len(context) and answer["label"] == expected["label"]
-        for label, p in expected["probabilities"].items():
-            assert answer["probabilities"][label] == pytest.approx(p, abs=1e-5)
-        context = [*context, {"state": answer["state"], "speaker": speaker}]
+DIALOGUES = [sf.dialogue((1, 2, 3, 4), ("Ross", "Rachel", "Ross", "Monica")),
+             sf.dialogue((11, 12, 13, 14), ("Joey", "Joey", "Chandler", "Joey"))]
 
-    body = {"instances": [turn(4, "Rachel"), {**turn(4, "Rachel"), "context": context}]}
-    reply = server.request("POST", "/predictions/hjcag", json.dumps(body).encode())
+
+def test_conversations_turn_by_turn_and_in_one_batch_get_offline_evaluations_answers(
+        server: LocalTorchServe, runs: tuple[Path, Path]) -> None:
+    """Through the real TorchServe (the archive's own copy of hjcag): each turn sent with the states of the earlier
+    answers, then every turn of both conversations in one KServe body, against offline evaluation of the dialogues
+    (serve_fixtures.offline_probabilities: the training path's windows, no serving code)."""
+    offline = sf.offline_probabilities(runs[0], DIALOGUES)
+    for turns, expected in zip(DIALOGUES, offline, strict=True):
+        context: list[dict[str, Any]] = []
+        for i, (request, p) in enumerate(zip(turns, expected, strict=True)):
+            reply = server.predict({**request, "context": context[-3:]})
+            assert reply.status == 200, reply.text
+            answer = reply.json()
+            assert answer["context_turns"] == min(i, 3) and answer["context_kept"] is True
+            np.testing.assert_allclose(sf.probabilities(answer), p, rtol=0, atol=1e-4)  # states are float16
+            context.append({"state": answer["state"], "speaker": request["speaker"]})
+
+    instances = [{**request, "context": turns[max(0, i - 3):i]} for turns in DIALOGUES
+                 for i, request in enumerate(turns)]
+    reply = server.request("POST", "/predictions/hjcag", json.dumps({"instances": instances}).encode())
     assert reply.status == 200, reply.text
-    assert [p["context_turns"] for p in reply.json()["predictions"]] == [0, 3]
+    answers = reply.json()["predictions"]
+    assert [a["context_turns"] for a in answers] == [0, 1, 2, 3] * 2
+    np.testing.assert_allclose([sf.probabilities(a) for a in answers], np.concatenate(offline), rtol=0, atol=1e-5)
 
 
 def test_a_state_from_another_model_or_too_many_turns_get_a_4xx(server: LocalTorchServe,

@@ -17,6 +17,7 @@ alone, for training, evaluation and serving alike.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -49,10 +50,15 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 RESULT_FILE = "result.json"
 HISTORY_FILE = "history.json"
+STAGES_FILE = "stages.json"  # a warm-started context fold: both stages' trainings (hjcag.train.fit)
+BASE, CONTEXT = "base", "context"  # those two stages: the context-free model, then the context layer around it
 CHECKPOINT_FILE = "checkpoint.pt"
 WEIGHTS_FILE = "model.safetensors"
 PREDICTIONS_FILE = "predictions.csv"
 RUN_TOP_FILES = (RUN_FILE, FOLDS_FILE, MODEL_CONFIG_FILE)  # what a run holds besides its fold_K directories
+# model_config.json["weights"][CONTEXT_DROPPED]: the units whose warm-started context layer was dropped (their model is
+# the context-free one, `context: none`); a bundle's model_config.json describes its one model directly.
+CONTEXT_DROPPED = "context_dropped"
 
 # gate
 GATE_FILE = "gate.json"
@@ -178,18 +184,38 @@ def weights_path(doc: Mapping[str, Any], fold: int | None, where: str | Path) ->
     return str(chosen)
 
 
-def trained_model_config(doc: Mapping[str, Any]) -> ModelConfig:
-    """The ModelConfig a model_config.json records (settings added later take their defaults)."""
-    return ModelConfig(**doc["model_config"])
+def trained_model_config(doc: Mapping[str, Any], unit: str | None = None) -> ModelConfig:
+    """The ModelConfig a model_config.json records (settings added later take their defaults); with `unit`
+    (fold_K), that unit's model: the context-free one where its warm-started context layer was dropped."""
+    config = ModelConfig(**doc["model_config"])
+    if unit is not None and unit in context_dropped(doc):
+        return dataclasses.replace(config, context="none")
+    return config
+
+
+def context_dropped(doc: Mapping[str, Any]) -> list[str]:
+    """The units of a run whose warm-started context layer was dropped (:data:`CONTEXT_DROPPED`)."""
+    return list((doc.get("weights") or {}).get(CONTEXT_DROPPED) or [])
+
+
+def unit_model_doc(doc: Mapping[str, Any], unit: str) -> dict[str, Any]:
+    """model_config.json as it describes the model of one unit (fold_K) of a run, as a bundle and the endpoint serve
+    it: that unit's ModelConfig, and `context_kept` (None: trained without context; False: the warm-started context
+    layer was dropped, the model is the context-free one)."""
+    trained = ModelConfig(**doc["model_config"])
+    kept = None if trained.context == "none" else unit not in context_dropped(doc)
+    return {**doc, "model_config": dataclasses.asdict(trained_model_config(doc, unit)), "context_kept": kept}
 
 
 def build_trained_model(doc: Mapping[str, Any], weights: str | Path) -> nn.Module:
-    """The model a model_config.json describes, with its safetensors weights, in eval mode."""
+    """The model a model_config.json describes, with its safetensors weights (``<run>/<unit>/model.safetensors``,
+    or a bundle's one file), in eval mode."""
     from safetensors.torch import load_file
 
     from hjcag.model.factory import build_model
 
-    model = build_model(doc["model"], doc["input_dims"], int(doc["num_classes"]), trained_model_config(doc))
+    config = trained_model_config(doc, Path(weights).parent.name)
+    model = build_model(doc["model"], doc["input_dims"], int(doc["num_classes"]), config)
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
 

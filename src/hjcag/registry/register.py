@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from hjcag.artifacts import MODEL_CONFIG_FILE, RUN_FILE, file_digest
+from hjcag.artifacts import MODEL_CONFIG_FILE, RUN_FILE, file_digest, unit_model_doc
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.params import Params
 from hjcag.registry.aliases import CANDIDATE, model_name_for
@@ -314,6 +314,8 @@ def register_run(run_dir: str | Path, params: Params, data_hash: str, parent_run
     doc = json.loads((run_dir / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
     if doc["weights"].get("default") is None:
         raise HjcagError(f"'{run_dir}' has no default weights yet; finish the run with `hjcag train` first.")
+    unit = str(doc["weights"]["default"]).split("/", 1)[0]  # the fold that serving loads by default
+    served = unit_model_doc(doc, unit)
     tags = {
         TAG_GIT_COMMIT: commit,
         TAG_GIT_DIRTY: str(dirty).lower(),
@@ -324,6 +326,9 @@ def register_run(run_dir: str | Path, params: Params, data_hash: str, parent_run
         "profile": params.profile,
         "model": str(doc["model"]),
         "modalities": ",".join(doc["modalities"]),
+        "fold": unit,
+        "context": str(served["model_config"]["context"]),  # what the default fold's model reads ("none" if dropped)
+        **({} if served["context_kept"] is None else {"context_kept": str(served["context_kept"]).lower()}),
         "accuracy_mean": f"{metrics['accuracy']['mean']:.6f}",
         "weighted_f1_mean": f"{metrics['weighted_f1']['mean']:.6f}",
     }

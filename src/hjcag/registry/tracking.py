@@ -29,12 +29,15 @@ from typing import Any
 from urllib.parse import unquote
 
 from hjcag.artifacts import (
+    BASE,
+    CONTEXT,
     FOLDS_FILE,
     HISTORY_FILE,
     METRICS_FILE,
     MODEL_CONFIG_FILE,
     REPORT_FILE,
     RUN_FILE,
+    STAGES_FILE,
     read_json,
 )
 from hjcag.errors import HjcagError
@@ -48,13 +51,17 @@ TAG_FINGERPRINT = "hjcag.fingerprint"
 TAG_RUN_DIR = "hjcag.run_dir"
 TAG_COMPLETE = "hjcag.complete"    # "true" once every fold and artifact is logged
 TAG_FOLD = "hjcag.fold"
+TAG_CONTEXT_KEPT = "hjcag.context_kept"  # a warm-started context fold: "true" | "false" (the context-free model kept)
 TAG_GATE = "hjcag.gate"            # "passed" | "failed", set by the register step
 PARENT_TAG = "mlflow.parentRunId"  # what makes a run "nested" in MLflow's UI and search
 
 REPORT_FILES = (METRICS_FILE, REPORT_FILE, MODEL_CONFIG_FILE, FOLDS_FILE, RUN_FILE)
 PLOT_SUFFIXES = (".png", ".svg")
-FOLD_FILES = ("history.json", "result.json", "predictions.csv")
+FOLD_FILES = ("history.json", "result.json", "predictions.csv", STAGES_FILE)
 EPOCH_METRICS = ("train_loss", "val_loss", "val_acc", "val_weighted_f1", "lr")
+# A warm-started context fold streams its two stages' epochs as <stage>_<metric> (hjcag.train.fit.stage_callback);
+# the unprefixed epoch metrics are the kept model's, logged from its history.json once the fold is done.
+STAGE_PREFIXES = ("", f"{BASE}_", f"{CONTEXT}_")
 FOLD_SCALARS = ("accuracy", "weighted_f1", "macro_f1")
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAMS_PER_BATCH = 100
@@ -217,6 +224,10 @@ def _log_metrics(client: Any, run_id: str, values: Mapping[str, Any], step: int 
         client.log_batch(run_id, metrics=metrics[start:start + _MAX_METRICS_PER_BATCH])
 
 
+def _epoch_metric(name: str) -> bool:
+    return any(name.startswith(prefix) and name.removeprefix(prefix) in EPOCH_METRICS for prefix in STAGE_PREFIXES)
+
+
 def _log_history(client: Any, run_id: str, history: Sequence[Mapping[str, Any]]) -> None:
     """Per-epoch metrics with step = epoch (1-based, as the training loop counts)."""
     from mlflow.entities import Metric
@@ -263,6 +274,8 @@ def fold_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     out.update({f"test_f1_{_safe(label)}": v for label, v in (result.get("per_class_f1") or {}).items()
                 if v is not None})
     out.update({k: result[k] for k in ("best_epoch", "best_val_loss", "epochs_run") if result.get(k) is not None})
+    for stage, summary in (result.get("stages") or {}).items():  # a warm-started context fold's two stages
+        out.update({f"{stage}_{k}": float(v) for k, v in summary.items() if v is not None})
     return out
 
 
@@ -281,7 +294,8 @@ class RunLogger:
         self.client = get_client()
         self.params = params
         self.fold_runs: dict[str, str] = {}  # unit (fold_K, or fold_K_seed_S) -> its nested run
-        self._streamed: dict[str, set[int]] = {}  # unit -> epochs already logged (live, or before a resume)
+        # unit -> (metric prefix, epoch) already logged (live, or before a resume); prefix "" is the kept model's
+        self._streamed: dict[str, set[tuple[str, int]]] = {}
         with quiet_mlflow():
             self.experiment_id = get_or_create_experiment(self.client, experiment_name(params, experiment))
             if resume is None:
@@ -302,8 +316,8 @@ class RunLogger:
             self.fold_runs[unit] = run.info.run_id
             if run.info.status != "RUNNING":
                 c.update_run(run.info.run_id, status="RUNNING")
-            self._streamed[unit] = {m.step for name in EPOCH_METRICS
-                                    for m in c.get_metric_history(run.info.run_id, name)}
+            self._streamed[unit] = {(prefix, m.step) for prefix in STAGE_PREFIXES for name in EPOCH_METRICS
+                                    for m in c.get_metric_history(run.info.run_id, prefix + name)}
         # MLflow refuses to change a logged param: log only the new ones (a runtime-only setting such as
         # train.num_threads may differ on a resume; the run keeps the value it started with).
         logged = c.get_run(parent).data.params
@@ -323,12 +337,13 @@ class RunLogger:
     def on_epoch(self, unit: str, epoch: int, metrics: dict[str, float]) -> None:
         """The run's ``on_epoch`` callback: stream one epoch into the fold's (unit's) run (once: an epoch trained
         again after a resume from an earlier checkpoint is not logged twice)."""
+        values = {k: v for k, v in metrics.items() if _epoch_metric(k)}
+        prefix = next((p for p in STAGE_PREFIXES[1:] if any(k.startswith(p) for k in values)), "")
         seen = self._streamed.setdefault(unit, set())
-        if int(epoch) in seen:
+        if (prefix, int(epoch)) in seen:
             return
-        seen.add(int(epoch))
-        _log_metrics(self.client, self.fold_run(unit), {k: metrics[k] for k in EPOCH_METRICS if k in metrics},
-                     step=epoch)
+        seen.add((prefix, int(epoch)))
+        _log_metrics(self.client, self.fold_run(unit), values, step=epoch)
 
     def complete(self, run_dir: Path) -> str:
         """Log everything a finished run directory holds; mark all runs FINISHED; return the parent run id."""
@@ -352,8 +367,10 @@ class RunLogger:
                 if (fold_dir / HISTORY_FILE).exists():  # epochs not streamed live (e.g. before a resume)
                     seen = self._streamed.get(unit, set())
                     _log_history(c, run_id, [row for i, row in enumerate(read_json(fold_dir / HISTORY_FILE))
-                                             if int(row.get("epoch", i + 1)) not in seen])
+                                             if ("", int(row.get("epoch", i + 1))) not in seen])
                 _log_metrics(c, run_id, fold_metrics(result))
+                if result.get("context_kept") is not None:
+                    c.set_tag(run_id, TAG_CONTEXT_KEPT, str(result["context_kept"]).lower())
                 for name in FOLD_FILES:
                     if (fold_dir / name).exists():
                         c.log_artifact(run_id, str(fold_dir / name), "fold")

@@ -55,6 +55,7 @@ from hjcag.artifacts import (
     file_digest,
     read_json,
     trained_model_config,
+    unit_model_doc,
     weights_path,
     write_json,
 )
@@ -226,7 +227,8 @@ def stage_bundle(
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / weights, dest / WEIGHTS_FILE)
     chosen = weights.split("/", 1)[0]
-    served = {**doc, "weights": {"format": "safetensors", "default": WEIGHTS_FILE, "fold": chosen}}
+    served = {**unit_model_doc(doc, chosen), "weights": {"format": "safetensors", "default": WEIGHTS_FILE,
+                                                         "fold": chosen}}
     write_json(dest / MODEL_CONFIG_FILE, served)
     write_json(dest / LABELS_FILE, {str(i): label for i, label in enumerate(doc["label_names"])})
     write_json(dest / EXTRACTORS_FILE, {"config": dataclasses.asdict(features_config),
@@ -248,17 +250,29 @@ def stage_bundle(
         "registered_version": source.registered_version,
         "hjcag_version": hjcag.__version__,
         "metrics": summary,
-        "context": _context_settings(doc),
+        "context": _context_settings(served),
+        "context_kept": served["context_kept"],
     })
     return dest
 
 
 def _context_settings(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """The conversation-context settings a client needs (how many previous turns the endpoint reads), or None."""
+    """The conversation-context settings a client needs (how many previous turns the endpoint reads), or None
+    (a model without context, or whose context layer was dropped: ``context_kept`` says which)."""
     config = trained_model_config(doc)
     if config.context == "none":
         return None
     return {"kind": config.context, "window": config.context_window, "direction": config.context_direction}
+
+
+def archive_version(source: Source, doc: Mapping[str, Any], fold: int | None) -> str:
+    """The version an archive of `fold` (None: the default one) gets without --version: the registered version for
+    its default fold, ``<version>-fold_K`` for another fold; ``run-<fingerprint>-fold_K`` for a run directory."""
+    unit = weights_path(doc, fold, source.run_dir).split("/", 1)[0]
+    if source.registered_version is None:
+        return run_version(source.run_dir, unit)
+    default = str((doc.get("weights") or {}).get("default") or "").split("/", 1)[0]
+    return source.registered_version if unit == default else f"{source.registered_version}-{unit}"
 
 
 def _copy_source(dest: Path) -> None:
@@ -317,7 +331,7 @@ def package_model(
         tmp = Path(tmp_name)
         src = resolve_source(source, tmp / "download", tracking_uri)
         doc = read_json(src.run_dir / MODEL_CONFIG_FILE)
-        version = version or src.registered_version or run_version(src.run_dir)
+        version = version or archive_version(src, doc, fold)
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", version):
             raise ConfigError(f"version '{version}' may only hold letters, digits, '.', '_' and '-'.")
         params = None if features_config and media else run_params(src.run_dir, params_path, profile,
@@ -335,6 +349,7 @@ def package_model(
         stage_bundle(src, payload, version=version, fold=fold, features_config=config, trained_with=trained_with,
                      name=src.registered_name or MODEL_NAME, media=media)
         _smoke_test(payload)
+        served = read_json(payload / SERVING_FILE)
         _copy_source(payload)
         weights = (payload / WEIGHTS_FILE).rename(tmp / WEIGHTS_FILE)
         # A directory given to --extra-files is copied *into* the archive's root: payload/hjcag -> hjcag/.
@@ -357,6 +372,8 @@ def package_model(
         "version": version,
         "source": src.uri or str(src.run_dir.resolve()),
         "registered_version": src.registered_version,
+        "fold": served["fold"],
+        "context_kept": served["context_kept"],
         "architecture": doc["model"],
         "modalities": [MODALITY_NAMES[m] for m in doc["input_dims"]],
         "labels": doc["label_names"],

@@ -38,6 +38,7 @@ from hjcag.artifacts import (
     build_trained_model,
     read_json,
     trained_model_config,
+    unit_model_doc,
     weights_path,
 )
 from hjcag.errors import DataError, HjcagError
@@ -85,14 +86,15 @@ class Outputs:
     context_turns: list[int] | None = None  # and how many previous turns it read
 
 
-def run_version(run_dir: Path) -> str:
-    """A version string for an unregistered training run: 'run-' + the run's settings fingerprint."""
+def run_version(run_dir: Path, unit: str) -> str:
+    """A version string for one unit (fold_K) of an unregistered training run: 'run-' + the run's settings
+    fingerprint + the unit, so that every fold's model has a version of its own."""
     run_file = Path(run_dir) / RUN_FILE
     if run_file.exists():
         fingerprint = str(read_json(run_file).get("fingerprint", ""))[:8]
         if fingerprint:
-            return f"run-{fingerprint}"
-    return "run-unversioned"
+            return f"run-{fingerprint}-{unit}"
+    return f"run-unversioned-{unit}"
 
 
 class Predictor:
@@ -126,6 +128,8 @@ class Predictor:
         self.seq_len = int(model_doc["seq_len"])
         self.limits = limits or Limits()
         self.context = trained_model_config(model_doc)
+        # None: trained without context; False: its warm-started context layer was dropped (a context-free model)
+        self.context_kept: bool | None = model_doc.get("context_kept")
         if self.context.context != "none" and self.context.context_direction != "causal":
             raise HjcagError(
                 f"this model reads the following turns too (model.context_direction: "
@@ -135,8 +139,12 @@ class Predictor:
         self.context_turns = self.context.context_window if self.context.context != "none" else 0
         self.fingerprint = model_fingerprint(self.model) if self.context_turns else ""
         self.media = media or MediaConfig()  # what valid request media is: validation's definition (media_rules)
+        no_context = "it was trained with model.context: none"
+        if self.context_kept is False:
+            no_context = ("its conversation-context layer was dropped in training: it did not beat the context-free "
+                          "model on validation")
         self.parser = RequestParser(self.modalities, self.input_dims, self.seq_len, self.limits, self._extractor,
-                                    self.context_turns, self._decode_state)
+                                    self.context_turns, self._decode_state, no_context)
         if features_config is not None:
             features_config = features_config.replace(
                 seq_len=self.seq_len, device=str(self.device), cache_dir=None, progress=False
@@ -199,9 +207,12 @@ class Predictor:
         checked against `media` (default: MediaConfig's defaults)."""
         run_dir = Path(run_dir)
         doc = read_json(run_dir / MODEL_CONFIG_FILE)
-        model = build_trained_model(doc, run_dir / weights_path(doc, fold, run_dir))
-        return cls(model, doc, name=name, version=version or run_version(run_dir), features_config=features_config,
-                   trained_with=trained_with, device=device, limits=limits, media=media)
+        weights = weights_path(doc, fold, run_dir)
+        unit = Path(weights).parent.name
+        model = build_trained_model(doc, run_dir / weights)
+        return cls(model, unit_model_doc(doc, unit), name=name, version=version or run_version(run_dir, unit),
+                   features_config=features_config, trained_with=trained_with, device=device, limits=limits,
+                   media=media)
 
     def load_extractors(self) -> dict[str, str]:
         """Load every extractor the model can use now (rather than on the first raw request).
@@ -446,6 +457,8 @@ class Predictor:
                 if outputs.states is not None and outputs.context_turns is not None:
                     answer["state"] = outputs.states[row]
                     answer["context_turns"] = outputs.context_turns[row]
+                if self.context_kept is not None:  # trained with context: whether this model reads it
+                    answer["context_kept"] = self.context_kept
                 answers.append(answer)
                 row += 1
             results.append({"predictions": answers} if body.kserve else answers[0])
@@ -466,6 +479,7 @@ class Predictor:
         """What is being served (for logs and the benchmark)."""
         return {"model": self.name, "version": self.version, "architecture": self.doc.get("model"),
                 "context": {"kind": self.context.context, "window": self.context_turns} if self.context_turns else None,
+                "context_kept": self.context_kept,
                 "modalities": [MODALITY_NAMES[m] for m in self.modalities], "input_dims": self.input_dims,
                 "seq_len": self.seq_len, "labels": list(self.labels), "device": str(self.device),
                 "raw_input_refused": {MODALITY_NAMES[m]: p for m, p in self._raw_problems.items()},

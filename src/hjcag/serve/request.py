@@ -96,12 +96,14 @@ class RequestParser:
 
     def __init__(self, modalities: Sequence[str], input_dims: Mapping[str, int], seq_len: int, limits: Limits,
                  check_raw: Callable[[str], object], context_turns: int = 0,
-                 decode_state: Callable[[object, str], np.ndarray] | None = None) -> None:
-        """`context_turns`: how many previous turns the model reads (0: none, `context` is refused);
-        `decode_state(text, where)` turns a state string back into its vector or raises RequestError."""
+                 decode_state: Callable[[object, str], np.ndarray] | None = None,
+                 no_context: str = "it was trained with model.context: none") -> None:
+        """`context_turns`: how many previous turns the model reads (0: none, `context` is refused, saying
+        `no_context` why); `decode_state(text, where)` turns a state string back into its vector or raises
+        RequestError."""
         self.modalities, self.input_dims, self.seq_len = tuple(modalities), dict(input_dims), seq_len
         self.limits, self.check_raw = limits, check_raw
-        self.context_turns, self.decode_state = context_turns, decode_state
+        self.context_turns, self.decode_state, self.no_context = context_turns, decode_state, no_context
 
     def parse(self, body: Any) -> Body:
         try:
@@ -134,8 +136,7 @@ class RequestParser:
                                f"{_json_type(obj)}.")
         allowed = [*REQUEST_KEYS, "speaker"] if turn else [*REQUEST_KEYS, *CONVERSATION_KEYS]
         if "context" in obj and not turn and not self.context_turns:
-            raise RequestError("this model reads no conversation context (it was trained with model.context: none); "
-                               "remove 'context'.")
+            raise RequestError(f"this model reads no conversation context ({self.no_context}); remove 'context'.")
         unknown = sorted(set(obj) - set(allowed))
         if unknown:
             raise RequestError(f"unknown key(s) {unknown} in the {'turn' if turn else 'request'}; allowed keys are "

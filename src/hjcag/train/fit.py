@@ -9,8 +9,9 @@ With conversation context and `train.context_warm_start` (README "Conversation c
 
 The context layer then adds what the conversation offers to a converged base instead of racing it from a random
 start. It is kept only if it helps: when stage 2's model (at its own early-stopping epoch) does not beat stage 1's
-on validation weighted F1, the fold's model is the trained context-free base with the context head at zero, whose
-logits are exactly the base's. Validation loss is not the test here: on MELD stage 2 never beat it (a context model
+on validation weighted F1, the fold's model is stage 1's context-free model itself: its weights, result.json,
+history and model_config describe that model (`context_kept: false`), and both stages are reported beside it
+(hjcag.train.run). Validation loss is not the test here: on MELD stage 2 never beat it (a context model
 grows more confident, which weighted cross-entropy punishes) while its dev and test weighted F1 rose by 1.4 and
 1.6 points; on the demo data, which has no conversational cue, the rule keeps the base in half the folds (README
 "Conversation context").
@@ -19,33 +20,41 @@ grows more confident, which weighted cross-entropy punishes) while its dev and t
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from hjcag.artifacts import BASE, CONTEXT
 from hjcag.data.features_file import FeatureSet
 from hjcag.model.context import ConversationContext
 from hjcag.model.factory import build_model
 from hjcag.params import ModelConfig, TrainConfig
-from hjcag.train.loop import EpochCallback, FoldTraining, TensorData, cpu_state, train_fold
+from hjcag.train.loop import EpochCallback, FoldTraining, TensorData, train_fold
 
 
 @dataclass
 class FittedModel:
-    """A trained model (its kept state loaded, also `training.best_state`) and how its training went; `base` is
-    stage 1's, when warm-started, and `context_kept` whether stage 2 beat it (else the model is the base)."""
+    """The model a fold keeps (its kept state loaded), the ModelConfig it is built with, and how its training went.
+
+    Warm-started context: `stages` holds both stages' trainings (BASE, CONTEXT) and `context_kept` whether the
+    context stage beat the base. The kept model is then the context stage's model, or else the base model alone:
+    a context-free model (`config.context` is "none"), exactly stage 1's. `training` is always the kept model's.
+    """
 
     model: nn.Module
+    config: ModelConfig
     training: FoldTraining
-    base: FoldTraining | None = None
+    stages: dict[str, FoldTraining] = field(default_factory=dict)
     context_kept: bool | None = None
 
-    @property
-    def scored(self) -> FoldTraining:
-        """The training whose early-stopping epoch the kept model is: stage 1's when the context was not kept."""
-        return self.base if self.context_kept is False and self.base is not None else self.training
+
+def stage_summary(training: FoldTraining) -> dict[str, float | int | bool]:
+    """How one training (a stage, or the kept model's) went: its early-stopping epoch and validation figures there."""
+    return {"best_epoch": training.best_epoch, "epochs_run": training.epochs_run,
+            "best_val_loss": training.best_val_loss, "stopped_early": training.stopped_early,
+            "val_weighted_f1": training.at_best_epoch("val_weighted_f1")}
 
 
 def base_checkpoint(checkpoint_path: Path) -> Path:
@@ -56,6 +65,20 @@ def base_checkpoint(checkpoint_path: Path) -> Path:
 def warm_start(model_cfg: ModelConfig, cfg: TrainConfig) -> bool:
     """Whether a model with these settings is trained in two stages (context, and train.context_warm_start)."""
     return model_cfg.context != "none" and cfg.context_warm_start
+
+
+def context_beats_base(base: FoldTraining, context: FoldTraining) -> bool:
+    """The keep-or-drop rule: the context stage's model is kept only if its validation weighted F1 (at its own
+    early-stopping epoch) is strictly above the base model's."""
+    return context.at_best_epoch("val_weighted_f1") > base.at_best_epoch("val_weighted_f1")
+
+
+def stage_callback(on_epoch: EpochCallback | None, stage: str) -> EpochCallback | None:
+    """`on_epoch` for one stage of a warm start: its metrics named ``<stage>_<metric>`` (base_val_loss, ...), so that
+    an epoch of a stage is never taken for an epoch of the kept model (which is known only once both are done)."""
+    if on_epoch is None:
+        return None
+    return lambda fold, epoch, metrics: on_epoch(fold, epoch, {f"{stage}_{k}": v for k, v in metrics.items()})
 
 
 def fit_model(
@@ -74,35 +97,34 @@ def fit_model(
 ) -> FittedModel:
     """Seed, build (input statistics from `train` only), train with early stopping on `val`, load the best state.
 
-    `on_epoch` sees the epochs of the model that is returned (stage 2 when warm-started); checkpoints resume each
-    stage where it stopped.
+    `on_epoch` sees every epoch trained: as they are without a warm start, with the stage's name before each metric
+    with one (:func:`stage_callback`); checkpoints resume each stage where it stopped.
     """
-    warm = warm_start(model_cfg, cfg)
-    first_cfg = dataclasses.replace(model_cfg, context="none") if warm else model_cfg
-    torch.manual_seed(seed)
-    model = build_model(model_name, train.dims, len(train.label_names), first_cfg)
-    model.standardize.fit(train.features)  # input statistics of the training part only (saved with the weights)
-    base: FoldTraining | None = None
-    if warm:
-        base = train_fold(
-            model, TensorData.from_features(train, first_cfg), TensorData.from_features(val, first_cfg), cfg,
-            seed=seed, device=device, checkpoint_path=None if checkpoint_path is None else base_checkpoint(
-                checkpoint_path), fold_index=fold_index, quiet=quiet,
+    if not warm_start(model_cfg, cfg):
+        torch.manual_seed(seed)
+        model = build_model(model_name, train.dims, len(train.label_names), model_cfg)
+        model.standardize.fit(train.features)  # input statistics of the training part only (saved with the weights)
+        training = train_fold(
+            model, TensorData.from_features(train, model_cfg), TensorData.from_features(val, model_cfg), cfg,
+            seed=seed, device=device, checkpoint_path=checkpoint_path, fold_index=fold_index, on_epoch=on_epoch,
+            quiet=quiet,
         )
-        model.load_state_dict(base.best_state)
-        model = ConversationContext(model, len(train.label_names), model_cfg)
-    training = train_fold(
+        model.load_state_dict(training.best_state)
+        return FittedModel(model, model_cfg, training)
+    base_cfg = dataclasses.replace(model_cfg, context="none")
+    stage_1 = fit_model(model_name, train, val, base_cfg, cfg, seed=seed, device=device, fold_index=fold_index,
+                        checkpoint_path=None if checkpoint_path is None else base_checkpoint(checkpoint_path),
+                        on_epoch=stage_callback(on_epoch, BASE), quiet=quiet)
+    base_model = stage_1.model
+    model = ConversationContext(base_model, len(train.label_names), model_cfg)  # its head at zero: the base's logits
+    context = train_fold(
         model, TensorData.from_features(train, model_cfg), TensorData.from_features(val, model_cfg), cfg,
-        seed=seed, device=device, checkpoint_path=checkpoint_path, fold_index=fold_index, on_epoch=on_epoch,
-        quiet=quiet,
+        seed=seed, device=device, checkpoint_path=checkpoint_path, fold_index=fold_index,
+        on_epoch=stage_callback(on_epoch, CONTEXT), quiet=quiet,
     )
-    model.load_state_dict(training.best_state)
-    if base is None:
-        return FittedModel(model, training)
-    kept = training.at_best_epoch("val_weighted_f1") > base.at_best_epoch("val_weighted_f1")
-    if not kept:  # the context-free model of stage 1, read through a context layer that adds nothing
-        model.base.load_state_dict(base.best_state)
-        nn.init.zeros_(model.head[-1].weight)
-        nn.init.zeros_(model.head[-1].bias)
-        training = dataclasses.replace(training, best_state=cpu_state(model))
-    return FittedModel(model, training, base, kept)
+    stages = {BASE: stage_1.training, CONTEXT: context}
+    if context_beats_base(stage_1.training, context):
+        model.load_state_dict(context.best_state)
+        return FittedModel(model, model_cfg, context, stages, context_kept=True)
+    base_model.load_state_dict(stage_1.training.best_state)  # stage 2 trained the base on: back to stage 1's
+    return FittedModel(base_model, base_cfg, stage_1.training, stages, context_kept=False)

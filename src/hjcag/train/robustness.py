@@ -37,7 +37,7 @@ def robustness_table(fs: FeatureSet, folds: Sequence[Fold], results: Sequence[Ma
     for result in results:
         test = fs.subset(by_index[result["fold"]].test_idx)
         model = build_trained_model(doc, run_dir / result["unit"] / WEIGHTS_FILE).to(device)
-        units.append((model, TensorData.from_features(test, trained_model_config(doc)), test.targets))
+        units.append((model, TensorData.from_features(test, trained_model_config(doc, result["unit"])), test.targets))
     rows = []
     for subset in modality_subsets(fs.modalities):
         present = torch.tensor([m in subset for m in fs.modalities])

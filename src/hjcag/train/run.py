@@ -6,7 +6,8 @@ Layout of ``out_dir``::
     folds.json            utterance ids of every fold's train / val / test part
     model_config.json     what serving needs to rebuild the model (name, ModelConfig, input dims, labels, weights)
     fold_K/checkpoint.pt  full training state after the last epoch (only while the fold is unfinished)
-    fold_K/model.safetensors, history.json, predictions.csv
+    fold_K/model.safetensors, history.json, predictions.csv   (the model the fold keeps, and its training)
+    fold_K/stages.json    a warm-started context fold: both stages' trainings (hjcag.train.fit), the kept one's too
     fold_K/result.json    the fold's test metrics; its presence marks the fold as done
                           (one process trains a fold at a time: hjcag.train.unit_lock)
     metrics.json          mean ± std over folds and every fold's numbers (written last)
@@ -31,6 +32,7 @@ from safetensors.torch import save_file
 
 from hjcag.artifacts import (
     CHECKPOINT_FILE,
+    CONTEXT_DROPPED,
     FOLDS_FILE,
     HISTORY_FILE,
     METRICS_FILE,
@@ -38,6 +40,7 @@ from hjcag.artifacts import (
     PREDICTIONS_FILE,
     RESULT_FILE,
     RUN_FILE,
+    STAGES_FILE,
     WEIGHTS_FILE,
     fold_dir,
     fold_weights,
@@ -49,7 +52,7 @@ from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.model.factory import MODEL_NAMES
 from hjcag.params import Params, parse_modalities
-from hjcag.train.fit import base_checkpoint, fit_model
+from hjcag.train.fit import base_checkpoint, fit_model, stage_summary
 from hjcag.train.folds import Fold, make_folds
 from hjcag.train.loop import EpochCallback, TensorData, predict
 from hjcag.train.metrics import aggregate, classification_metrics
@@ -141,7 +144,7 @@ def _any_fold_progress(out_dir: Path) -> bool:
 
 
 def _model_config_doc(model_name: str, params: Params, fs: FeatureSet, folds: Sequence[Fold], default: str | None,
-                      seeds: Sequence[int | None]) -> dict[str, Any]:
+                      seeds: Sequence[int | None], results: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     return {
         "model": model_name,
         "model_config": dataclasses.asdict(params.model),
@@ -155,6 +158,8 @@ def _model_config_doc(model_name: str, params: Params, fs: FeatureSet, folds: Se
             "folds": [fold_weights(f.index, s) for f in folds for s in seeds],
             # The fold with the lowest validation loss (never chosen on test scores); set when all folds are done.
             "default": default,
+            # Units (fold_K) of a warm-started context run whose context was dropped: a context-free model each.
+            CONTEXT_DROPPED: [r["unit"] for r in results if r.get("context_kept") is False],
         },
     }
 
@@ -191,8 +196,8 @@ def _run_fold(
     checkpoint = fold_dir / CHECKPOINT_FILE
     fitted = fit_model(model_name, train, val, params.model, params.train, seed=seed, device=device,
                        checkpoint_path=checkpoint, fold_index=fold.index, on_epoch=on_epoch, quiet=quiet)
-    model, training = fitted.model, fitted.training
-    logits, gates = predict(model, TensorData.from_features(test, params.model), params.train.batch_size, device)
+    model, training = fitted.model, fitted.training  # the model the fold keeps, and its training
+    logits, gates = predict(model, TensorData.from_features(test, fitted.config), params.train.batch_size, device)
     scores = classification_metrics(test.targets, logits.argmax(dim=1).numpy(), fs.label_names)
 
     tmp = fold_dir / (WEIGHTS_FILE + ".tmp")
@@ -214,9 +219,11 @@ def _run_fold(
         "stopped_early": training.stopped_early,
         "seed": seed,
     }
-    if fitted.base is not None:  # warm-started context: how stage 1, the context-free model, went
-        result.update(base_best_epoch=fitted.base.best_epoch, base_epochs_run=fitted.base.epochs_run,
-                      base_best_val_loss=fitted.base.best_val_loss, context_kept=fitted.context_kept)
+    if fitted.stages:  # warm-started context: which model was kept, and how each stage went
+        result["context_kept"] = fitted.context_kept
+        result["stages"] = {name: stage_summary(t) for name, t in fitted.stages.items()}
+        write_json(fold_dir / STAGES_FILE, {name: {**stage_summary(t), "history": t.history}
+                                            for name, t in fitted.stages.items()})
     write_json(fold_dir / RESULT_FILE, result)  # last: marks the fold as done
     if not keep_checkpoint:
         checkpoint.unlink(missing_ok=True)
@@ -323,9 +330,10 @@ def train_and_evaluate(
 
     if len(results) < len(folds) * len(seeds):
         return {"complete": False, "folds": results, "n_folds": len(folds)}
-    best = min(results, key=lambda r: r["best_val_loss"])
+    best = min(results, key=lambda r: r["best_val_loss"])  # the kept models' validation loss, never a test score
     best_weights = f"{best['unit']}/{WEIGHTS_FILE}"
-    write_json(out_dir / MODEL_CONFIG_FILE, _model_config_doc(model_name, params, fs, folds, best_weights, seeds))
+    write_json(out_dir / MODEL_CONFIG_FILE,
+               _model_config_doc(model_name, params, fs, folds, best_weights, seeds, results))
     metrics: dict[str, Any] = {
         **aggregate(results, fs.label_names),
         "folds": results,

@@ -33,7 +33,7 @@ from urllib.parse import unquote
 import numpy as np
 import yaml
 
-from hjcag.artifacts import write_json
+from hjcag.artifacts import BASE, CONTEXT, write_json
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
@@ -126,6 +126,9 @@ class _Pruning:
     def __call__(self, fold: int, epoch: int, metrics: dict[str, float]) -> None:
         import optuna
 
+        if any(k.startswith(f"{BASE}_") for k in metrics):  # a warm start's first stage: pruned on its second
+            return
+        metrics = {k.removeprefix(f"{CONTEXT}_"): v for k, v in metrics.items()}
         if metrics["val_loss"] < self.best_loss:
             self.best_loss, self.current = metrics["val_loss"], float(metrics[self.metric])
         running = float(np.mean([*self.finished, self.current]))
@@ -188,7 +191,7 @@ class Objective:
             report = _Pruning(trial, metric, position, scores,
                               lambda step, value: self.tracker.step(run_id, step, value))
             result = fit_model(self.model_name, train, val, params.model, cfg, seed=fold_seed(params.seed, fold.index),
-                               device=device, fold_index=fold.index, on_epoch=report, quiet=True).scored
+                               device=device, fold_index=fold.index, on_epoch=report, quiet=True).training
             scores.append(result.at_best_epoch(metric))
 
 
