@@ -29,6 +29,7 @@ from hjcag.params import ModelConfig, TrainConfig
 from hjcag.serve.predictor import Predictor
 from hjcag.serve.request import RequestError
 from hjcag.train.loop import FoldTraining, TensorData, predict
+from hjcag.train.run import default_unit
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -99,6 +100,14 @@ def test_the_fitted_model_is_the_kept_one(kept: bool, monkeypatch: pytest.Monkey
         logits, _ = predict(warm.model, TensorData.from_features(val, warm.config), 8, CPU)
         expected, _ = predict(alone.model, TensorData.from_features(val), 8, CPU)
         torch.testing.assert_close(logits, expected, rtol=0, atol=0)  # exactly the context-free model
+
+
+def test_the_default_fold_is_ranked_on_the_kept_models_validation_loss() -> None:
+    stages = {BASE: {"best_val_loss": 0.9}, CONTEXT: {"best_val_loss": 0.5}}
+    results = [{"unit": "fold_0", "best_val_loss": 0.9, "context_kept": False, "stages": stages},  # kept its base
+               {"unit": "fold_1", "best_val_loss": 0.7, "context_kept": True,
+                "stages": {BASE: {"best_val_loss": 0.8}, CONTEXT: {"best_val_loss": 0.7}}}]
+    assert default_unit(results) == "fold_1"  # fold_0's 0.5 is the context stage it dropped
 
 
 @pytest.fixture()

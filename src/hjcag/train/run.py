@@ -231,6 +231,13 @@ def _run_fold(
     return result, training.history
 
 
+def default_unit(results: Sequence[dict[str, Any]]) -> str:
+    """The unit serving and the registry take by default: the lowest validation loss of the model each unit kept
+    (result.json's best_val_loss; where a warm-started context was dropped, the context-free model's), never a
+    test score."""
+    return str(min(results, key=lambda r: r["best_val_loss"])["unit"])
+
+
 def _per_unit(on_epoch: EpochCallback, unit: str) -> EpochCallback:
     """The loop reports its fold index; with several seeds per fold, the unit's name tells the trainings apart."""
     return lambda _fold, epoch, metrics: on_epoch(unit, epoch, metrics)  # type: ignore[arg-type]
@@ -330,8 +337,7 @@ def train_and_evaluate(
 
     if len(results) < len(folds) * len(seeds):
         return {"complete": False, "folds": results, "n_folds": len(folds)}
-    best = min(results, key=lambda r: r["best_val_loss"])  # the kept models' validation loss, never a test score
-    best_weights = f"{best['unit']}/{WEIGHTS_FILE}"
+    best_weights = f"{default_unit(results)}/{WEIGHTS_FILE}"
     write_json(out_dir / MODEL_CONFIG_FILE,
                _model_config_doc(model_name, params, fs, folds, best_weights, seeds, results))
     metrics: dict[str, Any] = {
