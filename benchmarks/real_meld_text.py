@@ -124,13 +124,13 @@ def evaluate_run(run_dir: Path, fs: FeatureSet) -> dict[str, dict[str, object]]:
     """Dev and test scores of a trained holdout run (`hjcag train` itself reports test only): the mean over its
     units (one per seed), with the spread of weighted F1 over seeds as `weighted_f1_std`."""
     doc = read_json(run_dir / MODEL_CONFIG_FILE)
-    config = trained_model_config(doc)
     units = sorted(p.parent for p in run_dir.glob(f"*/{WEIGHTS_FILE}"))
     parts = {split: split_part(fs, split) for split in ("dev", "test")}
-    data = {split: TensorData.from_features(part, config) for split, part in parts.items()}
-    per_unit: dict[str, list[dict[str, object]]] = {split: [] for split in data}
+    per_unit: dict[str, list[dict[str, object]]] = {split: [] for split in parts}
     for unit in units:
         model = build_trained_model(doc, unit / WEIGHTS_FILE)  # loaded once, scored on both splits
+        config = trained_model_config(doc, unit.name)  # context-free where the unit dropped its context layer
+        data = {split: TensorData.from_features(part, config) for split, part in parts.items()}
         for split, part in data.items():
             logits, _ = predict(model, part, 256, torch.device("cpu"))
             per_unit[split].append(scores(part.targets.numpy(), logits.argmax(dim=1).numpy()))

@@ -4,6 +4,7 @@ and the CLI trains, evaluates and ablates with it."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from hjcag.artifacts import BASE, CONTEXT
 from hjcag.cli import main
 from hjcag.data.conversation import context_windows
 from hjcag.data.features_file import FeatureSet, load_features, save_features
@@ -163,43 +165,17 @@ def test_a_warm_started_context_model_first_trains_exactly_the_context_free_mode
     cfg = TrainConfig(epochs=4, batch_size=8, lr=3e-3, patience=4, context_warm_start=True)
     alone = fit_model("hjcag", train, val, config("none"), cfg, seed=7, device=CPU, quiet=True)
     warm = fit_model("hjcag", train, val, config("gru"), cfg, seed=7, device=CPU, quiet=True)
-    assert alone.base is None and isinstance(alone.model, HJCAG)
-    assert isinstance(warm.model, ConversationContext) and warm.base is not None
-    assert warm.base.history == alone.training.history  # stage 1 is the context: none run, epoch for epoch
-    assert warm.base.best_state.keys() == alone.training.best_state.keys()
+    assert alone.stages == {} and isinstance(alone.model, HJCAG)
+    base = warm.stages[BASE]  # which model the fold keeps: tests/test_kept_model.py
+    assert base.history == alone.training.history  # stage 1 is the context: none run, epoch for epoch
+    assert base.best_state.keys() == alone.training.best_state.keys()
     for name, value in alone.training.best_state.items():
-        assert torch.equal(warm.base.best_state[name], value), name
+        assert torch.equal(base.best_state[name], value), name
     # Stage 2 starts from the trained context-free model (the context head at zero): its first epoch already differs
     # from a cold start's.
     cold = fit_model("hjcag", train, val, config("gru"), dataclasses.replace(cfg, context_warm_start=False), seed=7,
                      device=CPU, quiet=True)
-    assert cold.base is None and cold.training.history != warm.training.history
-
-
-def test_a_warm_started_context_is_kept_only_where_it_beats_the_context_free_model_on_validation() -> None:
-    fs = dialogue_features(n_dialogues=8, seed=3)
-    val_rows = np.isin(fs.group, ["d0", "d1"])
-    train, val = fs.subset(np.flatnonzero(~val_rows)), fs.subset(np.flatnonzero(val_rows))
-    cfg = TrainConfig(epochs=4, batch_size=8, lr=3e-3, patience=4, context_warm_start=True)
-    outcomes = {}
-    for seed in (4, 5):  # on this random-label data, seed 5's context wins on validation and seed 4's does not
-        alone = fit_model("hjcag", train, val, config("none"), cfg, seed=seed, device=CPU, quiet=True)
-        warm = fit_model("hjcag", train, val, config("gru"), cfg, seed=seed, device=CPU, quiet=True)
-        assert warm.base is not None
-        outcomes[seed] = warm.context_kept
-        with_context, _ = predict(warm.model, TensorData.from_features(val, config("gru")), 5, CPU)
-        context_free, _ = predict(alone.model, TensorData.from_features(val), 5, CPU)
-        for name, value in warm.model.state_dict().items():  # the state run.py saves is the model's
-            assert torch.equal(warm.training.best_state[name], value), name
-        if warm.context_kept:
-            assert warm.training.at_best_epoch("val_weighted_f1") > warm.base.at_best_epoch("val_weighted_f1")
-            assert warm.scored is warm.training
-            assert not torch.equal(with_context, context_free)
-        else:
-            assert warm.training.at_best_epoch("val_weighted_f1") <= warm.base.at_best_epoch("val_weighted_f1")
-            assert warm.scored is warm.base
-            torch.testing.assert_close(with_context, context_free, rtol=0, atol=1e-6)  # exactly the base's decisions
-    assert outcomes == {4: False, 5: True}
+    assert cold.stages == {} and cold.training.history != warm.stages[CONTEXT].history
 
 
 def test_context_none_is_the_paper_model_with_the_same_batches() -> None:
@@ -267,4 +243,10 @@ def test_the_cli_trains_and_evaluates_a_context_model(params: Path, tmp_path: Pa
     assert (recorded["context"], recorded["context_window"], recorded["context_direction"]) == ("gru", 3, "causal")
     assert main(["evaluate", "--run", str(run_dir), "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and "only_text_accuracy" in metrics
+    per_fold = []  # each fold's accuracy recomputed from the predictions it wrote for its test rows
+    for fold in sorted(run_dir.glob("fold_*")):
+        with (fold / "predictions.csv").open() as fh:
+            rows = list(csv.DictReader(fh))
+        per_fold.append(np.mean([r["label"] == r["predicted"] for r in rows]))
+    assert metrics["accuracy"] == pytest.approx(np.mean(per_fold), abs=1e-9)
+    assert "only_text_accuracy" in metrics and "only_audio_accuracy" in metrics

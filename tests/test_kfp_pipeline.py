@@ -139,7 +139,7 @@ def test_pipeline_trains_folds_in_parallel_registers_packages_and_plans_the_roll
     metrics = read_json(run / "evaluate" / "run" / "metrics.json")
     assert metrics["n_folds"] == FOLDS and {f["fold"] for f in metrics["folds"]} == set(range(FOLDS))
     summary = read_json(run / "evaluate" / "evaluation" / "metrics.json")
-    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert summary["accuracy"] == pytest.approx(sum(f["accuracy"] for f in metrics["folds"]) / FOLDS, abs=1e-9)
     assert read_json(run / "gate" / "report" / "gate.json")["passed"] is True
 
     # Registered in MLflow with the alias 'candidate'.
