@@ -366,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model-uri", help="e.g. models:/hjcag-meld@champion")
     src.add_argument("--record", help="the version a `hjcag register --record FILE` registered (dvc.yaml uses this)")
     p.add_argument("--out", default="model-store", help="model store directory (default: model-store)")
-    p.add_argument("--version", default=None, help="default: the registered version, else run-<fingerprint>")
+    p.add_argument("--version", default=None, help="default: the registered version (<version>-fold_K for another "
+                   "fold than its default), else run-<fingerprint>-fold_K")
     p.add_argument("--fold", type=int, default=None, help="fold whose weights to serve (default: the run's best)")
     p.add_argument("--features-meta", default=None, help="features .meta.json the model was trained on")
     _add_params_options(p)
