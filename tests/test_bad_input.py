@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +247,59 @@ def test_a_fold_another_process_trains_is_refused_and_the_run_resumes_once_it_is
     assert code == 0, err
     assert (out / "fold_0" / "result.json").stat().st_mtime_ns == fold_0_done  # kept, not trained again
     assert json.loads((out / "metrics.json").read_text())["n_folds"] == 2
+
+
+# ---------------------------------------------------------------- --track --folds
+
+
+@pytest.fixture()
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real SQLite MLflow store of this test only."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    yield uri
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+
+
+def _tracked_runs(uri: str) -> tuple[list[Any], list[Any]]:
+    """(parent runs, fold runs sorted by name) of the demo experiment."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("hjcag-demo").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("hjcag.kind") == "parent"]
+    folds = sorted((r for r in runs if r.data.tags.get("hjcag.kind") == "fold"), key=lambda r: r.info.run_name)
+    return parents, folds
+
+
+def test_track_with_folds_trains_only_those_folds_and_the_run_bringing_the_last_completes_the_mlflow_run(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, tmp_path: Path, mlflow_store: str
+) -> None:
+    from mlflow import MlflowClient
+
+    out = tmp_path / "run"
+    three = edited(params, lambda d: d["profiles"]["demo"]["train"].update(folds=3))
+    argv = ("train", "--features", str(features), "--out", str(out), "--params", str(three), "--track")
+    code, stdout, err = run(capsys, *argv, "--folds", "1")
+    assert code == 0, err
+    (parent,), (fold_1,) = _tracked_runs(mlflow_store)
+    assert f"fold(s) [1] of 3 done in {out} (MLflow run {parent.info.run_id}" in stdout
+    assert sorted(p.name for p in out.glob("fold_*")) == ["fold_1"] and not (out / "metrics.json").exists()
+    assert fold_1.info.run_name == "fold_1" and fold_1.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED" and parent.data.tags["hjcag.complete"] == "false"
+    assert parent.data.tags["hjcag.folds_done"] == "1 of 3" and "accuracy_mean" not in parent.data.metrics
+
+    code, stdout, err = run(capsys, *argv, "--folds", "0,2")  # the last folds: the same parent run completes
+    assert code == 0 and "over 3 fold(s)" in stdout, err
+    (resumed,), folds = _tracked_runs(mlflow_store)
+    assert resumed.info.run_id == parent.info.run_id and resumed.info.status == "FINISHED"
+    assert resumed.data.tags["hjcag.complete"] == "true" and "accuracy_mean" in resumed.data.metrics
+    assert [f.info.run_name for f in folds] == ["fold_0", "fold_1", "fold_2"]
+    assert all(f.info.status == "FINISHED" for f in folds) and folds[1].info.run_id == fold_1.info.run_id
+    client = MlflowClient(tracking_uri=mlflow_store)
+    assert [len(client.get_metric_history(f.info.run_id, "test_accuracy")) for f in folds] == [1, 1, 1]

@@ -89,8 +89,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = stages.train(args.features, args.out, params, args.modalities, folds=folds, track=args.track,
                            experiment=args.experiment)
     if metrics.get("complete") is False:
-        done = sorted(r["fold"] for r in metrics["folds"])
-        print(f"fold(s) {done} of {metrics['n_folds']} done in {args.out}; train the others (or merge their "
+        done = sorted({r["fold"] for r in metrics["folds"]})
+        tracked = (f" (MLflow run {metrics['mlflow_run']}: complete once every fold is)" if metrics.get("mlflow_run")
+                   else "")
+        print(f"fold(s) {done} of {metrics['n_folds']} done in {args.out}{tracked}; train the others (or merge their "
               f"fold_K directories into it) and run without --folds to aggregate.")
         return 0
     _print_summary(metrics, Path(args.out))

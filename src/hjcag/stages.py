@@ -188,8 +188,9 @@ def train(features: str | Path, out: str | Path, params: Params, modalities: str
           folds: Sequence[int] | None = None, track: bool = False, experiment: str | None = None,
           only_aggregate: bool = False) -> dict[str, Any]:
     """Train params.model.name under params.train.protocol -> the run directory `out` (resumable); returns its
-    metrics. `folds` trains only those folds (``{"complete": False, ...}`` until all are there);
-    `only_aggregate` trains nothing and fails unless every fold is already in `out`; `track` logs to MLflow."""
+    metrics. `folds` trains only those folds (``{"complete": False, ...}`` until all are there, with
+    ``mlflow_run`` when tracked); `only_aggregate` trains nothing and fails unless every fold is already in `out`;
+    `track` logs to MLflow."""
     artifacts.writable_dir(out)  # before the imports: torch takes seconds to load
     from hjcag.train.run import train_and_evaluate
 
@@ -198,13 +199,16 @@ def train(features: str | Path, out: str | Path, params: Params, modalities: str
     if "t" in chosen:
         refuse_finetuned_text_outside_holdout(features, params)
     out = Path(out)
-    if track:
+    only = [] if only_aggregate else (None if folds is None else [int(k) for k in folds])
+    if track:  # the same folds as untracked: the parent run completes when the last fold is trained
         from hjcag.registry.tracking import train_with_tracking
 
-        metrics, run_id = train_with_tracking(fs, params, chosen, params.model.name, out, experiment=experiment)
+        metrics, run_id = train_with_tracking(fs, params, chosen, params.model.name, out, experiment=experiment,
+                                              only_folds=only)
         log.info("MLflow run %s", run_id)
+        if metrics.get("complete") is False:
+            metrics = {**metrics, "mlflow_run": run_id}
     else:
-        only = [] if only_aggregate else (None if folds is None else [int(k) for k in folds])
         metrics = train_and_evaluate(fs, params, chosen, params.model.name, out, only_folds=only)
     if metrics.get("complete") is False:
         if only_aggregate:
