@@ -303,3 +303,56 @@ def test_track_with_folds_trains_only_those_folds_and_the_run_bringing_the_last_
     assert all(f.info.status == "FINISHED" for f in folds) and folds[1].info.run_id == fold_1.info.run_id
     client = MlflowClient(tracking_uri=mlflow_store)
     assert [len(client.get_metric_history(f.info.run_id, "test_accuracy")) for f in folds] == [1, 1, 1]
+
+
+# ---------------------------------------------------------------- fewer than two classes
+
+
+@pytest.fixture()
+def one_class(tmp_path: Path) -> Path:
+    """Features whose every row has the same label."""
+    rng = np.random.default_rng(0)
+    n = 40
+    path = tmp_path / "one_class.npz"
+    np.savez(path, utterance_id=np.array([f"u{i}" for i in range(n)]), label=np.array(["joy"] * n),
+             group=np.array([f"d{i // 4}" for i in range(n)]), text=rng.normal(size=(n, 3, 6)).astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "ablate"])
+def test_a_single_class_is_refused_before_any_training(
+    capsys: pytest.CaptureFixture[str], params: Path, one_class: Path, tmp_path: Path, command: str
+) -> None:
+    out = tmp_path / "out"
+    argv = [command, "--features", str(one_class), "--out", str(out), "--params", str(params)]
+    code, _, err = run(capsys, *argv, *(["--no-track", "--no-profile"] if command == "tune" else []))
+    assert_clear_error(code, err, f"'{one_class}' holds only one class (joy: 40 utterances)",
+                       "a classifier needs at least 2 classes", "Check its 'label' key")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_single_class_left_by_labels_is_refused_by_train_and_validate_features(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "train", "--features", str(features), "--out", str(tmp_path / "run"),
+                       "--params", str(params), "--labels", "joy")
+    assert_clear_error(code, err, "holds only one class (joy: 10 utterances) after --labels",
+                       "Name at least two of its classes with --labels")
+    assert list((tmp_path / "run").iterdir()) == []
+    code, _, err = run(capsys, "validate-features", "--features", str(features), "--out", str(tmp_path / "val"),
+                       "--labels", "joy")
+    assert_clear_error(code, err, "holds only one class (joy: 10 utterances) after --labels")
+    code, out, err = run(capsys, "validate-features", "--features", str(features), "--out", str(tmp_path / "val"),
+                         "--labels", "joy,anger")
+    assert code == 0 and "passed" in out and "class counts: anger 10, joy 10" in out, err
+
+
+def test_validate_features_fails_a_single_class_file_and_says_why(
+    capsys: pytest.CaptureFixture[str], one_class: Path, tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "validate-features", "--features", str(one_class), "--out", str(tmp_path / "val"))
+    assert_clear_error(code, err, "features validation failed", "holds only one class (joy: 40 utterances)",
+                       "do not train on this file")
+    report = json.loads((tmp_path / "val" / "validation.json").read_text())
+    assert report["success"] is False and report["class_counts"] == {"joy": 40}
+    assert any("only one class" in f for f in report["table_failures"])

@@ -134,8 +134,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_features(args: argparse.Namespace) -> int:
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
     print(stages.validate_features(args.features, args.out, _parse_dims(args.dims) if args.dims else None,
-                                   docs=args.docs).summary())
+                                   docs=args.docs, labels=labels).summary())
     return 0
 
 
@@ -288,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--dims", default=None, help="expected widths, e.g. t=1024,a=1582,v=2048 (default: .meta.json)")
+    p.add_argument("--labels", default=None, help="the classes training will select, e.g. negative,positive (as "
+                   "`hjcag train --labels`); the file must hold at least two of them (default: all of its labels)")
     _add_docs_option(p)
     p.set_defaults(func=cmd_validate_features)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hjcag import artifacts
-from hjcag.errors import ConfigError, HjcagError
+from hjcag.errors import ConfigError, FeatureFileError, HjcagError
 from hjcag.params import Params, parse_modalities
 
 if TYPE_CHECKING:
@@ -110,13 +110,13 @@ def standin_features(data_dir: str | Path, out: str | Path, params: Params, moda
 
 
 def validate_features(features: str | Path, out: str | Path, dims: dict[str, int] | None = None,
-                      docs: str | Path | None = None) -> ValidationResult:
+                      docs: str | Path | None = None, labels: Sequence[str] | None = None) -> ValidationResult:
     """Great Expectations checks of a features file; widths from `dims`, else from its meta record; `docs`: the
-    Data Docs' folder (default ``out/data_docs``)."""
+    Data Docs' folder (default ``out/data_docs``); `labels`: the classes training will select (``--labels``)."""
     from hjcag.validate.features_check import validate_features as check
 
     return check(features, dims if dims is not None else recorded_dims(features), artifacts.writable_dir(out),
-                 docs_dir=docs)
+                 docs_dir=docs, labels=labels)
 
 
 def recorded_dims(features: str | Path) -> dict[str, int]:
@@ -144,17 +144,22 @@ def finetune_text(manifest: str | Path, out: str | Path, params: Params) -> Path
 def load_features(features: str | Path, params: Params) -> FeatureSet:
     """A features ``.npz``, or the ``.pkl`` of DialogueRNN / MMGCN (:mod:`hjcag.data.erc_pickle`), with its label
     set: the profile's (the data must keep to it), the one given with ``--labels`` (its order; rows of other
-    classes are left out), or, when neither names one, the data's own (sorted)."""
+    classes are left out), or, when neither names one, the data's own (sorted). Every command that trains reads
+    its features here, so data of fewer than two classes is refused before any compute."""
     from hjcag.data.erc_pickle import load_erc_pickle
+    from hjcag.data.features_file import class_count_problem
     from hjcag.data.features_file import load_features as load_npz
 
     load = load_erc_pickle if Path(features).suffix in (".pkl", ".pickle") else load_npz
     fs = load(features, seq_len=params.model.seq_len, label_names=() if params.labels_given else params.labels)
     if params.labels_given:
-        return only_labels(fs, params.labels, features)
-    if not params.labels:
+        fs = only_labels(fs, params.labels, features)
+    elif not params.labels:
         log.warning("profile '%s' names no label set: the labels come from the data, in this order: %s "
                     "(fix the order or a subset with --labels)", params.profile, ", ".join(fs.label_names))
+    problem = class_count_problem(fs.label, features, selected=params.labels_given)
+    if problem:
+        raise FeatureFileError(problem)
     return fs
 
 
@@ -162,15 +167,9 @@ def only_labels(fs: FeatureSet, labels: Sequence[str], where: str | Path) -> Fea
     """`fs` restricted to the classes `labels`, in that order; every given label must occur in the data."""
     import numpy as np
 
-    present = sorted({str(x) for x in fs.label})
-    absent = [x for x in labels if x not in present]
-    if absent:
-        raise HjcagError(f"--labels names {absent}, which '{where}' does not hold; its labels are {present}.")
-    keep = np.isin(fs.label.astype(str), list(labels))
-    if not keep.all():
-        left_out = sorted(set(present) - set(labels))
-        log.warning("--labels: leaving out %d utterance(s) of class(es) %s", int((~keep).sum()), left_out)
-    subset = fs.subset(np.flatnonzero(keep))
+    from hjcag.data.features_file import select_labels
+
+    subset = fs.subset(np.flatnonzero(select_labels(fs.label, labels, where)))
     subset.label_names = tuple(labels)
     return subset
 
