@@ -356,3 +356,46 @@ def test_validate_features_fails_a_single_class_file_and_says_why(
     report = json.loads((tmp_path / "val" / "validation.json").read_text())
     assert report["success"] is False and report["class_counts"] == {"joy": 40}
     assert any("only one class" in f for f in report["table_failures"])
+
+
+# ---------------------------------------------------------------- duplicate utterance ids in prepare
+
+
+@pytest.fixture()
+def duplicated(tmp_path: Path) -> Path:
+    """A user's manifest where u1 names two different utterances (lines 2 and 4)."""
+    path = tmp_path / "dup.csv"
+    path.write_text("utterance_id,dialogue_id,speaker,text,label\nu1,d1,A,hello there,joy\nu2,d1,B,oh no,sadness\n"
+                    "u1,d2,A,I am furious,anger\nu3,d2,B,fine,neutral\n")
+    return path
+
+
+def test_prepare_stops_at_duplicate_ids_under_policy_fail_naming_both_lines(
+    capsys: pytest.CaptureFixture[str], params: Path, duplicated: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "prepare"
+    code, _, err = run(capsys, "prepare", "--dataset", "manifest", "--source", str(duplicated), "--modalities", "t",
+                       "--out", str(out), "--params", str(params))
+    assert_clear_error(code, err, f"'u1' at {duplicated}:2 and {duplicated}:4", "--policy quarantine")
+    assert not (out / "manifest.parquet").exists() and not (out / "prepare_report.json").exists()
+
+
+@pytest.mark.parametrize("how", ["params", "option"])
+def test_prepare_quarantines_every_copy_of_a_duplicate_id_under_policy_quarantine(
+    capsys: pytest.CaptureFixture[str], params: Path, duplicated: Path, tmp_path: Path, how: str
+) -> None:
+    import pandas as pd
+
+    out = tmp_path / "prepare"
+    argv = ["prepare", "--dataset", "manifest", "--source", str(duplicated), "--modalities", "t", "--out", str(out)]
+    if how == "params":
+        argv += ["--params", str(edited(params, lambda d: d["validation"].update(policy="quarantine")))]
+    else:
+        argv += ["--params", str(params), "--policy", "quarantine"]
+    code, stdout, err = run(capsys, *argv)
+    assert code == 0 and "dropped: {'duplicate_id': 2}" in stdout, err
+    assert sorted(pd.read_parquet(out / "manifest.parquet")["utterance_id"]) == ["u2", "u3"]
+    dropped = json.loads((out / "prepare_report.json").read_text())["dropped"]
+    assert [(d["utterance_id"], d["line"], d["reason"]) for d in dropped] == [("u1", 2, "duplicate_id"),
+                                                                            ("u1", 4, "duplicate_id")]
+    assert dropped[0]["detail"].startswith(f"quarantined: same utterance_id as {duplicated}:4")

@@ -63,7 +63,8 @@ def cmd_standin_features(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    print(stages.prepare(args.dataset, args.source, args.out, _params(args), args.modalities).summary())
+    print(stages.prepare(args.dataset, args.source, args.out, _params(args), args.modalities,
+                         policy=args.policy).summary())
     return 0
 
 
@@ -252,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="dataset root (or the manifest CSV/JSONL file)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not required")
+    p.add_argument("--policy", choices=["fail", "quarantine"], default=None, help="rows sharing an utterance_id: "
+                   "fail (stop, naming them) or quarantine (leave every copy out); default: params validation.policy")
     _add_params_options(p)
     _add_labels_option(p)
     p.set_defaults(func=cmd_prepare)

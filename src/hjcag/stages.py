@@ -47,12 +47,14 @@ def labels_for(kind: str, params: Params) -> tuple[str, ...] | None:
     return params.labels or params.labels_of(kind) or None
 
 
-def prepare(kind: str, source: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v") -> PrepareReport:
-    """A dataset as downloaded (MELD / IEMOCAP layout, or a manifest file) -> out/manifest.parquet + report."""
+def prepare(kind: str, source: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
+            policy: str | None = None) -> PrepareReport:
+    """A dataset as downloaded (MELD / IEMOCAP layout, or a manifest file) -> out/manifest.parquet + report. Rows
+    sharing an utterance_id follow `policy`, else ``validation.policy``: fail stops, quarantine drops every copy."""
     from hjcag.data.prepare import prepare_dataset
 
     return prepare_dataset(kind, source, artifacts.writable_dir(out), parse_modalities(modalities),
-                           labels=labels_for(kind, params))
+                           labels=labels_for(kind, params), policy=policy or params.validation.policy)
 
 
 def validate(manifest: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
