@@ -399,3 +399,27 @@ def test_prepare_quarantines_every_copy_of_a_duplicate_id_under_policy_quarantin
     assert [(d["utterance_id"], d["line"], d["reason"]) for d in dropped] == [("u1", 2, "duplicate_id"),
                                                                             ("u1", 4, "duplicate_id")]
     assert dropped[0]["detail"].startswith(f"quarantined: same utterance_id as {duplicated}:4")
+
+
+# ---------------------------------------------------------------- validate on a raw CSV
+
+
+def test_validate_refuses_a_raw_csv_in_one_line_that_says_to_prepare_it_and_validates_what_prepare_writes(
+    capsys: pytest.CaptureFixture[str], params: Path, manifest: Path, tmp_path: Path
+) -> None:
+    """The README's manifest columns beyond utterance_id, label and the modalities' are optional: `prepare` fills
+    them; `validate` checks what prepare wrote."""
+    out = tmp_path / "validate"
+    argv = ["--modalities", "t", "--params", str(params)]
+    code, _, err = run(capsys, "validate", "--manifest", str(manifest), "--out", str(out), *argv)
+    assert_clear_error(code, err, f"manifest '{manifest}' lacks column(s) ['session', 'audio_path'",
+                       f"Run `hjcag prepare --dataset manifest --source {manifest} --modalities t --out DIR` first")
+    assert list(out.iterdir()) == []
+
+    code, _, err = run(capsys, "prepare", "--dataset", "manifest", "--source", str(manifest), "--out",
+                       str(tmp_path / "prepare"), *argv)
+    assert code == 0, err
+    code, stdout, err = run(capsys, "validate", "--manifest", str(tmp_path / "prepare" / "manifest.parquet"),
+                            "--out", str(out), *argv)
+    assert code == 0 and "2 row(s), passed" in stdout, err
+    assert (out / "manifest.valid.parquet").is_file()

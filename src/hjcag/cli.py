@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune_text)
 
     p = sub.add_parser("validate", help="Great Expectations checks of a manifest and its media (before any compute)")
-    p.add_argument("--manifest", required=True, help="manifest.parquet from `hjcag prepare` (or CSV/JSONL)")
+    p.add_argument("--manifest", required=True, help="manifest.parquet from `hjcag prepare` (or a CSV/JSONL with all "
+                   "its columns; a raw one goes through `hjcag prepare --dataset manifest` first)")
     p.add_argument("--out", required=True, help="directory for validation.json, manifest.valid.parquet (and "
                    "quarantine.parquet)")
     p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not checked")
