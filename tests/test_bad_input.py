@@ -285,6 +285,9 @@ def test_track_with_folds_trains_only_those_folds_and_the_run_bringing_the_last_
     out = tmp_path / "run"
     three = edited(params, lambda d: d["profiles"]["demo"]["train"].update(folds=3))
     argv = ("train", "--features", str(features), "--out", str(out), "--params", str(three), "--track")
+    code, _, err = run(capsys, *argv, "--folds", "1,7")  # a fold the protocol lacks: refused before MLflow
+    assert_clear_error(code, err, "fold(s) [7] do not exist: the cv5 protocol has folds [0, 1, 2]")
+    assert not (tmp_path / "mlruns.db").exists() and not list(out.glob("fold_*"))
     code, stdout, err = run(capsys, *argv, "--folds", "1")
     assert code == 0, err
     (parent,), (fold_1,) = _tracked_runs(mlflow_store)

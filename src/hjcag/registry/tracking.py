@@ -534,9 +534,14 @@ def train_with_tracking(fs: Any, params: Params, modalities: Sequence[str], mode
     does (``{"complete": False, ...}`` until every fold is there); the parent run then ends FINISHED without
     scores (tag ``hjcag.complete`` false, ``hjcag.folds_done`` the folds so far), and the training that brings
     the last fold resumes and completes it."""
-    from hjcag.train.run import start_run_dir, train_and_evaluate
+    from hjcag.train.folds import make_folds
+    from hjcag.train.run import require_known_folds, start_run_dir, train_and_evaluate
 
     out_dir = Path(out_dir)
+    if only_folds is not None:  # a mistyped fold starts no MLflow run
+        cfg = params.train
+        require_known_folds(make_folds(fs, cfg.protocol, cfg.folds, cfg.val_fraction, params.seed), only_folds,
+                            cfg.protocol)
     digest = start_run_dir(fs, params, modalities, model_name, out_dir)  # refuses other settings before MLflow
     logger = tracked_run_logger(params, model_name, out_dir, digest, experiment)
     try:
