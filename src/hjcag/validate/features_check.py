@@ -1,4 +1,5 @@
-"""`hjcag validate-features`: the checks of an extracted features file (widths, finite values, constant columns)."""
+"""`hjcag validate-features`: the checks of an extracted features file (widths, finite values, constant columns, at
+least two classes)."""
 
 from __future__ import annotations
 
