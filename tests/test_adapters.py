@@ -170,18 +170,20 @@ def test_meld_empty_utterance_and_unknown_label_are_flagged(tmp_path: Path) -> N
     assert "empty_text" not in report.issue_counts
 
 
-def test_meld_duplicate_ids_keep_the_first(tmp_path: Path) -> None:
+def test_meld_duplicate_ids_follow_the_validation_policy(tmp_path: Path) -> None:
     splits = _meld_splits()
     splits["train"].append(MeldRow(0, 1, "What again?", "Monica", "neutral"))
     src = make_meld_tree(tmp_path / "m", splits, media=False)
-    report = prepare_dataset("meld", src, tmp_path / "out", "t", progress=False)
+    with pytest.raises(DataError, match=r"'train_dia0_utt1' at \S+train_sent_emo.csv:3 and \S+train_sent_emo.csv:5"):
+        prepare_dataset("meld", src, tmp_path / "out", "t", progress=False)  # policy fail: which copy is right?
+    assert not (tmp_path / "out" / "manifest.parquet").exists()
+    report = prepare_dataset("meld", src, tmp_path / "out", "t", progress=False, policy="quarantine")
     df = _manifest(tmp_path / "out")
-    assert df.utterance_id.is_unique and len(df) == 5
-    assert df.loc["train_dia0_utt1"].text == "What?"
-    (dup,) = report.dropped
-    assert (dup["utterance_id"], dup["reason"], dup["line"]) == ("train_dia0_utt1", "duplicate_id", 5)
-    assert ":3" in dup["detail"]
-    assert report.dropped_counts == {"duplicate_id": 1}
+    assert df.utterance_id.is_unique and len(df) == 4 and "train_dia0_utt1" not in df.index
+    assert [(d["utterance_id"], d["reason"], d["line"]) for d in report.dropped] == [
+        ("train_dia0_utt1", "duplicate_id", 3), ("train_dia0_utt1", "duplicate_id", 5)]
+    assert ":5" in report.dropped[0]["detail"] and ":3" in report.dropped[1]["detail"]
+    assert report.dropped_counts == {"duplicate_id": 2}
 
 
 def test_meld_nested_layout_and_partial_splits(tmp_path: Path) -> None:
@@ -372,10 +374,11 @@ def test_generic_manifest_errors_point_at_the_row(tmp_path: Path) -> None:
 def test_generic_duplicates_and_unknown_labels(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     path.write_text("utterance_id,label,text\nu1,neu,a\nu2,joy,b\nu1,ang,c\n")
-    report = prepare_dataset("manifest", path, tmp_path / "out", "t", labels=["neu", "ang"], progress=False)
+    report = prepare_dataset("manifest", path, tmp_path / "out", "t", labels=["neu", "ang"], progress=False,
+                             policy="quarantine")
     df = _manifest(tmp_path / "out")
-    assert list(df.utterance_id) == ["u1", "u2"] and df.loc["u1"].label == "neu"
-    assert report.dropped_counts == {"duplicate_id": 1} and report.dropped[0]["line"] == 4
+    assert list(df.utterance_id) == ["u2"]
+    assert report.dropped_counts == {"duplicate_id": 2} and [d["line"] for d in report.dropped] == [2, 4]
     assert report.issue_counts == {"unknown_label": 1}
 
 

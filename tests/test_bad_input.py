@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +247,182 @@ def test_a_fold_another_process_trains_is_refused_and_the_run_resumes_once_it_is
     assert code == 0, err
     assert (out / "fold_0" / "result.json").stat().st_mtime_ns == fold_0_done  # kept, not trained again
     assert json.loads((out / "metrics.json").read_text())["n_folds"] == 2
+
+
+# ---------------------------------------------------------------- --track --folds
+
+
+@pytest.fixture()
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real SQLite MLflow store of this test only."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    yield uri
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+
+
+def _tracked_runs(uri: str) -> tuple[list[Any], list[Any]]:
+    """(parent runs, fold runs sorted by name) of the demo experiment."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("hjcag-demo").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("hjcag.kind") == "parent"]
+    folds = sorted((r for r in runs if r.data.tags.get("hjcag.kind") == "fold"), key=lambda r: r.info.run_name)
+    return parents, folds
+
+
+def test_track_with_folds_trains_only_those_folds_and_the_run_bringing_the_last_completes_the_mlflow_run(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, tmp_path: Path, mlflow_store: str
+) -> None:
+    from mlflow import MlflowClient
+
+    out = tmp_path / "run"
+    three = edited(params, lambda d: d["profiles"]["demo"]["train"].update(folds=3))
+    argv = ("train", "--features", str(features), "--out", str(out), "--params", str(three), "--track")
+    code, _, err = run(capsys, *argv, "--folds", "1,7")  # a fold the protocol lacks: refused before MLflow
+    assert_clear_error(code, err, "fold(s) [7] do not exist: the cv5 protocol has folds [0, 1, 2]")
+    assert not (tmp_path / "mlruns.db").exists() and not list(out.glob("fold_*"))
+    code, stdout, err = run(capsys, *argv, "--folds", "1")
+    assert code == 0, err
+    (parent,), (fold_1,) = _tracked_runs(mlflow_store)
+    assert f"fold(s) [1] of 3 done in {out} (MLflow run {parent.info.run_id}" in stdout
+    assert sorted(p.name for p in out.glob("fold_*")) == ["fold_1"] and not (out / "metrics.json").exists()
+    assert fold_1.info.run_name == "fold_1" and fold_1.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED" and parent.data.tags["hjcag.complete"] == "false"
+    assert parent.data.tags["hjcag.folds_done"] == "1 of 3" and "accuracy_mean" not in parent.data.metrics
+
+    code, stdout, err = run(capsys, *argv, "--folds", "0,2")  # the last folds: the same parent run completes
+    assert code == 0 and "over 3 fold(s)" in stdout, err
+    (resumed,), folds = _tracked_runs(mlflow_store)
+    assert resumed.info.run_id == parent.info.run_id and resumed.info.status == "FINISHED"
+    assert resumed.data.tags["hjcag.complete"] == "true" and "accuracy_mean" in resumed.data.metrics
+    assert [f.info.run_name for f in folds] == ["fold_0", "fold_1", "fold_2"]
+    assert all(f.info.status == "FINISHED" for f in folds) and folds[1].info.run_id == fold_1.info.run_id
+    client = MlflowClient(tracking_uri=mlflow_store)
+    assert [len(client.get_metric_history(f.info.run_id, "test_accuracy")) for f in folds] == [1, 1, 1]
+
+
+# ---------------------------------------------------------------- fewer than two classes
+
+
+@pytest.fixture()
+def one_class(tmp_path: Path) -> Path:
+    """Features whose every row has the same label."""
+    rng = np.random.default_rng(0)
+    n = 40
+    path = tmp_path / "one_class.npz"
+    np.savez(path, utterance_id=np.array([f"u{i}" for i in range(n)]), label=np.array(["joy"] * n),
+             group=np.array([f"d{i // 4}" for i in range(n)]), text=rng.normal(size=(n, 3, 6)).astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "ablate"])
+def test_a_single_class_is_refused_before_any_training(
+    capsys: pytest.CaptureFixture[str], params: Path, one_class: Path, tmp_path: Path, command: str
+) -> None:
+    out = tmp_path / "out"
+    argv = [command, "--features", str(one_class), "--out", str(out), "--params", str(params)]
+    code, _, err = run(capsys, *argv, *(["--no-track", "--no-profile"] if command == "tune" else []))
+    assert_clear_error(code, err, f"'{one_class}' holds only one class (joy: 40 utterances)",
+                       "a classifier needs at least 2 classes", "Check its 'label' key")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_single_class_left_by_labels_is_refused_by_train_and_validate_features(
+    capsys: pytest.CaptureFixture[str], params: Path, features: Path, tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "train", "--features", str(features), "--out", str(tmp_path / "run"),
+                       "--params", str(params), "--labels", "joy")
+    assert_clear_error(code, err, "holds only one class (joy: 10 utterances) after --labels",
+                       "Name at least two of its classes with --labels")
+    assert list((tmp_path / "run").iterdir()) == []
+    code, _, err = run(capsys, "validate-features", "--features", str(features), "--out", str(tmp_path / "val"),
+                       "--labels", "joy")
+    assert_clear_error(code, err, "holds only one class (joy: 10 utterances) after --labels")
+    code, out, err = run(capsys, "validate-features", "--features", str(features), "--out", str(tmp_path / "val"),
+                         "--labels", "joy,anger")
+    assert code == 0 and "passed" in out and "class counts: anger 10, joy 10" in out, err
+
+
+def test_validate_features_fails_a_single_class_file_and_says_why(
+    capsys: pytest.CaptureFixture[str], one_class: Path, tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "validate-features", "--features", str(one_class), "--out", str(tmp_path / "val"))
+    assert_clear_error(code, err, "features validation failed", "holds only one class (joy: 40 utterances)",
+                       "do not train on this file")
+    report = json.loads((tmp_path / "val" / "validation.json").read_text())
+    assert report["success"] is False and report["class_counts"] == {"joy": 40}
+    assert any("only one class" in f for f in report["table_failures"])
+
+
+# ---------------------------------------------------------------- duplicate utterance ids in prepare
+
+
+@pytest.fixture()
+def duplicated(tmp_path: Path) -> Path:
+    """A user's manifest where u1 names two different utterances (lines 2 and 4)."""
+    path = tmp_path / "dup.csv"
+    path.write_text("utterance_id,dialogue_id,speaker,text,label\nu1,d1,A,hello there,joy\nu2,d1,B,oh no,sadness\n"
+                    "u1,d2,A,I am furious,anger\nu3,d2,B,fine,neutral\n")
+    return path
+
+
+def test_prepare_stops_at_duplicate_ids_under_policy_fail_naming_both_lines(
+    capsys: pytest.CaptureFixture[str], params: Path, duplicated: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "prepare"
+    code, _, err = run(capsys, "prepare", "--dataset", "manifest", "--source", str(duplicated), "--modalities", "t",
+                       "--out", str(out), "--params", str(params))
+    assert_clear_error(code, err, f"'u1' at {duplicated}:2 and {duplicated}:4", "--policy quarantine")
+    assert not (out / "manifest.parquet").exists() and not (out / "prepare_report.json").exists()
+
+
+@pytest.mark.parametrize("how", ["params", "option"])
+def test_prepare_quarantines_every_copy_of_a_duplicate_id_under_policy_quarantine(
+    capsys: pytest.CaptureFixture[str], params: Path, duplicated: Path, tmp_path: Path, how: str
+) -> None:
+    import pandas as pd
+
+    out = tmp_path / "prepare"
+    argv = ["prepare", "--dataset", "manifest", "--source", str(duplicated), "--modalities", "t", "--out", str(out)]
+    if how == "params":
+        argv += ["--params", str(edited(params, lambda d: d["validation"].update(policy="quarantine")))]
+    else:
+        argv += ["--params", str(params), "--policy", "quarantine"]
+    code, stdout, err = run(capsys, *argv)
+    assert code == 0 and "dropped: {'duplicate_id': 2}" in stdout, err
+    assert sorted(pd.read_parquet(out / "manifest.parquet")["utterance_id"]) == ["u2", "u3"]
+    dropped = json.loads((out / "prepare_report.json").read_text())["dropped"]
+    assert [(d["utterance_id"], d["line"], d["reason"]) for d in dropped] == [("u1", 2, "duplicate_id"),
+                                                                            ("u1", 4, "duplicate_id")]
+    assert dropped[0]["detail"].startswith(f"quarantined: same utterance_id as {duplicated}:4")
+
+
+# ---------------------------------------------------------------- validate on a raw CSV
+
+
+def test_validate_refuses_a_raw_csv_in_one_line_that_says_to_prepare_it_and_validates_what_prepare_writes(
+    capsys: pytest.CaptureFixture[str], params: Path, manifest: Path, tmp_path: Path
+) -> None:
+    """The README's manifest columns beyond utterance_id, label and the modalities' are optional: `prepare` fills
+    them; `validate` checks what prepare wrote."""
+    out = tmp_path / "validate"
+    argv = ["--modalities", "t", "--params", str(params)]
+    code, _, err = run(capsys, "validate", "--manifest", str(manifest), "--out", str(out), *argv)
+    assert_clear_error(code, err, f"manifest '{manifest}' lacks column(s) ['session', 'audio_path'",
+                       f"Run `hjcag prepare --dataset manifest --source {manifest} --modalities t --out DIR` first")
+    assert list(out.iterdir()) == []
+
+    code, _, err = run(capsys, "prepare", "--dataset", "manifest", "--source", str(manifest), "--out",
+                       str(tmp_path / "prepare"), *argv)
+    assert code == 0, err
+    code, stdout, err = run(capsys, "validate", "--manifest", str(tmp_path / "prepare" / "manifest.parquet"),
+                            "--out", str(out), *argv)
+    assert code == 0 and "2 row(s), passed" in stdout, err
+    assert (out / "manifest.valid.parquet").is_file()

@@ -223,7 +223,7 @@ def _features(tmp_path: Path, n: int = 40) -> Path:
     audio[7, 0] = np.inf
     audio[:, 4] = 0.25  # a constant column
     path = tmp_path / "features.npz"
-    np.savez(path, utterance_id=ids, label=np.array(["joy"] * n), group=ids, text=text, audio=audio)
+    np.savez(path, utterance_id=ids, label=np.array(["joy", "anger"] * (n // 2)), group=ids, text=text, audio=audio)
     return path
 
 
@@ -246,15 +246,15 @@ def test_features_suite(tmp_path: Path) -> None:
 
     clean = tmp_path / "clean.npz"
     rng = np.random.default_rng(1)
-    np.savez(clean, utterance_id=np.array(["a", "b", "c"]), label=np.array(["joy"] * 3), group=np.array(["g"] * 3),
-             visual=rng.normal(size=(3, 2, 4)))
+    np.savez(clean, utterance_id=np.array(["a", "b", "c"]), label=np.array(["joy", "anger", "joy"]),
+             group=np.array(["g"] * 3), visual=rng.normal(size=(3, 2, 4)))
     result = validate_features(clean, {"visual": 4}, tmp_path / "ok")
     assert result.success and _report(tmp_path / "ok")["success"] and not result.warnings
 
     constant = tmp_path / "constant.npz"  # a constant column is reported, but does not stop training
     visual = rng.normal(size=(3, 2, 4))
     visual[:, :, 2] = 0.0
-    np.savez(constant, utterance_id=np.array(["a", "b", "c"]), label=np.array(["joy"] * 3),
+    np.savez(constant, utterance_id=np.array(["a", "b", "c"]), label=np.array(["joy", "anger", "joy"]),
              group=np.array(["g"] * 3), visual=visual)
     result = validate_features(constant, {"visual": 4}, tmp_path / "constant")
     assert result.success and any(w.startswith("column_not_constant") for w in result.warnings)

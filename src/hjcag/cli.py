@@ -63,7 +63,8 @@ def cmd_standin_features(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    print(stages.prepare(args.dataset, args.source, args.out, _params(args), args.modalities).summary())
+    print(stages.prepare(args.dataset, args.source, args.out, _params(args), args.modalities,
+                         policy=args.policy).summary())
     return 0
 
 
@@ -89,8 +90,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = stages.train(args.features, args.out, params, args.modalities, folds=folds, track=args.track,
                            experiment=args.experiment)
     if metrics.get("complete") is False:
-        done = sorted(r["fold"] for r in metrics["folds"])
-        print(f"fold(s) {done} of {metrics['n_folds']} done in {args.out}; train the others (or merge their "
+        done = sorted({r["fold"] for r in metrics["folds"]})
+        tracked = (f" (MLflow run {metrics['mlflow_run']}: complete once every fold is)" if metrics.get("mlflow_run")
+                   else "")
+        print(f"fold(s) {done} of {metrics['n_folds']} done in {args.out}{tracked}; train the others (or merge their "
               f"fold_K directories into it) and run without --folds to aggregate.")
         return 0
     _print_summary(metrics, Path(args.out))
@@ -132,8 +135,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_features(args: argparse.Namespace) -> int:
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
     print(stages.validate_features(args.features, args.out, _parse_dims(args.dims) if args.dims else None,
-                                   docs=args.docs).summary())
+                                   docs=args.docs, labels=labels).summary())
     return 0
 
 
@@ -249,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="dataset root (or the manifest CSV/JSONL file)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not required")
+    p.add_argument("--policy", choices=["fail", "quarantine"], default=None, help="rows sharing an utterance_id: "
+                   "fail (stop, naming them) or quarantine (leave every copy out); default: params validation.policy")
     _add_params_options(p)
     _add_labels_option(p)
     p.set_defaults(func=cmd_prepare)
@@ -271,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune_text)
 
     p = sub.add_parser("validate", help="Great Expectations checks of a manifest and its media (before any compute)")
-    p.add_argument("--manifest", required=True, help="manifest.parquet from `hjcag prepare` (or CSV/JSONL)")
+    p.add_argument("--manifest", required=True, help="manifest.parquet from `hjcag prepare` (or a CSV/JSONL with all "
+                   "its columns; a raw one goes through `hjcag prepare --dataset manifest` first)")
     p.add_argument("--out", required=True, help="directory for validation.json, manifest.valid.parquet (and "
                    "quarantine.parquet)")
     p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not checked")
@@ -286,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--dims", default=None, help="expected widths, e.g. t=1024,a=1582,v=2048 (default: .meta.json)")
+    p.add_argument("--labels", default=None, help="the classes training will select, e.g. negative,positive (as "
+                   "`hjcag train --labels`); the file must hold at least two of them (default: all of its labels)")
     _add_docs_option(p)
     p.set_defaults(func=cmd_validate_features)
 

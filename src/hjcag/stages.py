@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hjcag import artifacts
-from hjcag.errors import ConfigError, HjcagError
+from hjcag.errors import ConfigError, FeatureFileError, HjcagError
 from hjcag.params import Params, parse_modalities
 
 if TYPE_CHECKING:
@@ -47,12 +47,14 @@ def labels_for(kind: str, params: Params) -> tuple[str, ...] | None:
     return params.labels or params.labels_of(kind) or None
 
 
-def prepare(kind: str, source: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v") -> PrepareReport:
-    """A dataset as downloaded (MELD / IEMOCAP layout, or a manifest file) -> out/manifest.parquet + report."""
+def prepare(kind: str, source: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
+            policy: str | None = None) -> PrepareReport:
+    """A dataset as downloaded (MELD / IEMOCAP layout, or a manifest file) -> out/manifest.parquet + report. Rows
+    sharing an utterance_id follow `policy`, else ``validation.policy``: fail stops, quarantine drops every copy."""
     from hjcag.data.prepare import prepare_dataset
 
     return prepare_dataset(kind, source, artifacts.writable_dir(out), parse_modalities(modalities),
-                           labels=labels_for(kind, params))
+                           labels=labels_for(kind, params), policy=policy or params.validation.policy)
 
 
 def validate(manifest: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
@@ -110,13 +112,13 @@ def standin_features(data_dir: str | Path, out: str | Path, params: Params, moda
 
 
 def validate_features(features: str | Path, out: str | Path, dims: dict[str, int] | None = None,
-                      docs: str | Path | None = None) -> ValidationResult:
+                      docs: str | Path | None = None, labels: Sequence[str] | None = None) -> ValidationResult:
     """Great Expectations checks of a features file; widths from `dims`, else from its meta record; `docs`: the
-    Data Docs' folder (default ``out/data_docs``)."""
+    Data Docs' folder (default ``out/data_docs``); `labels`: the classes training will select (``--labels``)."""
     from hjcag.validate.features_check import validate_features as check
 
     return check(features, dims if dims is not None else recorded_dims(features), artifacts.writable_dir(out),
-                 docs_dir=docs)
+                 docs_dir=docs, labels=labels)
 
 
 def recorded_dims(features: str | Path) -> dict[str, int]:
@@ -144,17 +146,22 @@ def finetune_text(manifest: str | Path, out: str | Path, params: Params) -> Path
 def load_features(features: str | Path, params: Params) -> FeatureSet:
     """A features ``.npz``, or the ``.pkl`` of DialogueRNN / MMGCN (:mod:`hjcag.data.erc_pickle`), with its label
     set: the profile's (the data must keep to it), the one given with ``--labels`` (its order; rows of other
-    classes are left out), or, when neither names one, the data's own (sorted)."""
+    classes are left out), or, when neither names one, the data's own (sorted). Every command that trains reads
+    its features here, so data of fewer than two classes is refused before any compute."""
     from hjcag.data.erc_pickle import load_erc_pickle
+    from hjcag.data.features_file import class_count_problem
     from hjcag.data.features_file import load_features as load_npz
 
     load = load_erc_pickle if Path(features).suffix in (".pkl", ".pickle") else load_npz
     fs = load(features, seq_len=params.model.seq_len, label_names=() if params.labels_given else params.labels)
     if params.labels_given:
-        return only_labels(fs, params.labels, features)
-    if not params.labels:
+        fs = only_labels(fs, params.labels, features)
+    elif not params.labels:
         log.warning("profile '%s' names no label set: the labels come from the data, in this order: %s "
                     "(fix the order or a subset with --labels)", params.profile, ", ".join(fs.label_names))
+    problem = class_count_problem(fs.label, features, selected=params.labels_given)
+    if problem:
+        raise FeatureFileError(problem)
     return fs
 
 
@@ -162,15 +169,9 @@ def only_labels(fs: FeatureSet, labels: Sequence[str], where: str | Path) -> Fea
     """`fs` restricted to the classes `labels`, in that order; every given label must occur in the data."""
     import numpy as np
 
-    present = sorted({str(x) for x in fs.label})
-    absent = [x for x in labels if x not in present]
-    if absent:
-        raise HjcagError(f"--labels names {absent}, which '{where}' does not hold; its labels are {present}.")
-    keep = np.isin(fs.label.astype(str), list(labels))
-    if not keep.all():
-        left_out = sorted(set(present) - set(labels))
-        log.warning("--labels: leaving out %d utterance(s) of class(es) %s", int((~keep).sum()), left_out)
-    subset = fs.subset(np.flatnonzero(keep))
+    from hjcag.data.features_file import select_labels
+
+    subset = fs.subset(np.flatnonzero(select_labels(fs.label, labels, where)))
     subset.label_names = tuple(labels)
     return subset
 
@@ -188,8 +189,9 @@ def train(features: str | Path, out: str | Path, params: Params, modalities: str
           folds: Sequence[int] | None = None, track: bool = False, experiment: str | None = None,
           only_aggregate: bool = False) -> dict[str, Any]:
     """Train params.model.name under params.train.protocol -> the run directory `out` (resumable); returns its
-    metrics. `folds` trains only those folds (``{"complete": False, ...}`` until all are there);
-    `only_aggregate` trains nothing and fails unless every fold is already in `out`; `track` logs to MLflow."""
+    metrics. `folds` trains only those folds (``{"complete": False, ...}`` until all are there, with
+    ``mlflow_run`` when tracked); `only_aggregate` trains nothing and fails unless every fold is already in `out`;
+    `track` logs to MLflow."""
     artifacts.writable_dir(out)  # before the imports: torch takes seconds to load
     from hjcag.train.run import train_and_evaluate
 
@@ -198,13 +200,16 @@ def train(features: str | Path, out: str | Path, params: Params, modalities: str
     if "t" in chosen:
         refuse_finetuned_text_outside_holdout(features, params)
     out = Path(out)
-    if track:
+    only = [] if only_aggregate else (None if folds is None else [int(k) for k in folds])
+    if track:  # the same folds as untracked: the parent run completes when the last fold is trained
         from hjcag.registry.tracking import train_with_tracking
 
-        metrics, run_id = train_with_tracking(fs, params, chosen, params.model.name, out, experiment=experiment)
+        metrics, run_id = train_with_tracking(fs, params, chosen, params.model.name, out, experiment=experiment,
+                                              only_folds=only)
         log.info("MLflow run %s", run_id)
+        if metrics.get("complete") is False:
+            metrics = {**metrics, "mlflow_run": run_id}
     else:
-        only = [] if only_aggregate else (None if folds is None else [int(k) for k in folds])
         metrics = train_and_evaluate(fs, params, chosen, params.model.name, out, only_folds=only)
     if metrics.get("complete") is False:
         if only_aggregate:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from hjcag.errors import FeatureFileError
+from hjcag.errors import FeatureFileError, HjcagError
 from hjcag.params import MODALITIES, MODALITY_NAMES
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ REQUIRED_KEYS = ("utterance_id", "label", "group")
 OPTIONAL_KEYS = ("split", "speaker", "dialogue")
 SPLITS = ("train", "dev", "test")
 FIX_HINT = "See README 'Pre-extracted features' for the expected keys and shapes."
+MIN_CLASSES = 2  # what a classifier needs; one class "trains" to 100 % accuracy and says nothing
 
 
 @dataclass
@@ -274,3 +276,36 @@ def save_features(path: str | Path, fs: FeatureSet) -> Path:
         arrays[MODALITY_NAMES[m]] = x.astype(np.float32)
     np.savez_compressed(path, **arrays)  # deterministic bytes: zip members carry a fixed 1980 date
     return path
+
+
+# ---------------------------------------------------------------- label selection: shared by training and validation
+
+
+def select_labels(labels: np.ndarray, wanted: Sequence[str], source: str | Path) -> np.ndarray:
+    """The rows (a boolean mask over `labels`) of the classes `wanted` (``--labels``); every wanted label must occur
+    in the data, and leaving out rows of other classes is logged."""
+    present = sorted({str(x) for x in labels})
+    absent = [x for x in wanted if x not in present]
+    if absent:
+        raise HjcagError(f"--labels names {absent}, which '{source}' does not hold; its labels are {present}.")
+    keep = np.isin(np.asarray(labels).astype(str), list(wanted))
+    if not keep.all():
+        left_out = sorted(set(present) - set(wanted))
+        log.warning("--labels: leaving out %d utterance(s) of class(es) %s", int((~keep).sum()), left_out)
+    return keep
+
+
+def class_count_problem(labels: np.ndarray | Sequence[str], source: str | Path, selected: bool = False) -> str | None:
+    """Why `labels` (after label selection; `selected`: ``--labels`` chose them) cannot train a classifier, or None.
+
+    The one rule behind ``hjcag train`` / ``tune`` / ``ablate`` (through :func:`hjcag.stages.load_features`) and
+    ``hjcag validate-features``: at least :data:`MIN_CLASSES` classes. Counted in the data, not in the label set: a
+    profile's seven emotions over a file whose every row is ``joy`` is one class."""
+    counts = Counter(str(x) for x in labels)
+    if len(counts) >= MIN_CLASSES:
+        return None
+    held = ", ".join(f"{name}: {n} utterance{'s' * (n != 1)}" for name, n in sorted(counts.items()))
+    what = f"only one class ({held})" if counts else "no utterance"
+    after = " after --labels" if selected else ""
+    fix = "Name at least two of its classes with --labels" if selected else "Check its 'label' key"
+    return f"'{source}' holds {what}{after}; a classifier needs at least {MIN_CLASSES} classes. {fix}."

@@ -1,12 +1,14 @@
 """`hjcag prepare`: a dataset as downloaded -> out/manifest.parquet + out/prepare_report.json.
 
 The adapters (meld, iemocap, generic manifest) only translate layouts. The checks every dataset shares live here:
-duplicate ids (later copies dropped, so utterance_id stays unique), empty text and labels outside the label set
-(kept, flagged as issues for the validation stage to judge), and media files. Media of a modality that was not
-chosen are not required: a missing one is simply nulled. Media of a chosen modality that are missing stay in the
-manifest with their path and are listed in the report; deciding what to do with them is validation's job.
-The manifest stores media paths relative to the dataset's data root and records the root
-(:mod:`hjcag.data.media_root`), so it holds the same bytes whichever folder the dataset and the checkout are in.
+duplicate ids, empty text and labels outside the label set (kept, flagged as issues for the validation stage to
+judge), and media files. Rows that share an utterance_id follow the validation policy, as validation treats them:
+``fail`` stops with an error naming each copy's file and line; ``quarantine`` leaves every copy out (which one is
+right is unknown), recorded in the report's ``dropped`` with reason ``duplicate_id``, so utterance_id stays unique.
+Media of a modality that was not chosen are not required: a missing one is simply nulled. Media of a chosen
+modality that are missing stay in the manifest with their path and are listed in the report; deciding what to do
+with them is validation's job. The manifest stores media paths relative to the dataset's data root and records the
+root (:mod:`hjcag.data.media_root`), so it holds the same bytes whichever folder the dataset and the checkout are in.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from hjcag.data.manifest import (
 from hjcag.data.media_root import under_root
 from hjcag.data.meld import MELD_LABELS, read_meld
 from hjcag.errors import ConfigError, DataError
-from hjcag.params import DATA_KINDS, parse_modalities
+from hjcag.params import DATA_KINDS, VALIDATION_POLICIES, parse_modalities
 from hjcag.progress import progress as progress_bar
 
 DATASET_KINDS: tuple[str, ...] = DATA_KINDS
 DEFAULT_LABELS: dict[str, tuple[str, ...] | None] = {"meld": MELD_LABELS, "iemocap": IEMOCAP_LABELS, "manifest": None}
 _MEDIA = (("a", "audio", "audio_path"), ("v", "video", "video_path"))
+_LISTED = 5  # duplicated ids named in an error (the report lists all)
 
 
 @dataclass
@@ -101,6 +104,28 @@ def _adapt(kind: str, source: Path, modalities: tuple[str, ...], labels: Sequenc
     return read_generic_manifest(source, modalities)
 
 
+def _where(source: dict[str, Any]) -> str:
+    return f"{source.get('file')}:{source.get('line')}"
+
+
+def duplicated_ids(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """utterance_id -> the sources ({"file", "line"}) of its rows, for every id on more than one row."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        seen.setdefault(row["utterance_id"], []).append(row.get(SOURCE_KEY) or {})
+    return {uid: where for uid, where in seen.items() if len(where) > 1}
+
+
+def duplicates_error(duplicates: dict[str, list[dict[str, Any]]]) -> DataError:
+    """One line naming each duplicated id with the file:line of every copy (the first few ids)."""
+    named = [f"'{uid}' at {' and '.join(map(_where, where))}" for uid, where in list(duplicates.items())[:_LISTED]]
+    more = f" (+{len(duplicates) - _LISTED} more id(s))" if len(duplicates) > _LISTED else ""
+    return DataError(
+        f"{len(duplicates)} utterance_id(s) name more than one row: {'; '.join(named)}{more}. Give every row its "
+        "own id, or leave every copy out with --policy quarantine (validation.policy)."
+    )
+
+
 def data_root_of(kind: str, source: Path) -> Path:
     """The folder a dataset's media paths are stored relative to: the source folder, or for a manifest file the
     folder holding it (where its relative paths point from)."""
@@ -120,6 +145,7 @@ def prepare_dataset(
     modalities: str | Sequence[str] = ("t", "a", "v"),
     labels: Sequence[str] | None = None,
     progress: bool = True,
+    policy: str = "fail",
 ) -> PrepareReport:
     """Build out/manifest.parquet and out/prepare_report.json from a dataset as downloaded.
 
@@ -127,10 +153,14 @@ def prepare_dataset(
     modalities: "t,a,v" or a subset; media files of modalities not chosen are not required.
     labels: the label set (default: the dataset's; none for "manifest"). IEMOCAP rows outside it are dropped
     (the paper's six-class protocol); elsewhere they are kept and flagged as `unknown_label` issues.
-    Raises DataError for unreadable input (naming file, line and fix) or when no utterance is left.
+    policy: the validation policy for rows sharing an utterance_id ("fail": raise; "quarantine": drop every copy).
+    Raises DataError for unreadable input (naming file, line and fix), duplicated ids under "fail", or when no
+    utterance is left.
     """
     if kind not in DATASET_KINDS:
         raise ConfigError(f"unknown dataset kind '{kind}'. Use one of: {', '.join(DATASET_KINDS)}.")
+    if policy not in VALIDATION_POLICIES:
+        raise ConfigError(f"validation policy '{policy}' is unknown. Use one of {', '.join(VALIDATION_POLICIES)}.")
     mods = parse_modalities(modalities)
     source, out = Path(source), Path(out)
     if not source.exists():
@@ -147,9 +177,11 @@ def prepare_dataset(
     result = _adapt(kind, source, mods, label_set)
     report.rows_read, report.warnings, report.sources = result.rows_read, list(result.warnings), result.sources
     dropped, issues = list(result.dropped), list(result.issues)
+    duplicates = duplicated_ids(result.rows)
+    if duplicates and policy == "fail":
+        raise duplicates_error(duplicates)
 
     kept: list[dict[str, Any]] = []
-    first_seen: dict[str, dict[str, Any]] = {}
     exists: dict[str, bool] = {}
 
     def is_file(p: str) -> bool:
@@ -159,12 +191,11 @@ def prepare_dataset(
 
     for row in progress_bar(result.rows, desc=f"prepare {kind}", unit="utt", disable=not progress, mininterval=1.0):
         uid, where = row["utterance_id"], row.get(SOURCE_KEY) or {}
-        if uid in first_seen:
-            first = first_seen[uid]
+        if uid in duplicates:  # policy quarantine: every copy left out
+            others = " and ".join(_where(w) for w in duplicates[uid] if w is not where)
             dropped.append({"utterance_id": uid, **where, "reason": "duplicate_id",
-                            "detail": f"same utterance_id as {first.get('file')}:{first.get('line')} (kept)"})
+                            "detail": f"quarantined: same utterance_id as {others}; which row is right is unknown"})
             continue
-        first_seen[uid] = where
         if "t" in mods and not (row.get("text") or "").strip():
             issues.append({"utterance_id": uid, **where, "problem": "empty_text"})
         if label_set is not None and row["label"] not in label_set:

@@ -49,9 +49,10 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 TAG_KIND = "hjcag.kind"            # "parent" | "fold"
 TAG_FINGERPRINT = "hjcag.fingerprint"
 TAG_RUN_DIR = "hjcag.run_dir"
-TAG_COMPLETE = "hjcag.complete"    # "true" once every fold and artifact is logged
+TAG_COMPLETE = "hjcag.complete"    # "true" once every fold and artifact is logged (on a fold run: its results)
 TAG_FOLD = "hjcag.fold"
 TAG_CONTEXT_KEPT = "hjcag.context_kept"  # a warm-started context fold: "true" | "false" (the context-free model kept)
+TAG_FOLDS_DONE = "hjcag.folds_done"  # parent of a partial run (--folds): "0,2 of 5", the folds logged so far
 TAG_GATE = "hjcag.gate"            # "passed" | "failed", set by the register step
 PARENT_TAG = "mlflow.parentRunId"  # what makes a run "nested" in MLflow's UI and search
 
@@ -286,7 +287,8 @@ class RunLogger:
     """Creates the parent run and one nested run per fold, then fills them in.
 
     With `resume` (the id of an unfinished parent run, see :func:`unfinished_parent`) it continues that run
-    instead: status back to RUNNING, its fold runs reused, epochs they already hold not logged again.
+    instead: status back to RUNNING, its fold runs reused, epochs they already hold not logged again, and fold runs
+    already logged in full (by a partial run: ``--folds``) left as they are.
     """
 
     def __init__(self, params: Params, experiment: str | None = None, run_name: str | None = None,
@@ -296,6 +298,7 @@ class RunLogger:
         self.fold_runs: dict[str, str] = {}  # unit (fold_K, or fold_K_seed_S) -> its nested run
         # unit -> (metric prefix, epoch) already logged (live, or before a resume); prefix "" is the kept model's
         self._streamed: dict[str, set[tuple[str, int]]] = {}
+        self._logged: set[str] = set()  # units whose fold run holds its results and is FINISHED
         with quiet_mlflow():
             self.experiment_id = get_or_create_experiment(self.client, experiment_name(params, experiment))
             if resume is None:
@@ -314,6 +317,9 @@ class RunLogger:
         for run in _nested_runs(c, self.experiment_id, parent):
             unit = run.info.run_name
             self.fold_runs[unit] = run.info.run_id
+            if run.data.tags.get(TAG_COMPLETE) == "true":
+                self._logged.add(unit)
+                continue
             if run.info.status != "RUNNING":
                 c.update_run(run.info.run_id, status="RUNNING")
             self._streamed[unit] = {(prefix, m.step) for prefix in STAGE_PREFIXES for name in EPOCH_METRICS
@@ -345,6 +351,30 @@ class RunLogger:
         seen.add((prefix, int(epoch)))
         _log_metrics(self.client, self.fold_run(unit), values, step=epoch)
 
+    def _log_fold(self, run_dir: Path, result: Mapping[str, Any]) -> None:
+        """Log one finished fold (unit) of `run_dir` into its nested run and end that run FINISHED; a fold run
+        already logged in full is left alone."""
+        unit = str(result["unit"])
+        if unit in self._logged:
+            return
+        c = self.client
+        run_id, fold_dir = self.fold_run(unit), run_dir / unit
+        _log_params(c, run_id, {"fold": str(result["fold"]), **{
+            n: str(result[n]) for n in ("n_train", "n_val", "n_test", "seed", "run_seed") if n in result}})
+        if (fold_dir / HISTORY_FILE).exists():  # epochs not streamed live (e.g. before a resume)
+            seen = self._streamed.get(unit, set())
+            _log_history(c, run_id, [row for i, row in enumerate(read_json(fold_dir / HISTORY_FILE))
+                                     if ("", int(row.get("epoch", i + 1))) not in seen])
+        _log_metrics(c, run_id, fold_metrics(result))
+        if result.get("context_kept") is not None:
+            c.set_tag(run_id, TAG_CONTEXT_KEPT, str(result["context_kept"]).lower())
+        for name in FOLD_FILES:
+            if (fold_dir / name).exists():
+                c.log_artifact(run_id, str(fold_dir / name), "fold")
+        c.set_tag(run_id, TAG_COMPLETE, "true")
+        c.set_terminated(run_id, "FINISHED")
+        self._logged.add(unit)
+
     def complete(self, run_dir: Path) -> str:
         """Log everything a finished run directory holds; mark all runs FINISHED; return the parent run id."""
         run_dir = Path(run_dir)
@@ -360,21 +390,7 @@ class RunLogger:
                 "run.labels": ",".join(metrics.get("labels", [])),  # class index order (may come from the data)
             })
             for result in metrics.get("folds", []):
-                unit = str(result["unit"])
-                run_id, fold_dir = self.fold_run(unit), run_dir / unit
-                _log_params(c, run_id, {"fold": str(result["fold"]), **{
-                    n: str(result[n]) for n in ("n_train", "n_val", "n_test", "seed", "run_seed") if n in result}})
-                if (fold_dir / HISTORY_FILE).exists():  # epochs not streamed live (e.g. before a resume)
-                    seen = self._streamed.get(unit, set())
-                    _log_history(c, run_id, [row for i, row in enumerate(read_json(fold_dir / HISTORY_FILE))
-                                             if ("", int(row.get("epoch", i + 1))) not in seen])
-                _log_metrics(c, run_id, fold_metrics(result))
-                if result.get("context_kept") is not None:
-                    c.set_tag(run_id, TAG_CONTEXT_KEPT, str(result["context_kept"]).lower())
-                for name in FOLD_FILES:
-                    if (fold_dir / name).exists():
-                        c.log_artifact(run_id, str(fold_dir / name), "fold")
-                c.set_terminated(run_id, "FINISHED")
+                self._log_fold(run_dir, result)
             _log_metrics(c, parent, final_metrics(metrics))
             for name in REPORT_FILES:
                 if (run_dir / name).exists():
@@ -384,17 +400,42 @@ class RunLogger:
             c.log_text(parent, json.dumps(params_document(self.params), indent=2), "report/params.json")
             c.set_tag(parent, TAG_FINGERPRINT, str(metrics.get("fingerprint", "")))
             c.set_tag(parent, TAG_RUN_DIR, str(run_dir.absolute()))
+            c.set_tag(parent, TAG_FOLDS_DONE, _folds_done(metrics.get("folds", []), metrics.get("n_folds")))
             c.set_tag(parent, TAG_COMPLETE, "true")
             c.set_terminated(parent, "FINISHED")
         log.info("logged %s to MLflow with %d fold run(s): %s", run_dir, len(self.fold_runs),
                  run_url(self.experiment_id, parent))
         return parent
 
-    def fail(self) -> None:
+    def partial(self, run_dir: Path, results: Sequence[Mapping[str, Any]], n_folds: int) -> str:
+        """End a run that trained only some folds (``--folds``): their fold runs logged in full and FINISHED, the
+        parent FINISHED but not complete (no scores: they need every fold). The next tracked training of the same
+        run directory and settings resumes this parent run and completes it once every fold is there."""
+        c, parent = self.client, self.parent_run_id
         with quiet_mlflow():
-            for run_id in self.fold_runs.values():
-                self.client.set_terminated(run_id, "FAILED")
+            for result in results:
+                self._log_fold(Path(run_dir), result)
+            done = _folds_done(results, n_folds)
+            c.set_tag(parent, TAG_FOLDS_DONE, done)
+            c.set_tag(parent, TAG_COMPLETE, "false")
+            c.set_terminated(parent, "FINISHED")
+        log.info("logged fold(s) %s of %s to MLflow; the run completes when every fold is trained: %s", done,
+                 run_dir, run_url(self.experiment_id, parent))
+        return parent
+
+    def fail(self) -> None:
+        """Mark the parent run and the fold runs it was filling FAILED (fold runs logged in full stay FINISHED)."""
+        with quiet_mlflow():
+            for unit, run_id in self.fold_runs.items():
+                if unit not in self._logged:
+                    self.client.set_terminated(run_id, "FAILED")
             self.client.set_terminated(self.parent_run_id, "FAILED")
+
+
+def _folds_done(results: Sequence[Mapping[str, Any]], n_folds: Any) -> str:
+    """"0,2 of 5": the folds (not units: a fold trained with several seeds counts once) of `results`."""
+    folds = sorted({int(r["fold"]) for r in results})
+    return f"{','.join(map(str, folds))} of {n_folds}"
 
 
 def _default_run_name(run_dir: Path) -> str:
@@ -500,20 +541,31 @@ def tracked_run_logger(params: Params, model_name: str, out_dir: Path, fingerpri
 
 
 def train_with_tracking(fs: Any, params: Params, modalities: Sequence[str], model_name: str, out_dir: str | Path,
-                        experiment: str | None = None, quiet: bool = False) -> tuple[dict[str, Any], str]:
+                        experiment: str | None = None, quiet: bool = False,
+                        only_folds: Sequence[int] | None = None) -> tuple[dict[str, Any], str]:
     """:func:`hjcag.train.run.train_and_evaluate` with live MLflow logging; returns (metrics, parent run id).
 
     The parent run is tagged with the run directory and its settings' fingerprint from the start, so running the
     same command again after the process was killed continues that parent run: one parent run per run directory
-    and settings, FINISHED once the run is complete."""
-    from hjcag.train.run import start_run_dir, train_and_evaluate
+    and settings, FINISHED once the run is complete. `only_folds` trains just those folds, as the untracked run
+    does (``{"complete": False, ...}`` until every fold is there); the parent run then ends FINISHED without
+    scores (tag ``hjcag.complete`` false, ``hjcag.folds_done`` the folds so far), and the training that brings
+    the last fold resumes and completes it."""
+    from hjcag.train.folds import make_folds
+    from hjcag.train.run import require_known_folds, start_run_dir, train_and_evaluate
 
     out_dir = Path(out_dir)
+    if only_folds is not None:  # a mistyped fold starts no MLflow run
+        cfg = params.train
+        require_known_folds(make_folds(fs, cfg.protocol, cfg.folds, cfg.val_fraction, params.seed), only_folds,
+                            cfg.protocol)
     digest = start_run_dir(fs, params, modalities, model_name, out_dir)  # refuses other settings before MLflow
     logger = tracked_run_logger(params, model_name, out_dir, digest, experiment)
     try:
         metrics = train_and_evaluate(fs, params, modalities, model_name, out_dir, on_epoch=logger.on_epoch,
-                                     quiet=quiet)
+                                     quiet=quiet, only_folds=only_folds)
+        if metrics.get("complete") is False:
+            return metrics, logger.partial(out_dir, metrics["folds"], metrics["n_folds"])
         return metrics, logger.complete(out_dir)
     except BaseException:
         logger.fail()

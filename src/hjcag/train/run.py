@@ -252,6 +252,14 @@ def select_run(fs: FeatureSet, params: Params, modalities: Sequence[str],
     return fs.select(modalities), params.with_overrides(model={"name": model_name}), modalities
 
 
+def require_known_folds(folds: Sequence[Fold], only_folds: Sequence[int] | None, protocol: str) -> None:
+    """Refuse fold indices (``--folds``) that the protocol does not make, before any fold is written or tracked."""
+    unknown = sorted(set(only_folds or ()) - {f.index for f in folds})
+    if unknown:
+        raise ConfigError(f"fold(s) {unknown} do not exist: the {protocol} protocol has folds "
+                          f"{[f.index for f in folds]}; pick --folds among them.")
+
+
 def start_run_dir(fs: FeatureSet, params: Params, modalities: Sequence[str], model_name: str,
                   out_dir: str | Path) -> str:
     """Start `out_dir` for this run (its run.json), or check that it holds a run of the same settings; return
@@ -294,6 +302,7 @@ def train_and_evaluate(
 
     cfg = params.train
     folds = make_folds(fs, cfg.protocol, cfg.folds, cfg.val_fraction, params.seed)
+    require_known_folds(folds, only_folds, cfg.protocol)
     write_json(out_dir / FOLDS_FILE, {
         "protocol": cfg.protocol, "seed": params.seed,
         "folds": [{"fold": f.index, **f.as_ids(fs)} for f in folds],
@@ -305,11 +314,6 @@ def train_and_evaluate(
         log.info("%s on %s: %d utterances, %d fold(s) (%s), device %s -> %s", model_name, "+".join(modalities),
                  len(fs), len(folds), cfg.protocol, device, out_dir)
 
-    if only_folds is not None:
-        unknown = sorted(set(only_folds) - {f.index for f in folds})
-        if unknown:
-            raise ConfigError(f"fold(s) {unknown} do not exist: the {cfg.protocol} protocol has folds "
-                              f"{[f.index for f in folds]}.")
     results, histories = [], {}
     for fold in folds:
         for run_seed in seeds:

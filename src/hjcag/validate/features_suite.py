@@ -53,8 +53,9 @@ def normalise_dims(dims: Mapping[str, int] | None) -> dict[str, int]:
     return out
 
 
-def load_arrays(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(utterance ids, {modality: array}) from a features .npz; FeatureFileError when it cannot be read at all."""
+def load_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """(utterance ids, labels (None: no 'label' key), {modality: array}) from a features .npz; FeatureFileError
+    when it cannot be read at all."""
     path = Path(path)
     if not path.is_file():
         raise FeatureFileError(f"features file '{path}' not found. Run `hjcag features` first or fix the path.")
@@ -66,12 +67,13 @@ def load_arrays(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
                     f"{path}: no 'utterance_id' key (found {sorted(keys)}). See README 'Pre-extracted features'."
                 )
             ids = np.asarray(npz["utterance_id"]).astype(str)
+            labels = np.asarray(npz["label"]).astype(str).reshape(-1) if "label" in keys else None
             arrays = {m: np.asarray(npz[MODALITY_NAMES[m]]) for m in MODALITIES if MODALITY_NAMES[m] in keys}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise FeatureFileError(f"{path}: not a readable .npz features file ({exc}).") from exc
     if not arrays:
         raise FeatureFileError(f"{path}: holds no text, audio or visual array. See README 'Pre-extracted features'.")
-    return ids, arrays
+    return ids, labels, arrays
 
 
 def _usable(x: np.ndarray, n: int) -> bool:

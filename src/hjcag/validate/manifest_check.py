@@ -1,5 +1,9 @@
 """`hjcag validate`: the manifest checks (schema, labels, media) and the quarantine policy.
 
+It checks the normalised manifest `hjcag prepare` writes. A file without the columns prepare fills in (a user's raw
+CSV/JSONL, where dataset, session, times and split are optional) is refused in one line that says to run prepare
+first, rather than reported as a table of "required column missing" failures.
+
 Besides the report, a run that may continue writes ``manifest.valid.parquet`` (the rows that passed) and, with
 policy ``quarantine``, ``quarantine.parquet`` (the dropped rows, with a ``reasons`` column). Policy ``fail`` raises
 :class:`~hjcag.validate.engine.ValidationError` after writing the report when any row fails; ``quarantine`` drops
@@ -25,7 +29,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hjcag.artifacts import QUARANTINE_FILE, VALID_MANIFEST_FILE, VALIDATION_FILE, write_json
-from hjcag.data.manifest import ARROW_SCHEMA, MANIFEST_SCHEMA, conform, optional_str, read_manifest_file
+from hjcag.data.manifest import (
+    ARROW_SCHEMA,
+    MANIFEST_COLUMNS,
+    MANIFEST_SCHEMA,
+    conform,
+    optional_str,
+    read_manifest_file,
+)
 from hjcag.data.media_root import require_root, resolve_data_root, with_data_root
 from hjcag.errors import ConfigError, DataError
 from hjcag.params import VALIDATION_POLICIES, MediaConfig, parse_modalities
@@ -43,6 +54,19 @@ def _load_manifest(manifest: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, s
     path = Path(manifest)
     df = read_manifest_file(path)
     return df, str(path), resolve_data_root(path)
+
+
+def refuse_unprepared(df: pd.DataFrame, path: str, modalities: Sequence[str]) -> None:
+    """A manifest file lacking columns of the normalised schema was not written by `hjcag prepare` (a user's raw
+    CSV/JSONL, whose dialogue_id, session, times, split and dataset are optional): prepare normalises it first."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        mods = "" if tuple(modalities) == ("t", "a", "v") else f" --modalities {','.join(modalities)}"
+        raise DataError(
+            f"manifest '{path}' lacks column(s) {missing}, which `hjcag prepare` fills in: validate checks the "
+            f"manifest prepare writes. Run `hjcag prepare --dataset manifest --source {path}{mods} --out DIR` first, "
+            "then `hjcag validate --manifest DIR/manifest.parquet`."
+        )
 
 
 def _coerce(df: pd.DataFrame) -> pd.DataFrame:
@@ -128,6 +152,8 @@ def validate_manifest(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     raw, source, base = _load_manifest(manifest)
+    if not isinstance(manifest, pd.DataFrame):  # a frame is the API's: GX reports its missing columns
+        refuse_unprepared(raw, source, mods)
     input_path = None if isinstance(manifest, pd.DataFrame) else Path(manifest).resolve()
     _remove_stale(out, (VALID_MANIFEST_FILE, QUARANTINE_FILE), keep=input_path)
     df = _coerce(raw)
