@@ -118,7 +118,9 @@ def test_a_study_resumes_and_only_tops_the_budget_up(tmp_path: Path) -> None:
     assert again["trials"][:2] == first["trials"][:2]  # the first two were not re-run
     assert run(fs, tmp_path, trials=3)["trials"] == again["trials"]  # budget reached: nothing to do
     study = json.loads((tmp_path / "out" / tune.STUDY_FILE).read_text())
-    assert study["finished"] == 3 and study["best"]["trial"] in (0, 1, 2)
+    best = max(study["trials"], key=lambda t: t["value"])  # val_weighted_f1 is maximised
+    assert study["finished"] == 3 and study["best"]["trial"] == best["number"]
+    assert study["best"]["value"] == best["value"] and study["best"]["params"] == best["params"]
 
 
 def test_a_study_started_with_another_space_is_not_mixed_into(tmp_path: Path) -> None:
@@ -161,16 +163,26 @@ def test_modality_dropout_and_class_weights_are_tuned_and_a_misspelled_key_is_na
         run(synthetic(), tmp_path / "typo", raw)
 
 
-def test_conversation_context_and_its_window_are_tuned(tmp_path: Path) -> None:
+def test_conversation_context_and_its_window_are_tuned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fs = synthetic()
     fs.order = np.arange(len(fs), dtype=np.float64) % 5  # groups of 5 utterances: their turns 0..4
-    raw = tiny_raw(trials=2)
+    raw = tiny_raw(trials=3)
     raw["tune"]["space"] = {"model.context": {"choices": ["gru", "transformer"]},
                             "model.context_window": {"choices": [1, 3]}}
+    trained: list[tuple[str, int]] = []  # what each fold of each trial was really trained with
+    real = tune.fit_model
+
+    def spy(model_name: str, train: FeatureSet, val: FeatureSet, model_cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        trained.append((model_cfg.context, model_cfg.context_window))
+        return real(model_name, train, val, model_cfg, *args, **kwargs)
+
+    monkeypatch.setattr(tune, "fit_model", spy)
     summary = run(fs, tmp_path, raw)
-    tried = {(t["params"]["model.context"], t["params"]["model.context_window"]) for t in summary["trials"]}
-    assert len(summary["trials"]) == 2 and all(t["state"] == "COMPLETE" for t in summary["trials"])
-    assert tried <= {(c, w) for c in ("gru", "transformer") for w in (1, 3)}
+    assert [t["state"] for t in summary["trials"]] == ["COMPLETE"] * 3
+    tried = [(t["params"]["model.context"], t["params"]["model.context_window"]) for t in summary["trials"]]
+    assert all(set(t["params"]) == {"model.context", "model.context_window"} for t in summary["trials"])
+    assert all(c in ("gru", "transformer") and w in (1, 3) for c, w in tried)
+    assert trained == [values for values in tried for _fold in range(2)]  # each trial's values reached its 2 folds
 
 
 @pytest.mark.parametrize(("space", "fragment"), [
