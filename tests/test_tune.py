@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from hjcag.cli import main
-from hjcag.data.features_file import FeatureSet
+from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.device import torch_threads
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.params import load_params, params_from_dict
@@ -256,13 +256,18 @@ def cli_files(tmp_path: Path) -> tuple[Path, Path]:
                             "model.dropout": {"low": 0.0, "high": 0.5}, "train.class_weights": {"choices": ["none"]}}
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(doc, sort_keys=False))
-    fs = synthetic()
-    features = tmp_path / "features.npz"
-    demo_labels = dict(zip(LABELS, doc["datasets"]["demo"]["labels"], strict=False))
-    np.savez(features, utterance_id=fs.utterance_id, label=np.array([demo_labels[x] for x in fs.label]),
-             group=fs.group, text=fs.features["t"],
-             audio=fs.features["a"])
-    return params, features
+    return params, save_for_cli(tmp_path / "features.npz", synthetic())
+
+
+def save_for_cli(path: Path, fs: FeatureSet, modalities: tuple[str, ...] = ("t", "a")) -> Path:
+    """`fs` as a features file of the demo profile's labels (and split, when it has one)."""
+    demo_labels = dict(zip(LABELS, yaml.safe_load((REPO / "params.yaml").read_text())["datasets"]["demo"]["labels"],
+                           strict=False))
+    names = {"t": "text", "a": "audio"}
+    extra = {} if fs.split is None else {"split": fs.split}
+    np.savez(path, utterance_id=fs.utterance_id, label=np.array([demo_labels[x] for x in fs.label]), group=fs.group,
+             **{names[m]: fs.features[m] for m in modalities}, **extra)
+    return path
 
 
 def test_the_command_tracks_trials_in_mlflow_and_writes_a_profile_train_uses(
@@ -317,3 +322,58 @@ def test_command_mistakes_end_in_one_clear_line(
     assert main([*base, "--trials", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "optimizer.lr" in err and "SECTION.FIELD" in err
+
+
+# ---------------------------------------------------------------- a tuned profile never tests on its own labels
+
+
+def test_a_tuned_profile_cannot_report_as_test_the_labels_it_was_tuned_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], cli_files: tuple[Path, Path]) -> None:
+    params, _ = cli_files
+    fs = synthetic(with_split=True)
+    features = save_for_cli(tmp_path / "split.npz", fs)
+    tune_argv = ["tune", "--features", str(features), "--out", str(tmp_path / "tune"), "--trials", "1", "--no-track",
+                 "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--params", str(params), "--profile", "demo"]
+
+    def tuned_on() -> dict[str, Any]:
+        return yaml.safe_load(params.read_text())["profiles"]["demo-tuned"]["tuned_on"]
+
+    def train(data: Path, protocol: str, command: str = "train") -> tuple[int, str]:
+        out = tmp_path / f"{command}-{data.stem}-{protocol}"
+        code = main([command, "--features", str(data), "--out", str(out), "--params", str(params),
+                     "--profile", "demo-tuned", "--protocol", protocol])
+        err = capsys.readouterr().err
+        if code != 0:
+            assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
+            assert not any(p.is_file() for p in out.rglob("*")), "refused, yet something was written"
+        return code, err
+
+    assert main([*tune_argv, "--protocol", "cv5"]) == 0
+    record = tuned_on()
+    assert record["protocol"] == "cv5" and record["utterances"] == len(fs) and record["study"] == "demo-hjcag-ta"
+    on_file = load_features(features, seq_len=SEQ_LEN)  # the rows as tuned: the file's ids and (demo) labels
+    assert record["rows"] == sorted(tune.row_hashes(on_file).tolist())[:tune.ROW_SAMPLE]
+    assert load_params(params, "demo-tuned").tuned_on is not None  # the params schema takes the record
+    capsys.readouterr()
+    # cv5 tuning picked on validation rows of every part: cv5 tests them, and so does holdout (its test split)
+    for protocol in ("cv5", "holdout"):
+        code, err = train(features, protocol)
+        assert code == 2 and f"was tuned under cv5 (study 'demo-hjcag-ta') on rows that '{features}' holds" in err
+        assert f"protocol '{protocol}' would report as test" in err and "`hjcag tune --protocol holdout`" in err
+    code, err = train(features, "cv5", "ablate")  # the same guard
+    assert code == 2 and "was tuned under cv5" in err
+    # the same utterances with other features (text only, the first half of the rows) hold the same labels
+    half = save_for_cli(tmp_path / "half.npz", fs.subset(np.arange(len(fs) // 2)), modalities=("t",))
+    code, err = train(half, "cv5")
+    assert code == 2 and "sampled rows" in err
+
+    assert main([*tune_argv, "--protocol", "holdout", "--study", "on-dev"]) == 0
+    assert tuned_on()["protocol"] == "holdout"
+    capsys.readouterr()
+    code, err = train(features, "cv5")  # holdout tuning picked on dev rows, which cv5 would test on
+    assert code == 2 and "was tuned under holdout" in err and "Train with --protocol holdout" in err
+    assert train(features, "holdout")[0] == 0  # dev picked the values, test is reported once
+
+    other = synthetic(n_groups=12)  # another dataset: its rows were never tuned on
+    other.utterance_id = np.char.add("other-", other.utterance_id)
+    assert train(save_for_cli(tmp_path / "other.npz", other), "cv5")[0] == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import logging
 import math
@@ -359,14 +360,15 @@ def best_of(study: optuna.Study, params: Params, space: Sequence[SearchDimension
 
 
 def write_results(out: Path, study: optuna.Study, params: Params, space: Sequence[SearchDimension], storage: str,
-                  profile: str | None) -> dict[str, Any]:
-    """``best.yaml`` (the best values as section overrides) and ``study.json`` (every trial) in `out`."""
+                  profile: str | None, record: Mapping[str, Any]) -> dict[str, Any]:
+    """``best.yaml`` (the best values as section overrides) and ``study.json`` (every trial, and `record`: what the
+    study tuned on) in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     best = best_of(study, params, space)
     summary = {
         "study": study.study_name, "storage": storage, "metric": params.tune.metric,
         "direction": params.tune.direction, "base_profile": params.profile, "profile": profile,
-        "finished": finished_trials(study), "best": best, "trials": trial_rows(study),
+        "finished": finished_trials(study), "best": best, "trials": trial_rows(study), "tuned_on": dict(record),
     }
     write_json(out / STUDY_FILE, summary)
     if best is not None:
@@ -377,6 +379,31 @@ def write_results(out: Path, study: optuna.Study, params: Params, space: Sequenc
                   f"{params.tune.metric} {best['value']:.4f} on the folds' validation splits)\n")
         (out / BEST_FILE).write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return summary
+
+
+# ---------------------------------------------------------------- what the values were tuned on
+
+ROW_SAMPLE = 16  # hashes of tuned rows a profile records (tuned_on.rows)
+
+
+def row_hashes(fs: FeatureSet) -> np.ndarray:
+    """(N,) a 16-hex-digit SHA-256 of each row's (utterance_id, label): the rows whose labels can leak, whatever
+    modalities or encoder their features come from."""
+    pairs = zip(fs.utterance_id.astype(str), fs.label.astype(str), strict=True)
+    return np.array([hashlib.sha256(f"{u}\x1f{y}".encode()).hexdigest()[:16] for u, y in pairs])
+
+
+def tuned_on(fs: FeatureSet, params: Params, study: str) -> dict[str, Any]:
+    """The ``tuned_on`` record of a profile tuned on `fs`: the protocol, and the ROW_SAMPLE smallest row hashes, a
+    uniform sample of the rows, so training data sharing a good part of them (the same file, a subset, other
+    features of the same utterances) is recognised without storing every id."""
+    return {"protocol": params.train.protocol, "study": study, "utterances": len(fs),
+            "rows": sorted(set(row_hashes(fs).tolist()))[:ROW_SAMPLE]}
+
+
+def shared_rows(fs: FeatureSet, record: Sequence[str]) -> int:
+    """How many of the sampled tuned rows `record` (``tuned_on.rows``) `fs` holds."""
+    return len(set(record) & set(row_hashes(fs).tolist()))
 
 
 # ---------------------------------------------------------------- the profile
@@ -395,16 +422,20 @@ def profile_body(raw: Mapping[str, Any], base_profile: str, tuned: Mapping[str, 
 
 
 def write_profile(params_path: str | Path, name: str, base_profile: str,
-                  tuned: Mapping[str, Mapping[str, Any]], comment: str = "") -> dict[str, Any]:
+                  tuned: Mapping[str, Mapping[str, Any]], comment: str = "",
+                  record: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Add (or replace) ``profiles.<name>`` in the params file; the rest of the file, comments included, keeps its
     bytes: the profile is a text block at the end of the ``profiles:`` mapping (or in place of the old one).
-    The file is read back, and restored when the profile does not load as intended."""
+    `record` (:func:`tuned_on`) becomes the profile's ``tuned_on``. The file is read back, and restored when the
+    profile does not load as intended."""
     path = Path(params_path)
     text = path.read_text(encoding="utf-8")
     raw = yaml.safe_load(text) or {}
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"profile name '{name}': use letters, digits, '_', '-' and '.'.")
     body = profile_body(raw, base_profile, tuned)
+    if record is not None:
+        body["tuned_on"] = dict(record)
     try:
         new_text = _with_profile_block(text, name, body, comment)
     except _NoBlockLayout:
@@ -497,7 +528,7 @@ def run_tuning(fs: FeatureSet, params: Params, modalities: Sequence[str], model_
             failed = True
             raise
         finally:
-            summary = write_results(out, study, params, space, storage, profile_name)
+            summary = write_results(out, study, params, space, storage, profile_name, tuned_on(fs, params, name))
             tracker.finish(summary, [out / BEST_FILE, out / STUDY_FILE], failed=failed)
     best = summary["best"]
     if best is None:
