@@ -4,6 +4,12 @@ resume, pruned trials are recorded as such, the best values become a loadable pr
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,7 @@ from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.device import torch_threads
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.params import load_params, params_from_dict
+from hjcag.registry.tracking import quiet_mlflow
 from hjcag.train import tune
 from hjcag.train.folds import make_folds
 
@@ -377,3 +384,84 @@ def test_a_tuned_profile_cannot_report_as_test_the_labels_it_was_tuned_on(
     other = synthetic(n_groups=12)  # another dataset: its rows were never tuned on
     other.utterance_id = np.char.add("other-", other.utterance_id)
     assert train(save_for_cli(tmp_path / "other.npz", other), "cv5")[0] == 0
+
+
+# ---------------------------------------------------------------- a trial killed with its process
+
+
+RUNNING_WITH_A_RUN = """SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a
+                        ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING' AND a.key = 'mlflow_run_id'"""
+
+
+def running_trial(db: Path) -> tuple[int, str] | None:
+    """A trial RUNNING in the Optuna store `db` that has its MLflow run (so it is mid-trial), if any."""
+    if not db.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            row = con.execute(RUNNING_WITH_A_RUN).fetchone()
+    except sqlite3.OperationalError:  # the tables are not there yet, or the writer holds the lock
+        return None
+    return None if row is None else (int(row[0]), json.loads(row[1]))
+
+
+def test_a_trial_killed_with_its_process_is_marked_failed_when_the_study_resumes(
+        tmp_path: Path, cli_files: tuple[Path, Path]) -> None:
+    """A real `hjcag tune` process, SIGKILLed mid-trial; the same command again marks that trial FAILED in Optuna,
+    study.json and MLflow instead of leaving it RUNNING forever."""
+    import optuna
+    from mlflow import MlflowClient
+
+    params, features = cli_files
+    doc = yaml.safe_load(params.read_text())
+    doc["profiles"]["demo"]["train"].update(epochs=10, patience=10)  # a trial lasts long enough to be caught in it
+    params.write_text(yaml.safe_dump(doc, sort_keys=False))
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
+    command = [sys.executable, "-m", "hjcag.cli", "tune", "--features", str(features), "--out", str(tmp_path / "tune"),
+               "--params", str(params), "--profile", "demo", "--no-profile"]
+    db = tmp_path / "optuna.db"  # beside the MLflow store
+    proc = subprocess.Popen([*command, "--trials", "50"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    try:
+        while (caught := running_trial(db)) is None:
+            assert proc.poll() is None, f"tuning ended before it could be killed:\n{proc.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no trial started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    number, run_id = caught
+    study = optuna.load_study(study_name="demo-hjcag-ta", storage=f"sqlite:///{db}")
+    assert study.trials[number].state.name == "RUNNING"  # what kill -9 leaves behind
+    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+
+    resumed = subprocess.run([*command, "--trials", str(finished + 1)], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"trial(s) [{number}] were left RUNNING by a process that died; marked FAILED" in resumed.stderr
+
+    trials = optuna.load_study(study_name="demo-hjcag-ta", storage=f"sqlite:///{db}").trials
+    assert trials[number].state.name == "FAIL" and len(trials) == number + 2  # and one new trial ran
+    assert not [t.number for t in trials if t.state.name == "RUNNING"]
+    rows = json.loads((tmp_path / "tune" / tune.STUDY_FILE).read_text())["trials"]
+    assert rows[number]["state"] == "FAIL" and "ended mid-trial" in rows[number]["error"]
+    with quiet_mlflow():
+        client = MlflowClient(tracking_uri=uri)
+        killed = client.get_run(run_id)
+        runs = client.search_runs([killed.info.experiment_id])
+    assert killed.info.status == "FAILED" and killed.data.tags["hjcag.trial_state"] == "FAIL"
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    (parent,) = [r for r in runs if r.data.tags["hjcag.kind"] == "tune"]
+    assert parent.info.status == "FINISHED" and len(runs) == len(trials) + 1
+
+
+def test_only_a_trial_owner_whose_process_has_ended_reads_as_gone() -> None:
+    with tune.trial_owner() as token:
+        assert not tune.owner_is_gone(token)  # its process is alive (here: this one): its trials are left alone
+    assert tune.owner_is_gone(token)  # the lock is free: a trial still naming it has no process left
+    assert not tune.owner_is_gone("another-machine-1-abc")  # no lock file here: Optuna's heartbeat judges it
