@@ -22,7 +22,7 @@ from hjcag.cli import main
 from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.device import torch_threads
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.params import load_params, params_from_dict
+from hjcag.params import TunedOn, load_params, params_from_dict
 from hjcag.registry.tracking import quiet_mlflow
 from hjcag.train import tune
 from hjcag.train.folds import make_folds
@@ -247,6 +247,17 @@ def test_the_profile_block_goes_inside_profiles_when_other_keys_follow(tmp_path:
     assert "# the default" in text and text.rstrip().endswith("# trailing section\nseed: 5")
     params = load_params(path, "a-tuned")
     assert params.train.lr == 0.5 and params.seed == 5
+
+
+def test_a_tuned_on_record_is_checked_like_every_params_value() -> None:
+    raw = tiny_raw()
+    raw["profiles"] = {"x-tuned": {"tuned_on": {"protocol": "loso", "rows": "abc"}}}
+    with pytest.raises(ConfigError, match=r"profiles\.x-tuned\.tuned_on\.protocol is 'loso'; it must be one of "
+                                          r"\['cv5', 'holdout'\] \(also check profiles\.x-tuned\.tuned_on\.rows\)"):
+        params_from_dict(raw, "x-tuned")
+    raw["profiles"]["x-tuned"]["tuned_on"] = {"protocol": "cv5", "study": "s", "utterances": 3, "rows": ["a", "b"]}
+    assert params_from_dict(raw, "x-tuned").tuned_on == TunedOn("cv5", "s", 3, ("a", "b"))
+    assert params_from_dict(tiny_raw()).tuned_on is None
 
 
 # ---------------------------------------------------------------- the command
