@@ -286,7 +286,7 @@ class TunedOn:
     rows it was tuned on, under any protocol but holdout after holdout tuning, is refused (:func:`hjcag.stages.
     refuse_leaks`): those rows' labels chose the values and would be reported as test."""
 
-    protocol: str = "holdout"  # the train.protocol of the study
+    protocol: str = "cv5"  # the train.protocol of the study (by default the stricter reading: cv5)
     study: str = ""
     utterances: int = 0  # rows of the features tuned on
     rows: tuple[str, ...] = ()  # a sample of them: the smallest hashes of (utterance_id, label) (hjcag.train.tune)

@@ -260,13 +260,13 @@ def refuse_tuned_profile_on_its_own_rows(features: str | Path, fs: FeatureSet, p
     shared = shared_rows(fs, record.rows)
     if shared == 0:
         return
-    instead = ("train with --protocol holdout" if record.protocol == "holdout" else
-               "tune again with `hjcag tune --protocol holdout` and train with --protocol holdout")
+    instead = ("Train with --protocol holdout" if record.protocol == "holdout" else
+               "Tune again with `hjcag tune --protocol holdout` and train with --protocol holdout")
     raise ConfigError(
         f"profile '{params.profile}' was tuned under {record.protocol} (study '{record.study}') on rows that "
         f"'{features}' holds ({shared} of its {len(record.rows)} sampled rows): protocol '{params.train.protocol}' "
-        f"would report as test the labels that picked its values. {instead[0].upper()}{instead[1:]} (dev picks, "
-        "test is reported once), or tune on other data than you test on.")
+        f"would report as test the labels that picked its values. {instead} (dev picks, test is reported once), "
+        "or tune on other data than you test on.")
 
 
 def tune(features: str | Path, out: str | Path, params: Params, modalities: str | None = None,

@@ -291,8 +291,8 @@ def fail_orphaned_trials(study: optuna.Study) -> list[int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # another machine's dead process: no heartbeat for GRACE_S
-    still = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
-    failed += sorted(running - still)
+    failed += [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+               if t.number in running]
     if failed:
         log.warning("study '%s': trial(s) %s were left RUNNING by a process that died; marked FAILED",
                     study.study_name, failed)
