@@ -27,7 +27,8 @@ demo-ablation: install
 	$(BIN)/hjcag demo --out $(DEMO_OUT)
 
 # Optional, not part of `dvc repro`: Optuna search on the features `make demo` extracted, scored on each fold's
-# validation split; writes build/tune/ and the profile `<profile>-tuned` into params.yaml (README "Tuning").
+# validation split; writes build/tune/ and the profile `<profile>-tuned` into params.yaml (README "Tuning": to
+# report test figures of it on these features, tune and train with --protocol holdout).
 TUNE_ARGS ?=
 tune: install
 	$(BIN)/hjcag tune --features build/features/features.npz --out build/tune $(TUNE_ARGS)

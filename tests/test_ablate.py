@@ -1,4 +1,5 @@
-"""Table 4 ablation: every configuration runs on the same folds, the table has every row, re-runs skip work."""
+"""Table 4 ablation: every configuration runs on the same folds, the table has every row, re-runs skip work; it
+passes the same leak guard as train and tune."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from hjcag.artifacts import features_meta_path
+from hjcag.cli import main
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import torch_threads
 from hjcag.model.table4 import CONTEXT_ROWS, TABLE4
 from hjcag.params import Params, params_from_dict
 from hjcag.train.ablate import ablation_markdown, run_ablation
 
+REPO = Path(__file__).resolve().parents[1]
 LABELS = ("neutral", "joy", "anger")
 
 
@@ -134,3 +139,65 @@ def test_paper_columns_for_the_papers_datasets(dataset: str, shown: bool) -> Non
     assert table.count("| 50.00 ± 1.00 | 50.00 ± 1.00 | 50.00 ± 1.00 |") == len(TABLE4)
     if dataset == "iemocap":
         assert "| HJCAG (Ours) | 50.00 ± 1.00 | 50.00 ± 1.00 | 50.00 ± 1.00 | 75.47 | 76.84 |" in table
+
+
+# ---------------------------------------------------------------- one leak guard for every stage that trains
+
+FINETUNED = {"base_model": "roberta-large", "train_rows": 30, "dev_rows": 6, "labels": list(LABELS)}
+
+
+@pytest.fixture()
+def cli_params(tmp_path: Path) -> Path:
+    """params.yaml with the demo profile shrunk to seconds (2 folds, 2 epochs, width 8)."""
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    demo = doc["profiles"]["demo"]
+    demo["model"] = {"seq_len": 4, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8}
+    demo["train"] = {"folds": 2, "epochs": 2, "batch_size": 16, "lr": 1e-2, "patience": 2, "device": "cpu",
+                     "num_threads": 1}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def write_features(path: Path, finetuned: dict[str, object] | None) -> Path:
+    """Text and audio features; `finetuned`: the mark `hjcag features` writes into the file for the text of an
+    encoder fine-tuned on the dataset's train rows."""
+    fs = synthetic(("t", "a"))
+    extra = {} if finetuned is None else {"text_finetuned": np.array(json.dumps(finetuned))}
+    np.savez(path, utterance_id=fs.utterance_id, label=fs.label, group=fs.group, text=fs.features["t"],
+             audio=fs.features["a"], **extra)
+    return path
+
+
+def stage_argv(command: str, features: Path, out: Path, params: Path) -> list[str]:
+    argv = [command, "--features", str(features), "--out", str(out), "--params", str(params), "--protocol", "cv5"]
+    if command == "tune":
+        argv += ["--trials", "1", "--no-track", "--no-profile", "--storage", f"sqlite:///{out.parent / 'o.db'}"]
+    return argv
+
+
+@pytest.mark.parametrize("command", ["train", "tune", "ablate"])
+def test_every_stage_that_trains_refuses_a_copied_file_of_fine_tuned_text_under_cv5(
+        command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], cli_params: Path) -> None:
+    """The mark is inside the .npz: a copy without the meta file beside it is refused all the same."""
+    features = write_features(tmp_path / "copied.npz", FINETUNED)
+    assert not features_meta_path(features).exists()
+    out = tmp_path / "out"
+    code = main(stage_argv(command, features, out, cli_params))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
+    assert "encoder fine-tuned on the dataset's train rows (30 rows" in err and "--protocol holdout" in err
+    assert not any(p.is_file() for p in out.rglob("*"))  # refused before anything was trained
+
+
+def test_a_file_marked_only_in_its_meta_file_is_still_refused_and_the_mark_is_about_text(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], cli_params: Path) -> None:
+    features = write_features(tmp_path / "old.npz", None)  # written before the mark travelled inside the file
+    features_meta_path(features).write_text(json.dumps({"modalities": {"text": {"finetuned": FINETUNED}}}))
+    assert main(stage_argv("ablate", features, tmp_path / "out", cli_params)) == 2
+    assert "fine-tuned on the dataset's train rows" in capsys.readouterr().err
+
+    marked = write_features(tmp_path / "marked.npz", FINETUNED)
+    argv = stage_argv("train", marked, tmp_path / "audio", cli_params)
+    assert main([*argv, "--modalities", "a"]) == 0  # audio only: the fine-tuned text is not trained on
+    assert (tmp_path / "audio" / "metrics.json").is_file()

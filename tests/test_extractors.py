@@ -6,6 +6,7 @@ from __future__ import annotations
 import fractions
 import json
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -409,7 +410,10 @@ def test_finetune_text_encoder_runs_and_its_output_extracts(offline: None, tmp_p
     features = extract_features(manifest, config.replace(text_model=str(out), seq_len=4, cache_dir=None), "t",
                                 tmp_path / "tuned.npz")
     assert json.loads(meta_path(features).read_text())["modalities"]["text"]["finetuned"]["train_rows"] == 6
-    cv5 = params_from_dict({"train": {"protocol": "cv5"}})
+    cv5 = params_from_dict({"model": {"seq_len": 4}, "train": {"protocol": "cv5"}})
+    copied = Path(shutil.copy(features, tmp_path / "copied.npz"))  # the mark travels inside the file
+    fs = stages.load_features(copied, cv5)
+    assert fs.text_finetuned is not None and fs.text_finetuned["train_rows"] == 6
     with pytest.raises(ConfigError, match="fine-tuned on the dataset's train rows"):
-        stages.refuse_finetuned_text_outside_holdout(features, cv5)
-    stages.refuse_finetuned_text_outside_holdout(features, cv5.with_overrides(train={"protocol": "holdout"}))
+        stages.refuse_leaks(copied, fs, cv5, ("t",))
+    stages.refuse_leaks(copied, fs, cv5.with_overrides(train={"protocol": "holdout"}), ("t",))

@@ -227,3 +227,26 @@ def test_feature_set_constructor_defaults() -> None:
         features={"t": np.zeros((2, 3, 4), np.float32)},
     )
     assert fs.label_names == ("x", "y") and fs.modalities == ("t",) and len(fs) == 2
+
+
+def test_the_fine_tuned_encoder_mark_travels_inside_the_file(tmp_path: Path) -> None:
+    mark = {"base_model": "roberta-large", "train_rows": 4, "dev_rows": 1, "labels": list(LABELS)}
+    fs = feature_set_from_arrays(arrays(), seq_len=5, label_names=LABELS)
+    fs.text_finetuned = mark
+    path = save_features(tmp_path / "f.npz", fs)
+    with np.load(path) as raw:  # a plain string array: readable without pickle
+        assert raw["text_finetuned"].shape == () and raw["text_finetuned"].dtype.kind == "U"
+    back = load_features(path, seq_len=5, label_names=LABELS)
+    assert back.text_finetuned == mark
+    assert back.subset(np.array([0, 1])).text_finetuned == mark and back.select(("t", "a")).text_finetuned == mark
+    assert back.select(("a", "v")).text_finetuned is None  # without the text, the features carry no such text
+    unmarked = save_features(tmp_path / "plain.npz", feature_set_from_arrays(arrays(), seq_len=5))
+    with np.load(unmarked) as raw:
+        assert "text_finetuned" not in raw.files  # files of pre-trained encoders keep their keys and bytes
+
+
+@pytest.mark.parametrize("value", [np.array("not json"), np.array('["a list"]'), np.array(["{}"]), np.array(3)])
+def test_a_malformed_fine_tuned_mark_is_named(tmp_path: Path, value: np.ndarray) -> None:
+    path = write(tmp_path / "f.npz", {**arrays(), "text_finetuned": value})
+    with pytest.raises(FeatureFileError, match="'text_finetuned' must be a 0-d string array holding a JSON object"):
+        load_features(path, seq_len=5)

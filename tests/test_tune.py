@@ -4,6 +4,12 @@ resume, pruned trials are recorded as such, the best values become a loadable pr
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +19,11 @@ import pytest
 import yaml
 
 from hjcag.cli import main
-from hjcag.data.features_file import FeatureSet
+from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.device import torch_threads
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.params import load_params, params_from_dict
+from hjcag.params import TunedOn, load_params, params_from_dict
+from hjcag.registry.tracking import quiet_mlflow
 from hjcag.train import tune
 from hjcag.train.folds import make_folds
 
@@ -118,7 +125,9 @@ def test_a_study_resumes_and_only_tops_the_budget_up(tmp_path: Path) -> None:
     assert again["trials"][:2] == first["trials"][:2]  # the first two were not re-run
     assert run(fs, tmp_path, trials=3)["trials"] == again["trials"]  # budget reached: nothing to do
     study = json.loads((tmp_path / "out" / tune.STUDY_FILE).read_text())
-    assert study["finished"] == 3 and study["best"]["trial"] in (0, 1, 2)
+    best = max(study["trials"], key=lambda t: t["value"])  # val_weighted_f1 is maximised
+    assert study["finished"] == 3 and study["best"]["trial"] == best["number"]
+    assert study["best"]["value"] == best["value"] and study["best"]["params"] == best["params"]
 
 
 def test_a_study_started_with_another_space_is_not_mixed_into(tmp_path: Path) -> None:
@@ -161,16 +170,26 @@ def test_modality_dropout_and_class_weights_are_tuned_and_a_misspelled_key_is_na
         run(synthetic(), tmp_path / "typo", raw)
 
 
-def test_conversation_context_and_its_window_are_tuned(tmp_path: Path) -> None:
+def test_conversation_context_and_its_window_are_tuned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fs = synthetic()
     fs.order = np.arange(len(fs), dtype=np.float64) % 5  # groups of 5 utterances: their turns 0..4
-    raw = tiny_raw(trials=2)
+    raw = tiny_raw(trials=3)
     raw["tune"]["space"] = {"model.context": {"choices": ["gru", "transformer"]},
                             "model.context_window": {"choices": [1, 3]}}
+    trained: list[tuple[str, int]] = []  # what each fold of each trial was really trained with
+    real = tune.fit_model
+
+    def spy(model_name: str, train: FeatureSet, val: FeatureSet, model_cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        trained.append((model_cfg.context, model_cfg.context_window))
+        return real(model_name, train, val, model_cfg, *args, **kwargs)
+
+    monkeypatch.setattr(tune, "fit_model", spy)
     summary = run(fs, tmp_path, raw)
-    tried = {(t["params"]["model.context"], t["params"]["model.context_window"]) for t in summary["trials"]}
-    assert len(summary["trials"]) == 2 and all(t["state"] == "COMPLETE" for t in summary["trials"])
-    assert tried <= {(c, w) for c in ("gru", "transformer") for w in (1, 3)}
+    assert [t["state"] for t in summary["trials"]] == ["COMPLETE"] * 3
+    tried = [(t["params"]["model.context"], t["params"]["model.context_window"]) for t in summary["trials"]]
+    assert all(set(t["params"]) == {"model.context", "model.context_window"} for t in summary["trials"])
+    assert all(c in ("gru", "transformer") and w in (1, 3) for c, w in tried)
+    assert trained == [values for values in tried for _fold in range(2)]  # each trial's values reached its 2 folds
 
 
 @pytest.mark.parametrize(("space", "fragment"), [
@@ -230,6 +249,17 @@ def test_the_profile_block_goes_inside_profiles_when_other_keys_follow(tmp_path:
     assert params.train.lr == 0.5 and params.seed == 5
 
 
+def test_a_tuned_on_record_is_checked_like_every_params_value() -> None:
+    raw = tiny_raw()
+    raw["profiles"] = {"x-tuned": {"tuned_on": {"protocol": "loso", "rows": "abc"}}}
+    with pytest.raises(ConfigError, match=r"profiles\.x-tuned\.tuned_on\.protocol is 'loso'; it must be one of "
+                                          r"\['cv5', 'holdout'\] \(also check profiles\.x-tuned\.tuned_on\.rows\)"):
+        params_from_dict(raw, "x-tuned")
+    raw["profiles"]["x-tuned"]["tuned_on"] = {"protocol": "cv5", "study": "s", "utterances": 3, "rows": ["a", "b"]}
+    assert params_from_dict(raw, "x-tuned").tuned_on == TunedOn("cv5", "s", 3, ("a", "b"))
+    assert params_from_dict(tiny_raw()).tuned_on is None
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -244,13 +274,18 @@ def cli_files(tmp_path: Path) -> tuple[Path, Path]:
                             "model.dropout": {"low": 0.0, "high": 0.5}, "train.class_weights": {"choices": ["none"]}}
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(doc, sort_keys=False))
-    fs = synthetic()
-    features = tmp_path / "features.npz"
-    demo_labels = dict(zip(LABELS, doc["datasets"]["demo"]["labels"], strict=False))
-    np.savez(features, utterance_id=fs.utterance_id, label=np.array([demo_labels[x] for x in fs.label]),
-             group=fs.group, text=fs.features["t"],
-             audio=fs.features["a"])
-    return params, features
+    return params, save_for_cli(tmp_path / "features.npz", synthetic())
+
+
+def save_for_cli(path: Path, fs: FeatureSet, modalities: tuple[str, ...] = ("t", "a")) -> Path:
+    """`fs` as a features file of the demo profile's labels (and split, when it has one)."""
+    demo_labels = dict(zip(LABELS, yaml.safe_load((REPO / "params.yaml").read_text())["datasets"]["demo"]["labels"],
+                           strict=False))
+    names = {"t": "text", "a": "audio"}
+    extra = {} if fs.split is None else {"split": fs.split}
+    np.savez(path, utterance_id=fs.utterance_id, label=np.array([demo_labels[x] for x in fs.label]), group=fs.group,
+             **{names[m]: fs.features[m] for m in modalities}, **extra)
+    return path
 
 
 def test_the_command_tracks_trials_in_mlflow_and_writes_a_profile_train_uses(
@@ -305,3 +340,139 @@ def test_command_mistakes_end_in_one_clear_line(
     assert main([*base, "--trials", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "optimizer.lr" in err and "SECTION.FIELD" in err
+
+
+# ---------------------------------------------------------------- a tuned profile never tests on its own labels
+
+
+def test_a_tuned_profile_cannot_report_as_test_the_labels_it_was_tuned_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], cli_files: tuple[Path, Path]) -> None:
+    params, _ = cli_files
+    fs = synthetic(with_split=True)
+    features = save_for_cli(tmp_path / "split.npz", fs)
+    tune_argv = ["tune", "--features", str(features), "--out", str(tmp_path / "tune"), "--trials", "1", "--no-track",
+                 "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--params", str(params), "--profile", "demo"]
+
+    def tuned_on() -> dict[str, Any]:
+        return yaml.safe_load(params.read_text())["profiles"]["demo-tuned"]["tuned_on"]
+
+    def train(data: Path, protocol: str, command: str = "train") -> tuple[int, str]:
+        out = tmp_path / f"{command}-{data.stem}-{protocol}"
+        code = main([command, "--features", str(data), "--out", str(out), "--params", str(params),
+                     "--profile", "demo-tuned", "--protocol", protocol])
+        err = capsys.readouterr().err
+        if code != 0:
+            assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
+            assert not any(p.is_file() for p in out.rglob("*")), "refused, yet something was written"
+        return code, err
+
+    assert main([*tune_argv, "--protocol", "cv5"]) == 0
+    record = tuned_on()
+    assert record["protocol"] == "cv5" and record["utterances"] == len(fs) and record["study"] == "demo-hjcag-ta"
+    on_file = load_features(features, seq_len=SEQ_LEN)  # the rows as tuned: the file's ids and (demo) labels
+    assert record["rows"] == sorted(tune.row_hashes(on_file).tolist())[:tune.ROW_SAMPLE]
+    assert load_params(params, "demo-tuned").tuned_on is not None  # the params schema takes the record
+    capsys.readouterr()
+    # cv5 tuning picked on validation rows of every part: cv5 tests them, and so does holdout (its test split)
+    for protocol in ("cv5", "holdout"):
+        code, err = train(features, protocol)
+        assert code == 2 and f"was tuned under cv5 (study 'demo-hjcag-ta') on rows that '{features}' holds" in err
+        assert f"protocol '{protocol}' would report as test" in err and "`hjcag tune --protocol holdout`" in err
+    code, err = train(features, "cv5", "ablate")  # the same guard
+    assert code == 2 and "was tuned under cv5" in err
+    # the same utterances with other features (text only, the first half of the rows) hold the same labels
+    half = save_for_cli(tmp_path / "half.npz", fs.subset(np.arange(len(fs) // 2)), modalities=("t",))
+    code, err = train(half, "cv5")
+    assert code == 2 and "sampled rows" in err
+
+    assert main([*tune_argv, "--protocol", "holdout", "--study", "on-dev"]) == 0
+    assert tuned_on()["protocol"] == "holdout"
+    capsys.readouterr()
+    code, err = train(features, "cv5")  # holdout tuning picked on dev rows, which cv5 would test on
+    assert code == 2 and "was tuned under holdout" in err and "Train with --protocol holdout" in err
+    assert train(features, "holdout")[0] == 0  # dev picked the values, test is reported once
+
+    other = synthetic(n_groups=12)  # another dataset: its rows were never tuned on
+    other.utterance_id = np.char.add("other-", other.utterance_id)
+    assert train(save_for_cli(tmp_path / "other.npz", other), "cv5")[0] == 0
+
+
+# ---------------------------------------------------------------- a trial killed with its process
+
+
+RUNNING_WITH_A_RUN = """SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a
+                        ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING' AND a.key = 'mlflow_run_id'"""
+
+
+def running_trial(db: Path) -> tuple[int, str] | None:
+    """A trial RUNNING in the Optuna store `db` that has its MLflow run (so it is mid-trial), if any."""
+    if not db.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            row = con.execute(RUNNING_WITH_A_RUN).fetchone()
+    except sqlite3.OperationalError:  # the tables are not there yet, or the writer holds the lock
+        return None
+    return None if row is None else (int(row[0]), json.loads(row[1]))
+
+
+def test_a_trial_killed_with_its_process_is_marked_failed_when_the_study_resumes(
+        tmp_path: Path, cli_files: tuple[Path, Path]) -> None:
+    """A real `hjcag tune` process, SIGKILLed mid-trial; the same command again marks that trial FAILED in Optuna,
+    study.json and MLflow instead of leaving it RUNNING forever."""
+    import optuna
+    from mlflow import MlflowClient
+
+    params, features = cli_files
+    doc = yaml.safe_load(params.read_text())
+    doc["profiles"]["demo"]["train"].update(epochs=10, patience=10)  # a trial lasts long enough to be caught in it
+    params.write_text(yaml.safe_dump(doc, sort_keys=False))
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
+    command = [sys.executable, "-m", "hjcag.cli", "tune", "--features", str(features), "--out", str(tmp_path / "tune"),
+               "--params", str(params), "--profile", "demo", "--no-profile"]
+    db = tmp_path / "optuna.db"  # beside the MLflow store
+    proc = subprocess.Popen([*command, "--trials", "50"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    try:
+        while (caught := running_trial(db)) is None:
+            assert proc.poll() is None, f"tuning ended before it could be killed:\n{proc.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no trial started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    number, run_id = caught
+    study = optuna.load_study(study_name="demo-hjcag-ta", storage=f"sqlite:///{db}")
+    assert study.trials[number].state.name == "RUNNING"  # what kill -9 leaves behind
+    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+
+    resumed = subprocess.run([*command, "--trials", str(finished + 1)], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"trial(s) [{number}] were left RUNNING by a process that died; marked FAILED" in resumed.stderr
+
+    trials = optuna.load_study(study_name="demo-hjcag-ta", storage=f"sqlite:///{db}").trials
+    assert trials[number].state.name == "FAIL" and len(trials) == number + 2  # and one new trial ran
+    assert not [t.number for t in trials if t.state.name == "RUNNING"]
+    rows = json.loads((tmp_path / "tune" / tune.STUDY_FILE).read_text())["trials"]
+    assert rows[number]["state"] == "FAIL" and "ended mid-trial" in rows[number]["error"]
+    with quiet_mlflow():
+        client = MlflowClient(tracking_uri=uri)
+        killed = client.get_run(run_id)
+        runs = client.search_runs([killed.info.experiment_id])
+    assert killed.info.status == "FAILED" and killed.data.tags["hjcag.trial_state"] == "FAIL"
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+    (parent,) = [r for r in runs if r.data.tags["hjcag.kind"] == "tune"]
+    assert parent.info.status == "FINISHED" and len(runs) == len(trials) + 1
+
+
+def test_only_a_trial_owner_whose_process_has_ended_reads_as_gone() -> None:
+    with tune.trial_owner() as token:
+        assert not tune.owner_is_gone(token)  # its process is alive (here: this one): its trials are left alone
+    assert tune.owner_is_gone(token)  # the lock is free: a trial still naming it has no process left
+    assert not tune.owner_is_gone("another-machine-1-abc")  # no lock file here: Optuna's heartbeat judges it

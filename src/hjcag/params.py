@@ -281,6 +281,18 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class TunedOn:
+    """``tuned_on:`` of a profile ``hjcag tune`` wrote: what its values were picked on. Training with the profile on
+    rows it was tuned on, under any protocol but holdout after holdout tuning, is refused (:func:`hjcag.stages.
+    refuse_leaks`): those rows' labels chose the values and would be reported as test."""
+
+    protocol: str = "cv5"  # the train.protocol of the study (by default the stricter reading: cv5)
+    study: str = ""
+    utterances: int = 0  # rows of the features tuned on
+    rows: tuple[str, ...] = ()  # a sample of them: the smallest hashes of (utterance_id, label) (hjcag.train.tune)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """``data:``: the dataset `dvc repro` prepares (dvc.yaml's prepare stage reads it)."""
 
@@ -357,6 +369,7 @@ class ParamsFile:
     tune: TuneConfig = field(default_factory=TuneConfig)
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)
     profiles: dict[str, Any] = field(default_factory=dict)
+    tuned_on: TunedOn | None = None  # written by hjcag tune into the profile it writes; not set by hand
 
 
 _DEVICE = one_of(DEVICES, pattern=r"cuda:\d+", shown="cuda:N")
@@ -383,6 +396,7 @@ RULES: dict[type, dict[str, Rule | Parsed]] = {
     MediaConfig: {"max_duration_s": positive, "min_sample_rate": positive, "max_sample_rate": positive},
     ValidationConfig: {"policy": one_of(VALIDATION_POLICIES)},
     GateConfig: {"min_accuracy": fraction, "min_weighted_f1": fraction},
+    TunedOn: {"protocol": one_of(PROTOCOLS)},
     TuneConfig: {"minutes": positive, "metric": one_of(tuple(TUNE_METRICS)), "pruner": one_of(TUNE_PRUNERS),
                  "space": Parsed(_check_space)},
 }
@@ -403,6 +417,7 @@ class Params:
     tune: TuneConfig = field(default_factory=TuneConfig)
     demo_data: DemoDataConfig = field(default_factory=DemoDataConfig)
     labels_given: bool = False  # labels set on the command line (--labels): the data may hold more classes
+    tuned_on: TunedOn | None = None  # the profile's values were tuned by hjcag tune on these data
 
     def labels_of(self, dataset: str) -> tuple[str, ...]:
         """``datasets.<dataset>.labels`` of params.yaml (empty when it names none)."""
@@ -513,6 +528,7 @@ def params_from_dict(raw: dict[str, Any], profile: str | None = None, source: st
             raw=merged,
             tune=TuneConfig.from_dict(merged.get("tune")),
             demo_data=_build(DemoDataConfig, merged.get("demo_data") or {}, "demo_data"),
+            tuned_on=_build(TunedOn, merged["tuned_on"], "tuned_on") if merged.get("tuned_on") else None,
         )
     except ConfigError as exc:
         where = f" (profile '{profile}')" if profile else ""

@@ -197,8 +197,7 @@ def train(features: str | Path, out: str | Path, params: Params, modalities: str
 
     fs = load_features(features, params)
     chosen = parse_modalities(modalities) if modalities else fs.modalities
-    if "t" in chosen:
-        refuse_finetuned_text_outside_holdout(features, params)
+    refuse_leaks(features, fs, params, chosen)
     out = Path(out)
     only = [] if only_aggregate else (None if folds is None else [int(k) for k in folds])
     if track:  # the same folds as untracked: the parent run completes when the last fold is trained
@@ -222,17 +221,57 @@ def train(features: str | Path, out: str | Path, params: Params, modalities: str
     return metrics
 
 
-def refuse_finetuned_text_outside_holdout(features: str | Path, params: Params) -> None:
-    """Text features of an encoder fine-tuned on this dataset's train rows (``hjcag finetune-text``) leak under
-    cross-validation: those rows land in test folds. Only the holdout protocol keeps them apart."""
+def refuse_leaks(features: str | Path, fs: FeatureSet, params: Params, modalities: Sequence[str],
+                 tuning: bool = False) -> None:
+    """The one leak guard of every stage that trains (train, tune, ablate): refuse, in one line, a run whose test
+    (or, when `tuning`, validation) rows the features or the profile have already seen labelled."""
+    if "t" in modalities:
+        refuse_finetuned_text_outside_holdout(features, fs, params)
+    if not tuning:
+        refuse_tuned_profile_on_its_own_rows(features, fs, params)
+
+
+def finetuned_mark(features: str | Path, fs: FeatureSet) -> dict[str, Any] | None:
+    """What the text encoder of `features` was fine-tuned on: the mark inside the file (key ``text_finetuned``),
+    else, for files written before it travelled inside, the ``finetuned`` record of the meta file beside it."""
+    if fs.text_finetuned is not None:
+        return fs.text_finetuned
     meta = artifacts.features_meta_path(features)
     text = (artifacts.read_json(meta).get("modalities") or {}).get("text") or {} if meta.is_file() else {}
-    if text.get("finetuned") and params.train.protocol != "holdout":
+    return text.get("finetuned") or None
+
+
+def refuse_finetuned_text_outside_holdout(features: str | Path, fs: FeatureSet, params: Params) -> None:
+    """Text features of an encoder fine-tuned on this dataset's train rows (``hjcag finetune-text``) leak under
+    cross-validation: those rows land in test folds. Only the holdout protocol keeps them apart."""
+    mark = finetuned_mark(features, fs)
+    if mark and params.train.protocol != "holdout":
         raise ConfigError(
             f"'{features}' holds text features of an encoder fine-tuned on the dataset's train rows "
-            f"({text['finetuned'].get('train_rows')} rows, `hjcag finetune-text`); protocol "
+            f"({mark.get('train_rows')} rows, `hjcag finetune-text`); protocol "
             f"'{params.train.protocol}' would test on rows the encoder was trained on. Use --protocol holdout "
             "(train rows train, dev selects, test is reported), or extract with the pre-trained encoder.")
+
+
+def refuse_tuned_profile_on_its_own_rows(features: str | Path, fs: FeatureSet, params: Params) -> None:
+    """A profile ``hjcag tune`` wrote picked its values on validation labels: under cv5 every row is a test row of
+    some fold, and cv5 tuning carves its validation rows from all of them, so only holdout tuning followed by
+    holdout training (dev picks, test never read) may report test figures on the rows it was tuned on."""
+    from hjcag.train.tune import shared_rows
+
+    record = params.tuned_on
+    if record is None or (record.protocol == "holdout" and params.train.protocol == "holdout"):
+        return
+    shared = shared_rows(fs, record.rows)
+    if shared == 0:
+        return
+    instead = ("Train with --protocol holdout" if record.protocol == "holdout" else
+               "Tune again with `hjcag tune --protocol holdout` and train with --protocol holdout")
+    raise ConfigError(
+        f"profile '{params.profile}' was tuned under {record.protocol} (study '{record.study}') on rows that "
+        f"'{features}' holds ({shared} of its {len(record.rows)} sampled rows): protocol '{params.train.protocol}' "
+        f"would report as test the labels that picked its values. {instead} (dev picks, test is reported once), "
+        "or tune on other data than you test on.")
 
 
 def tune(features: str | Path, out: str | Path, params: Params, modalities: str | None = None,
@@ -249,8 +288,7 @@ def tune(features: str | Path, out: str | Path, params: Params, modalities: str 
     artifacts.writable_dir(out)
     fs = load_features(features, params)
     chosen = parse_modalities(modalities) if modalities else fs.modalities
-    if "t" in chosen:
-        refuse_finetuned_text_outside_holdout(features, params)
+    refuse_leaks(features, fs, params, chosen, tuning=True)
     name = study or default_study_name(params, params.model.name, chosen)
     profile_name = (profile_name or f"{params.profile}-tuned") if params_path is not None else None
     tracker = MlflowTracker(params, name, experiment) if track else Tracker()
@@ -260,7 +298,8 @@ def tune(features: str | Path, out: str | Path, params: Params, modalities: str 
     if params_path is not None and profile_name is not None:
         best = summary["best"]
         write_profile(params_path, profile_name, params.profile, best["overrides"],
-                      comment=f"study {name}, trial {best['trial']}, {params.tune.metric} {best['value']:.4f}")
+                      comment=f"study {name}, trial {best['trial']}, {params.tune.metric} {best['value']:.4f}",
+                      record=summary["tuned_on"])
         log.info("profile '%s' written to %s: hjcag train --profile %s", profile_name, params_path, profile_name)
     return summary
 
@@ -289,7 +328,9 @@ def ablate(features: str | Path, out: str | Path, params: Params) -> dict[str, A
     """The paper's Table 4 configurations on the same folds -> out/ablation.md (+ one run per row)."""
     from hjcag.train.ablate import run_ablation
 
-    return run_ablation(load_features(features, params), params, artifacts.writable_dir(out))
+    fs = load_features(features, params)
+    refuse_leaks(features, fs, params, fs.modalities)  # its rows train on every modality subset, text included
+    return run_ablation(fs, params, artifacts.writable_dir(out))
 
 
 def evaluate(run: str | Path, out: str | Path) -> dict[str, Any]:

@@ -9,6 +9,10 @@ An ``.npz`` with keys
   order within a dialogue matters). Conversation context (``model.context``) needs it; the dialogue is ``dialogue``
   when present, else ``group``.
 - any of ``text``, ``audio``, ``visual``: float arrays of shape (N, d) or (N, L, d)
+- optional ``text_finetuned``: a 0-d string array holding JSON (``base_model``, ``train_rows``, ``dev_rows``,
+  ``labels``), written by ``hjcag features`` when the text encoder was fine-tuned on this dataset's train rows
+  (``hjcag finetune-text``). It travels inside the file, so a copied ``.npz`` keeps it: training refuses such text
+  features outside the holdout protocol (:func:`hjcag.stages.refuse_leaks`).
 
 Utterance-level vectors (N, d) are broadcast over L, as the paper does for audio functionals; sequences
 longer than L are cropped and shorter ones zero-padded (a warning says how many).
@@ -16,12 +20,14 @@ longer than L are cropped and shorter ones zero-padded (a warning says how many)
 
 from __future__ import annotations
 
+import json
 import logging
 import zipfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("utterance_id", "label", "group")
 OPTIONAL_KEYS = ("split", "speaker", "dialogue")
+FINETUNED_KEY = "text_finetuned"
 SPLITS = ("train", "dev", "test")
 FIX_HINT = "See README 'Pre-extracted features' for the expected keys and shapes."
 MIN_CLASSES = 2  # what a classifier needs; one class "trains" to 100 % accuracy and says nothing
@@ -50,6 +57,7 @@ class FeatureSet:
     dialogue: np.ndarray | None = None
     label_names: tuple[str, ...] = field(default_factory=tuple)
     order: np.ndarray | None = None  # (N,) float64: position within the dialogue
+    text_finetuned: dict[str, Any] | None = None  # what the text encoder was fine-tuned on (the file's mark)
 
     @property
     def conversation(self) -> np.ndarray:
@@ -92,6 +100,7 @@ class FeatureSet:
             dialogue=None if self.dialogue is None else self.dialogue[idx],
             label_names=self.label_names,
             order=None if self.order is None else self.order[idx],
+            text_finetuned=self.text_finetuned,
         )
 
     def select(self, modalities: Sequence[str]) -> FeatureSet:
@@ -114,6 +123,7 @@ class FeatureSet:
             dialogue=self.dialogue,
             label_names=self.label_names,
             order=self.order,
+            text_finetuned=self.text_finetuned if "t" in modalities else None,
         )
 
 
@@ -203,7 +213,7 @@ def feature_set_from_arrays(
             if value.ndim == 3 and value.shape[1] != seq_len:
                 log.warning("%s: '%s' has %d steps; aligning to L=%d.", source, key, value.shape[1], seq_len)
             features[long_names[key]] = align_to_length(value, seq_len)
-    extra = sorted(set(arrays) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS) - set(long_names) - {"order"})
+    extra = sorted(set(arrays) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS) - set(long_names) - {"order", FINETUNED_KEY})
     if extra:
         log.warning("%s: ignoring unknown key(s) %s.", source, extra)
     if not features:
@@ -220,7 +230,23 @@ def feature_set_from_arrays(
         dialogue=columns.get("dialogue"),
         label_names=tuple(label_names),
         order=order,
+        text_finetuned=_finetuned_mark(arrays, source) if FINETUNED_KEY in arrays else None,
     )
+
+
+def _finetuned_mark(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, Any]:
+    """The ``text_finetuned`` key: a JSON object in a 0-d string array."""
+    raw = np.asarray(arrays[FINETUNED_KEY])
+    try:
+        mark = json.loads(str(raw.item())) if raw.shape == () and raw.dtype.kind == "U" else None
+    except json.JSONDecodeError:
+        mark = None
+    if not isinstance(mark, dict):
+        raise FeatureFileError(
+            f"{source}: key '{FINETUNED_KEY}' must be a 0-d string array holding a JSON object (what the text "
+            f"encoder was fine-tuned on), got dtype {raw.dtype} and shape {raw.shape}. {FIX_HINT}"
+        )
+    return mark
 
 
 def _order_column(arrays: Mapping[str, np.ndarray], n: int, source: str) -> np.ndarray:
@@ -272,6 +298,8 @@ def save_features(path: str | Path, fs: FeatureSet) -> Path:
             arrays[key] = getattr(fs, key).astype(str)
     if fs.order is not None:
         arrays["order"] = fs.order.astype(np.float64)
+    if fs.text_finetuned is not None:
+        arrays[FINETUNED_KEY] = np.array(json.dumps(fs.text_finetuned, sort_keys=True))
     for m, x in fs.features.items():
         arrays[MODALITY_NAMES[m]] = x.astype(np.float32)
     np.savez_compressed(path, **arrays)  # deterministic bytes: zip members carry a fixed 1980 date

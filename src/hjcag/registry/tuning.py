@@ -1,7 +1,8 @@
 """MLflow records of ``hjcag tune`` (:mod:`hjcag.train.tune`): a parent run per Optuna study, found again when the
 study resumes (tags ``hjcag.kind=tune``, ``hjcag.study``), and a nested run per trial with the trial's values as
 params, its running score per pruning step, its fold scores and objective, and its state: FINISHED (complete),
-KILLED (pruned, tag ``hjcag.trial_state=PRUNED``) or FAILED."""
+KILLED (pruned, tag ``hjcag.trial_state=PRUNED``) or FAILED (also when its process was killed: the resumed study
+closes the run, tag ``hjcag.trial_error``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from hjcag.registry.tracking import (
 from hjcag.train.tune import Tracker
 
 TAG_STUDY, TAG_TRIAL, TAG_STATE = "hjcag.study", "hjcag.trial", "hjcag.trial_state"
+TAG_ERROR = "hjcag.trial_error"
 KIND_STUDY, KIND_TRIAL = "tune", "tune-trial"
 _RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
@@ -80,6 +82,19 @@ class MlflowTracker(Tracker):
                 self.client.log_batch(run_id, metrics=metrics)
             self.client.set_tag(run_id, TAG_STATE, state)
             self.client.set_terminated(run_id, _RUN_STATUS[state])
+
+    def abandon(self, run_id: str, reason: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        with quiet_mlflow():
+            try:
+                run = self.client.get_run(run_id)
+            except MlflowException:  # not in this tracking store (the study was run against another one)
+                return
+            if run.info.status == "RUNNING":
+                self.client.set_tag(run_id, TAG_STATE, "FAIL")
+                self.client.set_tag(run_id, TAG_ERROR, reason[:5000])
+                self.client.set_terminated(run_id, "FAILED")
 
     def finish(self, summary: Mapping[str, Any], files: Sequence[Path], failed: bool = False) -> None:
         from mlflow.entities import Metric

@@ -10,6 +10,10 @@ epoch early stopping keeps, averaged over folds. The test rows of a fold are nev
   best so far) at step ``fold position x EPOCH_STRIDE + epoch``, so all trials compare the same fold and epoch.
 - MLflow (through a :class:`Tracker`, :mod:`hjcag.registry.tuning`): one parent run per study, a nested run per
   trial with its values, its per-epoch running score and its state (FINISHED, KILLED when pruned, FAILED).
+- A trial whose process died (kill -9, out of memory) would stay RUNNING: each process holds an ``flock`` for as
+  long as it runs trials and names it in every trial it starts (:func:`trial_owner`); a resumed study marks FAILED
+  (in Optuna, study.json and MLflow) the RUNNING trials whose owner's lock is free (:func:`fail_orphaned_trials`),
+  and Optuna's heartbeat catches those of a process on another machine after ``GRACE_S``.
 - Output: ``<out>/best.yaml`` (the best values as section overrides), ``<out>/study.json`` (every trial), and
   :func:`write_profile` puts the best values into params.yaml as a profile ``hjcag train --profile`` reads.
 """
@@ -18,10 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fcntl
+import hashlib
 import json
 import logging
 import math
+import os
 import re
+import socket
+import tempfile
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -55,6 +65,7 @@ HEARTBEAT_S = 60  # a trial whose process died is marked failed after GRACE_S wi
 GRACE_S = 180
 PROFILE_SECTIONS = ("model", "features", "validation", "train", "gates")  # dvc.yaml tracks each per profile
 IDENTITY_ATTR = "hjcag_identity"
+OWNER_ATTR = "hjcag_owner"  # the trial's process: the token of its lock (trial_owner)
 
 
 # ---------------------------------------------------------------- the search space
@@ -148,11 +159,14 @@ class Objective:
     model_name: str
     space: Sequence[SearchDimension]
     tracker: Tracker
+    owner: str | None = None  # this process's token (trial_owner), recorded in each trial it runs
     fold_scores: dict[int, list[float]] = field(default_factory=dict)
 
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
+        if self.owner is not None:
+            trial.set_user_attr(OWNER_ATTR, self.owner)
         values = suggest(trial, self.space)
         params = apply_values(self.params, values)
         run_id = self.tracker.start_trial(trial.number, values)
@@ -210,8 +224,90 @@ class Tracker:
     def end_trial(self, run_id: str | None, state: str, value: float | None, fold_scores: Sequence[float]) -> None:
         return None
 
+    def abandon(self, run_id: str, reason: str) -> None:
+        """The trial of `run_id` failed in a process that could not say so (it was killed): mark it failed."""
+        return None
+
     def finish(self, summary: Mapping[str, Any], files: Sequence[Path], failed: bool = False) -> None:
         return None
+
+
+# ---------------------------------------------------------------- trials of dead processes
+
+
+def _lock_path(token: str) -> Path:
+    return Path(tempfile.gettempdir()) / "hjcag-locks" / f"tune-{token}.lock"
+
+
+@contextmanager
+def trial_owner() -> Iterator[str]:
+    """A token naming this process, under an exclusive ``flock`` held until the block ends (after Optuna has
+    recorded the last trial's state). The kernel releases it when the process dies, even by kill -9: a later run
+    that can take the lock knows the trials naming the token have no process left. The lock file lives in this
+    machine's temp folder (like :mod:`hjcag.train.unit_lock`), so only processes of this machine are judged."""
+    token = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    path = _lock_path(token)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+        yield token
+    finally:
+        os.close(fd)  # releases the lock; the file stays, so the token still reads as "ended" later
+
+
+def owner_is_gone(token: str) -> bool:
+    """True when the process of `token` (:func:`trial_owner`) has ended; False while it runs, and when this
+    machine cannot tell (a token of another machine: Optuna's heartbeat judges those)."""
+    try:
+        fd = os.open(_lock_path(token), os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Mark FAILED the RUNNING trials of `study` whose process has died (its owner lock is free, or Optuna's
+    heartbeat is older than GRACE_S); returns their numbers. A trial another live process is running is left
+    alone."""
+    import optuna
+
+    storage = study._storage  # Optuna's public API cannot change another process's trial
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        token = trial.user_attrs.get(OWNER_ATTR)
+        if not token or not owner_is_gone(token):
+            continue
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "error", f"its process ({token}) ended mid-trial (killed?)")
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # its process finished it after all
+        failed.append(trial.number)
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # another machine's dead process: no heartbeat for GRACE_S
+    failed += [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+               if t.number in running]
+    if failed:
+        log.warning("study '%s': trial(s) %s were left RUNNING by a process that died; marked FAILED",
+                    study.study_name, failed)
+    return failed
+
+
+def close_failed_runs(study: optuna.Study, tracker: Tracker) -> None:
+    """Every FAILED trial's tracker run ends FAILED too (a no-op for those their own process closed)."""
+    for trial in study.get_trials(deepcopy=False):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if trial.state.name == "FAIL" and run_id:
+            tracker.abandon(run_id, str(trial.user_attrs.get("error") or "failed"))
 
 
 # ---------------------------------------------------------------- the study
@@ -362,14 +458,15 @@ def best_of(study: optuna.Study, params: Params, space: Sequence[SearchDimension
 
 
 def write_results(out: Path, study: optuna.Study, params: Params, space: Sequence[SearchDimension], storage: str,
-                  profile: str | None) -> dict[str, Any]:
-    """``best.yaml`` (the best values as section overrides) and ``study.json`` (every trial) in `out`."""
+                  profile: str | None, record: Mapping[str, Any]) -> dict[str, Any]:
+    """``best.yaml`` (the best values as section overrides) and ``study.json`` (every trial, and `record`: what the
+    study tuned on) in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     best = best_of(study, params, space)
     summary = {
         "study": study.study_name, "storage": storage, "metric": params.tune.metric,
         "direction": params.tune.direction, "base_profile": params.profile, "profile": profile,
-        "finished": finished_trials(study), "best": best, "trials": trial_rows(study),
+        "finished": finished_trials(study), "best": best, "trials": trial_rows(study), "tuned_on": dict(record),
     }
     write_json(out / STUDY_FILE, summary)
     if best is not None:
@@ -380,6 +477,31 @@ def write_results(out: Path, study: optuna.Study, params: Params, space: Sequenc
                   f"{params.tune.metric} {best['value']:.4f} on the folds' validation splits)\n")
         (out / BEST_FILE).write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return summary
+
+
+# ---------------------------------------------------------------- what the values were tuned on
+
+ROW_SAMPLE = 16  # hashes of tuned rows a profile records (tuned_on.rows)
+
+
+def row_hashes(fs: FeatureSet) -> np.ndarray:
+    """(N,) a 16-hex-digit SHA-256 of each row's (utterance_id, label): the rows whose labels can leak, whatever
+    modalities or encoder their features come from."""
+    pairs = zip(fs.utterance_id.astype(str), fs.label.astype(str), strict=True)
+    return np.array([hashlib.sha256(f"{u}\x1f{y}".encode()).hexdigest()[:16] for u, y in pairs])
+
+
+def tuned_on(fs: FeatureSet, params: Params, study: str) -> dict[str, Any]:
+    """The ``tuned_on`` record of a profile tuned on `fs`: the protocol, and the ROW_SAMPLE smallest row hashes, a
+    uniform sample of the rows, so training data sharing a good part of them (the same file, a subset, other
+    features of the same utterances) is recognised without storing every id."""
+    return {"protocol": params.train.protocol, "study": study, "utterances": len(fs),
+            "rows": sorted(set(row_hashes(fs).tolist()))[:ROW_SAMPLE]}
+
+
+def shared_rows(fs: FeatureSet, record: Sequence[str]) -> int:
+    """How many of the sampled tuned rows `record` (``tuned_on.rows``) `fs` holds."""
+    return len(set(record) & set(row_hashes(fs).tolist()))
 
 
 # ---------------------------------------------------------------- the profile
@@ -398,16 +520,20 @@ def profile_body(raw: Mapping[str, Any], base_profile: str, tuned: Mapping[str, 
 
 
 def write_profile(params_path: str | Path, name: str, base_profile: str,
-                  tuned: Mapping[str, Mapping[str, Any]], comment: str = "") -> dict[str, Any]:
+                  tuned: Mapping[str, Mapping[str, Any]], comment: str = "",
+                  record: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Add (or replace) ``profiles.<name>`` in the params file; the rest of the file, comments included, keeps its
     bytes: the profile is a text block at the end of the ``profiles:`` mapping (or in place of the old one).
-    The file is read back, and restored when the profile does not load as intended."""
+    `record` (:func:`tuned_on`) becomes the profile's ``tuned_on``. The file is read back, and restored when the
+    profile does not load as intended."""
     path = Path(params_path)
     text = path.read_text(encoding="utf-8")
     raw = yaml.safe_load(text) or {}
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"profile name '{name}': use letters, digits, '_', '-' and '.'.")
     body = profile_body(raw, base_profile, tuned)
+    if record is not None:
+        body["tuned_on"] = dict(record)
     try:
         new_text = _with_profile_block(text, name, body, comment)
     except _NoBlockLayout:
@@ -483,14 +609,16 @@ def run_tuning(fs: FeatureSet, params: Params, modalities: Sequence[str], model_
     storage = storage or default_storage(out, tracking_uri)
     name = study_name or default_study_name(params, model_name, modalities)
     tracker = tracker or Tracker()
-    with _quiet_optuna():
+    with _quiet_optuna(), trial_owner() as owner:
         study = open_study(name, storage, params, study_identity(fs, params, modalities, model_name))
+        fail_orphaned_trials(study)
+        close_failed_runs(study, tracker)
         todo = remaining_trials(study, trials, minutes)
         done = finished_trials(study)
         log.info("study '%s' (%s): %d finished trial(s); %s more%s; %s on the folds' validation splits",
                  name, storage, done, "no" if todo == 0 else (todo if todo is not None else "unlimited"),
                  f" within {minutes:g} min" if minutes else "", params.tune.metric)
-        objective = Objective(fs, params, model_name, space, tracker)
+        objective = Objective(fs, params, model_name, space, tracker, owner)
         failed = False
         try:
             if todo != 0:
@@ -500,7 +628,8 @@ def run_tuning(fs: FeatureSet, params: Params, modalities: Sequence[str], model_
             failed = True
             raise
         finally:
-            summary = write_results(out, study, params, space, storage, profile_name)
+            close_failed_runs(study, tracker)  # also those Optuna's heartbeat failed while this run went on
+            summary = write_results(out, study, params, space, storage, profile_name, tuned_on(fs, params, name))
             tracker.finish(summary, [out / BEST_FILE, out / STUDY_FILE], failed=failed)
     best = summary["best"]
     if best is None:
