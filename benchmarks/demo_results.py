@@ -1,0 +1,58 @@
+"""`make demo`'s figures as a results file (README "Two commands" quotes them; tests/test_readme_results.py checks):
+
+    make demo && .venv/bin/python benchmarks/demo_results.py      # -> benchmarks/results/demo-<UTC time>.json
+
+Run it in the checkout `make demo` ran in, right after it: it reads the run's build/train/metrics.json (written by
+`dvc repro`) and records the commit. The file says `dirty: true` when the run left dvc.lock (or anything tracked)
+changed: the committed dvc.lock was stale, and the figures are not yet those of a committed tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import results_file
+
+from hjcag.artifacts import file_digest, read_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def demo_figures(metrics: dict) -> dict[str, object]:
+    """The run's scores in % (mean and std over folds), and each modality subset's accuracy (the robustness table)."""
+    def pct(stat: dict) -> dict[str, float]:
+        return {"mean": round(100 * stat["mean"], 2), "std": round(100 * stat["std"], 2)}
+
+    return {
+        "accuracy": pct(metrics["accuracy"]),
+        "weighted_f1": pct(metrics["weighted_f1"]),
+        "macro_f1": pct(metrics["macro_f1"]),
+        "robustness_accuracy": {row["modalities"]: round(100 * row["accuracy"]["mean"], 2)
+                                for row in metrics.get("robustness") or []},
+        "n_utterances": metrics["n_utterances"],
+        "n_folds": metrics["n_folds"],
+        "profile": metrics.get("profile"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=REPO / "build" / "train", help="the demo's run directory")
+    results_file.add_argument(parser)
+    args = parser.parse_args()
+    record = results_file.start("demo")
+    metrics = read_json(args.run / "metrics.json", "written by `make demo` (dvc repro)")
+    figures = {**demo_figures(metrics), "dvc_lock_sha256": file_digest(REPO / "dvc.lock"),
+               "produced_by": "make demo (dvc repro), then this script"}
+    for key in ("accuracy", "weighted_f1", "macro_f1"):
+        print(f"{key}: {figures[key]['mean']:.2f} ± {figures[key]['std']:.2f} %")
+    for subset, acc in figures["robustness_accuracy"].items():
+        print(f"accuracy with {subset}: {acc:.2f} %")
+    results_file.write(record, figures, args.results, seeds=[metrics.get("seed")], profiles=[metrics.get("profile")])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
