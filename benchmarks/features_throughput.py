@@ -9,14 +9,13 @@ on them with the cache off and models already loaded (loading is reported separa
 - visual: decode L frames sampled uniformly + ResNet-50 (random weights offline: same speed).
 
     python benchmarks/features_throughput.py                     # auto device (CUDA when present)
-    python benchmarks/features_throughput.py --clips 64 --visual-clips 32 --device cuda --json out.json
+    python benchmarks/features_throughput.py --clips 64 --visual-clips 32 --device cuda --results out.json
 """
 
 from __future__ import annotations
 
 import argparse
 import fractions
-import json
 import platform
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any
 
 import av
 import numpy as np
+import results_file
 import torch
 
 from hjcag.features.audio import AudioExtractor
@@ -151,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audio-set", default="IS10_paraling")
     p.add_argument("--device", default="auto")
     p.add_argument("--only", default="t,a,v", help="subset of t,a,v")
-    p.add_argument("--json", type=Path, help="also write the figures here")
+    results_file.add_argument(p)
     args = p.parse_args(argv)
+    record = results_file.start("features_throughput")
     width, height = (int(x) for x in args.size.lower().split("x"))
     device = resolve_device(args.device)
     rng = np.random.default_rng(0)
@@ -187,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  visual ResNet-50 x {r['frames_per_utt']} frames{'':<9} {r['utt_per_s']:8.2f} utt/s  "
               f"({r['resnet_frames_per_s']:.1f} frames/s in ResNet, decode {r['decode_utt_per_s']:.1f} utt/s, "
               f"weights {r['weights']})")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    results_file.write(record, results, args.results, seeds=[0], threads=torch.get_num_threads())
     return 0
 
 

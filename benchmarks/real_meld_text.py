@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import subprocess
 import sys
@@ -42,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results_file
 import torch
 import yaml
 from sklearn.linear_model import LogisticRegression
@@ -49,12 +49,20 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from hjcag.artifacts import MODEL_CONFIG_FILE, WEIGHTS_FILE, build_trained_model, read_json, trained_model_config
+from hjcag.artifacts import (
+    MODEL_CONFIG_FILE,
+    RESULT_FILE,
+    WEIGHTS_FILE,
+    build_trained_model,
+    read_json,
+    trained_model_config,
+)
 from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.train.loop import TensorData, predict
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")  # params.yaml datasets.meld.labels
+FEATURES = {"minilm": "frozen MiniLM", "minilm-ft": "fine-tuned MiniLM"}
 
 # Fine-tuning settings that fit a CPU: one run of up to 3 epochs (batches are padded to their own longest utterance,
 # and MELD's are short: the 95th percentile is 30 MiniLM tokens), with square-root class weights in the encoder's
@@ -120,21 +128,26 @@ def split_part(fs: FeatureSet, split: str) -> FeatureSet:
     return fs.subset(np.flatnonzero(fs.split.astype(str) == split))
 
 
-def evaluate_run(run_dir: Path, fs: FeatureSet) -> dict[str, dict[str, object]]:
+def evaluate_run(run_dir: Path, fs: FeatureSet) -> dict[str, object]:
     """Dev and test scores of a trained holdout run (`hjcag train` itself reports test only): the mean over its
-    units (one per seed), with the spread of weighted F1 over seeds as `weighted_f1_std`."""
+    units (one per seed), with the spread of weighted F1 over seeds as `weighted_f1_std`, and under `per_seed` each
+    unit's own scores, its seed and, for a warm-started context, whether the context was kept."""
     doc = read_json(run_dir / MODEL_CONFIG_FILE)
     units = sorted(p.parent for p in run_dir.glob(f"*/{WEIGHTS_FILE}"))
     parts = {split: split_part(fs, split) for split in ("dev", "test")}
-    per_unit: dict[str, list[dict[str, object]]] = {split: [] for split in parts}
+    per_seed: list[dict[str, object]] = []
     for unit in units:
         model = build_trained_model(doc, unit / WEIGHTS_FILE)  # loaded once, scored on both splits
         config = trained_model_config(doc, unit.name)  # context-free where the unit dropped its context layer
         data = {split: TensorData.from_features(part, config) for split, part in parts.items()}
+        result = read_json(unit / RESULT_FILE)
+        figures: dict[str, object] = {"unit": unit.name, "seed": result["run_seed"],
+                                      "context_kept": result.get("context_kept")}
         for split, part in data.items():
             logits, _ = predict(model, part, 256, torch.device("cpu"))
-            per_unit[split].append(scores(part.targets.numpy(), logits.argmax(dim=1).numpy()))
-    return {split: mean_scores(scores_) for split, scores_ in per_unit.items()}
+            figures[split] = scores(part.targets.numpy(), logits.argmax(dim=1).numpy())
+        per_seed.append(figures)
+    return {**{split: mean_scores([u[split] for u in per_seed]) for split in parts}, "per_seed": per_seed}
 
 
 def mean_scores(per_unit: list[dict[str, object]]) -> dict[str, object]:
@@ -179,6 +192,35 @@ def print_table(rows: list[dict[str, object]]) -> None:
                   f"{100 * s['weighted_f1']:.2f}{spread} | {100 * s['macro_f1']:.2f} | {per} | {row['seconds']:.0f} |")
 
 
+def paired_differences(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Every context recipe minus `meld` on the same encoder, seed by seed (the context run's stage 1 is exactly the
+    `meld` run of its seed): weighted F1 on dev and test, mean, sample std and standard error over seeds."""
+    by_key = {row["key"]: row for row in rows}
+    pairs = []
+    for row in rows:
+        base = by_key.get(f"{row['encoder']}/meld")
+        if not str(row["recipe"]).startswith("meld-") or row["recipe"] == "meld-finetuned" or base is None:
+            continue
+        base_seeds = {u["seed"]: u for u in base["per_seed"]}
+        seeds = [u for u in row["per_seed"] if u["seed"] in base_seeds]
+        pair: dict[str, object] = {"key": f"{row['key']} - meld", "encoder": row["encoder"], "recipe": row["recipe"],
+                                   "seeds": [u["seed"] for u in seeds],
+                                   "context_kept": [u["context_kept"] for u in seeds]}
+        for split in ("dev", "test"):
+            diffs = [u[split]["weighted_f1"] - base_seeds[u["seed"]][split]["weighted_f1"] for u in seeds]
+            std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+            pair[split] = {"weighted_f1_diff": diffs, "mean": float(np.mean(diffs)), "std": std,
+                           "se": std / np.sqrt(len(diffs))}
+        pairs.append(pair)
+    for pair in pairs:
+        for split in ("dev", "test"):
+            d = pair[split]
+            per = ", ".join(f"{100 * x:+.2f}" for x in d["weighted_f1_diff"])
+            print(f"{pair['key']} / {split}: weighted F1 {100 * d['mean']:+.2f} ± {100 * d['std']:.2f} (se "
+                  f"{100 * d['se']:.2f}) over seeds {pair['seeds']}: {per}; context kept {pair['context_kept']}")
+    return pairs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("meld", type=Path, help="folder holding MELD's train/dev/test_sent_emo.csv")
@@ -193,8 +235,9 @@ def main() -> int:
     ap.add_argument("--context", default="", help="also train the meld recipe with these contexts (gru,transformer)")
     ap.add_argument("--bidirectional", action="store_true", help="with --context: also the bidirectional variants")
     ap.add_argument("--seeds", default="", help="comma-separated seeds: every recipe trained once per seed")
-    ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    results_file.add_argument(ap)
     args = ap.parse_args()
+    record = results_file.start("real_meld_text")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
@@ -234,13 +277,14 @@ def main() -> int:
         start = time.perf_counter()
         with threadpool_limits(args.threads):
             probe, chosen = linear_probe(fs)
-        rows.append({"encoder": encoder, "recipe": f"linear probe ({chosen})", **probe,
-                     "seconds": time.perf_counter() - start})
+        rows.append({"key": f"{encoder}/linear-probe", "encoder": encoder, "features": FEATURES[encoder],
+                     "recipe": f"linear probe ({chosen})", **probe, "seconds": time.perf_counter() - start})
         for recipe in recipes:
             out = work / "runs" / f"{encoder}-{recipe}"
             took = hjcag("train", "--features", str(features), "--protocol", "holdout", "--modalities", "t",
                          "--out", str(out), profile=recipe, **run)
-            rows.append({"encoder": encoder, "recipe": recipe, **evaluate_run(out, fs), "seconds": took})
+            rows.append({"key": f"{encoder}/{recipe}", "encoder": encoder, "features": FEATURES[encoder],
+                         "recipe": recipe, **evaluate_run(out, fs), "seconds": took})
         for row in rows[-1 - len(recipes):]:
             for split in ("dev", "test"):
                 s = row[split]
@@ -248,8 +292,9 @@ def main() -> int:
                 print(f"{encoder} / {row['recipe']} / {split}: accuracy {100 * s['accuracy']:.2f} %, weighted F1 "
                       f"{100 * s['weighted_f1']:.2f} %, macro F1 {100 * s['macro_f1']:.2f} %; per class: {per}")
     print_table(rows)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    pairs = paired_differences(rows)
+    results_file.write(record, {"rows": rows, "paired": pairs}, args.results, seeds=seeds, threads=args.threads,
+                       params=params, profiles=["demo", *recipes])
     return 0
 
 

@@ -16,11 +16,12 @@ What it does, all on this machine and on loopback only:
    * raw requests (unless --raw-requests 0): a sentence + a base64 mp4 clip, 1 client then --clients;
 4. times the in-process predictor one request at a time and in batches of 8 on all the bodies (reference).
 
-It prints both ratios per setting and repeat, a Markdown table of them, and writes everything to --json when given.
+It prints both ratios per setting and repeat and a Markdown table of them, and writes everything to its results file
+(benchmarks/results_file.py; --results PATH).
 Offline, text falls back to MiniLM and ResNet-50 runs with random weights (the same speed as trained ones).
 
     python benchmarks/serve_load.py                                   # defaults: about 3-4 minutes on 2 CPU cores
-    python benchmarks/serve_load.py --clients 16 --feature-requests 1000 --raw-requests 64 --json out/serve.json
+    python benchmarks/serve_load.py --clients 16 --feature-requests 1000 --raw-requests 64 --results out/serve.json
     python benchmarks/serve_load.py --raw-requests 0 --repeat 2 --setting shipped --setting d50:maxBatchDelay=50
 """
 
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import results_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # media_fixtures: real mp4 clips written with PyAV
@@ -401,8 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=int, default=0, metavar="K",
                    help="serve a conversation-context model reading K previous turns, and time lone requests with K "
                         "turn states against the same requests alone (target: at most 1.2x)")
-    p.add_argument("--json", type=Path, help="also write the figures here")
+    results_file.add_argument(p)
     args = p.parse_args(argv)
+    record = results_file.start("serve_load")
     settings = [parse_setting(s) for s in args.settings or ["shipped"]]
 
     from huggingface_hub import constants
@@ -537,9 +540,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"raw, {run['setting']} #{run['repeat']}: endpoint {run['endpoint_raw']['requests_per_s']} req/s, "
                   f"in-process {run['in_process_raw_batch1']['requests_per_s']} "
                   f"(ratio {run['raw_throughput_ratio']})")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    results_file.write(record, results, args.results, seeds=[0], threads=args.threads, profiles=["demo"])
     return 0
 
 

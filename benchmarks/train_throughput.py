@@ -11,9 +11,7 @@ count and the peak memory. Synthetic inputs: the speed of a step does not depend
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import platform
 import resource
 import sys
@@ -22,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import results_file
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -382,7 +381,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=PAPER_SEQ_LEN)
     p.add_argument("--classes", type=int, default=PAPER_CLASSES)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON here")
+    results_file.add_argument(p)
     args = p.parse_args(argv)
     if args.batch < 1 or (args.steps is not None and args.steps < 1) or (args.warmup or 0) < 0:
         p.error("--batch and --steps must be >= 1 and --warmup >= 0")
@@ -391,6 +390,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    record = results_file.start("train_throughput")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
@@ -399,10 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report(result))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+    results_file.write(record, result, args.results, seeds=[0], threads=torch.get_num_threads())
     return 0
 
 

@@ -1,0 +1,130 @@
+"""The README's real-data tables against the committed results files they name (benchmarks/results_file.py).
+
+Every row of a table in README "Real data: MELD text only" names the results file it comes from and the commit that
+ran it, as ``[KEY](benchmarks/results/FILE.json) @ COMMIT``, or says it was not yet re-run from a committed tree (or
+is the paper's figure). A named file must record that commit with a clean tree, and every figure in the row must be
+the file's, rounded as printed. Only committed files are read: the README and benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SECTION = "## Real data: MELD text only"
+LINK = re.compile(r"\[([^\]]+)\]\((benchmarks/results/[\w.-]+\.json)\) @ ([0-9a-f]{7,40})")
+NOT_RERUN = "not yet re-run from a committed tree"
+PAPER = "the paper's figure"
+NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+
+
+def section_tables(text: str, title: str) -> list[list[dict[str, str]]]:
+    """The Markdown tables between `title` and the next level-2 heading, each a list of {header: cell}."""
+    body = text.split(title, 1)[1].split("\n## ", 1)[0]
+    tables: list[list[dict[str, str]]] = []
+    lines = body.splitlines()
+    for i, line in enumerate(lines):
+        is_header = line.startswith("|") and i + 1 < len(lines) and set(lines[i + 1].replace("|", "")) <= set("-: ")
+        if not is_header or (i > 0 and lines[i - 1].startswith("|")):
+            continue
+        headers = cells(line)
+        rows = []
+        for row in lines[i + 2:]:
+            if not row.startswith("|"):
+                break
+            rows.append(dict(zip(headers, cells(row), strict=True)))
+        tables.append(rows)
+    return tables
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def numbers(cell: str) -> list[str]:
+    return NUMBER.findall(cell.replace("**", "").replace("−", "-"))
+
+
+def pct(x: float, places: int = 1, sign: bool = False) -> str:
+    return f"{100 * x:{'+' if sign else ''}.{places}f}"
+
+
+@cache
+def results_file(path: str) -> dict[str, Any]:
+    return json.loads((REPO / path).read_text())
+
+
+def entry(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    found = [e for e in (*doc["figures"]["rows"], *doc["figures"].get("paired", [])) if e["key"] == key]
+    assert len(found) == 1, f"{key!r}: {len(found)} entries in the results file"
+    return found[0]
+
+
+def expected(e: dict[str, Any], column: str) -> list[str]:
+    """A column's figures as the README prints them, from a results-file entry."""
+    if column in ("Dev", "Test"):  # accuracy / weighted F1 (± its spread over seeds) / macro F1
+        s = e[column.lower()]
+        spread = [pct(s["weighted_f1_std"])] if s.get("units", 1) > 1 else []
+        return [pct(s["accuracy"]), pct(s["weighted_f1"]), *spread, pct(s["macro_f1"])]
+    if column == "Test per-class F1":
+        return [pct(v, 0) for v in e["test"]["per_class_f1"].values()]
+    if column == "Seeds":
+        return [str(seed) for seed in e["seeds"]]
+    if column in ("Dev W-F1 difference", "Test W-F1 difference"):  # mean ± standard error over seeds
+        d = e[column.split()[0].lower()]
+        return [pct(d["mean"], 2, sign=True), pct(d["se"], 2)]
+    if column == "Test, per seed":
+        return [pct(x, 2, sign=True) for x in e["test"]["weighted_f1_diff"]]
+    if column == "Context kept":
+        return [str(sum(bool(k) for k in e["context_kept"])), str(len(e["context_kept"]))]
+    raise AssertionError(f"unknown column {column!r}")
+
+
+def readme_rows() -> list[dict[str, str]]:
+    tables = section_tables((REPO / "README.md").read_text(), SECTION)
+    return [row for table in tables for row in table if "Results" in row]
+
+
+FIGURE_COLUMNS = ("Dev", "Test", "Test per-class F1", "Seeds", "Dev W-F1 difference", "Test W-F1 difference",
+                  "Test, per seed", "Context kept")
+
+
+def linked_rows() -> list[tuple[str, dict[str, str]]]:
+    return [(row["Results"], row) for row in readme_rows() if LINK.search(row["Results"])]
+
+
+def test_every_row_names_its_results_file_or_says_it_has_none() -> None:
+    rows = readme_rows()
+    assert len(rows) >= 3
+    for row in rows:
+        assert LINK.search(row["Results"]) or row["Results"] in (NOT_RERUN, PAPER), row
+    assert len(linked_rows()) >= 3
+
+
+@pytest.mark.parametrize(("cell", "row"), linked_rows(), ids=[c for c, _ in linked_rows()])
+def test_row_figures_are_the_results_files(cell: str, row: dict[str, str]) -> None:
+    match = LINK.search(cell)
+    assert match is not None
+    key, path, commit = match.groups()
+    doc = results_file(path)
+    assert doc["git"]["commit"].startswith(commit), f"{path} was run at {doc['git']['commit']}, not {commit}"
+    assert doc["git"]["dirty"] is False, f"{path}: run from a tree with changes: {doc['git']['changed']}"
+    assert doc["hjcag"]["in_this_checkout"], f"{path}: hjcag imported from {doc['hjcag']['path']}"
+    e = entry(doc, key)
+    checked = [column for column in FIGURE_COLUMNS if column in row]
+    assert checked, row
+    for column in checked:
+        assert numbers(row[column]) == expected(e, column), f"{key}, {column}: README {row[column]!r}"
+
+
+def test_the_parser_reads_what_the_readme_writes() -> None:
+    table = "## Real data: MELD text only\n\n| Dev | Results |\n|---|---|\n| 1.0 / **2.5 ± 0.3** / 4 | x |\n\n## Next"
+    [[row]] = section_tables(table, SECTION)
+    assert numbers(row["Dev"]) == ["1.0", "2.5", "0.3", "4"]
+    assert numbers("+1.25 −0.50") == ["+1.25", "-0.50"]
