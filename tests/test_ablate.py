@@ -4,7 +4,6 @@ passes the same leak guard as train and tune."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import yaml
 from hjcag.artifacts import features_meta_path
 from hjcag.cli import main
 from hjcag.data.features_file import FeatureSet
-from hjcag.device import torch_threads
 from hjcag.model.table4 import CONTEXT_ROWS, TABLE4
 from hjcag.params import Params, params_from_dict
 from hjcag.train.ablate import ablation_markdown, run_ablation
@@ -26,11 +24,7 @@ LABELS = ("neutral", "joy", "anger")
 DIMS = {"t": 5, "a": 4, "v": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread() -> Iterator[None]:
-    """Tiny models: one thread is fastest, and much faster when the test machine's cores are busy."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny models: torch on one thread (tests/conftest.py)
 
 
 def synthetic(modalities: tuple[str, ...] = ("t", "a", "v"), n_groups: int = 12, per_group: int = 4) -> FeatureSet:

@@ -9,7 +9,6 @@ training run went on this machine; the rule itself is tested on constructed trai
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny models: torch on one thread (tests/conftest.py)
 
 
 def dialogues(n_dialogues: int = 8, turns: int = 5, seed: int = 0) -> FeatureSet:

@@ -5,13 +5,11 @@ The real TorchServe answering a three-turn conversation is in tests/test_torchse
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import serve_fixtures as sf
 from hjcag.artifacts import MODEL_CONFIG_FILE, SERVING_FILE
@@ -20,13 +18,7 @@ from hjcag.serve.package import Source, stage_bundle
 from hjcag.serve.predictor import Predictor
 from hjcag.serve.request import RequestError
 
-
-@pytest.fixture(autouse=True)
-def one_cpu_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny models: torch on one thread (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,13 @@ import media_fixtures
 import serve_fixtures as sf
 from hjcag.artifacts import file_digest
 from hjcag.data.features_file import align_to_length
-from hjcag.device import torch_threads
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.serve.package import package_model, read_archive_record
 from hjcag.serve.predictor import Predictor
 from hjcag.serve.reproducible import MANIFEST_ENTRY, normalise_archive
 from hjcag.serve.request import RequestError, pack_array
 
-
-@pytest.fixture(autouse=True)
-def one_cpu_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny models: torch on one thread (tests/conftest.py)
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from mlflow import MlflowClient
 
 from hjcag.device import torch_threads
 from hjcag.registry import tracking
+from process_fixtures import kill_when
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["neutral", "joy", "anger"]
@@ -84,16 +83,8 @@ def test_a_killed_tracked_training_resumes_its_parent_run(tmp_path: Path, store:
                "--params", str(params), "--track"]
     proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.monotonic() + 180
-    try:  # kill it once the first fold is done and the second one has checkpointed an epoch
-        while not (out / "fold_1" / "checkpoint.pt").exists():
-            assert proc.poll() is None, f"training ended before it could be killed:\n{proc.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "the second fold never started"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    # kill it once the first fold is done and the second one has checkpointed an epoch
+    kill_when(proc, (out / "fold_1" / "checkpoint.pt").exists, 180, "the second fold's first checkpoint")
     assert (out / "fold_0" / "result.json").exists() and not (out / "metrics.json").exists()
     [killed] = _parents(store)
     assert killed.info.status == "RUNNING"  # what kill -9 leaves behind

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,7 @@ SEQ_LEN = 4
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread() -> Iterator[None]:
-    """Tiny models: one thread is fastest, and much faster when the test machine's cores are busy."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny models: torch on one thread (tests/conftest.py)
 
 
 def synthetic(n_groups: int = 24, per_group: int = 5, noise: float = 1.5, seed: int = 0) -> FeatureSet:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +17,12 @@ import yaml
 
 from hjcag.cli import main
 from hjcag.data.features_file import FeatureSet, load_features
-from hjcag.device import torch_threads
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.params import TunedOn, load_params, params_from_dict
 from hjcag.registry.tracking import quiet_mlflow
 from hjcag.train import tune
 from hjcag.train.folds import make_folds
+from process_fixtures import kill_when
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("ang", "hap", "sad")
@@ -33,10 +30,7 @@ DIMS = {"t": 6, "a": 5}
 SEQ_LEN = 3
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread() -> Iterator[None]:
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny models: torch on one thread (tests/conftest.py)
 
 
 def synthetic(n_groups: int = 16, per_group: int = 5, with_split: bool = False) -> FeatureSet:
@@ -436,17 +430,7 @@ def test_a_trial_killed_with_its_process_is_marked_failed_when_the_study_resumes
     db = tmp_path / "optuna.db"  # beside the MLflow store
     proc = subprocess.Popen([*command, "--trials", "50"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    try:
-        while (caught := running_trial(db)) is None:
-            assert proc.poll() is None, f"tuning ended before it could be killed:\n{proc.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no trial started"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    number, run_id = caught
+    number, run_id = kill_when(proc, lambda: running_trial(db), 240, "a trial running with its MLflow run")
     study = optuna.load_study(study_name="demo-hjcag-ta", storage=f"sqlite:///{db}")
     assert study.trials[number].state.name == "RUNNING"  # what kill -9 leaves behind
     finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
