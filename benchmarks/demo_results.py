@@ -22,14 +22,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def demo_figures(metrics: dict) -> dict[str, object]:
     """The run's scores in % (mean and std over folds), and each modality subset's accuracy (the robustness table)."""
-    def pct(stat: dict) -> dict[str, float]:
-        return {"mean": round(100 * stat["mean"], 2), "std": round(100 * stat["std"], 2)}
+    def pct(stat: dict) -> dict[str, float]:  # unrounded: the README rounds once
+        return {"mean": 100 * stat["mean"], "std": 100 * stat["std"]}
 
     return {
         "accuracy": pct(metrics["accuracy"]),
         "weighted_f1": pct(metrics["weighted_f1"]),
         "macro_f1": pct(metrics["macro_f1"]),
-        "robustness_accuracy": {row["modalities"]: round(100 * row["accuracy"]["mean"], 2)
+        "robustness_accuracy": {row["modalities"]: 100 * row["accuracy"]["mean"]
                                 for row in metrics.get("robustness") or []},
         "n_utterances": metrics["n_utterances"],
         "n_folds": metrics["n_folds"],

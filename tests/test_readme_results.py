@@ -128,3 +128,23 @@ def test_the_parser_reads_what_the_readme_writes() -> None:
     [[row]] = section_tables(table, SECTION)
     assert numbers(row["Dev"]) == ["1.0", "2.5", "0.3", "4"]
     assert numbers("+1.25 −0.50") == ["+1.25", "-0.50"]
+
+
+def test_the_demo_figures_are_a_committed_demo_results_file() -> None:
+    """README "Two commands" quotes `make demo`'s scores from benchmarks/demo_results.py's file of a clean commit."""
+    body = (REPO / "README.md").read_text().split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    match = LINK.search(" ".join(body.split()))
+    assert match is not None and match.group(1) == "demo", "the demo figures name no results file"
+    _, path, commit = match.groups()
+    doc = results_file(path)
+    assert doc["benchmark"] == "demo" and doc["git"]["commit"].startswith(commit) and doc["git"]["dirty"] is False
+    f = doc["figures"]
+    alone = f["robustness_accuracy"]
+    quoted = (f"**{f['accuracy']['mean']:.1f} ± {f['accuracy']['std']:.1f} % accuracy / "
+              f"{f['weighted_f1']['mean']:.1f} % weighted F1 / {f['macro_f1']['mean']:.1f} % macro F1**; the same "
+              f"models with a modality missing at test time (the robustness table, `only_*` in `dvc metrics show`) "
+              f"keep {alone['text+visual']:.1f} % without audio, {alone['audio+visual']:.1f} % without text, "
+              f"{alone['text+audio']:.1f} % without visual, and {alone['text']:.1f} / {alone['audio']:.1f} / "
+              f"{alone['visual']:.1f} % with text / audio / visual alone")
+    assert quoted in " ".join(body.split())
+    assert f["n_utterances"] == 890 and f"{f['n_utterances']} utterances" in body
