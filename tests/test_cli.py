@@ -3,6 +3,7 @@ train (fold by fold) -> evaluate -> gate commands chain on a tiny features file.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from hjcag.cli import main
+import hjcag.params
+from hjcag.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
@@ -181,3 +183,20 @@ def test_labels_that_disagree_with_the_data_are_a_clear_error(capsys: pytest.Cap
     code, _, err = run(capsys, "train", "--features", str(own_labels), "--out", str(tmp_path / "r2"),
                        "--params", str(params))
     assert_clear_error(code, err, "not in the dataset's label set", "--labels", "--profile generic")
+
+
+CLI_ONLY_CHOICES = {("registry", "action")}  # sets of choices that only the command line has
+
+
+def test_every_choice_list_of_the_cli_is_a_set_declared_in_params() -> None:
+    """Adding a model, protocol or policy to hjcag.params reaches the CLI: no command repeats a set of choices."""
+    declared = {value for name, value in vars(hjcag.params).items() if name.isupper() and isinstance(value, tuple)}
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    checked = 0
+    for command, parser in commands.items():
+        for action in parser._actions:
+            if action.choices is None or (command, action.dest) in CLI_ONLY_CHOICES:
+                continue
+            assert tuple(action.choices) in declared, f"hjcag {command} {action.option_strings}: {action.choices}"
+            checked += 1
+    assert checked >= 9

@@ -15,7 +15,15 @@ from pathlib import Path
 
 from hjcag import artifacts, stages
 from hjcag.errors import ConfigError, HjcagError, os_error_message
-from hjcag.params import Params, load_params
+from hjcag.params import (
+    DATA_KINDS,
+    DEMO_SIZES,
+    MODEL_NAMES,
+    PROTOCOLS,
+    VALIDATION_POLICIES,
+    Params,
+    load_params,
+)
 from hjcag.progress import quiet_library_bars
 
 log = logging.getLogger("hjcag")
@@ -228,13 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="quick look without DVC: HJCAG, Table 4 ablations and baselines on stand-in "
                        "features of generated data (the full pipeline: `dvc repro`)")
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    p.add_argument("--size", choices=DEMO_SIZES, default="tiny")
     _add_params_options(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("demo-data", help="write the synthetic MELD-layout demo dataset")
     p.add_argument("--out", required=True)
-    p.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    p.add_argument("--size", choices=DEMO_SIZES, default="tiny")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--context-cue", type=float, default=0.0, metavar="P",
                    help="share of 'echo' turns whose emotion only the previous turn shows (default 0: none)")
@@ -249,11 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_standin_features)
 
     p = sub.add_parser("prepare", help="a dataset as downloaded -> normalised manifest.parquet + report")
-    p.add_argument("--dataset", choices=["meld", "iemocap", "manifest"], required=True)
+    p.add_argument("--dataset", choices=DATA_KINDS, required=True)
     p.add_argument("--source", required=True, help="dataset root (or the manifest CSV/JSONL file)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not required")
-    p.add_argument("--policy", choices=["fail", "quarantine"], default=None, help="rows sharing an utterance_id: "
+    p.add_argument("--policy", choices=VALIDATION_POLICIES, default=None, help="rows sharing an utterance_id: "
                    "fail (stop, naming them) or quarantine (leave every copy out); default: params validation.policy")
     _add_params_options(p)
     _add_labels_option(p)
@@ -282,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for validation.json, manifest.valid.parquet (and "
                    "quarantine.parquet)")
     p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not checked")
-    p.add_argument("--policy", choices=["fail", "quarantine"], default=None, help="default: params validation.policy")
+    p.add_argument("--policy", choices=VALIDATION_POLICIES, default=None, help="default: params validation.policy")
     _add_docs_option(p)
     _add_data_root_option(p)
     _add_params_options(p)
@@ -300,9 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="five-fold (or holdout) training and evaluation on a features file")
     p.add_argument("--features", required=True, help="features .npz (or DialogueRNN-style .pkl)")
-    p.add_argument("--protocol", choices=["cv5", "holdout"], default=None, help="default: params train.protocol")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: params train.protocol")
     p.add_argument("--modalities", default=None, help="subset of t,a,v (default: all in the file)")
-    p.add_argument("--model", choices=["hjcag", "concat", "late", "mult"], default=None)
+    p.add_argument("--model", choices=MODEL_NAMES, default=None)
     p.add_argument("--out", required=True, help="run directory (re-running resumes it)")
     p.add_argument("--folds", default=None, help="train only these fold indices, e.g. 0,1 (parallel workers)")
     p.add_argument("--track", action="store_true", help="log to MLflow (MLFLOW_TRACKING_URI, default sqlite)")
@@ -326,16 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-profile", action="store_true", help="write only best.yaml / study.json, not params.yaml")
     p.add_argument("--no-track", action="store_true", help="no MLflow runs")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: hjcag-<dataset>)")
-    p.add_argument("--protocol", choices=["cv5", "holdout"], default=None, help="default: params train.protocol")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: params train.protocol")
     p.add_argument("--modalities", default=None, help="subset of t,a,v (default: all in the file)")
-    p.add_argument("--model", choices=["hjcag", "concat", "late", "mult"], default=None)
+    p.add_argument("--model", choices=MODEL_NAMES, default=None)
     _add_params_options(p)
     _add_labels_option(p)
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("ablate", help="the paper's Table 4 configurations on the same folds")
     p.add_argument("--features", required=True)
-    p.add_argument("--protocol", choices=["cv5", "holdout"], default=None)
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None)
     p.add_argument("--out", required=True)
     _add_params_options(p)
     _add_labels_option(p)

@@ -13,8 +13,8 @@ on validation weighted F1, the fold's model is stage 1's context-free model itse
 history and model_config describe that model (`context_kept: false`), and both stages are reported beside it
 (hjcag.train.run). Validation loss is not the test here: on MELD stage 2 never beat it (a context model
 grows more confident, which weighted cross-entropy punishes) while its dev and test weighted F1 rose by 0.9 points
-each (5 seeds, README "Real data"); on the demo data, which has no conversational cue, the rule keeps the base in half the folds (README
-"Conversation context").
+each (5 seeds, README "Real data"); on the demo data, which has no conversational cue, the rule keeps the base in
+half the folds (README "Conversation context").
 """
 
 from __future__ import annotations
