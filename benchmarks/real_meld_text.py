@@ -19,7 +19,9 @@ Recipes (profiles written into WORK/params.yaml, on top of the repository's para
   encoder's features with ``--finetune``, on the frozen ones otherwise, and is trained on both;
 - ``meld-gru``, ``meld-transformer`` (with ``--context gru,transformer``): the ``meld`` recipe with conversation
   context (issue 10: ``model.context``, the 8 preceding turns, causal); ``--bidirectional`` adds ``meld-gru-bi`` /
-  ``meld-transformer-bi`` (also the 8 following turns: an offline figure, not what a live endpoint can do).
+  ``meld-transformer-bi`` (also the 8 following turns: an offline figure, not what a live endpoint can do);
+  ``--joint gru,transformer`` adds ``meld-gru-joint`` / ``meld-transformer-joint``: the context layer trained with
+  the base from a random start (``train.context_warm_start: false``) instead of around the trained ``meld`` model.
 
 ``--seeds 1,2,3`` trains every recipe once per seed (``train.seeds``) and reports the mean over seeds (± std for
 weighted F1).
@@ -71,7 +73,7 @@ FINETUNE = {"finetune": {"epochs": 3, "repeats": 1, "patience": 1, "class_weight
 
 
 def write_params(work: Path, threads: int, finetune_steps: int | None = None, contexts: tuple[str, ...] = (),
-                 bidirectional: bool = False, seeds: tuple[int, ...] = ()) -> Path:
+                 bidirectional: bool = False, seeds: tuple[int, ...] = (), joint: tuple[str, ...] = ()) -> Path:
     """WORK/params.yaml: the repository's params.yaml plus the recipes of this benchmark as profiles."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["num_threads"] = threads
@@ -90,6 +92,10 @@ def write_params(work: Path, threads: int, finetune_steps: int | None = None, co
             model = {**meld["model"], "context": context, "context_window": 8, "context_direction": direction}
             name = f"meld-{context}" + ("-bi" if direction == "bidirectional" else "")
             params["profiles"][name] = {**copy.deepcopy(meld), "model": model}
+    for context in joint:  # the context layer trained with the base from the start (no warm start)
+        model = {**meld["model"], "context": context, "context_window": 8, "context_direction": "causal"}
+        train = {**meld["train"], "context_warm_start": False}
+        params["profiles"][f"meld-{context}-joint"] = {**copy.deepcopy(meld), "model": model, "train": train}
     # Feature-side profiles: fine-tuning, and extraction with the fine-tuned encoder.
     finetune = copy.deepcopy(FINETUNE)
     finetune["finetune"]["max_steps"] = finetune_steps
@@ -234,6 +240,8 @@ def main() -> int:
                     help="stop fine-tuning after this many optimizer steps (a quick look; default: no limit)")
     ap.add_argument("--context", default="", help="also train the meld recipe with these contexts (gru,transformer)")
     ap.add_argument("--bidirectional", action="store_true", help="with --context: also the bidirectional variants")
+    ap.add_argument("--joint", default="", help="also train the meld recipe with these contexts trained jointly from "
+                    "the start (train.context_warm_start: false; gru,transformer)")
     ap.add_argument("--seeds", default="", help="comma-separated seeds: every recipe trained once per seed")
     results_file.add_argument(ap)
     args = ap.parse_args()
@@ -242,8 +250,9 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     contexts = tuple(c for c in args.context.split(",") if c)
+    joint = tuple(c for c in args.joint.split(",") if c)
     seeds = tuple(int(x) for x in args.seeds.split(",") if x)
-    params = write_params(work, args.threads, args.finetune_steps, contexts, args.bidirectional, seeds)
+    params = write_params(work, args.threads, args.finetune_steps, contexts, args.bidirectional, seeds, joint)
     run = {"params": params, "threads": args.threads}
 
     hjcag("prepare", "--dataset", "meld", "--source", str(args.meld), "--out", str(work / "prepare"),
@@ -263,6 +272,7 @@ def main() -> int:
 
     recipes = [r for r in args.recipes.split(",") if r]
     recipes += [f"meld-{c}{suffix}" for c in contexts for suffix in ("", "-bi")[: 1 + args.bidirectional]]
+    recipes += [f"meld-{c}-joint" for c in joint]
     if args.tune:  # on the features the tuned recipe is meant for: the fine-tuned encoder's when there is one
         tuned_on = encoders.get("minilm-ft", encoders["minilm"])
         hjcag("tune", "--features", str(tuned_on), "--protocol", "holdout", "--modalities", "t",
