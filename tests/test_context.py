@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from hjcag.artifacts import BASE, CONTEXT
 from hjcag.cli import main
@@ -27,6 +26,7 @@ from hjcag.params import ModelConfig, TrainConfig
 from hjcag.train.fit import fit_model
 from hjcag.train.folds import make_folds
 from hjcag.train.loop import TensorData, make_optimizer, predict
+from params_fixtures import context_params
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -224,14 +224,8 @@ def test_the_demo_context_cue_makes_echo_turns_and_leaves_the_default_data_alone
 
 @pytest.fixture()
 def params(tmp_path: Path) -> Path:
-    doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    demo = doc["profiles"]["demo"]
-    demo["model"] = {"seq_len": 4, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8,
-                     "context": "gru", "context_window": 3}
-    demo["train"] = {"folds": 2, "epochs": 2, "batch_size": 8, "lr": 1e-3, "patience": 2, "device": "cpu"}
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return context_params(tmp_path / "params.yaml", {"folds": 2, "epochs": 2, "batch_size": 8, "lr": 1e-3,
+                                                     "patience": 2, "device": "cpu"})
 
 
 def test_the_cli_trains_and_evaluates_a_context_model(params: Path, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
@@ -29,8 +28,8 @@ from hjcag.serve.predictor import Predictor
 from hjcag.serve.request import RequestError
 from hjcag.train.loop import FoldTraining, TensorData, predict
 from hjcag.train.run import default_unit
+from params_fixtures import context_params
 
-REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
@@ -106,16 +105,10 @@ def test_the_default_fold_is_ranked_on_the_kept_models_validation_loss() -> None
 
 @pytest.fixture()
 def params(tmp_path: Path) -> Path:
-    doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    demo = doc["profiles"]["demo"]
-    demo["model"] = {"seq_len": 4, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8,
-                     "context": "gru", "context_window": 3}
-    demo["train"] = {"folds": 2, "epochs": 3, "batch_size": 8, "lr": 3e-3, "patience": 3, "device": "cpu",
-                     "context_warm_start": True, "num_threads": 1}
-    demo["gates"] = {"min_accuracy": 0.0, "min_weighted_f1": 0.0}
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return context_params(tmp_path / "params.yaml", {"folds": 2, "epochs": 3, "batch_size": 8, "lr": 3e-3,
+                                                     "patience": 3, "device": "cpu", "context_warm_start": True,
+                                                     "num_threads": 1},
+                          gates={"min_accuracy": 0.0, "min_weighted_f1": 0.0})
 
 
 def test_a_run_whose_fold_0_dropped_its_context_describes_that_fold_as_the_context_free_model(
