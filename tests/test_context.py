@@ -28,7 +28,6 @@ from hjcag.train.folds import make_folds
 from hjcag.train.loop import TensorData, make_optimizer, predict
 from params_fixtures import context_params
 
-REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
