@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hjcag"
 
 # Lower layers never import higher ones. A package's modules may import each other (without cycles).
 LAYERS = (
-    ("hjcag.errors", "hjcag.schema", "hjcag.params", "hjcag.device", "hjcag.progress"),
+    ("hjcag.errors", "hjcag.schema", "hjcag.model_catalog", "hjcag.params", "hjcag.device", "hjcag.progress"),
     ("hjcag.model",),
     ("hjcag.artifacts",),
     ("hjcag.data",),
@@ -92,3 +92,18 @@ def test_only_the_stage_layer_orchestrates() -> None:
                    "hjcag.train.evaluate", "hjcag.registry.gate", "hjcag.registry.register", "hjcag.serve.package")
     direct = sorted(f"{c} -> {d}" for c in callers for d in graph[c] if d.startswith(stage_homes))
     assert direct == [], "bypasses hjcag.stages:\n" + "\n".join(direct)
+
+
+def test_the_model_catalogue_names_builders_in_the_model_package() -> None:
+    """hjcag.model_catalog (lowest layer) names each model's class as a "module:Class" string that the factory
+    imports when it builds one: an import the graph above cannot see, so it must stay inside hjcag.model (the
+    factory's own package, not the factory itself) and name a class that module defines."""
+    from hjcag.model_catalog import MODELS
+
+    modules = {module_name(p): p for p in SRC.rglob("*.py")}
+    for entry in MODELS:
+        module, _, cls = entry.builder.partition(":")
+        assert module.startswith("hjcag.model.") and module in modules and module != "hjcag.model.factory", entry
+        classes = {n.name for n in ast.parse(modules[module].read_text(encoding="utf-8")).body
+                   if isinstance(n, ast.ClassDef)}
+        assert cls in classes, f"{entry.name}: {module} defines no class {cls!r}"

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from hjcag.errors import ConfigError
 from hjcag.model.baselines import ConcatFusion, LateFusion, MulT
 from hjcag.model.factory import build_model
+from hjcag.model_catalog import BASELINES
 from hjcag.params import ModelConfig
 
-BASELINES = ("concat", "late", "mult")
 SUBSETS = [s for n in (1, 2, 3) for s in itertools.combinations(("t", "a", "v"), n)]
 SUBSET_IDS = ["".join(s) for s in SUBSETS]
 PAPER_DIMS = {"t": 1024, "a": 1582, "v": 512}

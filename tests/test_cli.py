@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
+import hjcag.cli
 import hjcag.params
-from hjcag.cli import build_parser, main
+from hjcag.cli import COMMANDS, build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
@@ -200,3 +201,15 @@ def test_every_choice_list_of_the_cli_is_a_set_declared_in_params() -> None:
             assert tuple(action.choices) in declared, f"hjcag {command} {action.option_strings}: {action.choices}"
             checked += 1
     assert checked >= 9
+
+
+def test_every_command_is_registered_beside_its_function_in_pipeline_order() -> None:
+    """Each `cmd_*` of hjcag.cli is one `@command` (its options beside it); `hjcag --help` lists them in this order."""
+    handlers = {name: f for name, f in vars(hjcag.cli).items() if name.startswith("cmd_") and callable(f)}
+    assert sorted(c.run.__name__ for c in COMMANDS) == sorted(handlers)
+    assert all(c.run.__name__ == "cmd_" + c.name.replace("-", "_") for c in COMMANDS)
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert list(commands) == [c.name for c in COMMANDS] == [
+        "demo", "demo-data", "standin-features", "prepare", "features", "finetune-text", "validate",
+        "validate-features", "train", "tune", "ablate", "evaluate", "gate", "register", "registry", "package",
+        "serve-local"]

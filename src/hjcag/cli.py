@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hjcag import artifacts, stages
@@ -29,6 +30,29 @@ from hjcag.progress import quiet_library_bars
 log = logging.getLogger("hjcag")
 
 Handler = Callable[[argparse.Namespace], int]
+ArgumentAdder = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: ArgumentAdder
+    run: Handler
+
+
+COMMANDS: list[Command] = []
+"""Every `hjcag` command, in the order `hjcag --help` lists them: the order of the `@command`s below."""
+
+
+def command(name: str, help: str, add_arguments: ArgumentAdder) -> Callable[[Handler], Handler]:
+    """Register the decorated function as `hjcag <name>`, its options added by `add_arguments` (defined beside it)."""
+
+    def register(run: Handler) -> Handler:
+        COMMANDS.append(Command(name, help, add_arguments, run))
+        return run
+
+    return register
 
 
 def _params(args: argparse.Namespace) -> Params:
@@ -58,24 +82,78 @@ def _add_docs_option(p: argparse.ArgumentParser) -> None:
                    "OUT/data_docs; they carry timestamps, so keep them out of a DVC-tracked OUT)")
 
 
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    p.add_argument("--size", choices=DEMO_SIZES, default="tiny")
+    _add_params_options(p)
+
+
+@command("demo", "quick look without DVC: HJCAG, Table 4 ablations and baselines on stand-in features of generated "
+         "data (the full pipeline: `dvc repro`)", _demo_args)
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hjcag.demo import run_demo
+
+    return run_demo(Path(args.out), params_path=args.params, profile=args.profile or "demo", size=args.size)
+
+
+def _demo_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", choices=DEMO_SIZES, default="tiny")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--context-cue", type=float, default=0.0, metavar="P",
+                   help="share of 'echo' turns whose emotion only the previous turn shows (default 0: none)")
+
+
+@command("demo-data", "write the synthetic MELD-layout demo dataset", _demo_data_args)
 def cmd_demo_data(args: argparse.Namespace) -> int:
     out = stages.demo_data(args.out, size=args.size, seed=args.seed, context_cue=args.context_cue)
     print(f"synthetic MELD-layout demo dataset written to {out}")
     return 0
 
 
+def _standin_features_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset directory in MELD layout")
+    p.add_argument("--out", required=True, help="features .npz to write")
+    p.add_argument("--modalities", default="t,a,v")
+    p.add_argument("--keep", default=None, help="a validated manifest: only the utterances it kept")
+    _add_params_options(p)
+
+
+@command("standin-features", "simple stand-in features from a MELD-layout dataset", _standin_features_args)
 def cmd_standin_features(args: argparse.Namespace) -> int:
     path = stages.standin_features(args.data, args.out, _params(args), args.modalities, keep=args.keep)
     print(f"stand-in features written to {path}")
     return 0
 
 
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=DATA_KINDS, required=True)
+    p.add_argument("--source", required=True, help="dataset root (or the manifest CSV/JSONL file)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not required")
+    p.add_argument("--policy", choices=VALIDATION_POLICIES, default=None, help="rows sharing an utterance_id: "
+                   "fail (stop, naming them) or quarantine (leave every copy out); default: params validation.policy")
+    _add_params_options(p)
+    _add_labels_option(p)
+
+
+@command("prepare", "a dataset as downloaded -> normalised manifest.parquet + report", _prepare_args)
 def cmd_prepare(args: argparse.Namespace) -> int:
     print(stages.prepare(args.dataset, args.source, args.out, _params(args), args.modalities,
                          policy=args.policy).summary())
     return 0
 
 
+def _features_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="manifest.parquet (or CSV) from `hjcag prepare`")
+    p.add_argument("--out", required=True, help="features .npz to write")
+    p.add_argument("--modalities", default="t,a,v")
+    p.add_argument("--cache", default=None, help="feature cache directory, or 'none' (default: params)")
+    _add_data_root_option(p)
+    _add_params_options(p)
+
+
+@command("features", "RoBERTa / openSMILE / ResNet-50 features of a manifest -> .npz", _features_args)
 def cmd_features(args: argparse.Namespace) -> int:
     path = stages.features(args.manifest, args.out, _params(args), args.modalities, cache=args.cache,
                            data_root=args.data_root)
@@ -83,6 +161,15 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune_text_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="manifest.parquet with a split column (train rows train, "
+                   "dev rows select; test rows are never read)")
+    p.add_argument("--out", required=True, help="directory for the fine-tuned model (a Hugging Face model dir)")
+    _add_params_options(p)
+    _add_labels_option(p)
+
+
+@command("finetune-text", "fine-tune the text encoder on the manifest's labels (paper 4.2)", _finetune_text_args)
 def cmd_finetune_text(args: argparse.Namespace) -> int:
     out = stages.finetune_text(args.manifest, args.out, _params(args))
     print(f"fine-tuned text encoder written to {out}; set `features.text_model: {out}` in params.yaml to extract "
@@ -90,6 +177,68 @@ def cmd_finetune_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True, help="manifest.parquet from `hjcag prepare` (or a CSV/JSONL with all "
+                   "its columns; a raw one goes through `hjcag prepare --dataset manifest` first)")
+    p.add_argument("--out", required=True, help="directory for validation.json, manifest.valid.parquet (and "
+                   "quarantine.parquet)")
+    p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not checked")
+    p.add_argument("--policy", choices=VALIDATION_POLICIES, default=None, help="default: params validation.policy")
+    _add_docs_option(p)
+    _add_data_root_option(p)
+    _add_params_options(p)
+    _add_labels_option(p)
+
+
+@command("validate", "Great Expectations checks of a manifest and its media (before any compute)", _validate_args)
+def cmd_validate(args: argparse.Namespace) -> int:
+    print(stages.validate(args.manifest, args.out, _params(args), args.modalities, args.policy,
+                          data_root=args.data_root, docs=args.docs).summary())
+    return 0
+
+
+def _validate_features_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--dims", default=None, help="expected widths, e.g. t=1024,a=1582,v=2048 (default: .meta.json)")
+    p.add_argument("--labels", default=None, help="the classes training will select, e.g. negative,positive (as "
+                   "`hjcag train --labels`); the file must hold at least two of them (default: all of its labels)")
+    _add_docs_option(p)
+
+
+@command("validate-features", "Great Expectations checks of an extracted features .npz", _validate_features_args)
+def cmd_validate_features(args: argparse.Namespace) -> int:
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+    print(stages.validate_features(args.features, args.out, _parse_dims(args.dims) if args.dims else None,
+                                   docs=args.docs, labels=labels).summary())
+    return 0
+
+
+def _parse_dims(spec: str) -> dict[str, int]:
+    """'t=1024,a=1582,v=2048' -> {'t': 1024, 'a': 1582, 'v': 2048}."""
+    out: dict[str, int] = {}
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ConfigError(f"--dims: '{part}' is not MODALITY=WIDTH. Example: --dims t=1024,a=1582,v=2048.")
+        out[key.strip()] = int(value)
+    return out
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", required=True, help="features .npz (or DialogueRNN-style .pkl)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: params train.protocol")
+    p.add_argument("--modalities", default=None, help="subset of t,a,v (default: all in the file)")
+    p.add_argument("--model", choices=MODEL_NAMES, default=None)
+    p.add_argument("--out", required=True, help="run directory (re-running resumes it)")
+    p.add_argument("--folds", default=None, help="train only these fold indices, e.g. 0,1 (parallel workers)")
+    p.add_argument("--track", action="store_true", help="log to MLflow (MLFLOW_TRACKING_URI, default sqlite)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: hjcag-<dataset>)")
+    _add_params_options(p)
+    _add_labels_option(p)
+
+
+@command("train", "five-fold (or holdout) training and evaluation on a features file", _train_args)
 def cmd_train(args: argparse.Namespace) -> int:
     params = _params(args)
     params = params.with_overrides(model={"name": args.model or params.model.name},
@@ -108,6 +257,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_summary(metrics: dict, out: Path) -> None:
+    figures = ", ".join(f"{name} {100 * metrics[key]['mean']:.2f} ± {100 * metrics[key]['std']:.2f} %" for key, name in
+                        (("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("macro_f1", "macro F1")))
+    units = len(metrics["folds"])
+    print(f"{figures} over {units} fold(s){' x seeds' if units > metrics['n_folds'] else ''}; "
+          f"metrics: {out / artifacts.METRICS_FILE}, report: {out / artifacts.REPORT_FILE}")
+    if metrics.get("zero_f1_classes"):
+        print(f"warning: F1 = 0 for {', '.join(metrics['zero_f1_classes'])} (never predicted correctly); "
+              "try train.class_weights: balanced")
+
+
+def _tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", required=True, help="features .npz (or DialogueRNN-style .pkl)")
+    p.add_argument("--out", default="build/tune", help="directory for best.yaml and study.json (default: build/tune)")
+    p.add_argument("--trials", type=int, default=None, help="finished trials the study should hold (default: "
+                   "tune.trials); a re-run resumes and runs only the missing ones")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of this run (default: tune.minutes)")
+    p.add_argument("--study", default=None, help="study name (default: <profile>-<model>-<modalities>)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: optuna.db beside the MLflow "
+                   "SQLite store)")
+    p.add_argument("--write-profile", default=None, metavar="NAME",
+                   help="profile the best values are written to in --params (default: <profile>-tuned)")
+    p.add_argument("--no-profile", action="store_true", help="write only best.yaml / study.json, not params.yaml")
+    p.add_argument("--no-track", action="store_true", help="no MLflow runs")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: hjcag-<dataset>)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: params train.protocol")
+    p.add_argument("--modalities", default=None, help="subset of t,a,v (default: all in the file)")
+    p.add_argument("--model", choices=MODEL_NAMES, default=None)
+    _add_params_options(p)
+    _add_labels_option(p)
+
+
+@command("tune", "Optuna search over tune.space on each fold's validation split (never a test fold); the best "
+         "values become a profile", _tune_args)
 def cmd_tune(args: argparse.Namespace) -> int:
     params = _params(args)
     if args.model or args.protocol:
@@ -127,6 +310,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", required=True)
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None)
+    p.add_argument("--out", required=True)
+    _add_params_options(p)
+    _add_labels_option(p)
+
+
+@command("ablate", "the paper's Table 4 configurations on the same folds", _ablate_args)
 def cmd_ablate(args: argparse.Namespace) -> int:
     params = _params(args)
     if args.protocol:
@@ -136,19 +328,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    print(stages.validate(args.manifest, args.out, _params(args), args.modalities, args.policy,
-                          data_root=args.data_root, docs=args.docs).summary())
-    return 0
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory written by `hjcag train`")
+    p.add_argument("--out", required=True)
 
 
-def cmd_validate_features(args: argparse.Namespace) -> int:
-    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
-    print(stages.validate_features(args.features, args.out, _parse_dims(args.dims) if args.dims else None,
-                                   docs=args.docs, labels=labels).summary())
-    return 0
-
-
+@command("evaluate", "a finished run -> flat metrics.json, folds.csv, predictions.csv, plots", _evaluate_args)
 def cmd_evaluate(args: argparse.Namespace) -> int:
     summary = stages.evaluate(args.run, args.out)
     print(f"evaluation of {args.run}: accuracy {100 * summary['accuracy']:.2f} %, weighted F1 "
@@ -156,11 +341,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True)
+    p.add_argument("--report", default=None, help="write the gate result as JSON here (also when it fails)")
+    _add_params_options(p)
+
+
+@command("gate", "check a run against the accuracy / weighted-F1 gates in params.yaml", _gate_args)
 def cmd_gate(args: argparse.Namespace) -> int:
     print(stages.gate(args.run, _params(args), args.report).summary())
     return 0
 
 
+def _register_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True)
+    p.add_argument("--features", required=True, help="the features .npz the run was trained on (data hash)")
+    p.add_argument("--dvc-lock", default="dvc.lock", help="dvc.lock to take the data hash from, or 'none'")
+    p.add_argument("--name", default=None, help="registered model name (default: hjcag-<dataset>)")
+    p.add_argument("--experiment", default=None)
+    p.add_argument("--record", default=None, help="write the registered version as JSON here")
+    _add_params_options(p)
+
+
+@command("register", "log a run to MLflow, gate it, register it with alias 'candidate'", _register_args)
 def cmd_register(args: argparse.Namespace) -> int:
     lock = None if args.dvc_lock == "none" else args.dvc_lock
     version = stages.register(args.run, args.features, _params(args), lock, args.experiment, args.name, args.record)
@@ -170,6 +373,14 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["promote", "rollback", "show"])
+    p.add_argument("--name", default=None, help="registered model (default: hjcag-<dataset of the profile>)")
+    p.add_argument("--version", default=None, help="promote this version (default: the 'candidate')")
+    _add_params_options(p)
+
+
+@command("registry", "move the 'champion' alias: promote | rollback | show", _registry_args)
 def cmd_registry(args: argparse.Namespace) -> int:
     from hjcag.registry import aliases
 
@@ -183,6 +394,20 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _package_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory written by `hjcag train`")
+    src.add_argument("--model-uri", help="e.g. models:/hjcag-meld@champion")
+    src.add_argument("--record", help="the version a `hjcag register --record FILE` registered (dvc.yaml uses this)")
+    p.add_argument("--out", default="model-store", help="model store directory (default: model-store)")
+    p.add_argument("--version", default=None, help="default: the registered version (<version>-fold_K for another "
+                   "fold than its default), else run-<fingerprint>-fold_K")
+    p.add_argument("--fold", type=int, default=None, help="fold whose weights to serve (default: the run's best)")
+    p.add_argument("--features-meta", default=None, help="features .meta.json the model was trained on")
+    _add_params_options(p)
+
+
+@command("package", "build the TorchServe model archive (.mar) from a run or a registry URI", _package_args)
 def cmd_package(args: argparse.Namespace) -> int:
     source, tracking = args.model_uri or args.run, None
     if args.record:
@@ -194,206 +419,26 @@ def cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_local_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-store", default="model-store")
+    p.add_argument("--port", type=int, default=8080)
+
+
+@command("serve-local", "run TorchServe on 127.0.0.1 with a model store, until Ctrl-C", _serve_local_args)
 def cmd_serve_local(args: argparse.Namespace) -> int:
     from hjcag.serve.local import serve_local
 
     return serve_local(args.model_store, args.port)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from hjcag.demo import run_demo
-
-    return run_demo(Path(args.out), params_path=args.params, profile=args.profile or "demo", size=args.size)
-
-
-def _parse_dims(spec: str) -> dict[str, int]:
-    """'t=1024,a=1582,v=2048' -> {'t': 1024, 'a': 1582, 'v': 2048}."""
-    out: dict[str, int] = {}
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        key, sep, value = part.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise ConfigError(f"--dims: '{part}' is not MODALITY=WIDTH. Example: --dims t=1024,a=1582,v=2048.")
-        out[key.strip()] = int(value)
-    return out
-
-
-def _print_summary(metrics: dict, out: Path) -> None:
-    figures = ", ".join(f"{name} {100 * metrics[key]['mean']:.2f} ± {100 * metrics[key]['std']:.2f} %" for key, name in
-                        (("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("macro_f1", "macro F1")))
-    units = len(metrics["folds"])
-    print(f"{figures} over {units} fold(s){' x seeds' if units > metrics['n_folds'] else ''}; "
-          f"metrics: {out / artifacts.METRICS_FILE}, report: {out / artifacts.REPORT_FILE}")
-    if metrics.get("zero_f1_classes"):
-        print(f"warning: F1 = 0 for {', '.join(metrics['zero_f1_classes'])} (never predicted correctly); "
-              "try train.class_weights: balanced")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hjcag", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("demo", help="quick look without DVC: HJCAG, Table 4 ablations and baselines on stand-in "
-                       "features of generated data (the full pipeline: `dvc repro`)")
-    p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--size", choices=DEMO_SIZES, default="tiny")
-    _add_params_options(p)
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("demo-data", help="write the synthetic MELD-layout demo dataset")
-    p.add_argument("--out", required=True)
-    p.add_argument("--size", choices=DEMO_SIZES, default="tiny")
-    p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--context-cue", type=float, default=0.0, metavar="P",
-                   help="share of 'echo' turns whose emotion only the previous turn shows (default 0: none)")
-    p.set_defaults(func=cmd_demo_data)
-
-    p = sub.add_parser("standin-features", help="simple stand-in features from a MELD-layout dataset")
-    p.add_argument("--data", required=True, help="dataset directory in MELD layout")
-    p.add_argument("--out", required=True, help="features .npz to write")
-    p.add_argument("--modalities", default="t,a,v")
-    p.add_argument("--keep", default=None, help="a validated manifest: only the utterances it kept")
-    _add_params_options(p)
-    p.set_defaults(func=cmd_standin_features)
-
-    p = sub.add_parser("prepare", help="a dataset as downloaded -> normalised manifest.parquet + report")
-    p.add_argument("--dataset", choices=DATA_KINDS, required=True)
-    p.add_argument("--source", required=True, help="dataset root (or the manifest CSV/JSONL file)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not required")
-    p.add_argument("--policy", choices=VALIDATION_POLICIES, default=None, help="rows sharing an utterance_id: "
-                   "fail (stop, naming them) or quarantine (leave every copy out); default: params validation.policy")
-    _add_params_options(p)
-    _add_labels_option(p)
-    p.set_defaults(func=cmd_prepare)
-
-    p = sub.add_parser("features", help="RoBERTa / openSMILE / ResNet-50 features of a manifest -> .npz")
-    p.add_argument("--manifest", required=True, help="manifest.parquet (or CSV) from `hjcag prepare`")
-    p.add_argument("--out", required=True, help="features .npz to write")
-    p.add_argument("--modalities", default="t,a,v")
-    p.add_argument("--cache", default=None, help="feature cache directory, or 'none' (default: params)")
-    _add_data_root_option(p)
-    _add_params_options(p)
-    p.set_defaults(func=cmd_features)
-
-    p = sub.add_parser("finetune-text", help="fine-tune the text encoder on the manifest's labels (paper 4.2)")
-    p.add_argument("--manifest", required=True, help="manifest.parquet with a split column (train rows train, "
-                   "dev rows select; test rows are never read)")
-    p.add_argument("--out", required=True, help="directory for the fine-tuned model (a Hugging Face model dir)")
-    _add_params_options(p)
-    _add_labels_option(p)
-    p.set_defaults(func=cmd_finetune_text)
-
-    p = sub.add_parser("validate", help="Great Expectations checks of a manifest and its media (before any compute)")
-    p.add_argument("--manifest", required=True, help="manifest.parquet from `hjcag prepare` (or a CSV/JSONL with all "
-                   "its columns; a raw one goes through `hjcag prepare --dataset manifest` first)")
-    p.add_argument("--out", required=True, help="directory for validation.json, manifest.valid.parquet (and "
-                   "quarantine.parquet)")
-    p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not checked")
-    p.add_argument("--policy", choices=VALIDATION_POLICIES, default=None, help="default: params validation.policy")
-    _add_docs_option(p)
-    _add_data_root_option(p)
-    _add_params_options(p)
-    _add_labels_option(p)
-    p.set_defaults(func=cmd_validate)
-
-    p = sub.add_parser("validate-features", help="Great Expectations checks of an extracted features .npz")
-    p.add_argument("--features", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--dims", default=None, help="expected widths, e.g. t=1024,a=1582,v=2048 (default: .meta.json)")
-    p.add_argument("--labels", default=None, help="the classes training will select, e.g. negative,positive (as "
-                   "`hjcag train --labels`); the file must hold at least two of them (default: all of its labels)")
-    _add_docs_option(p)
-    p.set_defaults(func=cmd_validate_features)
-
-    p = sub.add_parser("train", help="five-fold (or holdout) training and evaluation on a features file")
-    p.add_argument("--features", required=True, help="features .npz (or DialogueRNN-style .pkl)")
-    p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: params train.protocol")
-    p.add_argument("--modalities", default=None, help="subset of t,a,v (default: all in the file)")
-    p.add_argument("--model", choices=MODEL_NAMES, default=None)
-    p.add_argument("--out", required=True, help="run directory (re-running resumes it)")
-    p.add_argument("--folds", default=None, help="train only these fold indices, e.g. 0,1 (parallel workers)")
-    p.add_argument("--track", action="store_true", help="log to MLflow (MLFLOW_TRACKING_URI, default sqlite)")
-    p.add_argument("--experiment", default=None, help="MLflow experiment (default: hjcag-<dataset>)")
-    _add_params_options(p)
-    _add_labels_option(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("tune", help="Optuna search over tune.space on each fold's validation split (never a test "
-                       "fold); the best values become a profile")
-    p.add_argument("--features", required=True, help="features .npz (or DialogueRNN-style .pkl)")
-    p.add_argument("--out", default="build/tune", help="directory for best.yaml and study.json (default: build/tune)")
-    p.add_argument("--trials", type=int, default=None, help="finished trials the study should hold (default: "
-                   "tune.trials); a re-run resumes and runs only the missing ones")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of this run (default: tune.minutes)")
-    p.add_argument("--study", default=None, help="study name (default: <profile>-<model>-<modalities>)")
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default: optuna.db beside the MLflow "
-                   "SQLite store)")
-    p.add_argument("--write-profile", default=None, metavar="NAME",
-                   help="profile the best values are written to in --params (default: <profile>-tuned)")
-    p.add_argument("--no-profile", action="store_true", help="write only best.yaml / study.json, not params.yaml")
-    p.add_argument("--no-track", action="store_true", help="no MLflow runs")
-    p.add_argument("--experiment", default=None, help="MLflow experiment (default: hjcag-<dataset>)")
-    p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: params train.protocol")
-    p.add_argument("--modalities", default=None, help="subset of t,a,v (default: all in the file)")
-    p.add_argument("--model", choices=MODEL_NAMES, default=None)
-    _add_params_options(p)
-    _add_labels_option(p)
-    p.set_defaults(func=cmd_tune)
-
-    p = sub.add_parser("ablate", help="the paper's Table 4 configurations on the same folds")
-    p.add_argument("--features", required=True)
-    p.add_argument("--protocol", choices=PROTOCOLS, default=None)
-    p.add_argument("--out", required=True)
-    _add_params_options(p)
-    _add_labels_option(p)
-    p.set_defaults(func=cmd_ablate)
-
-    p = sub.add_parser("evaluate", help="a finished run -> flat metrics.json, folds.csv, predictions.csv, plots")
-    p.add_argument("--run", required=True, help="run directory written by `hjcag train`")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("gate", help="check a run against the accuracy / weighted-F1 gates in params.yaml")
-    p.add_argument("--run", required=True)
-    p.add_argument("--report", default=None, help="write the gate result as JSON here (also when it fails)")
-    _add_params_options(p)
-    p.set_defaults(func=cmd_gate)
-
-    p = sub.add_parser("register", help="log a run to MLflow, gate it, register it with alias 'candidate'")
-    p.add_argument("--run", required=True)
-    p.add_argument("--features", required=True, help="the features .npz the run was trained on (data hash)")
-    p.add_argument("--dvc-lock", default="dvc.lock", help="dvc.lock to take the data hash from, or 'none'")
-    p.add_argument("--name", default=None, help="registered model name (default: hjcag-<dataset>)")
-    p.add_argument("--experiment", default=None)
-    p.add_argument("--record", default=None, help="write the registered version as JSON here")
-    _add_params_options(p)
-    p.set_defaults(func=cmd_register)
-
-    p = sub.add_parser("registry", help="move the 'champion' alias: promote | rollback | show")
-    p.add_argument("action", choices=["promote", "rollback", "show"])
-    p.add_argument("--name", default=None, help="registered model (default: hjcag-<dataset of the profile>)")
-    p.add_argument("--version", default=None, help="promote this version (default: the 'candidate')")
-    _add_params_options(p)
-    p.set_defaults(func=cmd_registry)
-
-    p = sub.add_parser("package", help="build the TorchServe model archive (.mar) from a run or a registry URI")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run directory written by `hjcag train`")
-    src.add_argument("--model-uri", help="e.g. models:/hjcag-meld@champion")
-    src.add_argument("--record", help="the version a `hjcag register --record FILE` registered (dvc.yaml uses this)")
-    p.add_argument("--out", default="model-store", help="model store directory (default: model-store)")
-    p.add_argument("--version", default=None, help="default: the registered version (<version>-fold_K for another "
-                   "fold than its default), else run-<fingerprint>-fold_K")
-    p.add_argument("--fold", type=int, default=None, help="fold whose weights to serve (default: the run's best)")
-    p.add_argument("--features-meta", default=None, help="features .meta.json the model was trained on")
-    _add_params_options(p)
-    p.set_defaults(func=cmd_package)
-
-    p = sub.add_parser("serve-local", help="run TorchServe on 127.0.0.1 with a model store, until Ctrl-C")
-    p.add_argument("--model-store", default="model-store")
-    p.add_argument("--port", type=int, default=8080)
-    p.set_defaults(func=cmd_serve_local)
+    for cmd in COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(func=cmd.run)
     return parser
 
 

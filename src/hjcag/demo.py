@@ -11,9 +11,8 @@ from pathlib import Path
 
 from hjcag import stages
 from hjcag.artifacts import FEATURES_FILE, METRICS_FILE, read_json
+from hjcag.model_catalog import BASELINES
 from hjcag.params import load_params
-
-BASELINES = ("concat", "late", "mult")
 
 
 def _step(title: str) -> float:

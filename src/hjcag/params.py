@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import yaml
 
 from hjcag.errors import ConfigError
+from hjcag.model_catalog import MODEL_NAMES  # model.name (declared in the model catalogue)
 from hjcag.schema import (
     Parsed,
     Problem,
@@ -40,7 +41,6 @@ VALIDATION_POLICIES = ("fail", "quarantine")
 TUNE_METRICS = {"val_weighted_f1": "maximize", "val_loss": "minimize"}  # tune.metric -> its direction
 TUNE_PRUNERS = ("median", "none")
 TUNABLE_SECTIONS = ("model", "train")  # what a tune.space key may point into (Params.with_overrides takes them)
-MODEL_NAMES = ("hjcag", "concat", "late", "mult")  # model.name (hjcag.model.factory builds them)
 ACTIVATIONS = ("relu", "gelu", "tanh")  # model.activation
 PROTOCOLS = ("cv5", "holdout")  # train.protocol
 DEVICES = ("auto", "cpu", "cuda")  # train.device, features.device (or cuda:N)

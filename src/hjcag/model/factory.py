@@ -1,4 +1,5 @@
-"""The model factory: every fusion model of the harness by name (docs/model.md).
+"""The model factory: every fusion model of the harness by name (docs/model.md), as :mod:`hjcag.model_catalog`
+declares them.
 
 It lives apart from :mod:`hjcag.model.common` so that the shared pieces (common) are imported by the models
 (hjcag, baselines) and the factory imports the models: no import cycle.
@@ -6,17 +7,24 @@ It lives apart from :mod:`hjcag.model.common` so that the shared pieces (common)
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 
 from torch import nn
 
 from hjcag.errors import ConfigError
-from hjcag.model.baselines import ConcatFusion, LateFusion, MulT
 from hjcag.model.context import ConversationContext, check_context
-from hjcag.model.hjcag import HJCAG
-from hjcag.params import MODALITIES, MODEL_NAMES, ModelConfig
+from hjcag.model_catalog import MODEL_NAMES, model_entry
+from hjcag.params import MODALITIES, ModelConfig
 
-_BUILDERS: dict[str, type[nn.Module]] = {"hjcag": HJCAG, "concat": ConcatFusion, "late": LateFusion, "mult": MulT}
+__all__ = ["MODEL_NAMES", "build_model", "model_class"]
+
+
+def model_class(name: str) -> type[nn.Module]:
+    """The class that builds model `name` (its catalogue entry's "module:Class"); an unknown name is a ConfigError."""
+    module, _, cls = model_entry(name).builder.partition(":")
+    built: type[nn.Module] = getattr(importlib.import_module(module), cls)
+    return built
 
 
 def build_model(name: str, input_dims: Mapping[str, int], num_classes: int, config: ModelConfig) -> nn.Module:
@@ -28,8 +36,7 @@ def build_model(name: str, input_dims: Mapping[str, int], num_classes: int, conf
     modalities = tuple(m for m in MODALITIES if m in input_dims)
     if not modalities:
         raise ConfigError("a model needs at least one modality")
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown model '{name}'. Choose one of {list(MODEL_NAMES)}.")
+    builder = model_class(name)
     check_context(config.context, config.context_window, config.context_direction)
-    base = _BUILDERS[name](input_dims, num_classes, config)
+    base = builder(input_dims, num_classes, config)
     return base if config.context == "none" else ConversationContext(base, num_classes, config)

@@ -16,6 +16,7 @@ from typing import Any
 from hjcag.artifacts import write_json
 from hjcag.data.features_file import FeatureSet
 from hjcag.model.table4 import CONTEXT_ROWS, TABLE4, Table4Row
+from hjcag.model_catalog import PAPER_MODEL
 from hjcag.params import MODALITY_NAMES, Params
 from hjcag.train.run import train_and_evaluate
 
@@ -48,13 +49,13 @@ def _skip_reason(row: Table4Row, fs: FeatureSet, model_name: str) -> str | None:
         return f"the features have no {', '.join(missing)} modality"
     if "context" in row.model_overrides:
         return None if fs.order is not None else "the features carry no utterance order (key 'order')"
-    if row.model_overrides and model_name != "hjcag":
+    if row.model_overrides and model_name != PAPER_MODEL:
         return f"component switches apply to the HJCAG model only (model is '{model_name}')"
     return None
 
 
 def _label(row: Table4Row, model_name: str) -> str:
-    return row.label.replace("HJCAG", model_name) if model_name != "hjcag" else row.label
+    return row.label.replace("HJCAG", model_name) if model_name != PAPER_MODEL else row.label
 
 
 def _pct(stat: dict[str, Any]) -> str:
@@ -111,7 +112,7 @@ def run_ablation(
     fs: FeatureSet,
     params: Params,
     out_dir: Path,
-    model_name: str = "hjcag",
+    model_name: str = PAPER_MODEL,
     quiet: bool = False,
     on_epoch: AblationEpochCallback | None = None,
 ) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from hjcag.artifacts import (
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.model.factory import MODEL_NAMES
+from hjcag.model_catalog import check_model_name
 from hjcag.params import Params, parse_modalities
 from hjcag.train.fit import base_checkpoint, fit_model, stage_summary
 from hjcag.train.folds import Fold, make_folds
@@ -246,8 +246,7 @@ def _per_unit(on_epoch: EpochCallback, unit: str) -> EpochCallback:
 def select_run(fs: FeatureSet, params: Params, modalities: Sequence[str],
                model_name: str) -> tuple[FeatureSet, Params, tuple[str, ...]]:
     """The features (only `modalities`), params and modalities a run of `model_name` trains with."""
-    if model_name not in MODEL_NAMES:
-        raise ConfigError(f"unknown model '{model_name}'. Choose one of {list(MODEL_NAMES)}.")
+    check_model_name(model_name)  # before params.with_overrides, whose message would name the params rule
     modalities = parse_modalities(tuple(modalities))
     return fs.select(modalities), params.with_overrides(model={"name": model_name}), modalities
 
