@@ -92,3 +92,11 @@ def test_only_the_stage_layer_orchestrates() -> None:
                    "hjcag.train.evaluate", "hjcag.registry.gate", "hjcag.registry.register", "hjcag.serve.package")
     direct = sorted(f"{c} -> {d}" for c in callers for d in graph[c] if d.startswith(stage_homes))
     assert direct == [], "bypasses hjcag.stages:\n" + "\n".join(direct)
+
+
+def test_in_serving_only_raw_media_reaches_the_feature_extractors() -> None:
+    """The predictor reads as its steps (parse, extract, collate, windows, forward, answer); the extractors, media
+    files and media probes behind "extract" are hjcag.serve.raw_media's alone."""
+    reach = sorted(f"{m} -> {d}" for m, deps in imports().items() if m.startswith("hjcag.serve.")
+                   and m != "hjcag.serve.raw_media" for d in deps if d.startswith("hjcag.features"))
+    assert reach == [], "serving modules beside hjcag.serve.raw_media that import hjcag.features:\n" + "\n".join(reach)
