@@ -107,3 +107,11 @@ def test_the_model_catalogue_names_builders_in_the_model_package() -> None:
         classes = {n.name for n in ast.parse(modules[module].read_text(encoding="utf-8")).body
                    if isinstance(n, ast.ClassDef)}
         assert cls in classes, f"{entry.name}: {module} defines no class {cls!r}"
+
+
+def test_in_serving_only_raw_media_reaches_the_feature_extractors() -> None:
+    """The predictor reads as its steps (parse, extract, collate, windows, forward, answer); the extractors, media
+    files and media probes behind "extract" are hjcag.serve.raw_media's alone."""
+    reach = sorted(f"{m} -> {d}" for m, deps in imports().items() if m.startswith("hjcag.serve.")
+                   and m != "hjcag.serve.raw_media" for d in deps if d.startswith("hjcag.features"))
+    assert reach == [], "serving modules beside hjcag.serve.raw_media that import hjcag.features:\n" + "\n".join(reach)

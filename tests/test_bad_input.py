@@ -13,38 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 
 from hjcag.cli import main
+from params_fixtures import features_file
 
 REPO = Path(__file__).resolve().parents[1]
-LABELS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
-
-
-@pytest.fixture()
-def params(tmp_path: Path) -> Path:
-    """params.yaml with the demo profile shrunk to seconds: 2 folds, 2 epochs, width 8."""
-    doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    doc["profiles"]["demo"]["model"] = {"seq_len": 3, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8,
-                                        "classifier_hidden": 8}
-    doc["profiles"]["demo"]["train"] = {"folds": 2, "epochs": 2, "batch_size": 16, "lr": 1e-3, "patience": 2,
-                                        "device": "cpu"}
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-@pytest.fixture()
-def features(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    n = 70
-    path = tmp_path / "features.npz"
-    np.savez(path, utterance_id=np.array([f"u{i}" for i in range(n)]),
-             label=np.array([LABELS[i % len(LABELS)] for i in range(n)]),
-             group=np.array([f"d{i // 5}" for i in range(n)]), text=rng.normal(size=(n, 3, 6)).astype(np.float32))
-    return path
 
 
 @pytest.fixture()
@@ -314,12 +289,7 @@ def test_track_with_folds_trains_only_those_folds_and_the_run_bringing_the_last_
 @pytest.fixture()
 def one_class(tmp_path: Path) -> Path:
     """Features whose every row has the same label."""
-    rng = np.random.default_rng(0)
-    n = 40
-    path = tmp_path / "one_class.npz"
-    np.savez(path, utterance_id=np.array([f"u{i}" for i in range(n)]), label=np.array(["joy"] * n),
-             group=np.array([f"d{i // 4}" for i in range(n)]), text=rng.normal(size=(n, 3, 6)).astype(np.float32))
-    return path
+    return features_file(tmp_path / "one_class.npz", ["joy"], 40, 4)
 
 
 @pytest.mark.parametrize("command", ["train", "tune", "ablate"])

@@ -7,40 +7,16 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 import hjcag.cli
 import hjcag.params
 from hjcag.cli import COMMANDS, build_parser, main
+from params_fixtures import features_file
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
-
-
-@pytest.fixture()
-def params(tmp_path: Path) -> Path:
-    """params.yaml with the demo profile shrunk to seconds: 2 folds, 2 epochs, width 8."""
-    doc = yaml.safe_load((REPO / "params.yaml").read_text())
-    demo = doc["profiles"]["demo"]
-    demo["model"] = {"seq_len": 3, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8}
-    demo["train"] = {"folds": 2, "epochs": 2, "batch_size": 16, "lr": 1e-3, "patience": 2, "device": "cpu"}
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-@pytest.fixture()
-def features(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    n = 70
-    path = tmp_path / "features.npz"
-    np.savez(path, utterance_id=np.array([f"u{i}" for i in range(n)]),
-             label=np.array([LABELS[i % len(LABELS)] for i in range(n)]),
-             group=np.array([f"d{i // 5}" for i in range(n)]),
-             text=rng.normal(size=(n, 3, 6)).astype(np.float32), audio=rng.normal(size=(n, 5)).astype(np.float32))
-    return path
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -141,13 +117,7 @@ def test_finetune_text_writes_a_model_that_features_can_use(
 @pytest.fixture()
 def own_labels(tmp_path: Path) -> Path:
     """A features file of a user's own three-class data (labels no params.yaml profile names)."""
-    rng = np.random.default_rng(1)
-    n = 60
-    path = tmp_path / "own.npz"
-    np.savez(path, utterance_id=np.array([f"u{i}" for i in range(n)]),
-             label=np.array([("positive", "negative", "mixed")[i % 3] for i in range(n)]),
-             group=np.array([f"d{i // 4}" for i in range(n)]), text=rng.normal(size=(n, 3, 6)).astype(np.float32))
-    return path
+    return features_file(tmp_path / "own.npz", ("positive", "negative", "mixed"), 60, 4, seed=1)
 
 
 def test_a_profile_without_labels_takes_them_from_the_data(capsys: pytest.CaptureFixture[str],

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,33 +79,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     with torch_threads(1):
         metrics = train_and_evaluate(fs, params, ("t", "a", "v"), "hjcag", root / "run", quiet=True)
     return Trained(root / "run", save_features(root / "features.npz", fs), fs, params, metrics)
-
-
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("template") / "mlruns.db"
-    with tracking.quiet_mlflow():
-        MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
-    return db
-
-
-def _point_mlflow_at(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-
-
-@pytest.fixture
-def store(tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
-    """A private SQLite tracking + registry store; the working directory is tmp_path (not a git repository)."""
-    db = tmp_path / "mlruns.db"
-    shutil.copy(migrated_db, db)
-    uri = f"sqlite:///{db}"
-    monkeypatch.chdir(tmp_path)
-    _point_mlflow_at(uri, monkeypatch)
-    yield MlflowClient(tracking_uri=uri, registry_uri=uri)
-    mlflow.set_tracking_uri(None)  # forget this store in MLflow's global state; monkeypatch restores the env
-    mlflow.set_registry_uri(None)
 
 
 def _git_repo(path: Path) -> str:
@@ -190,10 +163,10 @@ def test_data_hash_is_the_files_md5_and_agrees_with_dvc_lock(tmp_path: Path) -> 
 # ---------------------------------------------------------------- tracking
 
 
-def test_a_finished_run_logs_as_a_parent_with_nested_fold_runs(trained: Trained, store: MlflowClient) -> None:
+def test_a_finished_run_logs_as_a_parent_with_nested_fold_runs(trained: Trained, mlflow_client: MlflowClient) -> None:
     parent = tracking.log_training_run(trained.run_dir, trained.params)
-    run = store.get_run(parent)
-    assert store.get_experiment(run.info.experiment_id).name == "hjcag-demo"
+    run = mlflow_client.get_run(parent)
+    assert mlflow_client.get_experiment(run.info.experiment_id).name == "hjcag-demo"
     assert run.info.status == "FINISHED"
     p = run.data.params
     assert p["model.widths.t"] == "8" and p["train.epochs"] == str(EPOCHS) and p["gates.min_accuracy"] == "0.0"
@@ -202,36 +175,38 @@ def test_a_finished_run_logs_as_a_parent_with_nested_fold_runs(trained: Trained,
     assert m["accuracy_mean"] == pytest.approx(trained.metrics["accuracy"]["mean"])
     assert m["weighted_f1_std"] == pytest.approx(trained.metrics["weighted_f1"]["std"])
     assert {"f1_joy_mean", "macro_f1_mean"} <= set(m)
-    assert {"confusion_matrix.png", "folds.png", "learning_curves.png"} <= _artifacts(store, parent, "plots")
-    assert {"metrics.json", "report.md", "model_config.json", "params.json"} <= _artifacts(store, parent, "report")
+    assert {"confusion_matrix.png", "folds.png", "learning_curves.png"} <= _artifacts(mlflow_client, parent, "plots")
+    assert {"metrics.json", "report.md", "model_config.json", "params.json"} <= _artifacts(mlflow_client, parent,
+                                                                                            "report")
     # Artifacts live next to the database, not in the working directory's ./mlruns.
     assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(Path.cwd() / "mlartifacts")
 
-    folds = sorted(_children(store, parent), key=lambda r: int(r.data.tags["hjcag.fold"]))
+    folds = sorted(_children(mlflow_client, parent), key=lambda r: int(r.data.tags["hjcag.fold"]))
     assert [r.data.tags["hjcag.fold"] for r in folds] == ["0", "1"]
     for fold_run, result in zip(folds, trained.metrics["folds"], strict=True):
         history = json.loads((trained.run_dir / f"fold_{result['fold']}" / "history.json").read_text())
-        val_loss = store.get_metric_history(fold_run.info.run_id, "val_loss")
+        val_loss = mlflow_client.get_metric_history(fold_run.info.run_id, "val_loss")
         assert [x.step for x in val_loss] == [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))
         assert [x.value for x in val_loss] == pytest.approx([row["val_loss"] for row in history])
         assert fold_run.data.metrics["test_accuracy"] == pytest.approx(result["accuracy"])
-        assert {"history.json", "predictions.csv", "result.json"} <= _artifacts(store, fold_run.info.run_id, "fold")
+        assert {"history.json", "predictions.csv", "result.json"} <= _artifacts(mlflow_client, fold_run.info.run_id,
+                                                                                "fold")
 
     # Logging "if not yet logged" reuses the run instead of creating a second one.
     assert tracking.ensure_logged(trained.run_dir, trained.params) == parent
-    assert len(store.search_runs([run.info.experiment_id], filter_string="tags.`hjcag.kind` = 'parent'")) == 1
+    assert len(mlflow_client.search_runs([run.info.experiment_id], filter_string="tags.`hjcag.kind` = 'parent'")) == 1
 
 
-def test_training_with_tracking_streams_each_epoch_once(tmp_path: Path, store: MlflowClient) -> None:
+def test_training_with_tracking_streams_each_epoch_once(tmp_path: Path, mlflow_client: MlflowClient) -> None:
     params = tiny_params()
     with torch_threads(1):
         metrics, parent = tracking.train_with_tracking(tiny_features(seed=1), params, ("t", "a", "v"), "hjcag",
                                                        tmp_path / "run", experiment="live", quiet=True)
-    folds = _children(store, parent)
-    assert len(folds) == 2 and store.get_run(parent).data.metrics["accuracy_mean"] == pytest.approx(
+    folds = _children(mlflow_client, parent)
+    assert len(folds) == 2 and mlflow_client.get_run(parent).data.metrics["accuracy_mean"] == pytest.approx(
         metrics["accuracy"]["mean"])
     for fold_run in folds:
-        history = store.get_metric_history(fold_run.info.run_id, "train_loss")
+        history = mlflow_client.get_metric_history(fold_run.info.run_id, "train_loss")
         assert [x.step for x in history] == list(range(1, EPOCHS + 1))  # logged once, not again at the end
         written = (tmp_path / "run" / f"fold_{fold_run.data.tags['hjcag.fold']}" / "history.json").stat().st_mtime
         assert max(x.timestamp for x in history) <= written * 1000  # streamed while training, before the fold ended
@@ -241,7 +216,7 @@ def test_training_with_tracking_streams_each_epoch_once(tmp_path: Path, store: M
 # ---------------------------------------------------------------- gates and registration
 
 
-def test_a_gate_failure_registers_nothing_and_says_by_how_much(trained: Trained, store: MlflowClient) -> None:
+def test_a_gate_failure_registers_nothing_and_says_by_how_much(trained: Trained, mlflow_client: MlflowClient) -> None:
     strict = tiny_params(min_accuracy=0.99, min_weighted_f1=0.0)
     with pytest.raises(gate.GateFailed) as failed:
         register.log_and_register(trained.run_dir, strict, trained.features)
@@ -249,24 +224,25 @@ def test_a_gate_failure_registers_nothing_and_says_by_how_much(trained: Trained,
     assert f"min_accuracy: accuracy {acc:.4f} < 0.9900 (short by {0.99 - acc:.4f}" in str(failed.value)
     assert "nothing was registered" in str(failed.value)
     assert [c.metric for c in failed.value.result.failures] == ["accuracy"]
-    assert store.search_registered_models() == []
+    assert mlflow_client.search_registered_models() == []
     parent = tracking.find_logged_run(trained.run_dir, strict)
-    assert parent is not None and store.get_run(parent).data.tags["hjcag.gate"] == "failed"
+    assert parent is not None and mlflow_client.get_run(parent).data.tags["hjcag.gate"] == "failed"
 
 
-def test_params_other_than_the_runs_are_refused(trained: Trained, store: MlflowClient) -> None:
+def test_params_other_than_the_runs_are_refused(trained: Trained, mlflow_client: MlflowClient) -> None:
     other = trained.params.with_overrides(train={"epochs": EPOCHS + 1})
     with pytest.raises(ConfigError, match=r"train\.epochs: run 2 vs params 3"):
         register.log_and_register(trained.run_dir, other, trained.features)
-    assert store.search_registered_models() == []
+    assert mlflow_client.search_registered_models() == []
 
 
-def test_register_tags_signature_alias_and_loads_back(trained: Trained, store: MlflowClient, tmp_path: Path) -> None:
+def test_register_tags_signature_alias_and_loads_back(trained: Trained, mlflow_client: MlflowClient,
+                                                      tmp_path: Path) -> None:
     commit = _git_repo(tmp_path)
     mv = register.log_and_register(trained.run_dir, trained.params, trained.features)
     assert (mv.name, mv.version, mv.aliases, mv.reused) == ("hjcag-demo", "1", ("candidate",), False)
-    assert str(store.get_model_version_by_alias("hjcag-demo", "candidate").version) == "1"
-    tags = store.get_model_version("hjcag-demo", "1").tags
+    assert str(mlflow_client.get_model_version_by_alias("hjcag-demo", "candidate").version) == "1"
+    tags = mlflow_client.get_model_version("hjcag-demo", "1").tags
     assert tags["git_commit"] == commit
     assert tags["dvc_data_hash"] == hashlib.md5(trained.features.read_bytes()).hexdigest()
     trained_with = {k: v for k, v in tracking.params_document(trained.params).items() if k != "gates"}
@@ -302,10 +278,10 @@ def test_register_tags_signature_alias_and_loads_back(trained: Trained, store: M
 
     again = register.log_and_register(trained.run_dir, trained.params, trained.features)
     assert (again.version, again.reused) == ("1", True)
-    assert len(store.search_model_versions("name = 'hjcag-demo'")) == 1
+    assert len(mlflow_client.search_model_versions("name = 'hjcag-demo'")) == 1
 
 
-def test_promote_and_rollback_move_the_champion(trained: Trained, store: MlflowClient) -> None:
+def test_promote_and_rollback_move_the_champion(trained: Trained, mlflow_client: MlflowClient) -> None:
     name = "hjcag-demo"
     with pytest.raises(HjcagError, match="no registered model"):
         aliases.promote(name)
@@ -316,18 +292,18 @@ def test_promote_and_rollback_move_the_champion(trained: Trained, store: MlflowC
         aliases.rollback(name)
     v2 = register.register_run(trained.run_dir, trained.params, "data-b", parent_run_id=parent)
     assert (v1.version, v2.version) == ("1", "2")
-    assert _aliases(store, name) == {"candidate": "2", "champion": "1"}
+    assert _aliases(mlflow_client, name) == {"candidate": "2", "champion": "1"}
     with pytest.raises(HjcagError, match="already the 'champion'"):
         aliases.promote(name, version=1)
     with pytest.raises(HjcagError, match="no version 9"):
         aliases.promote(name, version=9)
 
     assert aliases.promote(name).previous == "1"
-    assert str(store.get_model_version_by_alias(name, "champion").version) == "2"
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == "2"
     moved = aliases.rollback(name)
     assert (moved.version, moved.previous) == ("1", "2")
-    assert str(store.get_model_version_by_alias(name, "champion").version) == "1"
-    assert store.get_model_version(name, "2").tags["hjcag.rolled_back"] == "true"
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert mlflow_client.get_model_version(name, "2").tags["hjcag.rolled_back"] == "true"
     with pytest.raises(HjcagError, match="nothing to roll back to"):
         aliases.rollback(name)
 
@@ -347,9 +323,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+def mlflow_server(tmp_path: Path, migrated_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch,
+                  point_mlflow_at: Callable[[str], None]) -> Iterator[tuple[str, Path]]:
     db, artifacts, port = tmp_path / "server.db", tmp_path / "server-artifacts", _free_port()
-    shutil.copy(migrated_db, db)
+    shutil.copy(migrated_mlflow_db, db)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     log_file = (tmp_path / "server.log").open("w")
@@ -371,7 +348,7 @@ def mlflow_server(tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyP
                 pytest.fail(f"mlflow server did not come up:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
             time.sleep(0.2)
         monkeypatch.chdir(tmp_path)
-        _point_mlflow_at(url, monkeypatch)
+        point_mlflow_at(url)
         yield url, artifacts
     finally:
         mlflow.set_tracking_uri(None)

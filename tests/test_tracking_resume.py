@@ -4,15 +4,12 @@ SIGKILLed mid-fold, run again on the same directory, against a real SQLite store
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import numpy as np
-import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -45,28 +42,6 @@ def write_features(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty store with MLflow's schema migrations done once (they take seconds)."""
-    db = tmp_path_factory.mktemp("template") / "mlruns.db"
-    with tracking.quiet_mlflow():
-        MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
-    return db
-
-
-@pytest.fixture
-def store(tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
-    shutil.copy(migrated_db, tmp_path / "mlruns.db")
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield MlflowClient(tracking_uri=uri)
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
-
-
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -77,7 +52,7 @@ def _parents(client: MlflowClient) -> list[mlflow.entities.Run]:
     return list(client.search_runs(experiments, filter_string="tags.`hjcag.kind` = 'parent'"))
 
 
-def test_a_killed_tracked_training_resumes_its_parent_run(tmp_path: Path, store: MlflowClient) -> None:
+def test_a_killed_tracked_training_resumes_its_parent_run(tmp_path: Path, mlflow_client: MlflowClient) -> None:
     params, features, out = write_params(tmp_path / "params.yaml"), write_features(tmp_path / "f.npz"), tmp_path / "run"
     command = [sys.executable, "-m", "hjcag.cli", "train", "--features", str(features), "--out", str(out),
                "--params", str(params), "--track"]
@@ -86,7 +61,7 @@ def test_a_killed_tracked_training_resumes_its_parent_run(tmp_path: Path, store:
     # kill it once the first fold is done and the second one has checkpointed an epoch
     kill_when(proc, (out / "fold_1" / "checkpoint.pt").exists, 180, "the second fold's first checkpoint")
     assert (out / "fold_0" / "result.json").exists() and not (out / "metrics.json").exists()
-    [killed] = _parents(store)
+    [killed] = _parents(mlflow_client)
     assert killed.info.status == "RUNNING"  # what kill -9 leaves behind
 
     resumed = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
@@ -97,21 +72,21 @@ def test_a_killed_tracked_training_resumes_its_parent_run(tmp_path: Path, store:
     assert "\r" not in resumed.stderr
     assert 1 <= sum("hjcag.progress: fold 1:" in line for line in resumed.stderr.splitlines()) <= 11
 
-    [parent] = _parents(store)  # the same run, not a second one beside it
+    [parent] = _parents(mlflow_client)  # the same run, not a second one beside it
     assert parent.info.run_id == killed.info.run_id
     assert parent.info.status == "FINISHED" and parent.data.tags["hjcag.complete"] == "true"
     assert "accuracy_mean" in parent.data.metrics
-    folds = store.search_runs([parent.info.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    folds = mlflow_client.search_runs([parent.info.experiment_id],
+                                      filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(f.info.run_name for f in folds) == ["fold_0", "fold_1"]
     for fold in folds:
         assert fold.info.status == "FINISHED"
-        steps = [m.step for m in store.get_metric_history(fold.info.run_id, "train_loss")]
+        steps = [m.step for m in mlflow_client.get_metric_history(fold.info.run_id, "train_loss")]
         assert sorted(steps) == list(range(1, EPOCHS + 1))  # every epoch once: none lost, none logged twice
 
 
 def test_a_restarted_directory_fails_the_unfinished_run_of_other_settings(tmp_path: Path,
-                                                                          store: MlflowClient) -> None:
+                                                                          mlflow_client: MlflowClient) -> None:
     """A killed run whose directory is then restarted with other settings cannot resume: it is marked FAILED
     instead of staying RUNNING forever."""
     from hjcag.data.features_file import load_features
@@ -120,12 +95,12 @@ def test_a_restarted_directory_fails_the_unfinished_run_of_other_settings(tmp_pa
     out = tmp_path / "run"
     params = load_params(write_params(tmp_path / "params.yaml", epochs=2), "demo")
     fs = load_features(write_features(tmp_path / "f.npz"), seq_len=3, label_names=tuple(LABELS))
-    experiment = store.create_experiment("hjcag-demo")
-    orphan = store.create_run(experiment, tags={"hjcag.kind": "parent", "hjcag.run_dir": str(out.absolute()),
-                                                "hjcag.fingerprint": "0123456789abcdef"})
-    orphan_fold = store.create_run(experiment, tags={"mlflow.parentRunId": orphan.info.run_id})
+    experiment = mlflow_client.create_experiment("hjcag-demo")
+    orphan = mlflow_client.create_run(experiment, tags={"hjcag.kind": "parent", "hjcag.run_dir": str(out.absolute()),
+                                                        "hjcag.fingerprint": "0123456789abcdef"})
+    orphan_fold = mlflow_client.create_run(experiment, tags={"mlflow.parentRunId": orphan.info.run_id})
     with torch_threads(1):
         _, parent = tracking.train_with_tracking(fs, params, ("t", "a"), "hjcag", out, quiet=True)
-    assert parent != orphan.info.run_id and store.get_run(parent).info.status == "FINISHED"
-    assert store.get_run(orphan.info.run_id).info.status == "FAILED"
-    assert store.get_run(orphan_fold.info.run_id).info.status == "FAILED"
+    assert parent != orphan.info.run_id and mlflow_client.get_run(parent).info.status == "FINISHED"
+    assert mlflow_client.get_run(orphan.info.run_id).info.status == "FAILED"
+    assert mlflow_client.get_run(orphan_fold.info.run_id).info.status == "FAILED"

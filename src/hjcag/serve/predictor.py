@@ -7,8 +7,8 @@ is a shim:
 * :meth:`Predictor.load` reads a *serving bundle* (the contents of the ``.mar``, see :mod:`hjcag.serve.package`)
   or a training run directory;
 * :meth:`Predictor.preprocess` turns request bodies (:mod:`hjcag.serve.request`) into aligned (L, d) arrays and a
-  presence mask, extracting raw text / wav / mp4 with the same extractor configuration as training (the bundle
-  carries it);
+  presence mask, extracting raw text / wav / mp4 (:mod:`hjcag.serve.raw_media`) with the same extractor
+  configuration as training (the bundle carries it), and a context model's windows over the turns sent;
 * :meth:`Predictor.inference` runs one forward pass over every valid request of a batch;
 * :meth:`Predictor.postprocess` returns exactly one response per body, in order: a response dict, or a
   :class:`~hjcag.serve.request.RequestError` (a 4xx status and a message saying what is wrong) for that body alone.
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,25 +39,17 @@ from hjcag.artifacts import (
     unit_model_doc,
     weights_path,
 )
-from hjcag.errors import DataError, HjcagError
+from hjcag.errors import HjcagError
 from hjcag.model.context import SAME_SPEAKER, UNKNOWN_SPEAKER, ContextBatch, alone
 from hjcag.params import MODALITIES, MODALITY_NAMES, MediaConfig
-from hjcag.serve.request import Body, Limits, Request, RequestError, RequestParser, media_error, settle
+from hjcag.serve.raw_media import RawMedia
+from hjcag.serve.request import Body, Limits, Request, RequestError, RequestParser, settle
 from hjcag.serve.state import decode_state, encode_state, model_fingerprint
 
 if TYPE_CHECKING:
-    from hjcag.features.extract import Extractor
     from hjcag.params import FeaturesConfig
 
 log = logging.getLogger(__name__)
-
-
-class _NoSoundTrack(Exception):
-    """A clip's sound track is missing or does not decode: its audio is masked, not an error."""
-
-
-# Extractor description keys that do not change the features (compared between training and serving).
-_NOT_IDENTITY = {"requested_model", "dim", "extracted", "cached", "failed", "seconds"}
 
 
 @dataclass
@@ -100,8 +90,8 @@ def run_version(run_dir: Path, unit: str) -> str:
 class Predictor:
     """A trained fusion model plus the request handling around it.
 
-    Safe to share between threads: extractors are built once under a lock and raw extraction is serialised;
-    parsing, validation and the forward pass run concurrently.
+    Safe to share between threads: parsing, validation and the forward pass run concurrently; raw extraction is
+    serialised (:class:`~hjcag.serve.raw_media.RawMedia`).
     """
 
     def __init__(
@@ -139,22 +129,17 @@ class Predictor:
         self.context_turns = self.context.context_window if self.context.context != "none" else 0
         self.fingerprint = model_fingerprint(self.model) if self.context_turns else ""
         self.media = media or MediaConfig()  # what valid request media is: validation's definition (media_rules)
-        no_context = "it was trained with model.context: none"
-        if self.context_kept is False:
-            no_context = ("its conversation-context layer was dropped in training: it did not beat the context-free "
-                          "model on validation")
-        self.parser = RequestParser(self.modalities, self.input_dims, self.seq_len, self.limits, self._extractor,
-                                    self.context_turns, self._decode_state, no_context)
         if features_config is not None:
             features_config = features_config.replace(
                 seq_len=self.seq_len, device=str(self.device), cache_dir=None, progress=False
             )
-        self.features_config = features_config
-        self.trained_with = {k: dict(v) for k, v in (trained_with or {}).items()}
-        self._extractors: dict[str, Extractor] = {}
-        self._raw_problems: dict[str, str] = {}
-        self._lock = threading.Lock()  # building extractors
-        self._extract_lock = threading.Lock()  # running them: extractors are not assumed to be thread-safe
+        self.raw_media = RawMedia(self.input_dims, features_config, trained_with or {}, self.media)
+        no_context = "it was trained with model.context: none"
+        if self.context_kept is False:
+            no_context = ("its conversation-context layer was dropped in training: it did not beat the context-free "
+                          "model on validation")
+        self.parser = RequestParser(self.modalities, self.input_dims, self.seq_len, self.limits,
+                                    self.raw_media.extractor, self.context_turns, self._decode_state, no_context)
 
     def _decode_state(self, text: object, where: str) -> np.ndarray:
         return decode_state(text, self.fingerprint, int(self.model.fused_width), where)
@@ -219,14 +204,7 @@ class Predictor:
 
         Returns {modality name: "ok" | why raw input of that modality is refused}; problems are logged.
         """
-        status: dict[str, str] = {}
-        for m in self.modalities:
-            try:
-                self._extractor(m)
-                status[MODALITY_NAMES[m]] = "ok"
-            except RequestError as exc:
-                status[MODALITY_NAMES[m]] = exc.message
-        return status
+        return self.raw_media.load_extractors()
 
     # ------------------------------------------------------------------------------------ public entry
 
@@ -245,16 +223,14 @@ class Predictor:
     # ---------------------------------------------------------------------------------- preprocessing
 
     def preprocess(self, bodies: Sequence[Any]) -> Batch:
-        """Parse and validate every body, extract raw inputs (batched per modality), collate to tensors."""
+        """Parse and validate every body, extract raw inputs (batched per modality), collate to tensors; a context
+        model's batch also holds each request's window over its turns."""
         parsed = [settle(self.parser.parse(body)) for body in bodies]
         requests = [r for b in parsed if b.error is None for r in b.requests]
-        staged = [r for r in requests + _turn_requests(requests) if r.raw]
-        if staged:
-            with self._extract_lock, tempfile.TemporaryDirectory(prefix="hjcag-serve-") as tmp:
-                for i, request in enumerate(staged):
-                    self._stage_media(request, Path(tmp) / f"r{i}")
-                self._extract(staged)
-            parsed = [settle(b) for b in parsed]
+        raw = [r for r in requests + _turn_requests(requests) if r.raw]
+        if raw:
+            self.raw_media.extract(raw, self.parser.aligned)
+            parsed = [settle(b) for b in parsed]  # a request (or turn) whose media failed fails its body
         valid = [r for b in parsed if b.error is None for r in b.requests]
         if not self.context_turns:
             inputs, present = self._collate(valid)
@@ -285,134 +261,6 @@ class Predictor:
         if states:
             context.states = torch.from_numpy(np.stack(states))
         return context
-
-    # ----------------------------------------------------------------------------------- extractors
-
-    def _extractor(self, m: str) -> Extractor:
-        """The (lazily built) extractor of modality `m`; RequestError when raw `m` cannot be served."""
-        with self._lock:
-            if m in self._raw_problems:
-                raise RequestError(self._raw_problems[m])
-            if m in self._extractors:
-                return self._extractors[m]
-            problem, extractor = self._build_extractor(m)
-            if problem is not None:
-                log.warning("raw %s input disabled: %s", MODALITY_NAMES[m], problem)
-                self._raw_problems[m] = problem
-                raise RequestError(problem)
-            assert extractor is not None
-            self._extractors[m] = extractor
-            return extractor
-
-    def _build_extractor(self, m: str) -> tuple[str | None, Extractor | None]:
-        name = MODALITY_NAMES[m]
-        fallback = f"Send pre-extracted features as features.{name} instead."
-        if self.features_config is None:
-            return f"raw {name} cannot be served: the model has no feature-extractor configuration. {fallback}", None
-        from hjcag.features.extract import build_extractor
-
-        try:
-            extractor = build_extractor(m, self.features_config)
-        except HjcagError as exc:
-            return f"raw {name} cannot be served: its extractor does not load here ({exc}). {fallback}", None
-        info = extractor.describe()
-        dim, expected = int(extractor.dim), self.input_dims[m]
-        if dim != expected:
-            return (f"raw {name} cannot be served by this model: the {name} extractor ({_summary(info)}) gives "
-                    f"{dim}-dim features but the model expects {expected}; it was trained on other {name} features. "
-                    f"{fallback}"), None
-        trained = self.trained_with.get(name)
-        if trained:
-            differ = sorted(k for k, v in info.items() if k not in _NOT_IDENTITY and k in trained and trained[k] != v)
-            if differ:
-                detail = "; ".join(f"{k}: trained {trained[k]!r}, serving {info[k]!r}" for k in differ)
-                return (f"raw {name} cannot be served: the serving {name} extractor differs from the one the "
-                        f"training features came from ({detail}). {fallback}"), None
-        return None, extractor
-
-    def _stage_media(self, request: Request, folder: Path) -> None:
-        """Write decoded media to files (the extractors read files) and refuse media that validation would refuse
-        (duration, sample rate, frames: the model's MediaConfig); a clip without a usable sound track gives no
-        audio (masked) rather than an error."""
-        from hjcag.features.media_io import MediaRef
-
-        folder.mkdir(parents=True)
-        written: dict[int, MediaRef] = {}
-        for m, value in list(request.raw.items()):
-            if not isinstance(value, bytes):
-                continue
-            key = id(value)
-            if key not in written:  # video used for both visual and audio: one file
-                path = folder / ("audio.wav" if m == "a" and not request.audio_from_video else "video.mp4")
-                path.write_bytes(value)
-                written[key] = MediaRef(path)
-            try:
-                request.error = self._invalid_media(m, written[key].path, m == "a" and request.audio_from_video)
-            except _NoSoundTrack:
-                log.info("video without a usable sound track: audio masked")
-                del request.raw[m]
-                continue
-            if request.error is not None:
-                return
-            request.raw[m] = written[key]
-
-    def _invalid_media(self, m: str, path: Path, track: bool) -> RequestError | None:
-        """Why the media file `path` of modality `m` is not valid media, or None: the same probe and bounds as
-        the pipeline's validation. `track`: `path` is a clip giving its sound track (raises _NoSoundTrack when
-        it has none that decodes)."""
-        from hjcag.features.media_rules import media_bounds, probe_audio, probe_video, probed_values
-
-        cfg = self.media
-        if m == "a":
-            probe = probe_audio(path, cfg.full_decode)
-        else:
-            probe = probe_video(path, None, None, cfg.min_frames, cfg.full_decode)
-        if probe.error is not None:
-            if track:
-                raise _NoSoundTrack(probe.error)
-            return media_error(probe.error, path)
-        what = "the video's sound track" if track else ("audio" if m == "a" else "video")
-        values = probed_values(probe, m)
-        for bound in media_bounds(cfg, m):
-            value = values[bound.column]
-            if value is None or not bound.violated_by(value):
-                continue
-            if bound.unit == "s" and bound.too_large(value):
-                return RequestError(f"{what} lasts {value:.1f} s; the limit is {bound.high:g} s per utterance "
-                                    f"(validation.media.max_duration_s of the model's params).", 413)
-            return RequestError(f"{what}: {bound.explain(value)}. The pipeline's validation refuses such media, "
-                                "so the model never saw any: send media within these bounds.")
-        return None
-
-    def _extract(self, requests: Sequence[Request]) -> None:
-        """Run each modality's extractor once over the batch; a failing batch is retried item by item."""
-        for m in MODALITIES:
-            todo = [r for r in requests if r.error is None and m in r.raw]
-            if not todo:
-                continue
-            extractor = self._extractor(m)
-            try:
-                values: list[np.ndarray | RequestError] = list(extractor.extract([r.raw[m] for r in todo]))
-            except DataError:
-                values = [self._extract_one(extractor, r.raw[m], m) for r in todo]
-            for request, value in zip(todo, values, strict=True):
-                if isinstance(value, RequestError):
-                    if m == "a" and request.audio_from_video and "v" in request.raw:
-                        log.info("video without a usable sound track: audio masked (%s)", value.message)
-                    else:
-                        request.error = value
-                    continue
-                try:
-                    request.features[m] = self.parser.aligned(m, value, f"{MODALITY_NAMES[m]} features extracted from "
-                                                                  "the request")
-                except RequestError as exc:
-                    request.error = exc
-
-    def _extract_one(self, extractor: Extractor, item: Any, m: str) -> np.ndarray | RequestError:
-        try:
-            return extractor.extract([item])[0]
-        except DataError as exc:
-            return media_error(exc, item.path) if hasattr(item, "path") else RequestError(str(exc))
 
     def _collate(self, requests: Sequence[Request]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         n = len(requests)
@@ -482,7 +330,7 @@ class Predictor:
                 "context_kept": self.context_kept,
                 "modalities": [MODALITY_NAMES[m] for m in self.modalities], "input_dims": self.input_dims,
                 "seq_len": self.seq_len, "labels": list(self.labels), "device": str(self.device),
-                "raw_input_refused": {MODALITY_NAMES[m]: p for m, p in self._raw_problems.items()},
+                "raw_input_refused": self.raw_media.refused,
                 "valid_media": {k: v for k, v in dataclasses.asdict(self.media).items()
                                 if k not in ("workers", "span_tolerance_s")}}
 
@@ -491,7 +339,3 @@ def _turn_requests(requests: Sequence[Request]) -> list[Request]:
     """The context turns sent as inputs (not states), request by request, oldest first."""
     return [t.request for r in requests for t in r.turns if t.request is not None]
 
-
-def _summary(info: Mapping[str, Any]) -> str:
-    keys = ("model", "feature_set", "weights", "arch")
-    return ", ".join(f"{k} {info[k]}" for k in keys if info.get(k) not in (None, {}, "")) or "configured"
