@@ -12,7 +12,7 @@ from torch import nn
 
 from hjcag.errors import ConfigError
 from hjcag.model.baselines import ConcatFusion, LateFusion, MulT
-from hjcag.model.context import ConversationContext, check_context
+from hjcag.model.context import ConversationContext
 from hjcag.model.hjcag import HJCAG
 from hjcag.params import MODALITIES, MODEL_NAMES, ModelConfig
 
@@ -30,6 +30,5 @@ def build_model(name: str, input_dims: Mapping[str, int], num_classes: int, conf
         raise ConfigError("a model needs at least one modality")
     if name not in _BUILDERS:
         raise ConfigError(f"unknown model '{name}'. Choose one of {list(MODEL_NAMES)}.")
-    check_context(config.context, config.context_window, config.context_direction)
     base = _BUILDERS[name](input_dims, num_classes, config)
     return base if config.context == "none" else ConversationContext(base, num_classes, config)
