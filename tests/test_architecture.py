@@ -15,7 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hjcag"
 
 # Lower layers never import higher ones. A package's modules may import each other (without cycles).
 LAYERS = (
-    ("hjcag.errors", "hjcag.schema", "hjcag.params", "hjcag.device", "hjcag.progress"),
+    ("hjcag.errors", "hjcag.schema", "hjcag.params", "hjcag.identity", "hjcag.device",
+     "hjcag.progress"),
     ("hjcag.model",),
     ("hjcag.artifacts",),
     ("hjcag.data",),
