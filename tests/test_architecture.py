@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hjcag"
 
 # Lower layers never import higher ones. A package's modules may import each other (without cycles).
 LAYERS = (
-    ("hjcag.errors", "hjcag.schema", "hjcag.params", "hjcag.identity", "hjcag.device",
+    ("hjcag.errors", "hjcag.schema", "hjcag.params", "hjcag.params_file", "hjcag.identity", "hjcag.device",
      "hjcag.progress"),
     ("hjcag.model",),
     ("hjcag.artifacts",),
