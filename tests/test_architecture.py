@@ -15,7 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hjcag"
 
 # Lower layers never import higher ones. A package's modules may import each other (without cycles).
 LAYERS = (
-    ("hjcag.errors", "hjcag.schema", "hjcag.model_catalog", "hjcag.params", "hjcag.device", "hjcag.progress"),
+    ("hjcag.errors", "hjcag.schema", "hjcag.model_catalog", "hjcag.params", "hjcag.params_file", "hjcag.identity",
+     "hjcag.device", "hjcag.progress"),
     ("hjcag.model",),
     ("hjcag.artifacts",),
     ("hjcag.data",),

@@ -1,6 +1,6 @@
 """params.yaml is checked as a whole on load, from the typed dataclasses: every field of every section (also one
-added later) is type-checked, the rules name real fields, YAML's `1e-3` is a number, and the KFP path (params as
-text) goes through the same checks."""
+added later) is type-checked, a section built in code checks its own rules with the loader's messages, YAML's `1e-3`
+is a number, and the KFP path (params as text) goes through the same checks."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import dataclasses
 import errno
 import os
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
 import yaml
 
 from hjcag.errors import ConfigError, os_error_message
-from hjcag.params import RULES, ParamsFile, check_params_document, load_params, params_from_dict
+from hjcag.params import ParamsFile, check_params_document, load_params, params_from_dict
 from hjcag.pipeline.io import resolve_params
-from hjcag.schema import Parsed
+from hjcag.schema import Checked, Parsed, rule_of
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(ParamsFile)
@@ -35,10 +36,77 @@ def test_the_shipped_params_yaml_is_valid_under_every_profile() -> None:
         assert load_params(REPO / "params.yaml", profile).profile == profile
 
 
-def test_every_rule_names_a_field_of_its_section() -> None:
-    for cls, rules in RULES.items():
-        names = {f.name for f in dataclasses.fields(cls)}
-        assert set(rules) <= names, f"{cls.__name__}: rules for no field: {sorted(set(rules) - names)}"
+def params_dataclasses() -> list[type]:
+    """Every dataclass params.yaml is made of, found from ParamsFile's fields (a section added later is found too);
+    a field parsed by a function of its own (tune.space) holds no section."""
+    found: list[type] = []
+    todo: list[type] = [ParamsFile]
+    while todo:
+        cls = todo.pop()
+        if cls in found:
+            continue
+        found.append(cls)
+        hints = get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            if not isinstance(rule_of(field), Parsed):
+                todo += [t for t in types_in(hints[field.name]) if dataclasses.is_dataclass(t)]
+    return found
+
+
+def types_in(tp: Any) -> list[Any]:
+    return [tp, *(t for arg in get_args(tp) for t in types_in(arg))]
+
+
+def rule_breaker(field: dataclasses.Field[Any], tp: Any) -> Any:
+    """A value of `field`'s type (shape and scalar) that its rule refuses."""
+    if get_origin(tp) in (Union, UnionType):
+        tp = next(a for a in get_args(tp) if a is not type(None))
+    origin, args = get_origin(tp), get_args(tp)
+    scalar = args[-1] if origin is dict else args[0] if origin is tuple else tp
+    candidates = {int: [0, -1], float: [-0.5, 0.0, 1.0], str: ["no-such-value"]}[scalar]
+    bad = next((v for v in candidates if rule_of(field)(v) is not None), None)
+    assert bad is not None, f"{field.name}: no value of {candidates} breaks its rule; add one that does"
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    if origin is dict:
+        return {**default, next(iter(default), "x"): bad}
+    if origin is tuple:
+        return (bad, *default[1:]) if args[-1] is not Ellipsis else (bad,)
+    return bad
+
+
+def as_document(cls: type, name: str, value: Any) -> dict[str, Any]:
+    """`name` = `value` where params.yaml holds it (``features.finetune_lr`` under ``features: {finetune: {lr}}``)."""
+    for nested, prefix in getattr(cls, "NESTED_PREFIXES", {}).items():
+        if name.startswith(prefix):
+            value, name = {name[len(prefix):]: value}, nested
+    doc: dict[str, Any] = {name: value}
+    for key in reversed([k for k in cls.SECTION.split(".") if k]):
+        doc = {key: doc}
+    return doc
+
+
+def test_every_section_checks_itself_when_built() -> None:
+    """A section built in code is valid, as one loaded from params.yaml is: found from ParamsFile, so a new section
+    without the checks fails here."""
+    unchecked = [cls.__name__ for cls in params_dataclasses() if not issubclass(cls, Checked)]
+    assert unchecked == [], f"sections that do not check themselves when built (derive from Checked): {unchecked}"
+    for cls in params_dataclasses():
+        cls()  # the defaults pass their own rules
+
+
+@pytest.mark.parametrize("cls", params_dataclasses(), ids=lambda cls: cls.__name__)
+def test_a_section_built_against_a_rule_is_refused_with_the_loaders_message(cls: type) -> None:
+    """Driven by the fields' metadata: a rule added later is covered without a list to keep in step."""
+    hints = get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if rule_of(field) is None or isinstance(rule_of(field), Parsed):
+            continue
+        bad = rule_breaker(field, hints[field.name])
+        with pytest.raises(ConfigError) as built:
+            dataclasses.replace(cls(), **{field.name: bad})
+        with pytest.raises(ConfigError) as loaded:
+            check_params_document(as_document(cls, field.name, bad), source="params.yaml")
+        assert str(loaded.value) == f"params.yaml: {built.value}"
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
@@ -47,7 +115,7 @@ def test_every_field_of_every_section_is_type_checked(section: str) -> None:
     cls = SECTIONS[section]
     checked = 0
     for field in dataclasses.fields(cls):
-        if isinstance(RULES.get(cls, {}).get(field.name), Parsed) or field.type in ("Any", "dict[str, Any] | None"):
+        if isinstance(rule_of(field), Parsed) or field.type in ("Any", "dict[str, Any] | None"):
             continue  # free-form (visual_arch) or parsed by a function of its own (tune.space)
         doc = shipped()
         wrong: Any = {"not": "a scalar"} if not str(field.type).startswith(("dict", "MediaConfig")) else 7

@@ -245,11 +245,14 @@ def test_register_tags_signature_alias_and_loads_back(trained: Trained, mlflow_c
     tags = mlflow_client.get_model_version("hjcag-demo", "1").tags
     assert tags["git_commit"] == commit
     assert tags["dvc_data_hash"] == hashlib.md5(trained.features.read_bytes()).hexdigest()
-    trained_with = {k: v for k, v in tracking.params_document(trained.params).items() if k != "gates"}
+    identity = json.loads((trained.run_dir / "run.json").read_text())["identity"]  # what the fingerprint covers
+    trained_with = {k: identity[k] for k in ("model", "model_config", "train", "seed")}  # its params part
     canonical = json.dumps(trained_with, sort_keys=True, separators=(",", ":"))
     assert tags["params_hash"] == hashlib.sha256(canonical.encode()).hexdigest()
-    assert tags["params_hash"] == tracking.params_hash(tiny_params(min_accuracy=0.1))  # gates do not train
-    assert tags["params_hash"] != tracking.params_hash(trained.params.with_overrides(train={"lr": 0.5}))
+    assert tags["params_hash"] == tracking.params_hash(tiny_params(min_accuracy=0.1), "hjcag")  # gates do not train
+    elsewhere = trained.params.with_overrides(train={"device": "auto", "num_threads": 3})
+    assert tags["params_hash"] == tracking.params_hash(elsewhere, "hjcag")  # nor does where it ran
+    assert tags["params_hash"] != tracking.params_hash(trained.params.with_overrides(train={"lr": 0.5}), "hjcag")
     assert mv.run_id == tracking.find_logged_run(trained.run_dir, trained.params)
 
     info = mlflow.models.get_model_info("models:/hjcag-demo@candidate")

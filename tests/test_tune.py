@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from hjcag import params_file
 from hjcag.cli import main
 from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.errors import ConfigError, HjcagError
@@ -216,7 +217,7 @@ def test_the_profile_is_added_to_params_yaml_keeping_every_comment(tmp_path: Pat
     original = (REPO / "params.yaml").read_text()
     path.write_text(original)
     tuned = {"model": {"widths": {"t": 128, "a": 128, "v": 128}, "dropout": 0.25}, "train": {"lr": 0.002}}
-    tune.write_profile(path, "demo-tuned", "demo", tuned, comment="study s, trial 3")
+    params_file.write_profile(path, "demo-tuned", "demo", tuned, comment="study s, trial 3")
     text = path.read_text()
     assert text.startswith(original)  # `profiles:` is the file's last key: the block goes after it
     params = load_params(path, "demo-tuned")
@@ -226,7 +227,7 @@ def test_the_profile_is_added_to_params_yaml_keeping_every_comment(tmp_path: Pat
     assert params.gates == demo.gates and params.features == demo.features
     assert set(yaml.safe_load(text)["profiles"]["demo-tuned"]) >= {"model", "features", "validation", "train", "gates"}
 
-    tune.write_profile(path, "demo-tuned", "demo", {"train": {"lr": 0.001}})  # again: replaced, not duplicated
+    params_file.write_profile(path, "demo-tuned", "demo", {"train": {"lr": 0.001}})  # again: replaced, not duplicated
     again = path.read_text()
     assert again.count("demo-tuned:") == 1 and again.count("# written by hjcag tune") == 1
     assert load_params(path, "demo-tuned").train.lr == 0.001 and again.startswith(original)
@@ -236,7 +237,7 @@ def test_the_profile_block_goes_inside_profiles_when_other_keys_follow(tmp_path:
     path = tmp_path / "params.yaml"
     path.write_text("profile: a  # the default\nprofiles:\n    a:\n        train: {lr: 0.1}\n\n# trailing section\n"
                     "seed: 5\n")
-    tune.write_profile(path, "a-tuned", "a", {"train": {"lr": 0.5}})
+    params_file.write_profile(path, "a-tuned", "a", {"train": {"lr": 0.5}})
     text = path.read_text()
     assert "# the default" in text and text.rstrip().endswith("# trailing section\nseed: 5")
     params = load_params(path, "a-tuned")

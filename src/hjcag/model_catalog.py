@@ -23,6 +23,7 @@ class ModelEntry:
     builder: str      # "hjcag.model.<module>:<Class>", called as Class(input_dims, num_classes, config)
     baseline: bool    # a baseline of the paper's model (the demo trains each one beside it)
     description: str  # one line, for readers
+    own_settings: tuple[str, ...] = ()  # model.* keys only this model reads (other models' runs leave them out)
 
 
 MODELS: tuple[ModelEntry, ...] = (
@@ -32,7 +33,7 @@ MODELS: tuple[ModelEntry, ...] = (
                "early fusion: pooled projections concatenated, MLP"),
     ModelEntry("late", "hjcag.model.baselines:LateFusion", True,
                "late fusion: one classifier per modality, probabilities averaged"),
-    ModelEntry("mult", "hjcag.model.baselines:MulT", True, "MulT-style cross-modal transformer"),
+    ModelEntry("mult", "hjcag.model.baselines:MulT", True, "MulT-style cross-modal transformer", ("mult",)),
 )
 
 MODEL_NAMES: tuple[str, ...] = tuple(entry.name for entry in MODELS)  # model.name's choices, in this order
@@ -46,6 +47,11 @@ def model_entry(name: str) -> ModelEntry:
         if entry.name == name:
             return entry
     raise ConfigError(f"unknown model '{name}'. Choose one of {list(MODEL_NAMES)}.")
+
+
+def settings_not_read_by(name: str) -> tuple[str, ...]:
+    """The model.* keys that only other models read: what `name`'s run identity leaves out."""
+    return tuple(key for entry in MODELS if entry.name != name for key in entry.own_settings)
 
 
 def check_model_name(name: str) -> None:

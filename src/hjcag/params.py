@@ -1,9 +1,11 @@
 """params.yaml: the one source of hyperparameters.
 
 `load_params` reads the file, checks it as a whole (every section, key, type and range, in every profile: see
-:mod:`hjcag.schema`; the dataclasses below are the schema), deep-merges the selected profile over the top-level
-defaults and returns typed sections. Every stage (CLI, dvc.yaml, KFP components) goes through here, so a value
-lives in one place and a bad one is refused before any stage writes anything.
+:mod:`hjcag.schema`; the dataclasses below are the schema, each field with its rule), deep-merges the selected
+profile over the top-level defaults and returns typed sections. Every stage (CLI, dvc.yaml, KFP components) goes
+through here, so a value lives in one place and a bad one is refused before any stage writes anything. A section
+built in code (``ModelConfig(...)``, ``dataclasses.replace``) runs the same checks on itself
+(:class:`hjcag.schema.Checked`), so code that receives one need not check it again.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import yaml
 from hjcag.errors import ConfigError
 from hjcag.model_catalog import MODEL_NAMES  # model.name (declared in the model catalogue)
 from hjcag.schema import (
+    Checked,
     Parsed,
     Problem,
-    Rule,
     at_least,
     below_one,
     build,
@@ -31,6 +33,8 @@ from hjcag.schema import (
     one_of,
     open_fraction,
     positive,
+    raise_first,
+    ruled,
 )
 
 MODALITIES = ("t", "a", "v")
@@ -52,85 +56,97 @@ TEXT_FALLBACKS = ("minilm", "none")  # features.text_fallback
 DATA_KINDS = ("meld", "iemocap", "manifest")  # data.kind (hjcag prepare --dataset)
 DEMO_SIZES = ("tiny", "small")  # demo_data.size
 
+_DEVICE = one_of(DEVICES, pattern=r"cuda:\d+", shown="cuda:N")
+
+# Each field carries what its value must be beyond its type (ruled(default, rule)); a number without a rule must be
+# >= 0 (see hjcag.schema). SECTION is where the section sits in params.yaml, named in messages.
+
 
 @dataclass(frozen=True)
-class ModelConfig:
-    name: str = "hjcag"
-    seq_len: int = 30
-    widths: dict[str, int] = field(default_factory=lambda: {"t": 1024, "a": 1582, "v": 512})
-    gate_width: int = 512
-    classifier_hidden: int = 256
-    dropout: float = 0.1
-    activation: str = "relu"
+class ModelConfig(Checked):
+    SECTION: ClassVar[str] = "model"
+    name: str = ruled("hjcag", one_of(MODEL_NAMES))
+    seq_len: int = ruled(30, positive)
+    widths: dict[str, int] = ruled(rule=positive, factory=lambda: {"t": 1024, "a": 1582, "v": 512})
+    gate_width: int = ruled(512, positive)
+    classifier_hidden: int = ruled(256, positive)
+    dropout: float = ruled(0.1, below_one)
+    activation: str = ruled("relu", one_of(ACTIVATIONS))
     bimodal: bool = True
     trimodal: bool = True
     gate: bool = True
-    mult: dict[str, int] = field(default_factory=lambda: {"d_model": 64, "heads": 4, "layers": 2})
+    mult: dict[str, int] = ruled(rule=positive, factory=lambda: {"d_model": 64, "heads": 4, "layers": 2})
     # Conversation context (issue 10, docs/model.md "Conversation context"): none = the paper's model, one utterance
     # at a time; gru | transformer = each utterance's fused vector read together with those of up to
     # `context_window` neighbouring utterances of its dialogue. causal = only the preceding ones (what a live
     # endpoint sees); bidirectional = also the following ones (offline evaluation only, labelled in every report).
-    context: str = "none"
-    context_window: int = 8
-    context_direction: str = "causal"
+    context: str = ruled("none", one_of(CONTEXTS))
+    context_window: int = ruled(8, positive)
+    context_direction: str = ruled("causal", one_of(CONTEXT_DIRECTIONS))
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    protocol: str = "cv5"
-    folds: int = 5
-    val_fraction: float = 0.1
-    epochs: int = 200
-    batch_size: int = 64
+class TrainConfig(Checked):
+    SECTION: ClassVar[str] = "train"
+    protocol: str = ruled("cv5", one_of(PROTOCOLS))
+    folds: int = ruled(5, at_least(2))
+    val_fraction: float = ruled(0.1, open_fraction)
+    epochs: int = ruled(200, positive)
+    batch_size: int = ruled(64, positive)
     lr: float = 1e-5
-    betas: tuple[float, float] = (0.9, 0.99)
+    betas: tuple[float, float] = ruled((0.9, 0.99), below_one)
     weight_decay: float = 1e-5
-    step_size: int = 10
-    gamma: float = 0.95
-    patience: int = 20
-    device: str = "auto"
+    step_size: int = ruled(10, positive)
+    gamma: float = ruled(0.95, positive)
+    patience: int = ruled(20, at_least(1))
+    device: str = ruled("auto", _DEVICE)
     num_threads: int = 0
     seeds: tuple[int, ...] = ()  # train every fold once per seed (figures: mean ± std over folds x seeds)
-    modality_dropout: float = 0.0  # per sample, each present modality dropped with this probability (never all)
-    class_weights: str = "none"  # none | balanced | sqrt (inverse class frequency of the fold's training part, or
-    # its square root)
+    # per sample, each present modality dropped with this probability (never all)
+    modality_dropout: float = ruled(0.0, below_one)
+    # none | balanced | sqrt (inverse class frequency of the fold's training part, or its square root)
+    class_weights: str = ruled("none", one_of(CLASS_WEIGHTS))
     context_lr: float | None = None  # with model.context: the context layer's own learning rate (None = lr)
     context_warm_start: bool = True  # with model.context: train the context-free model first (hjcag.train.fit)
 
 
 @dataclass(frozen=True)
-class FeaturesConfig:
+class FeaturesConfig(Checked):
     """The ``features:`` section of params.yaml (``finetune:`` is a nested mapping of the finetune_* keys)."""
 
+    SECTION: ClassVar[str] = "features"
     NESTED_PREFIXES: ClassVar[dict[str, str]] = {"finetune": "finetune_"}
     text_model: str = "roberta-large"
-    text_fallback: str = "minilm"  # minilm | none (fail instead of falling back)
-    max_tokens: int = 128
-    text_batch_size: int = 32
-    audio_set: str = "IS10_paraling"  # IS10_paraling | eGeMAPSv02 | ComParE_2016
+    text_fallback: str = ruled("minilm", one_of(TEXT_FALLBACKS))  # minilm | none (fail instead of falling back)
+    max_tokens: int = ruled(128, positive)
+    text_batch_size: int = ruled(32, positive)
+    audio_set: str = ruled("IS10_paraling", one_of(AUDIO_SETS))  # IS10_paraling | eGeMAPSv02 | ComParE_2016
     audio_min_duration_s: float = 0.25
     visual_model: str = "microsoft/resnet-50"
     visual_weights_dir: str | None = None
     visual_arch: dict[str, Any] | None = None  # ResNetConfig overrides (random weights), e.g. a tiny test net
-    audio_batch_size: int = 16  # utterances per cache write (openSMILE runs one signal at a time)
-    visual_batch_size: int = 4  # utterances per forward pass (x L frames)
-    visual_frames: int | None = None  # frames embedded per utterance (None = L); fewer are repeated to L
-    image_size: int = 224
-    device: str = "auto"
+    # utterances per cache write (openSMILE runs one signal at a time)
+    audio_batch_size: int = ruled(16, positive)
+    visual_batch_size: int = ruled(4, positive)  # utterances per forward pass (x L frames)
+    # frames embedded per utterance (None = L); fewer are repeated to L
+    visual_frames: int | None = ruled(None, positive)
+    image_size: int = ruled(224, positive)
+    device: str = ruled("auto", _DEVICE)
     workers: int = 0  # decode / openSMILE threads; 0 = min(8, CPU count)
     cache_dir: str | None = ".cache/hjcag/features"
-    seq_len: int = 30
-    group_by: str = "dialogue"  # dialogue | session
+    seq_len: int = ruled(30, positive)
+    group_by: str = ruled("dialogue", one_of(GROUP_BY))  # dialogue | session
     seed: int = 0
     progress: bool = True
     finetune_lr: float = 2e-5
-    finetune_batch_size: int = 16
-    finetune_epochs: int = 10
-    finetune_warmup: float = 0.1
+    finetune_batch_size: int = ruled(16, positive)
+    finetune_epochs: int = ruled(10, positive)
+    finetune_warmup: float = ruled(0.1, below_one)
     finetune_patience: int = 2
-    finetune_repeats: int = 3
-    finetune_max_steps: int | None = None
-    finetune_class_weights: str = "none"  # none | balanced | sqrt, as train.class_weights (loss and dev selection)
+    finetune_repeats: int = ruled(3, positive)
+    finetune_max_steps: int | None = ruled(None, positive)
+    # none | balanced | sqrt, as train.class_weights (loss and dev selection)
+    finetune_class_weights: str = ruled("none", one_of(CLASS_WEIGHTS))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None, **overrides: Any) -> FeaturesConfig:
@@ -144,19 +160,21 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
-class MediaConfig:
+class MediaConfig(Checked):
     """What counts as valid media (params.yaml ``validation.media``): the media checks of validation use it."""
 
+    SECTION: ClassVar[str] = "validation.media"
     min_duration_s: float = 0.1  # utterance duration: the span when one is given, else the whole file
-    max_duration_s: float = 60.0
-    min_sample_rate: int = 8_000  # audio stream sample rate, Hz
-    max_sample_rate: int = 96_000
+    max_duration_s: float = ruled(60.0, positive)
+    min_sample_rate: int = ruled(8_000, positive)  # audio stream sample rate, Hz
+    max_sample_rate: int = ruled(96_000, positive)
     min_frames: int = 1  # decoded video frames inside the utterance span
     span_tolerance_s: float = 0.25  # end_s may exceed the file's duration by this much (container rounding)
     full_decode: bool = False  # decode every frame (slow, thorough) instead of the first ones
     workers: int = 0  # probe threads; 0 = min(4, CPUs)
 
     def __post_init__(self) -> None:  # across fields, so checked on the merged values
+        super().__post_init__()
         if not 0 <= self.min_duration_s <= self.max_duration_s:
             raise ConfigError(f"validation.media needs 0 <= min_duration_s <= max_duration_s (got "
                               f"{self.min_duration_s} and {self.max_duration_s}).")
@@ -170,10 +188,11 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
-class ValidationConfig:
+class ValidationConfig(Checked):
     """The ``validation:`` section: what a failed check does, a user-given fold column, media bounds."""
 
-    policy: str = "fail"  # fail | quarantine
+    SECTION: ClassVar[str] = "validation"
+    policy: str = ruled("fail", one_of(VALIDATION_POLICIES))  # fail | quarantine
     folds_column: str | None = None
     media: MediaConfig = field(default_factory=MediaConfig)
 
@@ -183,9 +202,10 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
-class GateConfig:
-    min_accuracy: float = 0.0
-    min_weighted_f1: float = 0.0
+class GateConfig(Checked):
+    SECTION: ClassVar[str] = "gates"
+    min_accuracy: float = ruled(0.0, fraction)
+    min_weighted_f1: float = ruled(0.0, fraction)
 
 
 @dataclass(frozen=True)
@@ -254,17 +274,35 @@ class SearchDimension:
         return cls(key, low=low, high=high, log=log, step=step)
 
 
+def _check_space(value: Any, where: str, problems: list[Problem]) -> dict[str, Any]:
+    """``tune.space``: SECTION.FIELD -> {choices: [...]} or {low, high[, log, step]} (:class:`SearchDimension`)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(Problem(where, f"{where} is a mapping of SECTION.FIELD keys to {{choices: [...]}} or "
+                                       "{low: X, high: Y, log: true}"))
+        return {}
+    for key, spec in value.items():
+        try:
+            SearchDimension.from_spec(key, spec)
+        except ConfigError as exc:
+            problems.append(Problem(f"{where}.{key}", str(exc).rstrip(".")))
+    return dict(value)
+
+
 @dataclass(frozen=True)
-class TuneConfig:
+class TuneConfig(Checked):
     """The ``tune:`` section: the budget, the objective and the search space of ``hjcag tune``."""
 
+    SECTION: ClassVar[str] = "tune"
     trials: int | None = 20  # finished (complete or pruned) trials the study should hold
-    minutes: float | None = None  # wall-clock budget of one invocation; null = none
-    metric: str = "val_weighted_f1"  # on each fold's validation split: val_weighted_f1 (max) | val_loss (min)
-    pruner: str = "median"  # median | none
+    minutes: float | None = ruled(None, positive)  # wall-clock budget of one invocation; null = none
+    # on each fold's validation split: val_weighted_f1 (max) | val_loss (min)
+    metric: str = ruled("val_weighted_f1", one_of(tuple(TUNE_METRICS)))
+    pruner: str = ruled("median", one_of(TUNE_PRUNERS))  # median | none
     startup_trials: int = 5  # trials that are never pruned (the median needs some history)
     warmup_epochs: int = 3  # epochs of a trial's first fold that are never pruned
-    space: tuple[SearchDimension, ...] = ()
+    space: tuple[SearchDimension, ...] = ruled((), Parsed(_check_space))
 
     @property
     def direction(self) -> str:
@@ -281,38 +319,43 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
-class TunedOn:
+class TunedOn(Checked):
     """``tuned_on:`` of a profile ``hjcag tune`` wrote: what its values were picked on. Training with the profile on
     rows it was tuned on, under any protocol but holdout after holdout tuning, is refused (:func:`hjcag.stages.
     refuse_leaks`): those rows' labels chose the values and would be reported as test."""
 
-    protocol: str = "cv5"  # the train.protocol of the study (by default the stricter reading: cv5)
+    SECTION: ClassVar[str] = "tuned_on"
+    # the train.protocol of the study (by default the stricter reading: cv5)
+    protocol: str = ruled("cv5", one_of(PROTOCOLS))
     study: str = ""
     utterances: int = 0  # rows of the features tuned on
     rows: tuple[str, ...] = ()  # a sample of them: the smallest hashes of (utterance_id, label) (hjcag.train.tune)
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Checked):
     """``data:``: the dataset `dvc repro` prepares (dvc.yaml's prepare stage reads it)."""
 
-    kind: str = "meld"
+    SECTION: ClassVar[str] = "data"
+    kind: str = ruled("meld", one_of(DATA_KINDS))
     source: str = "data/demo"
 
 
 @dataclass(frozen=True)
-class DemoDataConfig:
+class DemoDataConfig(Checked):
     """``demo_data:``: what the demo_data stage of dvc.yaml generates."""
 
-    size: str = "small"
+    SECTION: ClassVar[str] = "demo_data"
+    size: str = ruled("small", one_of(DEMO_SIZES))
     seed: int = 13
-    context_cue: float = 0.0  # share of echo turns (hjcag.data.synthetic)
+    context_cue: float = ruled(0.0, below_one)  # share of echo turns (hjcag.data.synthetic)
 
 
 @dataclass(frozen=True)
-class DatasetConfig:
+class DatasetConfig(Checked):
     """One entry of ``datasets:``: a dataset's label set, in class order."""
 
+    SECTION: ClassVar[str] = "datasets.<name>"
     labels: tuple[str, ...] = ()
 
 
@@ -332,28 +375,12 @@ def _check_profiles(value: Any, where: str, problems: list[Problem]) -> dict[str
                                                        "may set; remove it from the profile"))
         body = {k: v for k, v in body.items() if k not in ("profile", "profiles")} if isinstance(body, Mapping) \
             else body
-        out[str(name)] = check_mapping(body, ParamsFile, at, RULES, problems, noun="section")
+        out[str(name)] = check_mapping(body, ParamsFile, at, problems, noun="section")
     return out
 
 
-def _check_space(value: Any, where: str, problems: list[Problem]) -> dict[str, Any]:
-    """``tune.space``: SECTION.FIELD -> {choices: [...]} or {low, high[, log, step]} (:class:`SearchDimension`)."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        problems.append(Problem(where, f"{where} is a mapping of SECTION.FIELD keys to {{choices: [...]}} or "
-                                       "{low: X, high: Y, log: true}"))
-        return {}
-    for key, spec in value.items():
-        try:
-            SearchDimension.from_spec(key, spec)
-        except ConfigError as exc:
-            problems.append(Problem(f"{where}.{key}", str(exc).rstrip(".")))
-    return dict(value)
-
-
 @dataclass(frozen=True)
-class ParamsFile:
+class ParamsFile(Checked):
     """The sections params.yaml may hold: the schema :func:`check_params_document` checks the file against."""
 
     profile: str | None = None  # the profile used when no --profile is given
@@ -368,38 +395,8 @@ class ParamsFile:
     gates: GateConfig = field(default_factory=GateConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)
-    profiles: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, Any] = ruled(rule=Parsed(_check_profiles), factory=dict)
     tuned_on: TunedOn | None = None  # written by hjcag tune into the profile it writes; not set by hand
-
-
-_DEVICE = one_of(DEVICES, pattern=r"cuda:\d+", shown="cuda:N")
-
-# What a value must be beyond its type (a number without a rule here must be >= 0; see hjcag.schema).
-RULES: dict[type, dict[str, Rule | Parsed]] = {
-    ParamsFile: {"profiles": Parsed(_check_profiles)},
-    DataConfig: {"kind": one_of(DATA_KINDS)},
-    DemoDataConfig: {"size": one_of(DEMO_SIZES), "context_cue": below_one},
-    ModelConfig: {"name": one_of(MODEL_NAMES), "seq_len": positive, "widths": positive, "gate_width": positive,
-                  "classifier_hidden": positive, "dropout": below_one, "activation": one_of(ACTIVATIONS),
-                  "mult": positive, "context": one_of(CONTEXTS), "context_window": positive,
-                  "context_direction": one_of(CONTEXT_DIRECTIONS)},
-    TrainConfig: {"protocol": one_of(PROTOCOLS), "folds": at_least(2), "val_fraction": open_fraction,
-                  "epochs": positive, "batch_size": positive, "betas": below_one,
-                  "step_size": positive, "gamma": positive, "patience": at_least(1), "device": _DEVICE,
-                  "modality_dropout": below_one, "class_weights": one_of(CLASS_WEIGHTS)},
-    FeaturesConfig: {"text_fallback": one_of(TEXT_FALLBACKS), "max_tokens": positive, "text_batch_size": positive,
-                     "audio_set": one_of(AUDIO_SETS), "audio_batch_size": positive, "visual_batch_size": positive,
-                     "visual_frames": positive, "image_size": positive, "device": _DEVICE, "seq_len": positive,
-                     "group_by": one_of(GROUP_BY), "finetune_batch_size": positive,
-                     "finetune_epochs": positive, "finetune_warmup": below_one, "finetune_repeats": positive,
-                     "finetune_max_steps": positive, "finetune_class_weights": one_of(CLASS_WEIGHTS)},
-    MediaConfig: {"max_duration_s": positive, "min_sample_rate": positive, "max_sample_rate": positive},
-    ValidationConfig: {"policy": one_of(VALIDATION_POLICIES)},
-    GateConfig: {"min_accuracy": fraction, "min_weighted_f1": fraction},
-    TunedOn: {"protocol": one_of(PROTOCOLS)},
-    TuneConfig: {"minutes": positive, "metric": one_of(tuple(TUNE_METRICS)), "pruner": one_of(TUNE_PRUNERS),
-                 "space": Parsed(_check_space)},
-}
 
 
 @dataclass(frozen=True)
@@ -455,24 +452,14 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 def _checked(cls: type, values: Any, where: str) -> dict[str, Any]:
     """`values` checked against `cls` (keys, types, per-field rules) and coerced; the first problem is raised."""
     problems: list[Problem] = []
-    checked = check_mapping(values, cls, where, RULES, problems)
-    _raise_first(problems)
+    checked = check_mapping(values, cls, where, problems)
+    raise_first(problems)
     return checked
 
 
 def _build(cls: type, values: Any, where: str) -> Any:
     """The section `cls` from `values`, checked (see :func:`_checked`); checks across fields run in the class."""
     return build(cls, _checked(cls, values, where))
-
-
-def _raise_first(problems: Sequence[Problem], source: str = "") -> None:
-    """One line: the first problem, then where the others are (a user fixes one file in one go)."""
-    if not problems:
-        return
-    others = [p.where for p in problems[1:]]
-    also = f" (also check {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else ""
-    text = f"{source + ': ' if source else ''}{problems[0].message}{also}"
-    raise ConfigError(text if text.endswith((".", "?")) else text + ".")
 
 
 def load_params(path: str | Path | None = None, profile: str | None = None) -> Params:
@@ -493,8 +480,8 @@ def check_params_document(raw: Any, source: str = "params") -> dict[str, Any]:
     """The whole params document checked (every section, key, type and range, every profile) and coerced; raises
     ConfigError naming `source`, the location and the fix of the first problem."""
     problems: list[Problem] = []
-    doc = check_mapping(raw, ParamsFile, "", RULES, problems, noun="section")
-    _raise_first(problems, source)
+    doc = check_mapping(raw, ParamsFile, "", problems, noun="section")
+    raise_first(problems, source)
     return doc
 
 

@@ -281,9 +281,10 @@ def tune(features: str | Path, out: str | Path, params: Params, modalities: str 
     """Optuna search over ``tune.space`` scored on each fold's validation split (never a test fold) -> out/best.yaml
     and out/study.json; resumes the study when it exists. With `params_path`, the best values become the profile
     `profile_name` (default ``<profile>-tuned``) in that params file. Returns the study's summary."""
+    from hjcag.params_file import write_profile
     from hjcag.registry.tracking import tracking_uri
     from hjcag.registry.tuning import MlflowTracker
-    from hjcag.train.tune import Tracker, default_study_name, run_tuning, write_profile
+    from hjcag.train.tune import Tracker, default_study_name, run_tuning
 
     artifacts.writable_dir(out)
     fs = load_features(features, params)

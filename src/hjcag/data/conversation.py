@@ -15,7 +15,7 @@ import numpy as np
 
 from hjcag.data.features_file import FeatureSet
 from hjcag.errors import ConfigError
-from hjcag.model.context import OTHER_SPEAKER, SAME_SPEAKER, UNKNOWN_SPEAKER, check_window, window_size
+from hjcag.model.context import OTHER_SPEAKER, SAME_SPEAKER, UNKNOWN_SPEAKER, window_size
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ def dialogue_rows(fs: FeatureSet) -> tuple[np.ndarray, ...]:
 
 
 def context_windows(fs: FeatureSet, k: int, direction: str = "causal") -> ContextWindows:
-    """The window of every utterance of `fs` (see the module docstring)."""
-    check_window(k, direction)
+    """The window of every utterance of `fs` (see the module docstring). `k` and `direction` are a ModelConfig's
+    context_window and context_direction, which it checked when it was built (k >= 1, causal | bidirectional)."""
     size = window_size(k, direction)
     index = np.full((len(fs), size), -1, dtype=np.int64)
     dialogues = dialogue_rows(fs)

@@ -24,10 +24,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from hjcag.errors import ConfigError
 from hjcag.model.common import FusionOutput
-from hjcag.params import CONTEXT_DIRECTIONS as DIRECTIONS
-from hjcag.params import CONTEXTS, ModelConfig
+from hjcag.params import ModelConfig
 
 OTHER_SPEAKER, SAME_SPEAKER, UNKNOWN_SPEAKER = 0, 1, 2  # a window member's speaker relative to the utterance's
 
@@ -35,24 +33,6 @@ OTHER_SPEAKER, SAME_SPEAKER, UNKNOWN_SPEAKER = 0, 1, 2  # a window member's spea
 def window_size(k: int, direction: str) -> int:
     """S, the window's width: k + 1 causal, 2k + 1 bidirectional."""
     return 2 * k + 1 if direction == "bidirectional" else k + 1
-
-
-def check_context(context: str, k: int, direction: str) -> None:
-    """Reject a context setting the model cannot run with, naming the params.yaml key."""
-    if context not in CONTEXTS:
-        raise ConfigError(f"model.context must be one of {list(CONTEXTS)} (got {context!r}). Fix it in params.yaml.")
-    if context != "none":
-        check_window(k, direction)
-
-
-def check_window(k: int, direction: str) -> None:
-    """Reject a window the context layer cannot be built over (model.context_window, model.context_direction)."""
-    if direction not in DIRECTIONS:
-        raise ConfigError(
-            f"model.context_direction must be one of {list(DIRECTIONS)} (got {direction!r}). Fix it in params.yaml."
-        )
-    if not (isinstance(k, int) and k >= 1):
-        raise ConfigError(f"model.context_window must be an integer >= 1 (got {k!r}). Fix it in params.yaml.")
 
 
 @dataclass
@@ -88,11 +68,11 @@ def _heads(width: int) -> int:
 
 
 class ConversationContext(nn.Module):
-    """`base` (any model with a `fused` output of width `base.fused_width`) read with its conversation context."""
+    """`base` (any model with a `fused` output of width `base.fused_width`) read with its conversation context
+    (`config`: its model.context, context_window and context_direction, checked when the ModelConfig was built)."""
 
     def __init__(self, base: nn.Module, num_classes: int, config: ModelConfig) -> None:
         super().__init__()
-        check_window(config.context_window, config.context_direction)
         self.base = base
         self.modalities = base.modalities
         self.kind, self.k, self.direction = config.context, int(config.context_window), config.context_direction

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from hjcag.errors import ConfigError
-from hjcag.model.context import ConversationContext, check_context
+from hjcag.model.context import ConversationContext
 from hjcag.model_catalog import MODEL_NAMES, model_entry
 from hjcag.params import MODALITIES, ModelConfig
 
@@ -36,7 +36,5 @@ def build_model(name: str, input_dims: Mapping[str, int], num_classes: int, conf
     modalities = tuple(m for m in MODALITIES if m in input_dims)
     if not modalities:
         raise ConfigError("a model needs at least one modality")
-    builder = model_class(name)
-    check_context(config.context, config.context_window, config.context_direction)
-    base = builder(input_dims, num_classes, config)
+    base = model_class(name)(input_dims, num_classes, config)
     return base if config.context == "none" else ConversationContext(base, num_classes, config)

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import yaml
 
 from hjcag.artifacts import MODEL_CONFIG_FILE, RUN_FILE, file_digest, unit_model_doc
 from hjcag.errors import ConfigError, HjcagError
+from hjcag.identity import params_identity
 from hjcag.params import Params
 from hjcag.registry.aliases import CANDIDATE, model_name_for
 from hjcag.registry.gate import GateFailed, check_gates, read_run_metrics
@@ -148,9 +149,10 @@ def check_params_match(run_dir: Path, params: Params) -> None:
     if not run_file.exists():
         return
     identity = json.loads(run_file.read_text(encoding="utf-8")).get("identity", {})
+    given = json.loads(json.dumps(params_identity(params, str(identity.get("model", params.model.name)))))
     stored_train, stored_model = identity.get("train", {}), dict(identity.get("model_config", {}))
-    train = {k: v for k, v in json.loads(json.dumps(asdict(params.train))).items() if k in stored_train}
-    model = {k: v for k, v in json.loads(json.dumps(asdict(params.model))).items() if k in stored_model}
+    train = {k: v for k, v in given["train"].items() if k in stored_train}
+    model = {k: v for k, v in given["model_config"].items() if k in stored_model}
     model.pop("name", None)
     stored_model.pop("name", None)
     diffs = [f"train.{k}: run {stored_train[k]!r} vs params {v!r}" for k, v in train.items() if stored_train[k] != v]
@@ -320,7 +322,7 @@ def register_run(run_dir: str | Path, params: Params, data_hash: str, parent_run
         TAG_GIT_COMMIT: commit,
         TAG_GIT_DIRTY: str(dirty).lower(),
         TAG_DATA_HASH: data_hash,
-        TAG_PARAMS_HASH: params_hash(params),
+        TAG_PARAMS_HASH: params_hash(params, str(doc["model"])),
         TAG_FINGERPRINT: str(metrics.get("fingerprint", "")),
         "dataset": params.dataset,
         "profile": params.profile,

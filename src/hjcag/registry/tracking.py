@@ -41,6 +41,7 @@ from hjcag.artifacts import (
     read_json,
 )
 from hjcag.errors import HjcagError
+from hjcag.identity import params_identity
 from hjcag.params import Params
 
 log = logging.getLogger(__name__)
@@ -177,11 +178,12 @@ def params_document(params: Params) -> dict[str, Any]:
     }))
 
 
-def params_hash(params: Params) -> str:
-    """SHA-256 of the canonical JSON (sorted keys, no whitespace) of what the model was trained with: the
-    :func:`params_document` without ``gates``, so a new threshold re-checks a run without re-registering it."""
-    trained_with = {k: v for k, v in params_document(params).items() if k != "gates"}
-    canonical = json.dumps(trained_with, sort_keys=True, separators=(",", ":"))
+def params_hash(params: Params, model_name: str) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no whitespace) of the params a `model_name` model was trained
+    with (:func:`hjcag.identity.params_identity`, the params part of its run's fingerprint). Gates, the profile's
+    name and runtime-only settings (device, threads) are not in it: a new threshold re-checks a run without
+    re-registering it."""
+    canonical = json.dumps(params_identity(params, model_name), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -33,9 +33,9 @@ from torch import nn
 
 from hjcag.data.conversation import ContextWindows, context_windows
 from hjcag.data.features_file import FeatureSet
-from hjcag.errors import ConfigError, HjcagError
+from hjcag.errors import HjcagError
 from hjcag.model.context import ContextBatch, ConversationContext
-from hjcag.model.losses import CLASS_WEIGHTS, class_weights
+from hjcag.model.losses import class_weights
 from hjcag.params import ModelConfig, TrainConfig
 from hjcag.progress import progress as progress_bar
 
@@ -154,27 +154,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.StepLR:
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-
-
-def check_train_config(cfg: TrainConfig) -> None:
-    """Reject settings the loop cannot run with, naming the params.yaml key."""
-    problems = []
-    if cfg.epochs < 1:
-        problems.append(f"train.epochs must be >= 1 (got {cfg.epochs})")
-    if cfg.batch_size < 1:
-        problems.append(f"train.batch_size must be >= 1 (got {cfg.batch_size})")
-    if cfg.patience < 1:
-        problems.append(f"train.patience must be >= 1 (got {cfg.patience})")
-    if cfg.step_size < 1:
-        problems.append(f"train.step_size must be >= 1 (got {cfg.step_size})")
-    if cfg.lr < 0 or cfg.weight_decay < 0 or (cfg.context_lr is not None and cfg.context_lr < 0):
-        problems.append("train.lr, train.context_lr and train.weight_decay must be >= 0")
-    if not 0.0 <= cfg.modality_dropout < 1.0:
-        problems.append(f"train.modality_dropout must be in [0, 1) (got {cfg.modality_dropout})")
-    if cfg.class_weights not in CLASS_WEIGHTS:
-        problems.append(f"train.class_weights must be one of {list(CLASS_WEIGHTS)} (got {cfg.class_weights!r})")
-    if problems:
-        raise ConfigError("; ".join(problems) + ". Fix them in params.yaml.")
 
 
 def drop_modalities(batch: int, n_modalities: int, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -315,7 +294,6 @@ def train_fold(
     With `checkpoint_path`, the full state is written there after every epoch and, if the file exists, training
     resumes from it (a checkpoint of a finished fold returns its result without training).
     """
-    check_train_config(cfg)
     if len(train) == 0 or len(val) == 0:
         raise HjcagError(f"fold {fold_index}: empty training ({len(train)}) or validation ({len(val)}) set.")
     model.to(device)

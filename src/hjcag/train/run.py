@@ -50,6 +50,7 @@ from hjcag.artifacts import (
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
+from hjcag.identity import params_identity
 from hjcag.model_catalog import check_model_name
 from hjcag.params import Params, parse_modalities
 from hjcag.train.fit import base_checkpoint, fit_model, stage_summary
@@ -61,9 +62,6 @@ from hjcag.train.robustness import robustness_table
 from hjcag.train.unit_lock import training_unit
 
 log = logging.getLogger(__name__)
-
-# Train settings that do not change the numbers a run produces; a run may be resumed with different values.
-_RUNTIME_ONLY = ("device", "num_threads")
 
 
 def fold_seed(seed: int, fold_index: int) -> int:
@@ -88,17 +86,10 @@ def data_digest(fs: FeatureSet) -> str:
 
 
 def run_identity(fs: FeatureSet, params: Params, modalities: Sequence[str], model_name: str) -> dict[str, Any]:
-    """Everything that determines a run's numbers; `fs` must already hold only `modalities`."""
-    model_cfg = dataclasses.asdict(params.model)
-    if model_name != "mult":
-        model_cfg.pop("mult", None)  # only the MulT baseline reads it
-    train_cfg = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in _RUNTIME_ONLY}
-    train_cfg["betas"] = list(train_cfg["betas"])
+    """Everything that determines a run's numbers: the params (:func:`hjcag.identity.params_identity`), the
+    modalities and the data; `fs` must already hold only `modalities`."""
     return {
-        "model": model_name,
-        "model_config": model_cfg,
-        "train": train_cfg,
-        "seed": params.seed,
+        **params_identity(params, model_name),
         "modalities": list(modalities),
         "labels": list(fs.label_names),
         "data": data_digest(fs),
