@@ -30,6 +30,13 @@ def answer_dialogues(client: DialogueClient, dialogues: Sequence[Sequence[Uttera
     answered = 0
 
     def one(dialogue: Sequence[Utterance]) -> None:
+        try:
+            ask(dialogue)
+        except BaseException:
+            stop.set()  # the run stops: no dialogue starts another turn
+            raise
+
+    def ask(dialogue: Sequence[Utterance]) -> None:
         nonlocal answered
         conversation = client.conversation()
         for position, utterance in enumerate(dialogue):
