@@ -52,7 +52,8 @@ def write_png(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     shown = dialogues[:PNG_DIALOGUES]
     colours = label_colours(rows)
     width = min(max(6.0, 0.9 * max((len(t) for _, t in shown), default=1) + 2), 30.0)
-    fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(width, 2.4 * max(1, len(shown))), squeeze=False)
+    fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(width, 2.4 * max(1, len(shown))), squeeze=False,
+                             layout="constrained")
     for ax, (dialogue, turns) in zip(axes[:, 0], shown, strict=False):
         x = list(range(len(turns)))
         bottom = [0.0] * len(turns)
@@ -72,7 +73,6 @@ def write_png(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     axes[0, 0].legend(loc="upper right", fontsize=7, ncols=3, frameon=False, bbox_to_anchor=(1.0, 1.32))
     if len(dialogues) > len(shown):
         fig.suptitle(f"the first {len(shown)} of {len(dialogues)} dialogues (the HTML page shows all)", fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
