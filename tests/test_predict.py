@@ -251,6 +251,13 @@ def test_busy_answers_are_tried_again_with_backoff(stand_in: tuple[str, Script])
     assert failed.value.status == 503 and len(script.seen) == 3 + 3
 
 
+def test_a_kserve_url_gets_instances_and_answers_from_predictions(stand_in: tuple[str, Script]) -> None:
+    url, script = stand_in
+    script.last = (200, {"predictions": [ANSWER]})
+    assert Client(f"{url}/v1/models/hjcag:predict").answer({"text": "hi"}) == ANSWER
+    assert script.seen == [(None, {"instances": [{"text": "hi"}]})]
+
+
 def test_a_slow_endpoint_times_out_and_is_tried_again(stand_in: tuple[str, Script]) -> None:
     url, script = stand_in
     script.delay_s = 1.0

@@ -6,6 +6,9 @@
     client = Client("http://127.0.0.1:8080", token=open("inference.key").read().strip())
     answers = client.predict_dialogue([turn(text="Hi!", speaker="Ross"), turn(text="Oh no.", speaker="Rachel")])
 
+A KServe v1 URL (``.../v1/models/hjcag:predict``, the ``kserve`` overlay of k8s/) gets each request as
+``{"instances": [request]}`` and its answer from ``{"predictions": [answer]}``.
+
 A 503 (TorchServe busy or a worker restarting; a proxy's 502 / 504 alike), a refused or dropped connection and a
 timeout are tried again after 0.5, 1, 2, ... s (a 503's Retry-After when longer); answering is stateless, so a
 request sent twice is answered the same. Any other refusal is an :class:`EndpointError` with the server's message.
@@ -15,11 +18,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hjcag.client.conversation import Answer, DialogueClient, EndpointError
@@ -30,7 +35,8 @@ TOKEN_ENV = "HJCAG_TOKEN"
 
 
 class Client(DialogueClient):
-    """A served hjcag model at `url` (``http://host:8080``, or the full ``.../predictions/hjcag`` URL)."""
+    """A served hjcag model at `url`: ``http://host:8080``, the full ``.../predictions/hjcag`` URL, or KServe's
+    ``.../v1/models/hjcag:predict``."""
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0, retries: int = 4,
                  backoff: float = 0.5, context_window: int | None = None) -> None:
@@ -42,10 +48,11 @@ class Client(DialogueClient):
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise EndpointError(f"endpoint '{url}' is not an http(s) URL such as http://127.0.0.1:8080.")
         self.url = url.rstrip("/") + (PREDICT_PATH if parsed.path in ("", "/") else "")
+        self.kserve = parsed.path.endswith(":predict")
         self.token, self.timeout, self.retries, self.backoff = token, timeout, retries, backoff
 
     def answer(self, body: Mapping[str, Any]) -> Answer:
-        data = json.dumps(body).encode("utf-8")
+        data = json.dumps({"instances": [body]} if self.kserve else body).encode("utf-8")
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -54,7 +61,7 @@ class Client(DialogueClient):
             request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return _json_answer(response.read(), self.url)
+                    return _json_answer(response.read(), self.url, self.kserve)
             except urllib.error.HTTPError as exc:
                 text = exc.read().decode("utf-8", "replace")
                 if exc.code not in RETRY_STATUSES or last:
@@ -89,11 +96,14 @@ def refusal(status: int, text: str, url: str) -> EndpointError:
     return EndpointError(f"the endpoint answered {status}: {message}", status, message)
 
 
-def _json_answer(raw: bytes, url: str) -> Answer:
+def _json_answer(raw: bytes, url: str, kserve: bool) -> Answer:
     try:
         answer = json.loads(raw)
     except ValueError:
         answer = None
+    if kserve and isinstance(answer, dict) and isinstance(answer.get("predictions"), list) \
+            and len(answer["predictions"]) == 1:
+        answer = answer["predictions"][0]
     if not isinstance(answer, dict) or "probabilities" not in answer:
         raise EndpointError(f"{url} answered 200 with something that is not an hjcag answer: "
                             f"{raw[:200].decode('utf-8', 'replace')!r}; is it an hjcag endpoint?")
@@ -110,9 +120,6 @@ def _retry_after(value: str | None) -> float:
 def read_token(token_file: str | None = None) -> str | None:
     """The inference key: the first line of `token_file`, else ${HJCAG_TOKEN}, else None (a server without token
     authorization). Never from the command line, where other users of the machine can read it."""
-    import os
-    from pathlib import Path
-
     if token_file is not None:
         path = Path(token_file)
         if not path.is_file():
