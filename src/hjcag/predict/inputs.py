@@ -133,6 +133,9 @@ def _features_rows(path: Path, modalities: Sequence[str], dtype: str) -> list[Ro
             if np.asarray(arrays[key]).shape != (n,):
                 raise FeatureFileError(f"{path}: '{key}' has shape {list(arrays[key].shape)}; expected [{n}].")
             column[key] = np.asarray(arrays[key])
+    if "order" in column and column["order"].dtype.kind not in "iuf":
+        raise FeatureFileError(f"{path}: 'order' must hold numbers (each utterance's index in its dialogue); got "
+                               f"{column['order'].dtype}.")
     dialogues = column.get("dialogue", column.get("group", ids)).astype(str)
     rows: list[Row] = []
     for i, uid in enumerate(ids):
