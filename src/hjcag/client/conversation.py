@@ -65,7 +65,8 @@ class DialogueClient(ABC):
         conversation = self.conversation()
         return [conversation.ask(t) for t in turns]
 
-    def _learn_window(self, window: int) -> None:
+    def learn_window(self, window: int) -> None:
+        """Keep `window` (what a refusal said the model reads) for every later request."""
         with self._lock:
             self.context_window = window if self.context_window is None else min(self.context_window, window)
 
@@ -95,7 +96,7 @@ class Conversation:
             learned = exc.window()
             if learned is None or (window is not None and learned >= window):
                 raise
-            self.client._learn_window(learned)
+            self.client.learn_window(learned)
             answer = self.client.answer(self._body(turn, learned))
         self.remember(answer, turn.get("speaker"))
         return answer
