@@ -1,6 +1,6 @@
 """`hjcag predict` and hjcag.client without a server (issue 23): conversations from a features file answered in
 process from the archive and from the run (the answers offline evaluation gives), the context window learned from
-the endpoint's refusal, a resumed run, a manifest of raw text and wav, the timeline, and the HTTP client's retries
+the endpoint's first answer, a resumed run, a manifest of raw text and wav, the timeline, and the HTTP client's retries
 and errors against a scripted stand-in server (tests/test_torchserve_predict.py has the real TorchServe)."""
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def test_the_archive_and_the_run_answer_as_offline_evaluation_and_draw_the_timel
             assert f"{r['speaker']}" in section and f"{r['label']} <span class=\"p\">{r['probability']:.2f}" in section
 
 
-def test_a_client_not_told_the_window_learns_it_from_the_refusal(context_run: tuple[Path, Path]) -> None:
-    """Sent every earlier state, the fifth turn is refused with "reads at most 3"; the client keeps 3 from then on."""
+def test_a_client_not_told_the_window_learns_it_from_the_first_answer(context_run: tuple[Path, Path]) -> None:
+    """The first answer says the model reads 3 earlier turns; from then on no request sends more, none is refused."""
     told = LocalClient.load(context_run[1])
     assert told.context_window == 3
     asked: list[int] = []
@@ -120,7 +120,8 @@ def test_a_client_not_told_the_window_learns_it_from_the_refusal(context_run: tu
     learning.context_window = None
     turns = [turn(features=t["features"], speaker=t["speaker"]) for t in pf.DIALOGUES[0] + pf.DIALOGUES[1][:2]]
     answers = learning.predict_dialogue(turns)
-    assert learning.context_window == 3 and asked == [0, 1, 2, 3, 4, 3, 3]
+    assert learning.context_window == 3 and asked == [0, 1, 2, 3, 3, 3]
+    assert {a["context_window"] for a in answers} == {3}
     assert [a["context_turns"] for a in answers] == [0, 1, 2, 3, 3, 3]
     assert answers == told.predict_dialogue(turns)
 

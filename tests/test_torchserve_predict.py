@@ -80,7 +80,7 @@ def test_the_endpoint_gives_the_rows_of_the_model_in_process_and_refuses_clearly
         got = [[endpoint[pf.utterance_id(d, i)]["probabilities"][k] for k in sf.LABELS] for i in range(4)]
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)  # the states are float16
 
-    client = Client(server.inference_url, str(server.token))  # not told the window: learns it from the refusal
+    client = Client(server.inference_url, str(server.token))  # not told the window: learns it from the first answer
     five = sf.dialogue((1, 2, 3, 4, 5), ("Ross", "Rachel", "Ross", "Monica", "Ross"))
     answers = client.predict_dialogue([turn(features=t["features"], speaker=t["speaker"]) for t in five])
     assert client.context_window == 3 and [a["context_turns"] for a in answers] == [0, 1, 2, 3, 3]

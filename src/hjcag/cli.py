@@ -449,7 +449,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                    "float16 (half the body)")
     p.add_argument("--modalities", default="t,a,v", help="the inputs to send (default t,a,v: all the input has)")
     p.add_argument("--context-window", type=int, default=None, help="previous turns the endpoint's model reads "
-                   "(default: learned from the endpoint)")
+                   "(default: what the endpoint's answers state)")
     p.add_argument("--plot", default=None, metavar="PNG", help="a per-turn emotion timeline, and an HTML page "
                    "beside it (same name, .html)")
     _add_data_root_option(p)

@@ -5,17 +5,14 @@ later request lists the states of its previous turns, oldest first, under ``cont
 ``context_window`` of them. This module does that bookkeeping for any way of asking (HTTP: :mod:`hjcag.client.http`,
 in process: :mod:`hjcag.client.local`).
 
-How a client learns the window: an endpoint says it only when asked for more. The answers carry no window and
-TorchServe's describe API is on the management port (loopback only), so a client that was not told the window
-(``context_window=None``) sends every earlier state it has, and the first request with more than the model reads
-is refused with a 400 saying "reads at most K" (:mod:`hjcag.serve.request`); the client then keeps K for good
-and sends that turn again with the last K states: one extra request per client, none when the window is given.
-A model without context (or whose context layer was dropped) returns no state, so its requests carry no context.
+How a client learns the window: every answer of a context model says it (``context_window``), so a client that was
+not told it (``context_window=None``) sends no context with the first turn (there is none yet) and keeps the window
+from that first answer (or from the rows of an earlier run it resumes). A model without context (or whose context
+layer was dropped) returns no state, so its requests carry no context.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -24,8 +21,7 @@ from typing import Any
 from hjcag.errors import DataError, HjcagError
 
 Answer = dict[str, Any]  # the endpoint's JSON answer: label, probabilities, gate, modalities, model, version,
-# and for a context model state, context_turns, context_kept
-_WINDOW = re.compile(r"reads at most (\d+) \(model\.context_window\)")
+# and for a context model state, context_turns, context_window, context_kept
 
 
 class EndpointError(HjcagError):
@@ -36,11 +32,6 @@ class EndpointError(HjcagError):
         super().__init__(message)
         self.status = status
         self.server_message = server_message if server_message is not None else message
-
-    def window(self) -> int | None:
-        """The context window a 400 "too many turns" names, else None."""
-        found = _WINDOW.search(self.server_message) if self.status == 400 else None
-        return int(found.group(1)) if found else None
 
 
 class DialogueClient(ABC):
@@ -65,10 +56,12 @@ class DialogueClient(ABC):
         conversation = self.conversation()
         return [conversation.ask(t) for t in turns]
 
-    def learn_window(self, window: int) -> None:
-        """Keep `window` (what a refusal said the model reads) for every later request."""
-        with self._lock:
-            self.context_window = window if self.context_window is None else min(self.context_window, window)
+    def learn_window(self, answer: Mapping[str, Any]) -> None:
+        """Keep the window an answer states (``context_window``) when none was given."""
+        window = answer.get("context_window")
+        if window is not None and self.context_window is None:
+            with self._lock:
+                self.context_window = int(window)
 
 
 class Conversation:
@@ -80,6 +73,7 @@ class Conversation:
 
     def remember(self, answer: Mapping[str, Any], speaker: str | None) -> None:
         """An earlier turn's answer (got before, e.g. read back from an output file) as the next turns' context."""
+        self.client.learn_window(answer)
         state = answer.get("state")
         if state is not None:
             self.history.append({"state": str(state), **({"speaker": speaker} if speaker is not None else {})})
@@ -89,15 +83,7 @@ class Conversation:
         if "context" in turn:
             raise DataError("a turn passed to the client carries 'context'; leave it out: the client sends the "
                             "previous turns' states itself.")
-        window = self.client.context_window
-        try:
-            answer = self.client.answer(self._body(turn, window))
-        except EndpointError as exc:
-            learned = exc.window()
-            if learned is None or (window is not None and learned >= window):
-                raise
-            self.client.learn_window(learned)
-            answer = self.client.answer(self._body(turn, learned))
+        answer = self.client.answer(self._body(turn, self.client.context_window))
         self.remember(answer, turn.get("speaker"))
         return answer
 

@@ -42,7 +42,7 @@ class Client(DialogueClient):
                  backoff: float = 0.5, context_window: int | None = None) -> None:
         """`token`: the inference key (sent as ``Authorization: Bearer``); `timeout`: seconds per try; `retries`:
         tries after the first on 503 / connection errors, `backoff` s before the first of them and doubling;
-        `context_window`: the model's (None: learned, :mod:`hjcag.client.conversation`)."""
+        `context_window`: the model's (None: what its answers state, :mod:`hjcag.client.conversation`)."""
         super().__init__(context_window)
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:

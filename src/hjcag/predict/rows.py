@@ -5,7 +5,8 @@ A row: ``utterance_id``, ``dialogue``, ``turn`` (0-based position in its dialogu
 prediction) and its ``probability``, ``probabilities`` (per label), ``gate`` ({"text", "audio", "visual"}: 0 for a
 modality the turn lacks or the model does not use), ``context_turns`` (how many previous turns the answer read),
 ``true_label`` (the input's own label, when it has one), ``model`` and ``version``; in the JSONL also ``state``
-(a context model's turn state: what a resumed dialogue sends for it).
+and ``context_window`` (a context model's turn state and how many a request may send: what a resumed dialogue
+sends for it).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def make_row(utterance: Utterance, position: int, answer: Answer) -> dict[str, A
     }
     if answer.get("state") is not None:
         row["state"] = answer["state"]
+        row["context_window"] = answer.get("context_window")
     return row
 
 
