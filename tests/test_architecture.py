@@ -25,6 +25,8 @@ LAYERS = (
     ("hjcag.train",),
     ("hjcag.registry",),
     ("hjcag.serve",),
+    ("hjcag.client",),
+    ("hjcag.predict",),
     ("hjcag.stages",),
     ("hjcag.demo", "hjcag.pipeline"),
     ("hjcag.cli",),

@@ -182,4 +182,4 @@ def test_every_command_is_registered_beside_its_function_in_pipeline_order() -> 
     assert list(commands) == [c.name for c in COMMANDS] == [
         "demo", "demo-data", "standin-features", "prepare", "features", "finetune-text", "validate",
         "validate-features", "train", "tune", "ablate", "evaluate", "gate", "register", "registry", "package",
-        "serve-local"]
+        "serve-local", "predict"]

@@ -431,6 +431,47 @@ def cmd_serve_local(args: argparse.Namespace) -> int:
     return serve_local(args.model_store, args.port)
 
 
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, help="a manifest in the layout `hjcag prepare` reads (.csv, .jsonl, or "
+                   "its .parquet: utterance_id, dialogue_id, turn, speaker, text, audio_path, video_path) or a "
+                   "features .npz")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--endpoint", help="the served model, e.g. http://127.0.0.1:8080")
+    target.add_argument("--model", help="answer in process: a .mar archive or a run directory")
+    p.add_argument("--out", required=True, help="FILE.jsonl (the CSV is written beside it as FILE.csv) or a folder "
+                   "(predictions.jsonl and predictions.csv in it); a re-run skips what it holds")
+    p.add_argument("--token-file", default=None, help="file holding the endpoint's inference key (default: "
+                   "$HJCAG_TOKEN)")
+    p.add_argument("--concurrency", type=int, default=4, help="dialogues asked in parallel (default 4)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    p.add_argument("--retries", type=int, default=4, help="tries again on 503 and connection errors (default 4)")
+    p.add_argument("--dtype", default="float32", help="packed features: float32 (default: the exact numbers) or "
+                   "float16 (half the body)")
+    p.add_argument("--modalities", default="t,a,v", help="the inputs to send (default t,a,v: all the input has)")
+    p.add_argument("--context-window", type=int, default=None, help="previous turns the endpoint's model reads "
+                   "(default: what the endpoint's answers state)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="a per-turn emotion timeline, and an HTML page "
+                   "beside it (same name, .html)")
+    _add_data_root_option(p)
+    _add_params_options(p)
+
+
+@command("predict", "answer conversations (manifest or features) turn by turn with an endpoint or a model -> "
+         "JSONL + CSV rows, a timeline", _predict_args)
+def cmd_predict(args: argparse.Namespace) -> int:
+    from hjcag.predict.rows import table
+
+    result = stages.predict(args.input, args.out, endpoint=args.endpoint, model=args.model,
+                            token_file=args.token_file, concurrency=args.concurrency, timeout=args.timeout,
+                            retries=args.retries, dtype=args.dtype, modalities=args.modalities,
+                            data_root=args.data_root, context_window=args.context_window, plot=args.plot,
+                            params_path=args.params, profile=args.profile)
+    print(table(result["rows"]))
+    print(f"{result['answered']} utterances answered, {result['skipped']} already in {result['jsonl']}; "
+          f"CSV: {result['csv']}" + "".join(f"; {p}" for p in result["plots"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hjcag", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

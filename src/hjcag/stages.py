@@ -395,3 +395,69 @@ def package(source: str | Path, out: str | Path, params_path: str | Path | None 
                         features_meta=features_meta, tracking_uri=tracking_uri)
     return {**read_archive_record(mar), "archive": str(mar)}
 
+
+
+# ---------------------------------------------------------------- predict
+
+
+def predict(
+    source: str | Path,
+    out: str | Path,
+    *,
+    endpoint: str | None = None,
+    model: str | Path | None = None,
+    token_file: str | None = None,
+    concurrency: int = 4,
+    timeout: float = 60.0,
+    retries: int = 4,
+    dtype: str = "float32",
+    modalities: str = "t,a,v",
+    data_root: str | Path | None = None,
+    context_window: int | None = None,
+    plot: str | Path | None = None,
+    params_path: str | Path | None = "params.yaml",
+    profile: str | None = None,
+) -> dict[str, Any]:
+    """A manifest or features file -> one answer per utterance from `endpoint` (HTTP) or `model` (a .mar or run
+    directory, in process), appended to ``out`` (a .jsonl, or a folder for predictions.jsonl) and written as CSV
+    beside it; `plot`: a timeline PNG and an HTML page beside it. Resumes: utterances already in the output are not
+    asked again. Returns {"jsonl", "csv", "rows" (in input order), "answered", "skipped", "plots"}."""
+    from hjcag.client import Client, DialogueClient
+    from hjcag.client.http import read_token
+    from hjcag.client.local import LocalClient
+    from hjcag.predict.inputs import read_dialogues
+    from hjcag.predict.rows import RowsFile, in_input_order, output_paths, write_csv
+    from hjcag.predict.run import answer_dialogues
+    from hjcag.serve.request import PACKED_DTYPES
+
+    if (endpoint is None) == (model is None):
+        raise ConfigError("pass exactly one of --endpoint URL and --model ARCHIVE_OR_RUN_DIR.")
+    if concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, not {concurrency}.")
+    if dtype not in PACKED_DTYPES:
+        raise ConfigError(f"--dtype must be {' or '.join(PACKED_DTYPES)}, not {dtype!r}.")
+    dialogues = read_dialogues(source, parse_modalities(modalities), dtype, data_root)
+    jsonl, csv_path = output_paths(out)
+    artifacts.writable_dir(jsonl.parent)
+    if plot is not None:
+        artifacts.writable_file(plot, "--plot")
+    rows_file = RowsFile(jsonl)
+    done = rows_file.resume()
+    client: DialogueClient
+    if endpoint is not None:
+        client = Client(endpoint, read_token(token_file), timeout=timeout, retries=retries,
+                        context_window=context_window)
+    else:
+        assert model is not None
+        client = LocalClient.load(model, params_path, profile)
+    answered = answer_dialogues(client, dialogues, rows_file, done, concurrency)
+    wanted = {u.utterance_id for d in dialogues for u in d}
+    rows = in_input_order([r for r in rows_file.rows if r["utterance_id"] in wanted], dialogues)
+    write_csv(csv_path, rows)
+    plots: list[str] = []
+    if plot is not None:
+        from hjcag.predict.timeline import write_timeline
+
+        plots = [str(p) for p in write_timeline(rows, plot)]
+    return {"jsonl": str(jsonl), "csv": str(csv_path), "rows": rows, "answered": answered,
+            "skipped": len(wanted & set(done)), "plots": plots}

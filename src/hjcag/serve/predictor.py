@@ -305,6 +305,7 @@ class Predictor:
                 if outputs.states is not None and outputs.context_turns is not None:
                     answer["state"] = outputs.states[row]
                     answer["context_turns"] = outputs.context_turns[row]
+                    answer["context_window"] = self.context_turns  # how many of the states a request may send
                 if self.context_kept is not None:  # trained with context: whether this model reads it
                     answer["context_kept"] = self.context_kept
                 answers.append(answer)

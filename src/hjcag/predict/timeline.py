@@ -1,0 +1,113 @@
+"""The per-turn emotion timeline of `hjcag predict`'s rows: a PNG (matplotlib, Agg) and an HTML page that opens
+offline (plain HTML and CSS, nothing fetched). Each dialogue's turns in order: the speaker, the predicted emotion
+and its probability, and the gate weights of text / audio / visual as a stacked bar."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hjcag.predict.rows import GATES
+
+GATE_COLOURS = {"text": "#4c72b0", "audio": "#dd8452", "visual": "#55a868"}
+LABEL_COLOURS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#1f77b4",
+                 "#ff7f0e", "#2ca02c")
+PNG_DIALOGUES = 24  # the picture shows this many dialogues; the page shows them all
+
+
+def by_dialogue(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Mapping[str, Any]]]]:
+    """The rows grouped by dialogue (in first-seen order), each dialogue's turns in order."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(str(row["dialogue"]), []).append(row)
+    return [(d, sorted(turns, key=lambda r: int(r["turn"]))) for d, turns in groups.items()]
+
+
+def label_colours(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    labels: list[str] = []
+    for row in rows:
+        labels += [k for k in row["probabilities"] if k not in labels]
+    return {label: LABEL_COLOURS[i % len(LABEL_COLOURS)] for i, label in enumerate(labels)}
+
+
+def write_timeline(rows: Sequence[Mapping[str, Any]], png: str | Path) -> tuple[Path, Path]:
+    """`png` and the page beside it (same name, .html); returns both paths."""
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    page = png.with_suffix(".html")
+    write_png(rows, png)
+    page.write_text(html_page(rows), encoding="utf-8")
+    return png, page
+
+
+def write_png(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dialogues = by_dialogue(rows)
+    shown = dialogues[:PNG_DIALOGUES]
+    colours = label_colours(rows)
+    width = min(max(6.0, 0.9 * max((len(t) for _, t in shown), default=1) + 2), 30.0)
+    fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(width, 2.4 * max(1, len(shown))), squeeze=False,
+                             layout="constrained")
+    for ax, (dialogue, turns) in zip(axes[:, 0], shown, strict=False):
+        x = list(range(len(turns)))
+        bottom = [0.0] * len(turns)
+        for gate in GATES:
+            heights = [float(r["gate"].get(gate, 0.0)) for r in turns]
+            ax.bar(x, heights, bottom=bottom, color=GATE_COLOURS[gate], width=0.6, label=gate)
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        for i, r in enumerate(turns):
+            ax.text(i, 1.04, f"{r['label']}\n{r['probability']:.2f}", ha="center", va="bottom", fontsize=8,
+                    color=colours.get(str(r["label"]), "black"), fontweight="bold")
+        ax.set_xticks(x, [f"{r['turn']}\n{r.get('speaker') or '-'}" for r in turns], fontsize=8)
+        ax.set_ylim(0, 1.45)
+        ax.set_yticks([0, 0.5, 1])
+        ax.set_ylabel("gate", fontsize=8)
+        ax.set_title(f"dialogue {dialogue}", fontsize=9, loc="left")
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0, 0].legend(loc="upper right", fontsize=7, ncols=3, frameon=False, bbox_to_anchor=(1.0, 1.32))
+    if len(dialogues) > len(shown):
+        fig.suptitle(f"the first {len(shown)} of {len(dialogues)} dialogues (the HTML page shows all)", fontsize=9)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def html_page(rows: Sequence[Mapping[str, Any]]) -> str:
+    colours = label_colours(rows)
+    e = html.escape
+    legend = " ".join(f'<span class="key" style="background:{GATE_COLOURS[g]}"></span>{g}' for g in GATES)
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>hjcag predict: emotion timeline</title>',
+        "<style>body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
+        "section{margin-bottom:1.5em}h2{font-size:15px;margin:.4em 0}"
+        ".turns{display:flex;flex-wrap:wrap;gap:.5em}"
+        ".turn{border:1px solid #ccc;border-radius:6px;padding:.4em .6em;width:9em}"
+        ".speaker{color:#555;font-size:12px}.label{font-weight:bold}.p{color:#555}"
+        ".gate{display:flex;height:10px;margin-top:.3em;background:#eee}.gate div{height:100%}"
+        ".key{display:inline-block;width:10px;height:10px;margin:0 .3em 0 .8em}</style></head><body>",
+        f"<h1>Emotion per turn</h1><p>{len(rows)} utterances. Bar: the gate weight of each modality. {legend}</p>",
+    ]
+    for dialogue, turns in by_dialogue(rows):
+        parts.append(f'<section class="dialogue" data-dialogue="{e(dialogue)}"><h2>dialogue {e(dialogue)}</h2>'
+                     '<div class="turns">')
+        for r in turns:
+            label = str(r["label"])
+            bars = "".join(f'<div title="{g} {float(r["gate"].get(g, 0.0)):.2f}" style="width:'
+                           f'{100 * float(r["gate"].get(g, 0.0)):.1f}%;background:{GATE_COLOURS[g]}"></div>'
+                           for g in GATES)
+            gates = ", ".join(f"{g} {float(r['gate'].get(g, 0.0)):.2f}" for g in GATES)
+            parts.append(
+                f'<div class="turn" data-utterance="{e(str(r["utterance_id"]))}" data-turn="{int(r["turn"])}">'
+                f'<div class="speaker">{int(r["turn"])} · {e(str(r.get("speaker") or "-"))}</div>'
+                f'<div class="label" style="color:{colours.get(label, "#000")}">{e(label)} '
+                f'<span class="p">{float(r["probability"]):.2f}</span></div>'
+                f'<div class="gate">{bars}</div><div class="speaker">{e(gates)}</div></div>')
+        parts.append("</div></section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

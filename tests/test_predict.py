@@ -1,0 +1,295 @@
+"""`hjcag predict` and hjcag.client without a server (issue 23): conversations from a features file answered in
+process from the archive and from the run (the answers offline evaluation gives), the context window learned from
+the endpoint's first answer, a resumed run, a manifest of raw text and wav, the timeline, and the HTTP client's retries
+and errors against a scripted stand-in server (tests/test_torchserve_predict.py has the real TorchServe)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import media_fixtures
+import predict_fixtures as pf
+import serve_fixtures as sf
+from hjcag.cli import main
+from hjcag.client import Client, EndpointError, LocalClient, turn
+from hjcag.serve.local import free_port
+from hjcag.serve.package import package_model
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tiny models: torch on one thread (tests/conftest.py)
+STATE_TOLERANCE = 1e-4  # a state carries the fused vector in float16 (tests/test_serve_context.py)
+IDS = [pf.utterance_id(1, i) for i in range(4)] + [pf.utterance_id(0, i) for i in range(4)]  # as first listed
+
+
+@pytest.fixture(scope="module")
+def context_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a context run, reading 3 turns; its archive)."""
+    from hjcag.device import torch_threads
+
+    root = tmp_path_factory.mktemp("predict")
+    with torch_threads(1):
+        run_dir = sf.train_tiny_run(root / "run", context="gru")
+    return run_dir, package_model(run_dir, root / "store", features_config=sf.features_config())
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pf.write_features(tmp_path_factory.mktemp("input") / "features.npz")
+
+
+def predict(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["predict", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_clear_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2 and "Traceback" not in err and err.count("error:") == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_the_archive_and_the_run_answer_as_offline_evaluation_and_draw_the_timeline(
+        context_run: tuple[Path, Path], features: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, mar = context_run
+    code, out, err = predict(capsys, "--input", str(features), "--model", str(mar), "--out", str(tmp_path / "a.jsonl"),
+                             "--plot", str(tmp_path / "timeline.png"))
+    assert code == 0, err
+    assert "8 utterances answered, 0 already" in out and "labels:" in out
+    rows = sorted(read_rows(tmp_path / "a.jsonl"), key=lambda r: IDS.index(r["utterance_id"]))  # appended as answered
+    code, _, err = predict(capsys, "--input", str(features), "--model", str(run_dir), "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    from_run = sorted(read_rows(tmp_path / "b" / "predictions.jsonl"), key=lambda r: IDS.index(r["utterance_id"]))
+    assert from_run == rows  # --out a folder; the same answers from the run directory
+    assert [r["utterance_id"] for r in rows] == IDS
+    assert [r["turn"] for r in rows] == [r["context_turns"] for r in rows] == [0, 1, 2, 3] * 2
+    assert [r["speaker"] for r in rows] == ["Joey", "Joey", "Chandler", "Joey", "Ross", "Rachel", "Ross", "Monica"]
+    offline = sf.offline_probabilities(run_dir, pf.DIALOGUES)
+    got = np.array([[r["probabilities"][label] for label in sf.LABELS] for r in rows])
+    np.testing.assert_allclose(got, np.concatenate([offline[1], offline[0]]), rtol=0, atol=STATE_TOLERANCE)
+    for r in rows:
+        assert r["probability"] == max(r["probabilities"].values()) == r["probabilities"][r["label"]]
+        assert set(r["gate"]) == {"text", "audio", "visual"} and abs(sum(r["gate"].values()) - 1) < 1e-5
+        assert r["true_label"] == sf.LABELS[1] and r["state"].startswith("hjcag-state.v1.")
+
+    csv_lines = (tmp_path / "a.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("utterance_id,dialogue,turn,speaker,label,probability,p_neutral,p_joy,p_anger,"
+                                   "gate_text,gate_audio,gate_visual,context_turns")
+    assert [line.split(",")[0] for line in csv_lines[1:]] == IDS  # in the input's order
+
+    png, page = tmp_path / "timeline.png", tmp_path / "timeline.html"
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    import matplotlib.image
+
+    assert matplotlib.image.imread(png).shape[0] > 200
+    text = page.read_text()
+    assert "<script" not in text and "http://" not in text and "https://" not in text and " src=" not in text
+    for dialogue, first in (("d1", 0), ("d0", 4)):
+        section = text.split(f'data-dialogue="{dialogue}"')[1].split("</section>")[0]
+        turns = [part.split('"')[0] for part in section.split('data-utterance="')[1:]]
+        assert turns == IDS[first:first + 4]
+        for r in rows[first:first + 4]:
+            assert f"{r['speaker']}" in section and f"{r['label']} <span class=\"p\">{r['probability']:.2f}" in section
+
+
+def test_a_client_not_told_the_window_learns_it_from_the_first_answer(context_run: tuple[Path, Path]) -> None:
+    """The first answer says the model reads 3 earlier turns; from then on no request sends more, none is refused."""
+    told = LocalClient.load(context_run[1])
+    assert told.context_window == 3
+    asked: list[int] = []
+
+    class Counting(LocalClient):
+        def answer(self, body: Any) -> Any:
+            asked.append(len(body.get("context", [])))
+            return super().answer(body)
+
+    learning = Counting(told.predictor)
+    learning.context_window = None
+    turns = [turn(features=t["features"], speaker=t["speaker"]) for t in pf.DIALOGUES[0] + pf.DIALOGUES[1][:2]]
+    answers = learning.predict_dialogue(turns)
+    assert learning.context_window == 3 and asked == [0, 1, 2, 3, 3, 3]
+    assert {a["context_window"] for a in answers} == {3}
+    assert [a["context_turns"] for a in answers] == [0, 1, 2, 3, 3, 3]
+    assert answers == told.predict_dialogue(turns)
+
+
+def test_a_rerun_answers_only_what_the_output_lacks(context_run: tuple[Path, Path], features: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing the second time; after an interruption that left dialogue d0 cut short and its last row half written,
+    the rest, with the cut dialogue's context rebuilt from the states in the file: the same rows as one whole run."""
+    out = tmp_path / "p.jsonl"
+    args = ("--input", str(features), "--model", str(context_run[1]), "--out", str(out), "--concurrency", "1")
+    assert predict(capsys, *args)[0] == 0
+    whole = out.read_text()
+    code, stdout, _ = predict(capsys, *args)
+    assert code == 0 and "0 utterances answered, 8 already" in stdout and out.read_text() == whole
+    lines = whole.splitlines(keepends=True)
+    assert [json.loads(line)["utterance_id"] for line in lines] == IDS  # one dialogue after the other
+    out.write_text("".join(lines[:5]) + lines[5][:40])  # d1 whole, d0's first turn, half of its second
+    code, stdout, _ = predict(capsys, *args)
+    assert code == 0 and "3 utterances answered, 5 already" in stdout
+    assert out.read_text() == whole
+
+
+def test_a_manifest_of_text_and_wav_files(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Raw media as the endpoint takes them (text, a wav in base64), dialogues by dialogue_id in `turn` order, a
+    model without context (no state, nothing read)."""
+    from hjcag.device import torch_threads
+
+    with torch_threads(1):
+        run_dir = sf.train_tiny_run(tmp_path / "run")
+    mar = package_model(run_dir, tmp_path / "store", features_config=sf.features_config())
+    media_fixtures.write_wav(tmp_path / "data" / "hi.wav", duration_s=1.0)
+    manifest = tmp_path / "data" / "manifest.csv"
+    manifest.write_text("utterance_id,dialogue_id,turn,speaker,text,audio_path\n"
+                        "b1,B,1,Joey,How you doin'?,\n"
+                        "a2,A,2,Ross,We were on a break!,hi.wav\n"
+                        "a1,A,1,Rachel,Hi.,\n"
+                        "b0,B,0,Chandler,Could this BE any louder?,\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        code, _, err = predict(capsys, "--input", str(manifest), "--model", str(mar), "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    rows = read_rows(tmp_path / "o" / "predictions.jsonl")
+    rows.sort(key=lambda r: (r["dialogue"], r["turn"]))
+    assert [(r["utterance_id"], r["turn"], r["speaker"]) for r in rows] == [
+        ("a1", 0, "Rachel"), ("a2", 1, "Ross"), ("b0", 0, "Chandler"), ("b1", 1, "Joey")]
+    for r in rows:
+        assert r["context_turns"] == 0 and "state" not in r and r["gate"]["visual"] == 0 and r["gate"]["text"] > 0
+        assert (r["gate"]["audio"] > 0) == (r["utterance_id"] == "a2")
+
+
+def test_bad_input_gets_one_line(context_run: tuple[Path, Path], features: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    mar = str(context_run[1])
+    (tmp_path / "no_id.csv").write_text("text,speaker\nhello,Ross\n")
+    code, _, err = predict(capsys, "--input", str(tmp_path / "no_id.csv"), "--model", mar, "--out", str(tmp_path / "o"))
+    assert_clear_error(code, err, "missing column 'utterance_id'")
+    (tmp_path / "gone.csv").write_text("utterance_id,audio_path\nu1,gone.wav\n")
+    code, _, err = predict(capsys, "--input", str(tmp_path / "gone.csv"), "--model", mar, "--out", str(tmp_path / "o"))
+    assert_clear_error(code, err, "utterance 'u1'", "gone.wav' not found")
+    code, _, err = predict(capsys, "--input", str(tmp_path / "none.npz"), "--model", mar, "--out", str(tmp_path / "o"))
+    assert_clear_error(code, err, "none.npz' not found")
+    code, _, err = predict(capsys, "--input", str(features), "--endpoint", f"http://127.0.0.1:{free_port()}",
+                           "--retries", "1", "--out", str(tmp_path / "o"))
+    assert_clear_error(code, err, "cannot reach the endpoint", "after 2 tries")
+    assert not (tmp_path / "o" / "predictions.jsonl").exists()
+
+
+# ------------------------------------------------------------------ the HTTP client against a scripted server
+
+
+@dataclass
+class Script:
+    """What the stand-in server answers: `replies` (status, JSON body) in turn, then `last` for ever."""
+
+    replies: list[tuple[int, dict[str, Any]]]
+    last: tuple[int, dict[str, Any]]
+    delay_s: float = 0.0
+    seen: list[tuple[str | None, dict[str, Any]]] = field(default_factory=list)  # (Authorization, body)
+
+
+ANSWER = {"label": "joy", "probabilities": {"neutral": 0.1, "joy": 0.7, "anger": 0.2},
+          "gate": {"text": 0.5, "audio": 0.5}, "modalities": ["text", "audio"], "model": "hjcag", "version": "1"}
+BUSY = (503, {"code": 503, "type": "ServiceUnavailableException", "message": "Model hjcag has no worker"})
+
+
+@pytest.fixture()
+def stand_in() -> Iterator[tuple[str, Script]]:
+    """A tiny HTTP server on loopback answering POSTs as its script says: (its URL, the script)."""
+    script = Script([], (200, ANSWER))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            script.seen.append((self.headers.get("Authorization"), body))
+            threading.Event().wait(script.delay_s)
+            status, reply = script.replies.pop(0) if script.replies else script.last
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client that timed out has gone
+                self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", script
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_busy_answers_are_tried_again_with_backoff(stand_in: tuple[str, Script]) -> None:
+    url, script = stand_in
+    script.replies = [BUSY, BUSY]
+    client = Client(url, token="secret", backoff=0.01)
+    assert client.answer({"text": "hi"}) == ANSWER
+    assert script.seen == [("Bearer secret", {"text": "hi"})] * 3
+    script.replies, script.last = [], BUSY
+    with pytest.raises(EndpointError, match="answered 503: Model hjcag has no worker") as failed:
+        Client(url, retries=2, backoff=0.01).answer({"text": "hi"})
+    assert failed.value.status == 503 and len(script.seen) == 3 + 3
+
+
+def test_a_kserve_url_gets_instances_and_answers_from_predictions(stand_in: tuple[str, Script]) -> None:
+    url, script = stand_in
+    script.last = (200, {"predictions": [ANSWER]})
+    assert Client(f"{url}/v1/models/hjcag:predict").answer({"text": "hi"}) == ANSWER
+    assert script.seen == [(None, {"instances": [{"text": "hi"}]})]
+
+
+def test_a_slow_endpoint_times_out_and_is_tried_again(stand_in: tuple[str, Script]) -> None:
+    url, script = stand_in
+    script.delay_s = 1.0
+    with pytest.raises(EndpointError, match=r"cannot reach the endpoint .* after 2 tries"):
+        Client(url, timeout=0.2, retries=1, backoff=0.01).answer({"text": "hi"})
+    assert len(script.seen) == 2
+
+
+def test_a_refusal_is_one_error_with_the_servers_message(stand_in: tuple[str, Script], features: Path,
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 4xx is not tried again; the CLI names the utterance and says the server's words; a refused token says how
+    to pass it. The token comes from --token-file, else $HJCAG_TOKEN."""
+    url, script = stand_in
+    script.last = (400, {"code": 400, "type": "RequestError", "message": "features.text have 384 dims, the model "
+                         "expects 10."})
+    monkeypatch.setenv("HJCAG_TOKEN", "from-env")
+    code, _, err = predict(capsys, "--input", str(features), "--endpoint", url, "--out", str(tmp_path / "o"),
+                           "--concurrency", "1")
+    assert_clear_error(code, err, "utterance 'd1u0' (dialogue 'd1', turn 0): the endpoint answered 400: "
+                       "features.text have 384 dims, the model expects 10.")
+    assert script.seen == [("Bearer from-env", script.seen[0][1])]
+    packed = script.seen[0][1]["features"]["text"]
+    assert packed["dtype"] == "float32" and packed["shape"] == [384] and "context" not in script.seen[0][1]
+
+    script.seen.clear()
+    script.last = (400, {"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed."})
+    (tmp_path / "key").write_text("from-file\n")
+    code, _, err = predict(capsys, "--input", str(features), "--endpoint", url, "--token-file",
+                           str(tmp_path / "key"), "--out", str(tmp_path / "o"))
+    assert_clear_error(code, err, "refused the token (400 InvalidKeyException: Token Authorization failed.)",
+                       "--token-file or $HJCAG_TOKEN")
+    assert {auth for auth, _ in script.seen} == {"Bearer from-file"}  # (both dialogues may have asked)
+    assert not (tmp_path / "o" / "predictions.jsonl").exists()
