@@ -4,8 +4,13 @@ Prints samples/s for forward + backward + Adam step, the FLOPs per sample (analy
 FlopCounterMode as a cross-check), the achieved FLOP/s and its share of the device's peak, the parameter
 count and the peak memory. Synthetic inputs: the speed of a step does not depend on the values.
 
+Two kinds of input: sequences of L steps per modality (the paper's; also what utterance vectors cost when they were
+repeated L times), and utterance vectors, one per modality, which training reads as one step (docs/model.md,
+"Inputs"). ``--inputs both`` measures the two and prints the vectors' speed-up.
+
     python benchmarks/train_throughput.py                       # HJCAG, auto device, float32
     python benchmarks/train_throughput.py --model mult --dtype bfloat16 --batch 128 --steps 50
+    python benchmarks/train_throughput.py --inputs both         # sequences, vectors, and the speed-up
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from hjcag.params import ModelConfig, parse_modalities
 PAPER_DIMS = {"t": 1024, "a": 1582, "v": 512}  # d_t, d_a, d_v (IEMOCAP features, section 4.1)
 PAPER_SEQ_LEN = 30
 PAPER_CLASSES = 6
+INPUTS = ("sequences", "vectors")  # --inputs: L steps per modality, or one utterance vector (one step)
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: bf16 tensor core, tf32 tensor core, fp32 (CUDA cores).
 # Matched in order against torch.cuda.get_device_name(); the first substring that matches wins.
@@ -252,7 +258,10 @@ def peak_memory_mib(device: torch.device) -> tuple[float, str]:
     return rss * scale / 2**20, "process max RSS (includes Python and torch)"
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, inputs_kind: str = "sequences") -> dict[str, Any]:
+    """Time training steps on synthetic `inputs_kind` inputs: sequences of --seq-len steps, or utterance vectors,
+    which a model reads as one step (it is built with seq_len 1, as training builds it: train/fit.py)."""
+    seq_len = args.seq_len if inputs_kind == "sequences" else 1
     device = resolve_device(args.device)
     if device.type == "cuda" and args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -261,22 +270,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 1)
     modalities = parse_modalities(args.modalities)
     dims = {m: PAPER_DIMS[m] for m in modalities}
-    config = ModelConfig(name=args.model, seq_len=args.seq_len, widths=dict(PAPER_DIMS), gate_width=512)
+    config = ModelConfig(name=args.model, seq_len=seq_len, widths=dict(PAPER_DIMS), gate_width=512)
     torch.manual_seed(0)
     model = build_model(args.model, dims, args.classes, config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, betas=(0.9, 0.99), weight_decay=1e-5)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
     params = sum(p.numel() for p in model.parameters())
 
-    one_inputs, _ = synthetic_batch(dims, 1, args.seq_len, args.classes, device)
+    one_inputs, _ = synthetic_batch(dims, 1, seq_len, args.classes, device)
     analytic = analytic_flops(model, one_inputs)
     model.zero_grad(set_to_none=True)
     count_batch = min(args.batch, 4)
-    count_inputs, count_labels = synthetic_batch(dims, count_batch, args.seq_len, args.classes, device)
+    count_inputs, count_labels = synthetic_batch(dims, count_batch, seq_len, args.classes, device)
     counted_fwd, counted_train = counted_flops(model, count_inputs, count_labels, autocast)
     del one_inputs, count_inputs, count_labels
 
-    inputs, labels = synthetic_batch(dims, args.batch, args.seq_len, args.classes, device)
+    inputs, labels = synthetic_batch(dims, args.batch, seq_len, args.classes, device)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -311,7 +320,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": args.dtype + (" (tf32 matmul)" if device.type == "cuda" and args.tf32 else ""),
         "torch": torch.__version__,
         "dims": dims,
-        "seq_len": args.seq_len,
+        "inputs": inputs_kind,
+        "seq_len": seq_len,
         "classes": args.classes,
         "batch": args.batch,
         "warmup_steps": warmup,
@@ -348,6 +358,7 @@ def report(r: dict[str, Any]) -> str:
     dims = ", ".join(f"d_{m}={d}" for m, d in r["dims"].items())
     lines = [
         f"model            {r['model']} ({r['modalities']}), {dims}, L={r['seq_len']}, {r['classes']} classes",
+        f"inputs           {_INPUT_LINES[r.get('inputs', 'sequences')]}",
         f"device           {r['device']}: {r['device_name']}; dtype {r['dtype']}; torch {r['torch']}",
         f"batch / steps    {r['batch']} / {r['timed_steps']} timed after {r['warmup_steps']} warm-up",
         f"parameters       {r['parameters']:,}",
@@ -366,6 +377,18 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_INPUT_LINES = {"sequences": "sequences of L steps per modality",
+                "vectors": "utterance vectors, one step each (as training reads them)"}
+
+
+def speedup_report(sequences: dict[str, Any], vectors: dict[str, Any]) -> str:
+    flops = sequences["flops_per_sample_train_analytic"] / vectors["flops_per_sample_train_analytic"]
+    return (f"vectors          {vectors['samples_per_s'] / sequences['samples_per_s']:.1f}x the samples/s of "
+            f"L={sequences['seq_len']} sequences ({vectors['samples_per_s']:.1f} against "
+            f"{sequences['samples_per_s']:.1f}; repeated vectors cost what sequences cost), "
+            f"{flops:.1f}x fewer FLOPs per sample")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=MODEL_NAMES, default="hjcag")
@@ -379,6 +402,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 for float32 matmuls (and use its peak)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, overriding the estimate")
     p.add_argument("--seq-len", type=int, default=PAPER_SEQ_LEN)
+    p.add_argument("--inputs", choices=(*INPUTS, "both"), default="sequences",
+                   help="sequences of --seq-len steps, utterance vectors (one step), or both and the speed-up")
     p.add_argument("--classes", type=int, default=PAPER_CLASSES)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     results_file.add_argument(p)
@@ -393,12 +418,19 @@ def main(argv: list[str] | None = None) -> int:
     record = results_file.start("train_throughput")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    # Vectors first: on a CPU the peak memory is the process's maximum so far, and theirs is the smaller.
+    kinds = ("vectors", "sequences") if args.inputs == "both" else (args.inputs,)
     try:
-        result = run(args)
+        results = {kind: run(args, kind) for kind in kinds}
     except HjcagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(report(result))
+    print("\n\n".join(report(results[kind]) for kind in INPUTS if kind in results))
+    result: dict[str, Any] = results[kinds[0]]
+    if len(kinds) > 1:
+        print("\n" + speedup_report(results["sequences"], results["vectors"]))
+        result = {**results, "vector_speedup": results["vectors"]["samples_per_s"]
+                  / results["sequences"]["samples_per_s"]}
     results_file.write(record, result, args.results, seeds=[0], threads=torch.get_num_threads())
     return 0
 

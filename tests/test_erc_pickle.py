@@ -68,7 +68,9 @@ def test_iemocap_layout_with_label_names(tmp_path: Path) -> None:
     fs = load_erc_pickle(dump(tmp_path / "iemocap.pkl", items), seq_len=7, label_names=IEMOCAP_LABELS)
     assert len(fs) == 12
     assert fs.modalities == ("t", "a", "v")
-    assert {m: x.shape for m, x in fs.features.items()} == {"t": (12, 7, D_T), "a": (12, 7, D_A), "v": (12, 7, D_V)}
+    # utterance vectors, every modality: one step each (docs/model.md "Inputs"), not L = 7 copies
+    assert {m: x.shape for m, x in fs.features.items()} == {"t": (12, 1, D_T), "a": (12, 1, D_A), "v": (12, 1, D_V)}
+    assert fs.vectors == ("t", "a", "v") and fs.seq_len == 1
     assert fs.utterance_id[:3].tolist() == ["Ses01F_impro01_0", "Ses01F_impro01_1", "Ses01F_impro01_2"]
     # IEMOCAP is grouped by session (cv5 = leave-one-session-out); the dialogue travels beside it
     assert fs.group[0] == "Ses01" and fs.group[-1] == "Ses05"
@@ -78,10 +80,9 @@ def test_iemocap_layout_with_label_names(tmp_path: Path) -> None:
     assert fs.label_names == IEMOCAP_LABELS
     expected = [IEMOCAP_LABELS[i] for vid in items[7] + items[8] for i in items[2][vid]]
     assert fs.label.tolist() == expected
-    # vectors are broadcast over L, values preserved
+    # values preserved
     np.testing.assert_allclose(fs.features["t"][0, 0], items[3]["Ses01F_impro01"][0], rtol=1e-6)
-    np.testing.assert_allclose(fs.features["t"][0, 6], items[3]["Ses01F_impro01"][0], rtol=1e-6)
-    np.testing.assert_allclose(fs.features["a"][-1, 3], items[4]["Ses05F_impro01"][-1], rtol=1e-6)
+    np.testing.assert_allclose(fs.features["a"][-1, 0], items[4]["Ses05F_impro01"][-1], rtol=1e-6)
 
 
 def test_without_label_names_labels_are_index_strings_in_numeric_order(tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_the_stages_read_a_pkl_as_features(tmp_path: Path) -> None:
     params = params_from_dict({"model": {"seq_len": 5}, "dataset": "iemocap",
                                "datasets": {"iemocap": {"labels": list(IEMOCAP_LABELS)}}})
     fs = stages.load_features(dump(tmp_path / "feat.pkl", iemocap_tuple()), params)
-    assert len(fs) == 12 and fs.seq_len == 5
+    assert len(fs) == 12 and fs.seq_len == 1  # utterance vectors: one step, whatever model.seq_len
 
 
 def test_per_utterance_sequences_are_padded_and_aligned(tmp_path: Path) -> None:

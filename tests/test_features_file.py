@@ -80,6 +80,39 @@ def test_vectors_are_broadcast_over_l(tmp_path: Path) -> None:
     assert fs.dims == {"t": 8, "a": 4, "v": 3} and fs.seq_len == 7
 
 
+def test_when_every_modality_is_a_vector_each_is_one_step(tmp_path: Path) -> None:
+    """Only utterance vectors: (N, 1, d), not L copies (docs/model.md "Inputs"); saving writes them back as (N, d)."""
+    data = {k: v for k, v in arrays().items() if k not in ("text", "visual")}
+    data["text"] = data["audio"][:, :3] * 2
+    fs = load_features(write(tmp_path / "f.npz", data), seq_len=7)
+    assert {m: x.shape for m, x in fs.features.items()} == {"a": (6, 1, 4), "t": (6, 1, 3)}
+    assert fs.seq_len == 1 and fs.vectors == ("t", "a")
+    np.testing.assert_array_equal(fs.features["a"][:, 0], data["audio"].astype(np.float32))
+    path = save_features(tmp_path / "again.npz", fs)
+    with np.load(path) as raw:
+        assert raw["audio"].shape == (6, 4) and raw["text"].shape == (6, 3)
+    back = load_features(path, seq_len=7)
+    for m in fs.modalities:
+        np.testing.assert_array_equal(back.features[m], fs.features[m])
+
+
+def test_selecting_only_the_vectors_of_a_mixed_set_gives_one_step(tmp_path: Path) -> None:
+    """Beside sequences a vector is broadcast over L; a model that reads only vectors reads one step."""
+    data = arrays()
+    fs = load_features(write(tmp_path / "f.npz", data), seq_len=7)
+    assert fs.vectors == ("a",) and fs.features["a"].shape == (6, 7, 4)
+    audio = fs.select(("a",))
+    assert audio.features["a"].shape == (6, 1, 4) and audio.seq_len == 1 and audio.vectors == ("a",)
+    np.testing.assert_array_equal(audio.features["a"][:, 0], data["audio"].astype(np.float32))
+    both = fs.select(("t", "a"))
+    assert both.seq_len == 7 and both.features["a"] is fs.features["a"] and both.vectors == ("a",)
+    assert fs.select(("t", "v")).vectors == ()
+    # a mixed set saves its vectors as vectors: the same set comes back
+    back = load_features(save_features(tmp_path / "again.npz", fs), seq_len=7)
+    for m in fs.modalities:
+        np.testing.assert_array_equal(back.features[m], fs.features[m])
+
+
 def test_sequences_are_cropped_and_padded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = arrays()
     with caplog.at_level(logging.WARNING):

@@ -160,7 +160,7 @@ def _ordered(ids: Iterable[Any]) -> list[Any]:
 def load_erc_pickle(path: str | Path, seq_len: int, label_names: Sequence[str] = ()) -> FeatureSet:
     """A :class:`FeatureSet` from an ERC features pickle: group = the IEMOCAP session (Ses01..Ses05, so cv5 is
     leave-one-session-out) or else the dialogue; dialogue = its id; split = train/test by trainVid/testVid;
-    utterance_id = ``{dialogue}_{i}``; (N, d) vectors are broadcast over L by the loader."""
+    utterance_id = ``{dialogue}_{i}``; (N, d) vectors are aligned by the loader (all vectors: one step each)."""
     path = Path(path)
     source = str(path)
     try:

@@ -14,8 +14,12 @@ An ``.npz`` with keys
   (``hjcag finetune-text``). It travels inside the file, so a copied ``.npz`` keeps it: training refuses such text
   features outside the holdout protocol (:func:`hjcag.stages.refuse_leaks`).
 
-Utterance-level vectors (N, d) are broadcast over L, as the paper does for audio functionals; sequences
-longer than L are cropped and shorter ones zero-padded (a warning says how many).
+Sequences (N, T, d) are aligned to L steps: longer ones are cropped and shorter ones zero-padded (a warning says
+how many). Utterance-level vectors (N, d) are read as one step, (N, 1, d), when every modality a model reads is
+one: L identical steps would only repeat the same work L times (docs/model.md, "Inputs"). Beside sequences they are
+broadcast over L, as the paper does for audio functionals, since the joint representation concatenates the
+modalities step by step. The :class:`FeatureSet` remembers which modalities were vectors (``vectors``), so that
+selecting only those (``--modalities``) reads them as one step again and saving writes them back as (N, d).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ MIN_CLASSES = 2  # what a classifier needs; one class "trains" to 100 % accuracy
 
 @dataclass
 class FeatureSet:
-    """Features of N utterances, aligned to L steps per modality: arrays (N, L, d_m) float32."""
+    """Features of N utterances, aligned to one step count for all modalities: arrays (N, L, d_m) float32, where L
+    is 1 when every modality is an utterance vector (`vectors`), else the L the set was loaded with."""
 
     utterance_id: np.ndarray
     label: np.ndarray
@@ -58,6 +63,7 @@ class FeatureSet:
     label_names: tuple[str, ...] = field(default_factory=tuple)
     order: np.ndarray | None = None  # (N,) float64: position within the dialogue
     text_finetuned: dict[str, Any] | None = None  # what the text encoder was fine-tuned on (the file's mark)
+    vectors: tuple[str, ...] = ()  # the modalities that were utterance vectors (N, d) in the source
 
     @property
     def conversation(self) -> np.ndarray:
@@ -101,10 +107,12 @@ class FeatureSet:
             label_names=self.label_names,
             order=None if self.order is None else self.order[idx],
             text_finetuned=self.text_finetuned,
+            vectors=self.vectors,
         )
 
     def select(self, modalities: Sequence[str]) -> FeatureSet:
-        """Keep only `modalities`; a clear error names what the file lacks."""
+        """Keep only `modalities`; a clear error names what the file lacks. When all of them are utterance
+        vectors, they are one step again (a set that also held sequences broadcast them over L)."""
         missing = [m for m in modalities if m not in self.features]
         if missing:
             have = ", ".join(MODALITY_NAMES[m] for m in self.modalities) or "none"
@@ -113,22 +121,27 @@ class FeatureSet:
                 f"[{have}]. Drop them from --modalities or add the '{MODALITY_NAMES[missing[0]]}' key "
                 f"to the features file."
             )
+        vectors = tuple(m for m in self.vectors if m in modalities)
+        one_step = set(modalities) <= set(vectors)
         return FeatureSet(
             utterance_id=self.utterance_id,
             label=self.label,
             group=self.group,
-            features={m: self.features[m] for m in modalities},
+            features={m: np.ascontiguousarray(self.features[m][:, :1]) if one_step else self.features[m]
+                      for m in modalities},
             split=self.split,
             speaker=self.speaker,
             dialogue=self.dialogue,
             label_names=self.label_names,
             order=self.order,
             text_finetuned=self.text_finetuned if "t" in modalities else None,
+            vectors=vectors,
         )
 
 
 def align_to_length(x: np.ndarray, seq_len: int) -> np.ndarray:
-    """(N, d) -> broadcast to (N, L, d); (N, T, d) -> crop or zero-pad to (N, L, d)."""
+    """(N, d) -> broadcast to (N, L, d); (N, T, d) -> crop or zero-pad to (N, L, d). With L = 1 a vector is one
+    step, (N, 1, d)."""
     if x.ndim == 2:
         return np.repeat(x[:, None, :], seq_len, axis=1)
     n, t, d = x.shape
@@ -206,13 +219,16 @@ def feature_set_from_arrays(
             )
     order = _order_column(arrays, n, source) if "order" in arrays else None
     long_names = {v: k for k, v in MODALITY_NAMES.items()}
+    raw = {long_names[key]: _check_modality_array(key, np.asarray(arrays[key]), n, source)
+           for key in arrays if key in long_names}
+    vectors = tuple(m for m in MODALITIES if m in raw and raw[m].ndim == 2)
+    steps = 1 if raw and len(vectors) == len(raw) else seq_len  # only vectors: one step each
     features: dict[str, np.ndarray] = {}
-    for key in arrays:
-        if key in long_names:
-            value = _check_modality_array(key, np.asarray(arrays[key]), n, source)
-            if value.ndim == 3 and value.shape[1] != seq_len:
-                log.warning("%s: '%s' has %d steps; aligning to L=%d.", source, key, value.shape[1], seq_len)
-            features[long_names[key]] = align_to_length(value, seq_len)
+    for m, value in raw.items():
+        if value.ndim == 3 and value.shape[1] != seq_len:
+            log.warning("%s: '%s' has %d steps; aligning to L=%d.", source, MODALITY_NAMES[m], value.shape[1],
+                        seq_len)
+        features[m] = align_to_length(value, steps)
     extra = sorted(set(arrays) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS) - set(long_names) - {"order", FINETUNED_KEY})
     if extra:
         log.warning("%s: ignoring unknown key(s) %s.", source, extra)
@@ -231,6 +247,7 @@ def feature_set_from_arrays(
         label_names=tuple(label_names),
         order=order,
         text_finetuned=_finetuned_mark(arrays, source) if FINETUNED_KEY in arrays else None,
+        vectors=vectors,
     )
 
 
@@ -301,7 +318,7 @@ def save_features(path: str | Path, fs: FeatureSet) -> Path:
     if fs.text_finetuned is not None:
         arrays[FINETUNED_KEY] = np.array(json.dumps(fs.text_finetuned, sort_keys=True))
     for m, x in fs.features.items():
-        arrays[MODALITY_NAMES[m]] = x.astype(np.float32)
+        arrays[MODALITY_NAMES[m]] = (x[:, 0] if m in fs.vectors else x).astype(np.float32)  # vectors as (N, d)
     np.savez_compressed(path, **arrays)  # deterministic bytes: zip members carry a fixed 1980 date
     return path
 

@@ -115,7 +115,7 @@ class Predictor:
         self.labels: tuple[str, ...] = tuple(model_doc["label_names"])
         self.input_dims: dict[str, int] = {m: int(d) for m, d in model_doc["input_dims"].items()}
         self.modalities: tuple[str, ...] = tuple(m for m in MODALITIES if m in self.input_dims)
-        self.seq_len = int(model_doc["seq_len"])
+        self.seq_len = int(model_doc["seq_len"])  # the steps it was trained with: 1 for utterance vectors
         self.limits = limits or Limits()
         self.context = trained_model_config(model_doc)
         # None: trained without context; False: its warm-started context layer was dropped (a context-free model)

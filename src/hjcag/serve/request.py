@@ -247,6 +247,10 @@ class RequestParser:
         if array.ndim == 2 and array.shape[0] > self.limits.max_feature_steps:
             raise RequestError(f"features.{key} has {array.shape[0]} time steps; the limit is "
                                f"{self.limits.max_feature_steps} (the model uses {self.seq_len}).", 413)
+        if array.ndim == 2 and array.shape[0] > 1 and self.seq_len == 1:
+            raise RequestError(f"features.{key} has {array.shape[0]} time steps, but this model reads one step per "
+                               f"utterance (it was trained on utterance vectors): send its vector of "
+                               f"{self.input_dims[m]} numbers, or a [1, {self.input_dims[m]}] array.")
         with np.errstate(over="ignore"):  # too large for float32 -> inf, refused just below
             array = array.astype(np.float32)
         if not np.isfinite(array).all():
@@ -254,7 +258,8 @@ class RequestParser:
         return self.aligned(m, array, f"{key} features")
 
     def aligned(self, m: str, array: np.ndarray, what: str) -> np.ndarray:
-        """(d,) or (T, d) -> (L, d): broadcast / crop / zero-pad exactly as the features file loader does."""
+        """(d,) or (T, d) -> (L, d): broadcast / crop / zero-pad exactly as the features file loader does; L is the
+        step count the model was trained with (1 for utterance vectors: a vector is one step)."""
         expected = self.input_dims[m]
         if array.shape[-1] != expected:
             raise RequestError(f"{what} have {array.shape[-1]} dims, the model expects {expected}.")

@@ -81,6 +81,13 @@ def stage_callback(on_epoch: EpochCallback | None, stage: str) -> EpochCallback 
     return lambda fold, epoch, metrics: on_epoch(fold, epoch, {f"{stage}_{k}": v for k, v in metrics.items()})
 
 
+def trained_config(model_cfg: ModelConfig, fs: FeatureSet) -> ModelConfig:
+    """The ModelConfig a model of the features `fs` is built with: its `seq_len` is the step count the features have.
+    That is ``model.seq_len`` for sequences, and 1 when every modality is an utterance vector, read as one step
+    (docs/model.md, "Inputs"); the trained model records it (model_config.json), so serving collates to it."""
+    return model_cfg if fs.seq_len == model_cfg.seq_len else dataclasses.replace(model_cfg, seq_len=fs.seq_len)
+
+
 def fit_model(
     model_name: str,
     train: FeatureSet,
@@ -98,8 +105,10 @@ def fit_model(
     """Seed, build (input statistics from `train` only), train with early stopping on `val`, load the best state.
 
     `on_epoch` sees every epoch trained: as they are without a warm start, with the stage's name before each metric
-    with one (:func:`stage_callback`); checkpoints resume each stage where it stopped.
+    with one (:func:`stage_callback`); checkpoints resume each stage where it stopped. The model reads as many
+    steps as `train` has (:func:`trained_config`).
     """
+    model_cfg = trained_config(model_cfg, train)
     if not warm_start(model_cfg, cfg):
         torch.manual_seed(seed)
         model = build_model(model_name, train.dims, len(train.label_names), model_cfg)

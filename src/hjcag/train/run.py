@@ -53,7 +53,7 @@ from hjcag.errors import ConfigError, HjcagError
 from hjcag.identity import params_identity
 from hjcag.model_catalog import check_model_name
 from hjcag.params import Params, parse_modalities
-from hjcag.train.fit import base_checkpoint, fit_model, stage_summary
+from hjcag.train.fit import base_checkpoint, fit_model, stage_summary, trained_config
 from hjcag.train.folds import Fold, make_folds
 from hjcag.train.loop import EpochCallback, TensorData, predict
 from hjcag.train.metrics import aggregate, classification_metrics
@@ -136,14 +136,15 @@ def _any_fold_progress(out_dir: Path) -> bool:
 
 def _model_config_doc(model_name: str, params: Params, fs: FeatureSet, folds: Sequence[Fold], default: str | None,
                       seeds: Sequence[int | None], results: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    config = trained_config(params.model, fs)  # seq_len: the steps the model reads (1 for utterance vectors)
     return {
         "model": model_name,
-        "model_config": dataclasses.asdict(params.model),
+        "model_config": dataclasses.asdict(config),
         "input_dims": fs.dims,
         "num_classes": len(fs.label_names),
         "label_names": list(fs.label_names),
         "modalities": list(fs.modalities),
-        "seq_len": params.model.seq_len,
+        "seq_len": config.seq_len,
         "weights": {
             "format": "safetensors",
             "folds": [fold_weights(f.index, s) for f in folds for s in seeds],
