@@ -10,19 +10,26 @@ What it does, all on this machine and on loopback only:
    POST /predictions/hjcag (feature requests: distinct pre-extracted text (L, 384), audio (d_a,), visual (L, 2048)
    features as JSON numbers, or packed with --body float16 | float32):
    * lone requests: one at a time, each followed by the same body in process, interleaved so both see the same
-     moment of the machine's load; the ratio of the p50s is what a lone request pays for serving (target <= 1.3);
+     moment of the machine's load; the ratio of the p50s, and their difference, is what a lone request pays for
+     serving (targets: <= 5 ms added at demo widths, <= 1.3x at the paper's);
    * --clients threads at once, with the in-process predictor (batch 1) timed just before and just after on the
-     same bodies; the ratio of requests/s is what serving costs under load (target >= 0.9);
+     same bodies and the same cores: laid out as the server's workers (one worker: this process with as many torch
+     threads as a worker; N workers: N processes); the ratio of requests/s is what serving costs under load
+     (target >= 0.9);
    * raw requests (unless --raw-requests 0): a sentence + a base64 mp4 clip, 1 client then --clients;
 4. times the in-process predictor one request at a time and in batches of 8 on all the bodies (reference).
 
 It prints both ratios per setting and repeat and a Markdown table of them, and writes everything to its results file
-(benchmarks/results_file.py; --results PATH).
+(benchmarks/results_file.py; --results PATH). The worker layout (workers x threads) is read from the shipped files:
+workers from model-config.yaml's minWorkers, threads from k8s/base's OMP_NUM_THREADS (deployment_layouts, which also
+lists each overlay's); --threads overrides the threads. --targets measures issue 23's serving targets in one run: demo
+and paper widths, packed float16 bodies, the shipped layout, and a table of target, measured, verdict.
 Offline, text falls back to MiniLM and ResNet-50 runs with random weights (the same speed as trained ones).
 
     python benchmarks/serve_load.py                                   # defaults: about 3-4 minutes on 2 CPU cores
     python benchmarks/serve_load.py --clients 16 --feature-requests 1000 --raw-requests 64 --results out/serve.json
     python benchmarks/serve_load.py --raw-requests 0 --repeat 2 --setting shipped --setting d50:maxBatchDelay=50
+    python benchmarks/serve_load.py --targets --repeat 3                  # issue 23's targets, pass / fail each
 """
 
 from __future__ import annotations
@@ -170,10 +177,11 @@ def load_phase(host: str, port: int, token: str, bodies: Sequence[bytes], client
 
 def in_process(run: Callable[[Sequence[bytes]], Any], bodies: Sequence[bytes], batch: int,
                max_seconds: float) -> dict[str, Any]:
-    """The predictor called directly on the same JSON bodies, `batch` at a time, until done or out of time."""
+    """The predictor called directly on the same JSON bodies, `batch` at a time, until done or out of time; with
+    the CPU it took per request and the cores it kept busy (this process's CPU time over the wall time)."""
     latencies: list[float] = []
     done = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for lo in range(0, len(bodies), batch):
         if time.perf_counter() - started > max_seconds:
             break
@@ -181,9 +189,60 @@ def in_process(run: Callable[[Sequence[bytes]], Any], bodies: Sequence[bytes], b
         run(bodies[lo : lo + batch])
         latencies.append(time.perf_counter() - t0)
         done += len(bodies[lo : lo + batch])
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {"requests": done, "batch": batch, "seconds": round(wall, 2), "requests_per_s": round(done / wall, 2),
+            "cpu_ms_per_request": round(1000 * cpu / max(done, 1), 2), "cores_busy": round(cpu / wall, 2),
             **{k.replace("_ms", "_ms_per_call"): v for k, v in percentiles(latencies).items()}}
+
+
+def _in_process_worker(unpacked: str, device: str, threads: int, bodies: list[bytes], max_seconds: float,
+                       start: Any, results: Any) -> None:
+    """One in-process copy of a server worker, in its own process: load, warm up, wait for the others, then answer
+    `bodies` one at a time (in_process_layout)."""
+    import torch
+
+    from hjcag.serve.predictor import Predictor
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    predictor = Predictor.load(Path(unpacked), device=device)
+    predictor.predict_many(bodies[:4])
+    start.wait()
+    started, cpu, done = time.perf_counter(), time.process_time(), 0
+    for body in bodies:
+        if time.perf_counter() - started > max_seconds:
+            break
+        predictor.predict_many([body])
+        done += 1
+    results.put((done, started, time.perf_counter(), time.process_time() - cpu))
+
+
+def in_process_layout(run: Callable[[Sequence[bytes]], Any], bodies: Sequence[bytes], layout: Layout,
+                      max_seconds: float, unpacked: Path, device: str) -> dict[str, Any]:
+    """The in-process predictor on the same cores as the server's workers: `layout.workers` copies of `layout.threads`
+    torch threads each, batch 1. One worker: `run` in this process (set to that many threads). More: that many
+    processes (CLOCK_MONOTONIC is shared, so the rate is all answers over first start to last end)."""
+    if layout.workers <= 1:
+        return in_process(run, bodies, 1, max_seconds)
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(layout.workers + 1), context.Queue()
+    processes = [context.Process(target=_in_process_worker, args=(str(unpacked), device, layout.threads or 0,
+                                                                  list(bodies[k :: layout.workers]), max_seconds,
+                                                                  start, results))
+                 for k in range(layout.workers)]
+    for process in processes:
+        process.start()
+    start.wait(timeout=600)
+    answers = [results.get(timeout=600 + max_seconds) for _ in processes]
+    for process in processes:
+        process.join()
+    done = sum(a[0] for a in answers)
+    wall, cpu = max(a[2] for a in answers) - min(a[1] for a in answers), sum(a[3] for a in answers)
+    return {"requests": done, "batch": 1, "processes": layout.workers, "seconds": round(wall, 2),
+            "requests_per_s": round(done / wall, 2), "cpu_ms_per_request": round(1000 * cpu / max(done, 1), 2),
+            "cores_busy": round(cpu / wall, 2)}
 
 
 def lone_phase(host: str, port: int, token: str, run: Callable[[Sequence[bytes]], Any],
@@ -307,6 +366,102 @@ def context_phase(host: str, port: int, token: str, bodies: Sequence[bytes], tur
     return out
 
 
+# ------------------------------------------------------------------------------------------- worker layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a deployment runs the model: `workers` worker processes of `threads` torch threads each, within a CPU
+    limit. Read from the shipped files (deployment_layouts), so the benchmark measures what ships."""
+
+    source: str  # the file(s) it was read from
+    workers: int  # worker processes TorchServe starts: model-config.yaml's minWorkers (KServe: its model_snapshot)
+    threads: int | None  # the container's OMP_NUM_THREADS; None: not pinned (torch then takes all the node's cores)
+    cpu_limit: float | None = None  # the container's CPU limit, cores
+    max_workers: int | None = None  # HJCAG_MAX_WORKERS: the cap the memory limit allows (worker_cap.py)
+
+    def describe(self) -> str:
+        threads = "unpinned" if self.threads is None else self.threads
+        cpus = "no" if self.cpu_limit is None else f"{self.cpu_limit:g}"
+        return f"{self.workers} worker(s) x {threads} thread(s), {cpus} CPU limit, worker cap {self.max_workers}"
+
+    def notes(self) -> list[str]:
+        """What in this layout does not fit its CPU limit."""
+        out = []
+        if self.threads is None:
+            out.append("OMP_NUM_THREADS is not set: each worker's torch uses all the node's cores")
+        elif self.cpu_limit is not None and self.workers * self.threads > self.cpu_limit:
+            out.append(f"{self.workers} x {self.threads} threads exceed the {self.cpu_limit:g}-CPU limit")
+        elif self.cpu_limit is not None and self.workers * self.threads < self.cpu_limit:
+            out.append(f"{self.workers} x {self.threads} threads leave part of the {self.cpu_limit:g}-CPU limit idle")
+        return out
+
+
+def _cores(value: Any) -> float | None:
+    """A Kubernetes CPU quantity ('2', '500m', 1.5) in cores."""
+    if value is None:
+        return None
+    text = str(value)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def _container_layout(container: dict[str, Any], workers: int, source: str) -> Layout:
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    threads, cap = env.get("OMP_NUM_THREADS"), env.get("HJCAG_MAX_WORKERS")
+    return Layout(source, workers, None if threads is None else int(threads),
+                  _cores(container.get("resources", {}).get("limits", {}).get("cpu")),
+                  None if cap is None else int(cap))
+
+
+def _patch_container(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`base` with a strategic-merge `patch` of its env (merged by name) and resources (merged per key)."""
+    env = {e["name"]: e for e in base.get("env", [])} | {e["name"]: e for e in patch.get("env", [])}
+    resources = {key: base.get("resources", {}).get(key, {}) | patch.get("resources", {}).get(key, {})
+                 for key in ("requests", "limits")}
+    return base | {"env": list(env.values()), "resources": resources}
+
+
+def deployment_layouts(root: Path = ROOT) -> dict[str, Layout]:
+    """The worker layout of each way hjcag ships the endpoint: k8s/base (the Deployment every overlay but kserve
+    builds on), the overlays that patch it, and the kserve overlay's InferenceService. Workers come from the
+    archive's model-config.yaml (minWorkers: what TorchServe starts), threads and limits from the manifests."""
+    import yaml
+
+    model_config = yaml.safe_load((root / "src/hjcag/serve/torchserve/model-config.yaml").read_text(encoding="utf-8"))
+    workers = int(model_config.get("minWorkers", 1))
+
+    def torchserve(doc: dict[str, Any]) -> dict[str, Any]:
+        containers = doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+        return next((c for c in containers if c.get("name") == "torchserve"), {})
+
+    base_file = root / "k8s/base/deployment.yaml"
+    base = torchserve(yaml.safe_load(base_file.read_text(encoding="utf-8")))
+    layouts = {"k8s/base": _container_layout(base, workers, "model-config.yaml + k8s/base/deployment.yaml")}
+    for patch_file in sorted((root / "k8s/overlays").glob("*/deployment-patch.yaml")):
+        patch = torchserve(yaml.safe_load(patch_file.read_text(encoding="utf-8")))
+        name = f"k8s/overlays/{patch_file.parent.name}"
+        layouts[name] = _container_layout(_patch_container(base, patch), workers,
+                                          f"model-config.yaml + k8s/base + {name}/deployment-patch.yaml")
+    kserve = root / "k8s/overlays/kserve"
+    if (kserve / "inferenceservice.yaml").exists():
+        predictor = yaml.safe_load((kserve / "inferenceservice.yaml").read_text(encoding="utf-8"))["spec"]["predictor"]
+        kserve_workers = workers
+        properties = kserve / "model-storage/config/config.properties"
+        for line in properties.read_text(encoding="utf-8").splitlines() if properties.exists() else ():
+            if line.startswith("model_snapshot="):
+                models = json.loads(line.split("=", 1)[1])["models"]
+                kserve_workers = int(next(iter(next(iter(models.values())).values()))["minWorkers"])
+        layouts["k8s/overlays/kserve"] = _container_layout(
+            predictor.get("pytorch", {}), kserve_workers,
+            "k8s/overlays/kserve: inferenceservice.yaml + model-storage/config/config.properties")
+    return layouts
+
+
+def shipped_layout(root: Path = ROOT) -> Layout:
+    """The layout the benchmark measures by default: k8s/base's (dev, pvc and prod build on it)."""
+    return deployment_layouts(root)["k8s/base"]
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -357,45 +512,271 @@ def archive_for(run_dir: Path, out: Path, config: Any, overrides: dict[str, int]
 
 
 def in_process_rate(run: dict[str, Any]) -> float:
-    """In-process requests/s at batch 1: the mean of the runs just before and just after the endpoint's clients."""
+    """In-process requests/s at batch 1 on the server's layout: the mean of the runs just before and just after the
+    endpoint's clients."""
     return float(np.mean([run[f"in_process_features_{when}"]["requests_per_s"] for when in ("before", "after")]))
 
 
 def ratios(run: dict[str, Any]) -> dict[str, float]:
-    """lone: endpoint p50 / in-process p50, one request at a time, interleaved (target <= 1.3); throughput: endpoint
-    requests/s with --clients clients / in-process requests/s at batch 1, the mean of the runs just before and just
-    after (target >= 0.9); features requests."""
-    lone = run["endpoint_features_1client"]["p50_ms"] / max(run["in_process_features_lone"]["p50_ms"], 1e-9)
+    """lone: endpoint p50 / in-process p50, one request at a time, interleaved (paper widths: target <= 1.3), and
+    their difference, what serving adds to a lone request (demo widths: target <= 5 ms); throughput: endpoint
+    requests/s with --clients clients / in-process requests/s at batch 1 on the same layout, the mean of the runs just
+    before and just after (target >= 0.9); features requests."""
+    endpoint, local = run["endpoint_features_1client"]["p50_ms"], run["in_process_features_lone"]["p50_ms"]
     throughput = run["endpoint_features"]["requests_per_s"] / max(in_process_rate(run), 1e-9)
-    out = {"lone_latency_ratio": round(lone, 2), "throughput_ratio": round(throughput, 2)}
+    out = {"lone_latency_ratio": round(endpoint / max(local, 1e-9), 2), "lone_added_ms": round(endpoint - local, 1),
+           "throughput_ratio": round(throughput, 2)}
+    out |= cpu_ceiling(run)
     if "endpoint_raw" in run:
         out["raw_throughput_ratio"] = round(run["endpoint_raw"]["requests_per_s"]
                                             / max(run["in_process_raw_batch1"]["requests_per_s"], 1e-9), 2)
     return out
 
 
+def cpu_ceiling(run: dict[str, Any], cpus: int | None = os.cpu_count()) -> dict[str, float]:
+    """The CPU arithmetic of the throughput ratio. Under the clients the endpoint spends CPU per request in the Java
+    frontend, the worker(s) and this client, all on this machine's cores; the in-process side spends its own per
+    request and keeps `cores_busy` cores busy. With the endpoint CPU-bound on the layout's cores (workers x threads,
+    at most this machine's), the ratio can be at most (cores / endpoint CPU) / (in-process rate): the ceiling. Below
+    0.9, the target is out of reach for this layout whatever the scheduling."""
+    cpu, layout = run.get("endpoint_features_cpu"), run.get("layout", {})
+    local = [run.get(f"in_process_features_{when}", {}) for when in ("before", "after")]
+    if not cpu or not all("cpu_ms_per_request" in phase for phase in local):
+        return {}
+    endpoint_ms = sum(cpu[f"{k}_cpu_ms_per_request"] for k in ("frontend", "workers", "client"))
+    cores = min(layout.get("workers", 1) * (layout.get("threads") or cpus or 1), cpus or 1)
+    ceiling = 1000 * cores / max(endpoint_ms, 1e-9) / max(in_process_rate(run), 1e-9)
+    return {"endpoint_cpu_ms_per_request": round(endpoint_ms, 2), "in_process_cpu_ms_per_request":
+            round(float(np.mean([phase["cpu_ms_per_request"] for phase in local])), 2),
+            "in_process_cores_busy": round(float(np.mean([phase["cores_busy"] for phase in local])), 2),
+            "cpu_ceiling_ratio": round(ceiling, 2)}
+
+
+# ----------------------------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Target:
+    """One serving target (issue 23, item 4): a figure of ratios() at some widths, and its bound."""
+
+    widths: str
+    key: str  # a key of ratios()
+    bound: float
+    at_most: bool  # True: measured <= bound; False: measured >= bound
+    what: str
+
+    def holds(self, measured: float) -> bool:
+        return measured <= self.bound if self.at_most else measured >= self.bound
+
+    def text(self) -> str:
+        return f"{self.widths} widths, {self.what} {'<=' if self.at_most else '>='} {self.bound:g}"
+
+
+TARGETS = (
+    Target("demo", "lone_added_ms", 5.0, True, "lone request, endpoint p50 - in-process p50 (ms)"),
+    Target("demo", "throughput_ratio", 0.9, False, "8 clients, endpoint / in-process req/s, same cores"),
+    Target("paper", "lone_latency_ratio", 1.3, True, "lone request, endpoint p50 / in-process p50"),
+    Target("paper", "throughput_ratio", 0.9, False, "8 clients, endpoint / in-process req/s, same cores"),
+)
+
+
+def evaluate_targets(runs: Sequence[dict[str, Any]], targets: Sequence[Target] = TARGETS) -> list[dict[str, Any]]:
+    """Per setting and target: every repeat's figure, their median and the verdict on the median (MISSING when no
+    run measured those widths)."""
+    rows = []
+    for setting in dict.fromkeys(run["setting"] for run in runs):
+        for target in targets:
+            chosen = [run for run in runs if run["setting"] == setting and run["widths"] == target.widths]
+            values = [run[target.key] for run in chosen]
+            median = round(float(np.median(values)), 2) if values else None
+            verdict = "MISSING" if median is None else "PASS" if target.holds(median) else "FAIL"
+            layouts = sorted({(run["layout"]["workers"], run["layout"]["threads"]) for run in chosen})
+            rows.append({"setting": setting, "layout": ", ".join(f"{w} x {t}" for w, t in layouts),
+                         "shipped_layout": all(run["layout"]["shipped"] for run in chosen), "target": target.text(),
+                         "values": values, "measured": median, "verdict": verdict})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def measure_widths(args: argparse.Namespace, widths: str, settings: Sequence[Setting], layout: Layout, tmp: Path,
+                   config: Any, dims: dict[str, int], env: dict[str, str]) -> list[dict[str, Any]]:
+    """Every setting, --repeat times, of a run at `widths` (trained here unless --run): one dict per measurement."""
+    from hjcag.serve.local import DEFAULT_LOG_CONFIG, LocalTorchServe
+    from hjcag.serve.package import read_archive_record
+    from hjcag.serve.predictor import Predictor
+
+    tmp = tmp / widths
+    t0 = time.perf_counter()
+    run_dir = args.run or make_run(tmp / "run", dims, args.seq_len, widths, args.context)
+    shipped = archive_for(run_dir, tmp / "shipped", config, {})
+    with zipfile.ZipFile(shipped) as z:
+        z.extractall(tmp / "unpacked")
+    version = read_archive_record(shipped)["version"]
+    print(f"\n##### {widths} widths: run + archive in {time.perf_counter() - t0:.1f} s: {shipped} ({version})")
+    features = feature_bodies(args.feature_requests, dims, args.seq_len, args.body)
+    lone = features[: args.lone_requests]
+    raw = raw_bodies(args.raw_requests, tmp, args.clip_seconds)
+    print(f"bodies: {len(features)} feature requests ({args.body}) of "
+          f"~{np.mean([len(b) for b in features]) / 1024:.0f} KiB, {len(raw)} raw requests"
+          + (f" of ~{np.mean([len(b) for b in raw]) / 1024:.0f} KiB" if raw else ""))
+    predictor = Predictor.load(tmp / "unpacked", device=args.device)
+    if raw:
+        predictor.load_extractors()
+    predictor.predict_many(features[:8] + raw[:2])  # warm-up
+
+    runs = []
+    for index, setting in enumerate(settings):
+        overrides, server_env = setting.model_config, setting.server_env
+        mar = archive_for(run_dir, tmp / f"setting{index}", config, overrides) if overrides else shipped
+        log_config = None if setting.builtin_logs else DEFAULT_LOG_CONFIG
+        measured = Layout("this benchmark", overrides.get("minWorkers", layout.workers), args.threads)
+        for repeat in range(args.repeat):
+            run: dict[str, Any] = {"setting": setting.name, "widths": widths, "body": args.body,
+                                   "repeat": repeat + 1, "model_config": overrides, "server_env": server_env,
+                                   "builtin_logs": setting.builtin_logs,
+                                   "layout": {"workers": measured.workers, "threads": measured.threads,
+                                              "shipped": (measured.workers, measured.threads)
+                                              == (layout.workers, layout.threads)}}
+            print(f"\n=== {widths} widths, {setting.name} {overrides or ''} {server_env or ''}"
+                  f"{' (TorchServe built-in logs)' if setting.builtin_logs else ''} "
+                  f"(repeat {repeat + 1}/{args.repeat}): {measured.workers} worker(s) x {measured.threads} thread(s)"
+                  f"{'' if run['layout']['shipped'] else ' (NOT the shipped layout)'}", flush=True)
+            t0 = time.perf_counter()
+            with LocalTorchServe(mar.parent, env=env | server_env, log_config=log_config) as server:
+                print(f"torchserve ready in {time.perf_counter() - t0:.1f} s on {server.inference_url}")
+                host, port = "127.0.0.1", server.ports["inference"]
+                assert server.token is not None
+                warm = [features[i % len(features)] for i in range(args.warmup)] + raw[:2]
+                load_phase(host, port, server.token, warm, args.clients, 300)
+                if args.context:
+                    run["context"] = context_phase(host, port, server.token, lone, args.context)
+                    print(f"context, {args.context} turn states vs none, lone requests: p50 "
+                          f"{run['context']['with_states']['p50_ms']} / {run['context']['alone']['p50_ms']} ms "
+                          f"= {run['context']['latency_ratio']} (target <= 1.2)", flush=True)
+                metrics_before = frontend_metrics(server.ports["metrics"])
+                run["endpoint_features_1client"], run["in_process_features_lone"] = lone_phase(
+                    host, port, server.token, predictor.predict_many, lone)
+                run["lone_split"] = lone_split(metrics_before, frontend_metrics(server.ports["metrics"]),
+                                               run["endpoint_features_1client"], run["in_process_features_lone"])
+                print("lone, endpoint:", run["endpoint_features_1client"], "\nlone, in-process:",
+                      run["in_process_features_lone"], "\nlone, where the time goes (mean ms):",
+                      run["lone_split"], flush=True)
+                # In-process just before and just after the clients: the same machine load as the endpoint's, and
+                # the server's layout (its workers' count and threads) without the server.
+                local = (predictor.predict_many, features[: max(1, len(features) // 2)], measured, args.max_seconds,
+                         tmp / "unpacked", args.device)
+                run["in_process_features_before"] = in_process_layout(*local)
+                assert server.process is not None
+                cpu_before = cpu_seconds(server.process.pid)
+                run["endpoint_features"] = load_phase(host, port, server.token, features, args.clients,
+                                                      args.max_seconds)
+                run["endpoint_features_cpu"] = cpu_split(cpu_before, cpu_seconds(server.process.pid),
+                                                         run["endpoint_features"])
+                run["in_process_features_after"] = in_process_layout(*local)
+                for key in ("in_process_features_before", "endpoint_features", "endpoint_features_cpu",
+                            "in_process_features_after"):
+                    print(f"{key}:", run[key], flush=True)
+                if raw:
+                    run["endpoint_raw_1client"] = load_phase(host, port, server.token, raw[: max(1, len(raw) // 8)],
+                                                             1, args.max_seconds)
+                    run["endpoint_raw"] = load_phase(host, port, server.token, raw, args.clients, args.max_seconds)
+                    print("endpoint, raw, 1 client:", run["endpoint_raw_1client"], "\nendpoint, raw, "
+                          f"{args.clients} clients:", run["endpoint_raw"], flush=True)
+            for phase, bodies in (("features", features), ("raw", raw)):
+                for batch in (1, 8) if bodies else ():
+                    key = f"in_process_{phase}_batch{batch}"
+                    run[key] = in_process(predictor.predict_many, bodies, batch, args.max_seconds)
+                    print(f"in-process, {phase}, batch {batch}:", run[key], flush=True)
+            run |= ratios(run)
+            print(f"lone request: endpoint / in-process p50 = {run['lone_latency_ratio']:.2f}, "
+                  f"+{run['lone_added_ms']} ms; {args.clients} clients: endpoint / in-process req/s = "
+                  f"{run['throughput_ratio']:.2f}", flush=True)
+            runs.append(run)
+    return runs
+
+
+def print_tables(runs: Sequence[dict[str, Any]], clients: int) -> None:
+    many_widths = len({run["widths"] for run in runs}) > 1
+    repeats = max(run["repeat"] for run in runs) > 1
+
+    def label(run: dict[str, Any]) -> str:
+        return (run["setting"] + (f", {run['widths']} widths" if many_widths else "")
+                + (f" #{run['repeat']}" if repeats else ""))
+
+    print(f"\n| setting | layout | lone p50 ms endpoint / in-process | lone ratio | lone added ms | {clients} clients "
+          f"req/s endpoint / in-process | throughput ratio | {clients} clients p50 / p95 ms | mean batch |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        e1, e, r1 = run["endpoint_features_1client"], run["endpoint_features"], run["in_process_features_lone"]
+        layout = f"{run['layout']['workers']} x {run['layout']['threads']}"
+        print(f"| {label(run)} | {layout} | {e1['p50_ms']} / {r1['p50_ms']} | {run['lone_latency_ratio']} | "
+              f"{run['lone_added_ms']} | {e['requests_per_s']} / {in_process_rate(run):.2f} | "
+              f"{run['throughput_ratio']} | {e['p50_ms']} / {e['p95_ms']} | {e['mean_batch']} |")
+    print("\nWhere the time goes. Lone request, mean ms: the client's wait = HTTP and client + TorchServe's batching "
+          "wait + hand-over to the worker and back + the handler (in process: the same work without a server). "
+          f"{clients} clients: CPU ms per request of the Java frontend, the Python worker(s) and this client, and "
+          "how busy the workers were (% of one core); in process: CPU ms per request and cores kept busy; the "
+          "throughput ceiling those CPU figures allow on the layout's cores (cpu_ceiling).\n"
+          "| setting | client | HTTP + client | batch wait | hand-over | handler | in process | frontend CPU | "
+          "worker CPU | client CPU | workers busy % | in-process CPU | in-process cores | throughput ceiling |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        sp, cpu = run["lone_split"], run["endpoint_features_cpu"]
+        print(f"| {label(run)} | {sp['client_ms']} | {sp['http_and_client_ms']} | {sp['batch_wait_ms']} | "
+              f"{sp['worker_hand_over_ms']} | {sp['handler_ms']} | {sp['in_process_ms']} | "
+              f"{cpu['frontend_cpu_ms_per_request']} | {cpu['workers_cpu_ms_per_request']} | "
+              f"{cpu['client_cpu_ms_per_request']} | {cpu['workers_busy_percent']} | "
+              f"{run.get('in_process_cpu_ms_per_request', '')} | {run.get('in_process_cores_busy', '')} | "
+              f"{run.get('cpu_ceiling_ratio', '')} |")
+    for run in runs:
+        if "endpoint_raw" in run:
+            print(f"raw, {label(run)}: endpoint {run['endpoint_raw']['requests_per_s']} req/s, "
+                  f"in-process {run['in_process_raw_batch1']['requests_per_s']} (ratio {run['raw_throughput_ratio']})")
+
+
+def print_layouts(layouts: dict[str, Layout], measured: Layout) -> None:
+    base = layouts["k8s/base"]
+    print("Worker layouts the shipped files choose (workers: model-config.yaml minWorkers; threads: OMP_NUM_THREADS):")
+    for name, layout in layouts.items():
+        notes = layout.notes()
+        print(f"  {name}: {layout.describe()}" + (f"  [{'; '.join(notes)}]" if notes else ""))
+    print(f"Measured: {measured.workers} worker(s) x {measured.threads} thread(s) "
+          f"({'the' if (measured.workers, measured.threads) == (base.workers, base.threads) else 'NOT the'} "
+          "shipped k8s/base layout; in process: the same, without the server)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, help="a trained run directory (default: train a small one)")
+    p.add_argument("--targets", action="store_true",
+                   help="issue 23's serving targets in one run: demo and paper widths, packed float16 bodies, the "
+                        "shipped worker layout, no raw phase (unless those options are given), then a table of "
+                        "target, measured, verdict")
     p.add_argument("--clients", type=int, default=8, help="concurrent client threads")
     p.add_argument("--feature-requests", type=int, default=400)
     p.add_argument("--lone-requests", type=int, default=50,
                    help="feature requests sent one at a time, each followed by the same body in process")
     p.add_argument("--warmup", type=int, default=64, help="requests to warm the server (its JIT) before measuring")
-    p.add_argument("--raw-requests", type=int, default=32, help="0 skips the raw phase (quicker sweeps)")
+    p.add_argument("--raw-requests", type=int, default=None,
+                   help="default 32 (0 with --targets); 0 skips the raw phase (quicker sweeps)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="cap per phase (endpoint and in-process)")
     p.add_argument("--clip-seconds", type=float, default=2.0, help="length of each raw request's mp4")
     p.add_argument("--seq-len", type=int, default=30, help="L")
     p.add_argument("--audio-set", default="IS10_paraling", help="openSMILE set: IS10_paraling (1582), eGeMAPSv02")
     p.add_argument("--visual-frames", type=int, default=4,
                    help="frames decoded + embedded per clip (repeated to L); L is the paper's, slow on CPUs")
-    p.add_argument("--widths", choices=["demo", "paper"], default="demo", help="model widths (params profile)")
-    p.add_argument("--body", choices=["json", "float16", "float32"], default="json",
-                   help="feature arrays as JSON numbers, or packed: float16 / float32 bytes in base64")
+    p.add_argument("--widths", choices=["demo", "paper"], default="demo",
+                   help="model widths (params profile); --targets measures both")
+    p.add_argument("--body", choices=["json", "float16", "float32"], default=None,
+                   help="feature arrays as JSON numbers, or packed: float16 / float32 bytes in base64 (default json; "
+                        "float16 with --targets)")
     p.add_argument("--device", default="cpu", help="in-process predictor device (the server picks its own)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads, in process and in the server's worker (OMP_NUM_THREADS); 0 = torch's "
-                        "default. One thread is steadier on a shared or busy CPU")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per worker, in the server's workers (OMP_NUM_THREADS) and in process; "
+                        "0 = torch's default. Default 1 (steadier on a shared or busy CPU); with --targets, the "
+                        "shipped layout's (k8s/base OMP_NUM_THREADS)")
     p.add_argument("--setting", action="append", dest="settings", metavar="NAME[:KEY=INT,...]",
                    help="a server setting to measure, repeatable: model-config.yaml keys (batchSize, maxBatchDelay, "
                         "minWorkers, ...) and TS_* variables over the shipped ones; default: 'shipped'")
@@ -405,6 +786,16 @@ def main(argv: list[str] | None = None) -> int:
                         "turn states against the same requests alone (target: at most 1.2x)")
     results_file.add_argument(p)
     args = p.parse_args(argv)
+    if args.targets and args.run:
+        p.error("--targets trains its own demo- and paper-width runs; --run serves one run")
+    layouts = deployment_layouts()
+    layout = layouts["k8s/base"]
+    if args.threads is None:
+        args.threads = (layout.threads or 1) if args.targets else 1
+    if args.body is None:
+        args.body = "float16" if args.targets else "json"
+    if args.raw_requests is None:
+        args.raw_requests = 0 if args.targets else 32
     record = results_file.start("serve_load")
     settings = [parse_setting(s) for s in args.settings or ["shipped"]]
 
@@ -416,130 +807,37 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from hjcag.params import FeaturesConfig
-    from hjcag.serve.local import DEFAULT_LOG_CONFIG, LocalTorchServe
-    from hjcag.serve.package import read_archive_record
-    from hjcag.serve.predictor import Predictor
 
     config = FeaturesConfig(audio_set=args.audio_set, seq_len=args.seq_len, visual_frames=args.visual_frames,
                             device="cpu", cache_dir=None, progress=False)
     dims = {"t": 384, "a": {"IS10_paraling": 1582, "eGeMAPSv02": 88, "ComParE_2016": 6373}[args.audio_set],
             "v": 2048}
+    measured = Layout("this benchmark", layout.workers, args.threads)
+    print_layouts(layouts, measured)
     results: dict[str, Any] = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                                            "python": platform.python_version()},
                                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                               "runs": []}
+                               "layouts": {name: vars(value) for name, value in layouts.items()}, "runs": []}
+    env = {"HF_HUB_OFFLINE": os.environ["HF_HUB_OFFLINE"]}
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+        env |= {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     with tempfile.TemporaryDirectory(prefix="hjcag-serve-load-") as tmp_name:
-        tmp = Path(tmp_name)
-        t0 = time.perf_counter()
-        run_dir = args.run or make_run(tmp / "run", dims, args.seq_len, args.widths, args.context)
-        shipped = archive_for(run_dir, tmp / "shipped", config, {})
-        with zipfile.ZipFile(shipped) as z:
-            z.extractall(tmp / "unpacked")
-        version = read_archive_record(shipped)["version"]
-        print(f"run + archive in {time.perf_counter() - t0:.1f} s: {shipped} ({version})")
-        features = feature_bodies(args.feature_requests, dims, args.seq_len, args.body)
-        lone = features[: args.lone_requests]
-        raw = raw_bodies(args.raw_requests, tmp, args.clip_seconds)
-        print(f"bodies: {len(features)} feature requests of ~{np.mean([len(b) for b in features]) / 1024:.0f} KiB, "
-              f"{len(raw)} raw requests" + (f" of ~{np.mean([len(b) for b in raw]) / 1024:.0f} KiB" if raw else ""))
+        for widths in ("demo", "paper") if args.targets else (args.widths,):
+            results["runs"] += measure_widths(args, widths, settings, layout, Path(tmp_name), config, dims, env)
 
-        env = {"HF_HUB_OFFLINE": os.environ["HF_HUB_OFFLINE"]}
-        if args.threads > 0:
-            torch.set_num_threads(args.threads)
-            env |= {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-        predictor = Predictor.load(tmp / "unpacked", device=args.device)
-        if raw:
-            predictor.load_extractors()
-        predictor.predict_many(features[:8] + raw[:2])  # warm-up
-
-        for index, setting in enumerate(settings):
-            overrides, server_env = setting.model_config, setting.server_env
-            mar = archive_for(run_dir, tmp / f"setting{index}", config, overrides) if overrides else shipped
-            log_config = None if setting.builtin_logs else DEFAULT_LOG_CONFIG
-            for repeat in range(args.repeat):
-                run: dict[str, Any] = {"setting": setting.name, "repeat": repeat + 1, "model_config": overrides,
-                                       "server_env": server_env, "builtin_logs": setting.builtin_logs}
-                print(f"\n=== {setting.name} {overrides or ''} {server_env or ''}"
-                      f"{' (TorchServe built-in logs)' if setting.builtin_logs else ''} "
-                      f"(repeat {repeat + 1}/{args.repeat})", flush=True)
-                t0 = time.perf_counter()
-                with LocalTorchServe(mar.parent, env=env | server_env, log_config=log_config) as server:
-                    print(f"torchserve ready in {time.perf_counter() - t0:.1f} s on {server.inference_url}")
-                    host, port = "127.0.0.1", server.ports["inference"]
-                    assert server.token is not None
-                    warm = [features[i % len(features)] for i in range(args.warmup)] + raw[:2]
-                    load_phase(host, port, server.token, warm, args.clients, 300)
-                    if args.context:
-                        run["context"] = context_phase(host, port, server.token, lone, args.context)
-                        print(f"context, {args.context} turn states vs none, lone requests: p50 "
-                              f"{run['context']['with_states']['p50_ms']} / {run['context']['alone']['p50_ms']} ms "
-                              f"= {run['context']['latency_ratio']} (target <= 1.2)", flush=True)
-                    metrics_before = frontend_metrics(server.ports["metrics"])
-                    run["endpoint_features_1client"], run["in_process_features_lone"] = lone_phase(
-                        host, port, server.token, predictor.predict_many, lone)
-                    run["lone_split"] = lone_split(metrics_before, frontend_metrics(server.ports["metrics"]),
-                                                   run["endpoint_features_1client"], run["in_process_features_lone"])
-                    print("lone, endpoint:", run["endpoint_features_1client"], "\nlone, in-process:",
-                          run["in_process_features_lone"], "\nlone, where the time goes (mean ms):",
-                          run["lone_split"], flush=True)
-                    # In-process just before and just after the clients: the same machine load as the endpoint's.
-                    half = features[: max(1, len(features) // 2)]
-                    run["in_process_features_before"] = in_process(predictor.predict_many, half, 1, args.max_seconds)
-                    assert server.process is not None
-                    cpu_before = cpu_seconds(server.process.pid)
-                    run["endpoint_features"] = load_phase(host, port, server.token, features, args.clients,
-                                                          args.max_seconds)
-                    run["endpoint_features_cpu"] = cpu_split(cpu_before, cpu_seconds(server.process.pid),
-                                                             run["endpoint_features"])
-                    run["in_process_features_after"] = in_process(predictor.predict_many, half, 1, args.max_seconds)
-                    for key in ("in_process_features_before", "endpoint_features", "endpoint_features_cpu",
-                                "in_process_features_after"):
-                        print(f"{key}:", run[key], flush=True)
-                    if raw:
-                        run["endpoint_raw_1client"] = load_phase(host, port, server.token, raw[: max(1, len(raw) // 8)],
-                                                                 1, args.max_seconds)
-                        run["endpoint_raw"] = load_phase(host, port, server.token, raw, args.clients, args.max_seconds)
-                        print("endpoint, raw, 1 client:", run["endpoint_raw_1client"], "\nendpoint, raw, "
-                              f"{args.clients} clients:", run["endpoint_raw"], flush=True)
-                for phase, bodies in (("features", features), ("raw", raw)):
-                    for batch in (1, 8) if bodies else ():
-                        key = f"in_process_{phase}_batch{batch}"
-                        run[key] = in_process(predictor.predict_many, bodies, batch, args.max_seconds)
-                        print(f"in-process, {phase}, batch {batch}:", run[key], flush=True)
-                run |= ratios(run)
-                print(f"lone request: endpoint / in-process p50 = {run['lone_latency_ratio']:.2f} (target <= 1.3); "
-                      f"{args.clients} clients: endpoint / in-process req/s = {run['throughput_ratio']:.2f} "
-                      "(target >= 0.9)", flush=True)
-                results["runs"].append(run)
-
-    print(f"\n| setting | lone p50 ms endpoint / in-process | lone ratio | {args.clients} clients req/s endpoint / "
-          f"in-process | throughput ratio | {args.clients} clients p50 / p95 ms | mean batch |\n"
-          "|---|---|---|---|---|---|---|")
-    for run in results["runs"]:
-        e1, e, r1 = run["endpoint_features_1client"], run["endpoint_features"], run["in_process_features_lone"]
-        local = in_process_rate(run)
-        label = run["setting"] + (f" #{run['repeat']}" if args.repeat > 1 else "")
-        print(f"| {label} | {e1['p50_ms']} / {r1['p50_ms']} | {run['lone_latency_ratio']} | "
-              f"{e['requests_per_s']} / {local:.2f} | {run['throughput_ratio']} | {e['p50_ms']} / {e['p95_ms']} | "
-              f"{e['mean_batch']} |")
-    print("\nWhere the time goes. Lone request, mean ms: the client's wait = HTTP and client + TorchServe's batching "
-          "wait + hand-over to the worker and back + the handler (in process: the same work without a server). "
-          f"{args.clients} clients: CPU ms per request of the Java frontend, the Python worker(s) and this client, and "
-          "how busy the workers were (% of one core).\n"
-          "| setting | client | HTTP + client | batch wait | hand-over | handler | in process | frontend CPU | "
-          "worker CPU | client CPU | workers busy % |\n|---|---|---|---|---|---|---|---|---|---|---|")
-    for run in results["runs"]:
-        sp, cpu = run["lone_split"], run["endpoint_features_cpu"]
-        label = run["setting"] + (f" #{run['repeat']}" if args.repeat > 1 else "")
-        print(f"| {label} | {sp['client_ms']} | {sp['http_and_client_ms']} | {sp['batch_wait_ms']} | "
-              f"{sp['worker_hand_over_ms']} | {sp['handler_ms']} | {sp['in_process_ms']} | "
-              f"{cpu['frontend_cpu_ms_per_request']} | {cpu['workers_cpu_ms_per_request']} | "
-              f"{cpu['client_cpu_ms_per_request']} | {cpu['workers_busy_percent']} |")
-    for run in results["runs"]:
-        if "endpoint_raw" in run:
-            print(f"raw, {run['setting']} #{run['repeat']}: endpoint {run['endpoint_raw']['requests_per_s']} req/s, "
-                  f"in-process {run['in_process_raw_batch1']['requests_per_s']} "
-                  f"(ratio {run['raw_throughput_ratio']})")
+    print_tables(results["runs"], args.clients)
+    if args.targets:
+        results["targets"] = evaluate_targets(results["runs"])
+        print(f"\nServing targets (issue 23): {args.body} bodies, {args.clients} clients"
+              f"{'' if args.clients == 8 else ' (the targets are stated for 8 clients)'}; layout: workers x threads "
+              f"(shipped: {layout.workers} x {layout.threads})\n"
+              "| setting | layout | target | measured (median; runs) | verdict |\n|---|---|---|---|---|")
+        for row in results["targets"]:
+            values = ", ".join(f"{v:g}" for v in row["values"])
+            shipped = "shipped" if row["shipped_layout"] else "not shipped"
+            print(f"| {row['setting']} | {row['layout']} ({shipped}) | {row['target']} | {row['measured']} "
+                  f"({values}) | {row['verdict']} |")
     results_file.write(record, results, args.results, seeds=[0], threads=args.threads, profiles=["demo"])
     return 0
 
