@@ -429,6 +429,21 @@ def test_the_worker_cap_is_set_and_fits_the_memory_limit(overlay: str) -> None:
     assert int(env.get("TS_DEFAULT_WORKERS_PER_MODEL", props["default_workers_per_model"])) <= cap
 
 
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_torch_threads_are_pinned_to_the_cpu_limit(overlay: str) -> None:
+    """torch sizes its thread pool from the node's cores, not the container's CPU limit: every serving container
+    sets OMP_NUM_THREADS, at most its limit (more threads than CPUs stall each other and the frontend)."""
+    docs = render(overlay)
+    if overlay in TORCHSERVE_OVERLAYS:
+        container = main_container(one(docs, "Deployment"))
+    else:
+        container = one(docs, "InferenceService")["spec"]["predictor"]["pytorch"]
+    env = {e["name"]: str(e.get("value", "")) for e in container.get("env", [])}
+    limit = quantity(container["resources"]["limits"]["cpu"])
+    assert env.get("OMP_NUM_THREADS", "").isdigit() and 1 <= int(env["OMP_NUM_THREADS"]) <= max(1, limit), (
+        f"{overlay}: OMP_NUM_THREADS is {env.get('OMP_NUM_THREADS')!r} on a CPU limit of {limit:g}")
+
+
 # ------------------------------------------------------------------------------------------ model store
 
 
