@@ -9,6 +9,8 @@ the path given by ``--results`` (alias ``--json``). Its keys:
   changed files when dirty; ``null`` outside a git checkout;
 - ``params``: sha256 of the repository's ``params.yaml``, and the benchmark's own (e.g. ``WORK/params.yaml``) and
   profiles where it has them; ``seeds`` and ``threads``;
+- ``dataset``: for a benchmark on real data, which: its name, kind, path, each file's sha256, labels (and what it
+  kept of it); absent otherwise;
 - ``machine``: CPU count, torch threads, platform, Python and torch versions; ``started`` and ``finished`` (UTC);
 - ``figures``: everything the script printed, as numbers.
 
@@ -25,7 +27,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,13 +79,16 @@ def start(benchmark: str) -> dict[str, Any]:
 
 
 def write(record: dict[str, Any], figures: object, path: Path | None = None, *, seeds: Sequence[int] = (),
-          threads: int | None = None, params: Path | None = None, profiles: Sequence[str] = ()) -> Path:
+          threads: int | None = None, params: Path | None = None, profiles: Sequence[str] = (),
+          dataset: Mapping[str, Any] | None = None) -> Path:
     """Complete `record` (from :func:`start`) with the figures and the machine, and write it; returns the path."""
     import torch
 
     if params is not None:
         record["params"].update(path=str(params), sha256=sha256(params))
     record["params"]["profiles"] = list(profiles)
+    if dataset is not None:
+        record["dataset"] = dict(dataset)
     record.update(seeds=list(seeds), threads=threads, finished=now(), machine={
         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
         "python": platform.python_version(), "torch": torch.__version__,

@@ -1,4 +1,4 @@
-"""Print README "Real data" table rows from a real_meld_text results file, figures rounded as the README prints them.
+"""Print README "Real data" table rows from a real_text (or real_meld_text) results file, rounded as the README prints.
 
     python benchmarks/results_table.py benchmarks/results/real_meld_text-20261206T050641Z.json
 
@@ -6,7 +6,8 @@ Two tables: one row per recipe (dev and test accuracy / weighted F1 ± its sprea
 F1), and one row per context recipe against ``meld`` on the same seeds (mean ± standard error of the weighted F1
 differences, each seed's test difference, in how many seeds the context was kept). The last column names the file
 and the commit that ran it; tests/test_readme_results.py checks the README's rows against the file. Recipe names are
-printed as keys: the README words them.
+printed as keys: the README words them. A file that records its dataset (``dataset``: any real_text run) is named
+first, above the tables: one file holds one dataset, so a row's key is unique within its file, whichever the dataset.
 """
 
 from __future__ import annotations
@@ -28,13 +29,23 @@ def split_cell(s: dict[str, Any]) -> str:
     return f"{pct(s['accuracy'])} / {pct(s['weighted_f1'])}{spread} / {pct(s['macro_f1'])}"
 
 
+def dataset_line(dataset: dict[str, Any]) -> str:
+    """Which data the rows are on: name, kind, files (sha256, 12 digits), labels in column order, and the trim."""
+    files = ", ".join(f"{name} {digest[:12]}" for name, digest in dataset["sha256"].items())
+    trim = f"; first {dataset['max_dialogues']} dialogues of each split" if dataset.get("max_dialogues") else ""
+    return (f"dataset: {dataset['name']} ({dataset['kind']}: {files}); per-class F1 in the order "
+            f"{' '.join(dataset['labels'])}{trim}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", type=Path, help="a results file of benchmarks/real_meld_text.py")
+    ap.add_argument("results", type=Path, help="a results file of benchmarks/real_text.py or real_meld_text.py")
     args = ap.parse_args()
     doc = json.loads(args.results.read_text())
     path = args.results.resolve().relative_to(REPO) if args.results.resolve().is_relative_to(REPO) else args.results
     commit = doc["git"]["commit"][:7] + (" (dirty)" if doc["git"]["dirty"] else "")
+    if "dataset" in doc:
+        print(dataset_line(doc["dataset"]) + "\n")
     print("| Features | Recipe | Dev | Test | Test per-class F1 | Results |\n|---|---|---|---|---|---|")
     for row in doc["figures"]["rows"]:
         per_class = " ".join(pct(v, 0) for v in row["test"]["per_class_f1"].values())

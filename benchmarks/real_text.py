@@ -1,0 +1,433 @@
+"""Text only on a real conversation dataset's transcripts, through the project's own stages (the `hjcag` CLI).
+
+    python benchmarks/real_text.py /data/MELD                       # MELD: the three *_sent_emo.csv files are enough
+    python benchmarks/real_text.py /data/emorynlp/emorynlp.csv      # any dataset in the generic manifest layout
+    python benchmarks/real_text.py /data/MELD --work runs/real_meld --threads 2 --finetune
+
+The dataset is MELD's folder (``--dataset meld``, the default for a folder) or a manifest CSV/JSONL in the generic
+layout (``--dataset manifest``, the default for a file: ``utterance_id, dialogue_id, speaker, turn, text, label,
+split``, as `hjcag prepare --dataset manifest` reads it). Its name (``--name``; default ``meld``, or the manifest
+file's stem, e.g. ``emorynlp``) is the params key of its label set: ``datasets.<name>.labels`` of the repository's
+params.yaml where it has one, else the data's labels, most frequent first. Every recipe below runs with that label
+set, unchanged otherwise: recipes are chosen on MELD, and a second dataset checks that they transfer.
+``--max-dialogues N`` keeps the first N dialogues of each split (a smoke run of a minute; use a fresh --work).
+
+Stages: prepare -> validate -> features -> [finetune-text -> features] -> train --protocol holdout, for every
+recipe below, plus a linear probe on the same features as the floor any recipe should beat. The holdout protocol
+is the dataset's own split: train rows train, dev rows select (early stopping; the probe's C), test rows are
+reported.
+
+Recipes (profiles written into WORK/params.yaml, on top of the repository's params.yaml):
+
+- ``demo``: the demo profile's model and schedule (lr 1e-3, widths 64, no class weights), where issue 9 started;
+- ``meld``: the repository's ``meld`` profile, the recipe chosen on MELD dev for frozen MiniLM features (widths
+  64, dropout 0.3, square-root class weights);
+- ``meld-finetuned``: the repository's profile tuned on MELD dev for the fine-tuned encoder's features (with
+  ``--finetune``; ``--recipes meld,meld-finetuned``);
+- ``meld-tuned`` (with ``--tune N``): ``hjcag tune`` searches ``tune.space`` for N trials on the dev split (the
+  holdout protocol's validation part) starting from ``meld`` and writes this profile; it tunes on the fine-tuned
+  encoder's features with ``--finetune``, on the frozen ones otherwise, and is trained on both;
+- ``meld-gru``, ``meld-transformer`` (with ``--context gru,transformer``): the ``meld`` recipe with conversation
+  context (issue 10: ``model.context``, the 8 preceding turns, causal); ``--bidirectional`` adds ``meld-gru-bi`` /
+  ``meld-transformer-bi`` (also the 8 following turns: an offline figure, not what a live endpoint can do);
+  ``--joint gru,transformer`` adds ``meld-gru-joint`` / ``meld-transformer-joint``: the context layer trained with
+  the base from a random start (``train.context_warm_start: false``) instead of around the trained ``meld`` model.
+
+``--seeds 1,2,3`` trains every recipe once per seed (``train.seeds``) and reports the mean over seeds (± std for
+weighted F1).
+
+Without network access the text encoder is the pretrained MiniLM that ships with the package (the stage says so,
+loudly); with ``--finetune`` it is first fine-tuned on the train rows (section 4.2, dev selects), which costs tens of
+minutes on a CPU. Re-running with the same --work reuses what is done (the CLI's runs resume; stages whose output
+exists are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import results_file
+import torch
+import yaml
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from hjcag.artifacts import (
+    MODEL_CONFIG_FILE,
+    RESULT_FILE,
+    WEIGHTS_FILE,
+    build_trained_model,
+    read_json,
+    trained_model_config,
+)
+from hjcag.data.features_file import FeatureSet, load_features
+from hjcag.data.manifest import read_manifest_file
+from hjcag.data.meld import decode_csv_bytes, find_meld_layout
+from hjcag.train.loop import TensorData, predict
+
+REPO = Path(__file__).resolve().parents[1]
+KINDS = ("meld", "manifest")  # hjcag prepare --dataset
+FEATURES = {"minilm": "frozen MiniLM", "minilm-ft": "fine-tuned MiniLM"}
+
+# Fine-tuning settings that fit a CPU: one run of up to 3 epochs (batches are padded to their own longest utterance,
+# and MELD's are short: the 95th percentile is 30 MiniLM tokens), with square-root class weights in the encoder's
+# loss as in the meld recipe, so that fear and disgust are not trained away.
+FINETUNE = {"finetune": {"epochs": 3, "repeats": 1, "patience": 1, "class_weights": "sqrt"}}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The dataset a run reads: `kind` as `hjcag prepare --dataset` takes it, `name` the params key of its labels."""
+
+    name: str
+    kind: str
+    source: Path  # MELD's folder, or the manifest file
+    labels: tuple[str, ...]  # class order of every figure
+
+    def files(self) -> list[Path]:
+        """The files the run reads: MELD's split CSVs, or the manifest."""
+        if self.kind == "meld":
+            return [csv_path for csv_path, _ in find_meld_layout(self.source).values()]
+        return [self.source]
+
+    def record(self, max_dialogues: int | None) -> dict[str, object]:
+        """What the results file says of the data: name, kind, path, each file's sha256, labels and the trim."""
+        return {"name": self.name, "kind": self.kind, "source": str(self.source.resolve()),
+                "sha256": {p.name: results_file.sha256(p) for p in self.files()}, "labels": list(self.labels),
+                "max_dialogues": max_dialogues}
+
+
+def open_dataset(source: Path, kind: str | None, name: str | None) -> Dataset:
+    """The dataset at `source` (kind: meld for a folder, manifest for a file, unless given), its labels those of
+    params.yaml's ``datasets.<name>`` where it names them, else the data's, most frequent first (ties by name)."""
+    kind = kind or ("meld" if source.is_dir() else "manifest")
+    name = name or ("meld" if kind == "meld" else source.stem)
+    known = (yaml.safe_load((REPO / "params.yaml").read_text()).get("datasets") or {}).get(name) or {}
+    labels = tuple(known.get("labels") or ())
+    if not labels:
+        if kind != "manifest":
+            raise SystemExit(f"params.yaml names no labels for dataset {name!r} (datasets.{name}.labels)")
+        counts = Counter(read_manifest_file(source)["label"].astype(str).str.strip())
+        labels = tuple(sorted(counts, key=lambda label: (-counts[label], label)))
+    return Dataset(name, kind, source, labels)
+
+
+def first_dialogues(dialogues: Sequence[str], splits: Sequence[str], n: int) -> np.ndarray:
+    """Rows (a boolean mask) of the first `n` dialogues of each split, in the order they first appear."""
+    kept: dict[str, list[str]] = {}
+    for dialogue, split in dict.fromkeys(zip(dialogues, splits, strict=True)):
+        if len(chosen := kept.setdefault(split, [])) < n:
+            chosen.append(dialogue)
+    wanted = {(d, s) for s, ds in kept.items() for d in ds}
+    return np.array([(d, s) in wanted for d, s in zip(dialogues, splits, strict=True)], dtype=bool)
+
+
+def trimmed_source(dataset: Dataset, out: Path, n: int) -> Path:
+    """A copy of the dataset with only the first `n` dialogues of each split (``--max-dialogues``), under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    if dataset.kind == "meld":  # each split is its own CSV; rows keep MELD's layout (UTF-8 where MELD mixes cp1252)
+        for csv_path in dataset.files():
+            rows = list(csv.reader(io.StringIO(decode_csv_bytes(csv_path.read_bytes()))))
+            column = [h.strip() for h in rows[0]].index("Dialogue_ID")
+            keep = first_dialogues([r[column] for r in rows[1:]], [""] * (len(rows) - 1), n)
+            text = io.StringIO()
+            csv.writer(text).writerows([rows[0], *(r for r, k in zip(rows[1:], keep, strict=True) if k)])
+            (out / csv_path.name).write_text(text.getvalue(), encoding="utf-8")
+        return out
+    table = read_manifest_file(dataset.source)
+    if "split" not in table.columns:
+        raise SystemExit(f"{dataset.source}: no split column; the holdout protocol needs train/dev/test rows")
+    dialogues = table["dialogue_id"] if "dialogue_id" in table.columns else table["utterance_id"]
+    table = table[first_dialogues(dialogues.astype(str).tolist(), table["split"].astype(str).tolist(), n)]
+    path = out / dataset.source.name
+    if path.suffix.lower() == ".csv":
+        table.to_csv(path, index=False)
+    else:
+        table.to_json(path, orient="records", lines=True, force_ascii=False)
+    return path
+
+
+def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int | None = None,
+                 contexts: tuple[str, ...] = (), bidirectional: bool = False, seeds: tuple[int, ...] = (),
+                 joint: tuple[str, ...] = ()) -> Path:
+    """WORK/params.yaml: the repository's params.yaml plus the recipes of this benchmark as profiles, every one of
+    them on the dataset's label set (``datasets.<name>.labels``; for MELD the file as it is)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"] = {**(params.get("datasets") or {}), dataset.name: {"labels": list(dataset.labels)}}
+    params["train"]["num_threads"] = threads
+    params["features"]["cache_dir"] = str(work / "cache")
+    params["features"]["progress"] = False
+    demo = params["profiles"]["demo"]
+    params["profiles"]["demo"] = {**demo, "dataset": "meld", "features": {}, "gates": {}}
+    for name in ("meld", "meld-finetuned"):
+        params["profiles"][name]["gates"] = {}  # the paper's trimodal gates say nothing about a text-only run
+    if seeds:
+        for name in ("demo", "meld", "meld-finetuned"):
+            params["profiles"][name]["train"] = {**params["profiles"][name]["train"], "seeds": list(seeds)}
+    meld = params["profiles"]["meld"]
+    for context in contexts:
+        for direction in ("causal", "bidirectional") if bidirectional else ("causal",):
+            model = {**meld["model"], "context": context, "context_window": 8, "context_direction": direction}
+            name = f"meld-{context}" + ("-bi" if direction == "bidirectional" else "")
+            params["profiles"][name] = {**copy.deepcopy(meld), "model": model}
+    for context in joint:  # the context layer trained with the base from the start (no warm start)
+        model = {**meld["model"], "context": context, "context_window": 8, "context_direction": "causal"}
+        train = {**meld["train"], "context_warm_start": False}
+        params["profiles"][f"meld-{context}-joint"] = {**copy.deepcopy(meld), "model": model, "train": train}
+    # Feature-side profiles: fine-tuning, and extraction with the fine-tuned encoder.
+    finetune = copy.deepcopy(FINETUNE)
+    finetune["finetune"]["max_steps"] = finetune_steps
+    params["profiles"]["finetune"] = {"dataset": "meld", "features": finetune}
+    params["profiles"]["finetuned"] = {"dataset": "meld", "features": {"text_model": str(work / "text-ft")}}
+    for profile in params["profiles"].values():  # every recipe as chosen on MELD, on this dataset's labels
+        if profile.get("dataset") == "meld":
+            profile["dataset"] = dataset.name
+    path = work / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def hjcag(*args: str, params: Path, profile: str, threads: int, done: Path | None = None) -> float:
+    """Run one `hjcag` stage (skipped when `done` exists); returns its wall time in seconds."""
+    if done is not None and done.exists():
+        print(f"[skip] hjcag {args[0]}: {done} exists")
+        return 0.0
+    cmd = [sys.executable, "-m", "hjcag.cli", *args, "--params", str(params), "--profile", profile]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{params.parent / 'mlruns.db'}"}  # the tuning study lands beside it
+    print("$ hjcag", " ".join(cmd[3:]), flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env)
+    return time.perf_counter() - start
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, object]:
+    """Accuracy, weighted and macro F1, and F1 per class (`labels`: class names in index order)."""
+    per_class = f1_score(y_true, y_pred, average=None, labels=range(len(labels)), zero_division=0)
+    return {
+        "accuracy": accuracy_score(y_true, y_pred),
+        "weighted_f1": f1_score(y_true, y_pred, average="weighted", zero_division=0),
+        "macro_f1": f1_score(y_true, y_pred, average="macro", zero_division=0),
+        "per_class_f1": dict(zip(labels, per_class.tolist(), strict=True)),
+    }
+
+
+def split_part(fs: FeatureSet, split: str) -> FeatureSet:
+    return fs.subset(np.flatnonzero(fs.split.astype(str) == split))
+
+
+def evaluate_run(run_dir: Path, fs: FeatureSet) -> dict[str, object]:
+    """Dev and test scores of a trained holdout run (`hjcag train` itself reports test only): the mean over its
+    units (one per seed), with the spread of weighted F1 over seeds as `weighted_f1_std`, and under `per_seed` each
+    unit's own scores, its seed and, for a warm-started context, whether the context was kept."""
+    doc = read_json(run_dir / MODEL_CONFIG_FILE)
+    units = sorted(p.parent for p in run_dir.glob(f"*/{WEIGHTS_FILE}"))
+    parts = {split: split_part(fs, split) for split in ("dev", "test")}
+    per_seed: list[dict[str, object]] = []
+    for unit in units:
+        model = build_trained_model(doc, unit / WEIGHTS_FILE)  # loaded once, scored on both splits
+        config = trained_model_config(doc, unit.name)  # context-free where the unit dropped its context layer
+        data = {split: TensorData.from_features(part, config) for split, part in parts.items()}
+        result = read_json(unit / RESULT_FILE)
+        figures: dict[str, object] = {"unit": unit.name, "seed": result["run_seed"],
+                                      "context_kept": result.get("context_kept")}
+        for split, part in data.items():
+            logits, _ = predict(model, part, 256, torch.device("cpu"))
+            figures[split] = scores(part.targets.numpy(), logits.argmax(dim=1).numpy(), fs.label_names)
+        per_seed.append(figures)
+    return {**{split: mean_scores([u[split] for u in per_seed]) for split in parts}, "per_seed": per_seed}
+
+
+def mean_scores(per_unit: list[dict[str, object]]) -> dict[str, object]:
+    mean: dict[str, object] = {k: float(np.mean([s[k] for s in per_unit])) for k in ("accuracy", "weighted_f1",
+                                                                                      "macro_f1")}
+    mean["weighted_f1_std"] = float(np.std([s["weighted_f1"] for s in per_unit]))
+    labels = per_unit[0]["per_class_f1"]
+    mean["per_class_f1"] = {label: float(np.mean([s["per_class_f1"][label] for s in per_unit])) for label in labels}
+    mean["units"] = len(per_unit)
+    return mean
+
+
+def linear_probe(fs: FeatureSet) -> tuple[dict[str, dict[str, object]], str]:
+    """Logistic regression on the mean of the non-padded token states; C and class weighting chosen on dev."""
+    x = fs.features["t"]
+    steps = np.abs(x).sum(axis=-1) > 0  # padded time steps are all zero
+    pooled = (x * steps[..., None]).sum(axis=1) / np.maximum(steps.sum(axis=1, keepdims=True), 1)
+    split, y = fs.split.astype(str), fs.targets
+    train, dev, test = (split == s for s in ("train", "dev", "test"))
+    scaler = StandardScaler().fit(pooled[train])
+    x_all = scaler.transform(pooled)
+    best = None
+    for class_weight in (None, "balanced"):
+        for c in (0.01, 0.03, 0.1, 0.3, 1.0):
+            clf = LogisticRegression(C=c, class_weight=class_weight, max_iter=2000).fit(x_all[train], y[train])
+            dev_wf1 = f1_score(y[dev], clf.predict(x_all[dev]), average="weighted")
+            if best is None or dev_wf1 > best[0]:
+                best = (dev_wf1, clf, f"C={c}, class_weight={class_weight}")
+    _, clf, chosen = best
+    return {split: scores(y[rows], clf.predict(x_all[rows]), fs.label_names)
+            for split, rows in (("dev", dev), ("test", test))}, chosen
+
+
+def print_table(rows: list[dict[str, object]], labels: Sequence[str]) -> None:
+    short = [label[:4] for label in labels]
+    print("\n| encoder | recipe | split | acc | W-F1 | macro-F1 | " + " | ".join(short) + " | s |")
+    print("|" + " --- |" * (7 + len(labels)))
+    for row in rows:
+        for split in ("dev", "test"):
+            s = row[split]
+            per = " | ".join(f"{100 * s['per_class_f1'][label]:.1f}" for label in labels)
+            spread = f" ± {100 * s['weighted_f1_std']:.2f}" if s.get("units", 1) > 1 else ""
+            print(f"| {row['encoder']} | {row['recipe']} | {split} | {100 * s['accuracy']:.2f} | "
+                  f"{100 * s['weighted_f1']:.2f}{spread} | {100 * s['macro_f1']:.2f} | {per} | {row['seconds']:.0f} |")
+
+
+def paired_differences(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Every context recipe minus `meld` on the same encoder, seed by seed (the context run's stage 1 is exactly the
+    `meld` run of its seed): weighted F1 on dev and test, mean, sample std and standard error over seeds."""
+    by_key = {row["key"]: row for row in rows}
+    pairs = []
+    for row in rows:
+        base = by_key.get(f"{row['encoder']}/meld")
+        if not str(row["recipe"]).startswith("meld-") or row["recipe"] == "meld-finetuned" or base is None:
+            continue
+        base_seeds = {u["seed"]: u for u in base["per_seed"]}
+        seeds = [u for u in row["per_seed"] if u["seed"] in base_seeds]
+        pair: dict[str, object] = {"key": f"{row['key']} - meld", "encoder": row["encoder"], "recipe": row["recipe"],
+                                   "seeds": [u["seed"] for u in seeds],
+                                   "context_kept": [u["context_kept"] for u in seeds]}
+        for split in ("dev", "test"):
+            diffs = [u[split]["weighted_f1"] - base_seeds[u["seed"]][split]["weighted_f1"] for u in seeds]
+            std = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+            pair[split] = {"weighted_f1_diff": diffs, "mean": float(np.mean(diffs)), "std": std,
+                           "se": std / np.sqrt(len(diffs))}
+        pairs.append(pair)
+    for pair in pairs:
+        for split in ("dev", "test"):
+            d = pair[split]
+            per = ", ".join(f"{100 * x:+.2f}" for x in d["weighted_f1_diff"])
+            print(f"{pair['key']} / {split}: weighted F1 {100 * d['mean']:+.2f} ± {100 * d['std']:.2f} (se "
+                  f"{100 * d['se']:.2f}) over seeds {pair['seeds']}: {per}; context kept {pair['context_kept']}")
+    return pairs
+
+
+def parser(description: str, meld_only: bool = False) -> argparse.ArgumentParser:
+    """The benchmark's options; `meld_only`: real_meld_text.py's, whose one argument is MELD's folder."""
+    ap = argparse.ArgumentParser(description=description)
+    if meld_only:
+        ap.add_argument("source", metavar="meld", type=Path, help="folder holding MELD's train/dev/test_sent_emo.csv")
+        ap.set_defaults(dataset="meld", name=None)
+    else:
+        ap.add_argument("source", type=Path, help="MELD's folder (train/dev/test_sent_emo.csv), or a manifest "
+                        "CSV/JSONL in the generic layout with a split column")
+        ap.add_argument("--dataset", choices=KINDS, default=None,
+                        help="the source's layout (default: meld for a folder, manifest for a file)")
+        ap.add_argument("--name", default=None, help="the dataset's name, the params key of its labels "
+                        "(datasets.NAME.labels; default: meld, or the manifest file's stem)")
+    ap.add_argument("--max-dialogues", type=int, default=None, metavar="N",
+                    help="keep only the first N dialogues of each split (a smoke run; use a fresh --work)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="work directory (default: runs/real_NAME, e.g. runs/real_meld)")
+    ap.add_argument("--threads", type=int, default=1, help="torch / BLAS threads of every stage (default: 1)")
+    ap.add_argument("--recipes", default="demo,meld", help="comma-separated profiles (default: %(default)s)")
+    ap.add_argument("--tune", type=int, default=0, metavar="N",
+                    help="also tune N trials on the dev split from the meld profile and train the result (meld-tuned)")
+    ap.add_argument("--finetune", action="store_true", help="also fine-tune the text encoder first (slow on a CPU)")
+    ap.add_argument("--finetune-steps", type=int, default=None,
+                    help="stop fine-tuning after this many optimizer steps (a quick look; default: no limit)")
+    ap.add_argument("--context", default="", help="also train the meld recipe with these contexts (gru,transformer)")
+    ap.add_argument("--bidirectional", action="store_true", help="with --context: also the bidirectional variants")
+    ap.add_argument("--joint", default="", help="also train the meld recipe with these contexts trained jointly from "
+                    "the start (train.context_warm_start: false; gru,transformer)")
+    ap.add_argument("--seeds", default="", help="comma-separated seeds: every recipe trained once per seed")
+    results_file.add_argument(ap)
+    return ap
+
+
+def main(benchmark: str = "real_text", meld_only: bool = False, description: str = __doc__.splitlines()[0]) -> int:
+    args = parser(description, meld_only).parse_args()
+    record = results_file.start(benchmark)
+    dataset = open_dataset(args.source, args.dataset, args.name)
+    print(f"dataset {dataset.name} ({dataset.kind}, {dataset.source}): labels {', '.join(dataset.labels)}")
+    work = (args.work or Path(f"runs/real_{dataset.name}")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    contexts = tuple(c for c in args.context.split(",") if c)
+    joint = tuple(c for c in args.joint.split(",") if c)
+    seeds = tuple(int(x) for x in args.seeds.split(",") if x)
+    params = write_params(work, dataset, args.threads, args.finetune_steps, contexts, args.bidirectional, seeds,
+                          joint)
+    run = {"params": params, "threads": args.threads}
+
+    source = dataset.source
+    if args.max_dialogues is not None:
+        source = trimmed_source(dataset, work / "source", args.max_dialogues)
+    hjcag("prepare", "--dataset", dataset.kind, "--source", str(source), "--out", str(work / "prepare"),
+          "--modalities", "t", profile="demo", **run)
+    hjcag("validate", "--manifest", str(work / "prepare/manifest.parquet"), "--out", str(work / "validate"),
+          "--modalities", "t", profile="demo", **run)
+    manifest = work / "validate/manifest.valid.parquet"
+    encoders = {"minilm": work / "features/minilm.npz"}
+    seconds = {"minilm": hjcag("features", "--manifest", str(manifest), "--out", str(encoders["minilm"]),
+                               "--modalities", "t", profile="demo", done=encoders["minilm"], **run)}
+    if args.finetune:
+        encoders["minilm-ft"] = work / "features/minilm_ft.npz"
+        seconds["minilm-ft"] = hjcag("finetune-text", "--manifest", str(manifest), "--out", str(work / "text-ft"),
+                                     profile="finetune", done=work / "text-ft/finetune.json", **run)
+        seconds["minilm-ft"] += hjcag("features", "--manifest", str(manifest), "--out", str(encoders["minilm-ft"]),
+                                      "--modalities", "t", profile="finetuned", done=encoders["minilm-ft"], **run)
+
+    recipes = [r for r in args.recipes.split(",") if r]
+    recipes += [f"meld-{c}{suffix}" for c in contexts for suffix in ("", "-bi")[: 1 + args.bidirectional]]
+    recipes += [f"meld-{c}-joint" for c in joint]
+    if args.tune:  # on the features the tuned recipe is meant for: the fine-tuned encoder's when there is one
+        tuned_on = encoders.get("minilm-ft", encoders["minilm"])
+        hjcag("tune", "--features", str(tuned_on), "--protocol", "holdout", "--modalities", "t",
+              "--out", str(work / "tune"), "--trials", str(args.tune), "--no-track", "--write-profile",
+              "meld-tuned", profile="meld", **run)
+        recipes.append("meld-tuned")
+
+    rows: list[dict[str, object]] = []
+    for encoder, features in encoders.items():
+        print(f"features {encoder}: {features} ({seconds[encoder]:.0f} s)")
+        fs = load_features(features, seq_len=30, label_names=dataset.labels).select(("t",))
+        start = time.perf_counter()
+        with threadpool_limits(args.threads):
+            probe, chosen = linear_probe(fs)
+        rows.append({"key": f"{encoder}/linear-probe", "encoder": encoder, "features": FEATURES[encoder],
+                     "recipe": f"linear probe ({chosen})", **probe, "seconds": time.perf_counter() - start})
+        for recipe in recipes:
+            out = work / "runs" / f"{encoder}-{recipe}"
+            took = hjcag("train", "--features", str(features), "--protocol", "holdout", "--modalities", "t",
+                         "--out", str(out), profile=recipe, **run)
+            rows.append({"key": f"{encoder}/{recipe}", "encoder": encoder, "features": FEATURES[encoder],
+                         "recipe": recipe, **evaluate_run(out, fs), "seconds": took})
+        for row in rows[-1 - len(recipes):]:
+            for split in ("dev", "test"):
+                s = row[split]
+                per = ", ".join(f"{k} {100 * v:.1f}" for k, v in s["per_class_f1"].items())
+                print(f"{encoder} / {row['recipe']} / {split}: accuracy {100 * s['accuracy']:.2f} %, weighted F1 "
+                      f"{100 * s['weighted_f1']:.2f} %, macro F1 {100 * s['macro_f1']:.2f} %; per class: {per}")
+    print_table(rows, dataset.labels)
+    pairs = paired_differences(rows)
+    results_file.write(record, {"rows": rows, "paired": pairs}, args.results, seeds=seeds, threads=args.threads,
+                       params=params, profiles=["demo", *recipes], dataset=dataset.record(args.max_dialogues))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

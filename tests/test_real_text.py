@@ -1,0 +1,111 @@
+"""benchmarks/real_text.py's pure helpers: which dataset a source is and its labels, the params copy that runs MELD's
+recipes on another dataset's labels, and the trimmed copy of a smoke run (the benchmark itself needs real data and
+minutes: not in the suite; no test reads ../shared)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import real_text  # noqa: E402
+import results_table  # noqa: E402
+
+from hjcag.data.manifest import read_generic_manifest  # noqa: E402
+from hjcag.data.meld import read_meld_csv  # noqa: E402
+from hjcag.params import load_params  # noqa: E402
+
+MANIFEST = """utterance_id,dialogue_id,speaker,turn,text,label,split
+a0,A,p0,0,"hi, you",joyful,train
+a1,A,p1,1,hello,neutral,train
+b0,B,p0,0,no,mad,train
+c0,C,p0,0,why,neutral,dev
+d0,D,p1,0,yes,neutral,test
+c1,C,p1,1,because,sad,dev
+e0,E,p0,0,ok,neutral,dev
+f0,F,p0,0,fine,joyful,test
+"""
+MELD_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"
+
+
+def manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "toy.csv"
+    path.write_text(MANIFEST)
+    return path
+
+
+def test_a_manifest_takes_its_name_from_the_file_and_its_labels_from_the_data_most_frequent_first(
+        tmp_path: Path) -> None:
+    dataset = real_text.open_dataset(manifest(tmp_path), None, None)
+    assert (dataset.name, dataset.kind) == ("toy", "manifest")
+    assert dataset.labels == ("neutral", "joyful", "mad", "sad")  # 4, 2, then the ties by name
+    record = dataset.record(2)
+    assert record["labels"] == list(dataset.labels) and record["max_dialogues"] == 2
+    assert record["sha256"] == {"toy.csv": real_text.results_file.sha256(manifest(tmp_path))}
+
+
+def test_a_dataset_params_yaml_names_keeps_its_label_order(tmp_path: Path) -> None:
+    meld_dir = tmp_path / "MELD"
+    meld_dir.mkdir()
+    assert real_text.open_dataset(meld_dir, None, None).labels == load_params(ROOT / "params.yaml", "meld").labels
+    named = real_text.open_dataset(manifest(tmp_path), "manifest", "meld")
+    assert named.labels == load_params(ROOT / "params.yaml", "meld").labels
+
+
+def test_meld_recipes_run_unchanged_on_the_datasets_labels(tmp_path: Path) -> None:
+    dataset = real_text.open_dataset(manifest(tmp_path), None, None)
+    params = real_text.write_params(tmp_path, dataset, 1, contexts=("gru",), seeds=(1,))
+    repository = load_params(ROOT / "params.yaml", "meld")
+    for profile in ("demo", "meld", "meld-finetuned", "meld-gru", "finetune", "finetuned"):
+        loaded = load_params(params, profile)
+        assert (loaded.dataset, loaded.labels) == ("toy", dataset.labels), profile
+    meld = load_params(params, "meld")
+    assert meld.model == repository.model and meld.train.lr == repository.train.lr
+    assert meld.train.class_weights == repository.train.class_weights
+
+
+def test_on_meld_the_params_copy_keeps_the_repositorys_labels(tmp_path: Path) -> None:
+    meld_dir = tmp_path / "MELD"
+    meld_dir.mkdir()
+    params = real_text.write_params(tmp_path, real_text.open_dataset(meld_dir, None, None), 1)
+    for profile in ("demo", "meld", "finetune"):
+        assert load_params(params, profile).dataset == "meld"
+    assert load_params(params, "meld").labels == load_params(ROOT / "params.yaml", "meld").labels
+
+
+def test_first_dialogues_keeps_the_first_n_of_each_split_in_order_of_appearance() -> None:
+    keep = real_text.first_dialogues(["A", "A", "B", "C", "D", "C", "E"], ["tr", "tr", "tr", "dv", "te", "dv", "dv"], 1)
+    assert keep.tolist() == [True, True, False, True, True, True, False]
+
+
+def test_a_trimmed_manifest_is_read_by_prepare(tmp_path: Path) -> None:
+    dataset = real_text.open_dataset(manifest(tmp_path), None, None)
+    path = real_text.trimmed_source(dataset, tmp_path / "source", 1)
+    rows = read_generic_manifest(path, ("t",)).rows
+    assert [r["utterance_id"] for r in rows] == ["a0", "a1", "c0", "d0", "c1"]
+    assert rows[0]["text"] == "hi, you" and rows[0]["turn"] == 0.0 and rows[2]["split"] == "dev"
+
+
+def test_a_trimmed_meld_folder_keeps_its_layout_and_text(tmp_path: Path) -> None:
+    source = tmp_path / "MELD"
+    source.mkdir()
+    for split in ("train", "dev", "test"):
+        lines = [f'{i},"It’s, {split} {i}",Joey,joy,positive,{d},{i},1,1,"00:00:01,000","00:00:02,000"\n'
+                 for i, d in enumerate((0, 0, 1))]
+        (source / f"{split}_sent_emo.csv").write_bytes((MELD_HEADER + "".join(lines)).encode("cp1252"))
+    out = real_text.trimmed_source(real_text.open_dataset(source, None, None), tmp_path / "source", 1)
+    for split in ("train", "dev", "test"):
+        records = read_meld_csv(out / f"{split}_sent_emo.csv")
+        assert [r.utterance for r in records] == [f"It’s, {split} 0", f"It’s, {split} 1"]
+    assert len(pd.read_csv(out / "dev_sent_emo.csv")) == 2
+
+
+def test_the_table_names_the_dataset_its_rows_are_on() -> None:
+    line = results_table.dataset_line({"name": "toy", "kind": "manifest", "sha256": {"toy.csv": "ab" * 32},
+                                       "labels": ["neutral", "joyful"], "max_dialogues": 20})
+    assert line == ("dataset: toy (manifest: toy.csv abababababab); per-class F1 in the order neutral joyful; first "
+                    "20 dialogues of each split")
