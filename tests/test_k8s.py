@@ -401,18 +401,23 @@ def test_prod_runs_on_gpus_with_more_replicas() -> None:
 WORKER_GIB = 1.5  # one TorchServe worker: the model and the text / audio / visual extractors (upper end)
 
 
+def serving_container(overlay: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The overlay's TorchServe container (the Deployment's, or the InferenceService's predictor) and its env."""
+    docs = render(overlay)
+    if overlay in TORCHSERVE_OVERLAYS:
+        container = main_container(one(docs, "Deployment"))
+    else:
+        container = one(docs, "InferenceService")["spec"]["predictor"]["pytorch"]
+    return container, {e["name"]: str(e.get("value", "")) for e in container.get("env", [])}
+
+
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_the_worker_cap_is_set_and_fits_the_memory_limit(overlay: str) -> None:
     """TorchServe 0.12 starts as many workers as the management API asks; the handler lets HJCAG_MAX_WORKERS of them
     load the model (src/hjcag/serve/worker_cap.py). That many workers plus the JVM's heap must fit the container."""
     from hjcag.serve.worker_cap import CAP_ENV
 
-    docs = render(overlay)
-    if overlay in TORCHSERVE_OVERLAYS:
-        container = main_container(one(docs, "Deployment"))
-    else:
-        container = one(docs, "InferenceService")["spec"]["predictor"]["pytorch"]
-    env = {e["name"]: str(e.get("value", "")) for e in container.get("env", [])}
+    container, env = serving_container(overlay)
     assert env.get(CAP_ENV, "").isdigit(), f"{overlay}: {CAP_ENV} not set to a number: {env.get(CAP_ENV)!r}"
     cap = int(env[CAP_ENV])
     limit = quantity(container["resources"]["limits"]["memory"])
@@ -433,12 +438,7 @@ def test_the_worker_cap_is_set_and_fits_the_memory_limit(overlay: str) -> None:
 def test_torch_threads_are_pinned_to_the_cpu_limit(overlay: str) -> None:
     """torch sizes its thread pool from the node's cores, not the container's CPU limit: every serving container
     sets OMP_NUM_THREADS, at most its limit (more threads than CPUs stall each other and the frontend)."""
-    docs = render(overlay)
-    if overlay in TORCHSERVE_OVERLAYS:
-        container = main_container(one(docs, "Deployment"))
-    else:
-        container = one(docs, "InferenceService")["spec"]["predictor"]["pytorch"]
-    env = {e["name"]: str(e.get("value", "")) for e in container.get("env", [])}
+    container, env = serving_container(overlay)
     limit = quantity(container["resources"]["limits"]["cpu"])
     assert env.get("OMP_NUM_THREADS", "").isdigit() and 1 <= int(env["OMP_NUM_THREADS"]) <= max(1, limit), (
         f"{overlay}: OMP_NUM_THREADS is {env.get('OMP_NUM_THREADS')!r} on a CPU limit of {limit:g}")
