@@ -1,9 +1,10 @@
 """The README's real-data tables against the committed results files they name (benchmarks/results_file.py).
 
-Every row of a table in README "Real data: MELD text only" names the results file it comes from and the commit that
-ran it, as ``[KEY](benchmarks/results/FILE.json) @ COMMIT``, or says it was not yet re-run from a committed tree (or
-is the paper's figure). A named file must record that commit with a clean tree, and every figure in the row must be
-the file's, rounded as printed. Only committed files are read: the README and benchmarks/results/.
+Every row of a table in README "Real data: MELD text only" and "Real data: EmoryNLP text only" names the results
+file it comes from and the commit that ran it, as ``[KEY](benchmarks/results/FILE.json) @ COMMIT``, or says it was
+not yet re-run from a committed tree (or is the paper's figure). A named file must record that commit with a clean
+tree, and every figure in the row must be the file's, rounded as printed. Only committed files are read: the README
+and benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Real data: MELD text only"
+SECTIONS = (SECTION, "## Real data: EmoryNLP text only")
 LINK = re.compile(r"\[([^\]]+)\]\((benchmarks/results/[\w.-]+\.json)\) @ ([0-9a-f]{7,40})")
 NOT_RERUN = "not yet re-run from a committed tree"
 PAPER = "the paper's figure"
@@ -87,8 +89,9 @@ def expected(e: dict[str, Any], column: str) -> list[str]:
 
 
 def readme_rows() -> list[dict[str, str]]:
-    tables = section_tables((REPO / "README.md").read_text(), SECTION)
-    return [row for table in tables for row in table if "Results" in row]
+    text = (REPO / "README.md").read_text()
+    return [row for section in SECTIONS for table in section_tables(text, section) for row in table
+            if "Results" in row]
 
 
 FIGURE_COLUMNS = ("Dev", "Test", "Test per-class F1", "Seeds", "Dev W-F1 difference", "Test W-F1 difference",
