@@ -184,6 +184,15 @@ def test_bad_input_gets_one_line(context_run: tuple[Path, Path], features: Path,
     assert_clear_error(code, err, "utterance 'u1'", "gone.wav' not found")
     code, _, err = predict(capsys, "--input", str(tmp_path / "none.npz"), "--model", mar, "--out", str(tmp_path / "o"))
     assert_clear_error(code, err, "none.npz' not found")
+    nan = np.zeros((2, 10), np.float32)
+    nan[1, 3] = np.nan  # the features file's own check (hjcag.data.features_file), before anything is sent
+    np.savez(tmp_path / "nan.npz", utterance_id=np.array(["x", "y"]), text=nan, order=np.array([0.0, 1.0]))
+    code, _, err = predict(capsys, "--input", str(tmp_path / "nan.npz"), "--model", mar, "--out", str(tmp_path / "o"))
+    assert_clear_error(code, err, "key 'text' holds NaN or inf values in 1 utterance(s)")
+    np.savez(tmp_path / "order.npz", utterance_id=np.array(["x", "y"]), text=np.zeros((2, 10), np.float32),
+             order=np.array(["a", "b"]))
+    code, _, err = predict(capsys, "--input", str(tmp_path / "order.npz"), "--model", mar, "--out", str(tmp_path / "o"))
+    assert_clear_error(code, err, "key 'order' must be a numeric array of shape (2,)")
     code, _, err = predict(capsys, "--input", str(features), "--endpoint", f"http://127.0.0.1:{free_port()}",
                            "--retries", "1", "--out", str(tmp_path / "o"))
     assert_clear_error(code, err, "cannot reach the endpoint", "after 2 tries")

@@ -152,7 +152,7 @@ def align_to_length(x: np.ndarray, seq_len: int) -> np.ndarray:
     return out
 
 
-def _check_modality_array(key: str, value: np.ndarray, n: int, source: str) -> np.ndarray:
+def check_modality_array(key: str, value: np.ndarray, n: int, source: str) -> np.ndarray:
     if value.dtype == object or not np.issubdtype(value.dtype, np.number):
         raise FeatureFileError(f"{source}: key '{key}' must be a float array, got dtype {value.dtype}. {FIX_HINT}")
     if value.ndim not in (2, 3):
@@ -217,9 +217,9 @@ def feature_set_from_arrays(
                 "Fix the labels, pass the data's label set with --labels, or use a profile without one "
                 "(--profile generic takes the labels from the data)."
             )
-    order = _order_column(arrays, n, source) if "order" in arrays else None
+    order = order_column(arrays, n, source) if "order" in arrays else None
     long_names = {v: k for k, v in MODALITY_NAMES.items()}
-    raw = {long_names[key]: _check_modality_array(key, np.asarray(arrays[key]), n, source)
+    raw = {long_names[key]: check_modality_array(key, np.asarray(arrays[key]), n, source)
            for key in arrays if key in long_names}
     vectors = tuple(m for m in MODALITIES if m in raw and raw[m].ndim == 2)
     steps = 1 if raw and len(vectors) == len(raw) else seq_len  # only vectors: one step each
@@ -266,7 +266,7 @@ def _finetuned_mark(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, 
     return mark
 
 
-def _order_column(arrays: Mapping[str, np.ndarray], n: int, source: str) -> np.ndarray:
+def order_column(arrays: Mapping[str, np.ndarray], n: int, source: str) -> np.ndarray:
     """The ``order`` key as (N,) float64: finite numbers, one per utterance."""
     raw = np.asarray(arrays["order"])
     if raw.shape != (n,) or raw.dtype == object or not np.issubdtype(raw.dtype, np.number):

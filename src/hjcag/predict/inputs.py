@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from hjcag.client.body import turn
+from hjcag.data.features_file import check_modality_array, order_column
 from hjcag.data.manifest import optional_str, read_manifest_file
 from hjcag.data.media_root import media_path, resolve_data_root
 from hjcag.errors import DataError, FeatureFileError
@@ -118,24 +119,17 @@ def _features_rows(path: Path, modalities: Sequence[str], dtype: str) -> list[Ro
     ids = np.asarray(arrays["utterance_id"]).astype(str)
     n = len(ids)
     names = {MODALITY_NAMES[m]: m for m in modalities}
-    features = {}
-    for key, value in arrays.items():
-        if key in names:
-            if value.ndim not in (2, 3) or value.shape[0] != n or value.dtype.kind not in "iuf":
-                raise FeatureFileError(f"{path}: '{key}' must be a numeric (N, d) or (N, T, d) array with N = {n}; "
-                                       f"got {value.dtype} {list(value.shape)}.")
-            features[key] = value
+    features = {key: check_modality_array(key, value, n, str(path)) for key, value in arrays.items() if key in names}
     if not features:
         raise FeatureFileError(f"{path}: no features of {sorted(names)}; found keys {sorted(arrays)}.")
     column = {}
-    for key in ("dialogue", "group", "speaker", "label", "order"):
+    for key in ("dialogue", "group", "speaker", "label"):
         if key in arrays:
             if np.asarray(arrays[key]).shape != (n,):
                 raise FeatureFileError(f"{path}: '{key}' has shape {list(arrays[key].shape)}; expected [{n}].")
             column[key] = np.asarray(arrays[key])
-    if "order" in column and column["order"].dtype.kind not in "iuf":
-        raise FeatureFileError(f"{path}: 'order' must hold numbers (each utterance's index in its dialogue); got "
-                               f"{column['order'].dtype}.")
+    if "order" in arrays:
+        column["order"] = order_column(arrays, n, str(path))
     dialogues = column.get("dialogue", column.get("group", ids)).astype(str)
     rows: list[Row] = []
     for i, uid in enumerate(ids):
