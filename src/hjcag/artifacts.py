@@ -202,9 +202,10 @@ def unit_model_doc(doc: Mapping[str, Any], unit: str) -> dict[str, Any]:
     """model_config.json as it describes the model of one unit (fold_K) of a run, as a bundle and the endpoint serve
     it: that unit's ModelConfig, and `context_kept` (None: trained without context; False: the warm-started context
     layer was dropped, the model is the context-free one)."""
-    trained = ModelConfig(**doc["model_config"])
-    kept = None if trained.context == "none" else unit not in context_dropped(doc)
-    return {**doc, "model_config": dataclasses.asdict(trained_model_config(doc, unit)), "context_kept": kept}
+    config = trained_model_config(doc, unit)  # context "none" where it was dropped
+    dropped = unit in context_dropped(doc)
+    kept = False if dropped else None if config.context == "none" else True
+    return {**doc, "model_config": dataclasses.asdict(config), "context_kept": kept}
 
 
 def build_trained_model(doc: Mapping[str, Any], weights: str | Path) -> nn.Module:

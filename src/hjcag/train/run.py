@@ -214,7 +214,7 @@ def _run_fold(
     if fitted.stages:  # warm-started context: which model was kept, and how each stage went
         result["context_kept"] = fitted.context_kept
         result["stages"] = {name: stage_summary(t) for name, t in fitted.stages.items()}
-        write_json(fold_dir / STAGES_FILE, {name: {**stage_summary(t), "history": t.history}
+        write_json(fold_dir / STAGES_FILE, {name: {**result["stages"][name], "history": t.history}
                                             for name, t in fitted.stages.items()})
     write_json(fold_dir / RESULT_FILE, result)  # last: marks the fold as done
     if not keep_checkpoint:
