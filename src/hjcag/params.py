@@ -83,6 +83,9 @@ class ModelConfig(Checked):
     context: str = ruled("none", one_of(CONTEXTS))
     context_window: int = ruled(8, positive)
     context_direction: str = ruled("causal", one_of(CONTEXT_DIRECTIONS))
+    # Not in the paper (docs/model.md "Probe blend"): blend the trained model with a logistic regression on its own
+    # mean-pooled inputs, the blend weight chosen on validation (0 = the probe ... 1 = the model alone).
+    probe_blend: bool = False
 
 
 @dataclass(frozen=True)

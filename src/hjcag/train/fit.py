@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,7 +32,8 @@ from hjcag.data.features_file import FeatureSet
 from hjcag.model.context import ConversationContext
 from hjcag.model.factory import build_model
 from hjcag.params import ModelConfig, TrainConfig
-from hjcag.train.loop import EpochCallback, FoldTraining, TensorData, train_fold
+from hjcag.train.loop import EpochCallback, FoldTraining, TensorData, cpu_state, train_fold
+from hjcag.train.probe import find_probe_blend, fit_probe_blend
 
 
 @dataclass
@@ -48,6 +50,7 @@ class FittedModel:
     training: FoldTraining
     stages: dict[str, FoldTraining] = field(default_factory=dict)
     context_kept: bool | None = None
+    probe: dict[str, Any] | None = None  # model.probe_blend: the probe and blend chosen (hjcag.train.probe)
 
 
 def stage_summary(training: FoldTraining) -> dict[str, float | int | bool]:
@@ -113,18 +116,21 @@ def fit_model(
         torch.manual_seed(seed)
         model = build_model(model_name, train.dims, len(train.label_names), model_cfg)
         model.standardize.fit(train.features)  # input statistics of the training part only (saved with the weights)
+        train_data, val_data = TensorData.from_features(train, model_cfg), TensorData.from_features(val, model_cfg)
         training = train_fold(
-            model, TensorData.from_features(train, model_cfg), TensorData.from_features(val, model_cfg), cfg,
-            seed=seed, device=device, checkpoint_path=checkpoint_path, fold_index=fold_index, on_epoch=on_epoch,
-            quiet=quiet,
+            model, train_data, val_data, cfg, seed=seed, device=device, checkpoint_path=checkpoint_path,
+            fold_index=fold_index, on_epoch=on_epoch, quiet=quiet,
         )
         model.load_state_dict(training.best_state)
-        return FittedModel(model, model_cfg, training)
+        blend = find_probe_blend(model)  # model.probe_blend: the probe is fitted to the trained model
+        probe = None if blend is None else fit_probe_blend(blend, train_data, val_data, device)
+        return FittedModel(model, model_cfg, training, probe=probe)
     base_cfg = dataclasses.replace(model_cfg, context="none")
     stage_1 = fit_model(model_name, train, val, base_cfg, cfg, seed=seed, device=device, fold_index=fold_index,
                         checkpoint_path=None if checkpoint_path is None else base_checkpoint(checkpoint_path),
                         on_epoch=stage_callback(on_epoch, BASE), quiet=quiet)
     base_model = stage_1.model
+    base_state = cpu_state(base_model)  # stage 1 as kept: its best epoch, with its probe blend where it has one
     model = ConversationContext(base_model, len(train.label_names), model_cfg)  # its head at zero: the base's logits
     context = train_fold(
         model, TensorData.from_features(train, model_cfg), TensorData.from_features(val, model_cfg), cfg,
@@ -134,6 +140,6 @@ def fit_model(
     stages = {BASE: stage_1.training, CONTEXT: context}
     if context_beats_base(stage_1.training, context):
         model.load_state_dict(context.best_state)
-        return FittedModel(model, model_cfg, context, stages, context_kept=True)
-    base_model.load_state_dict(stage_1.training.best_state)  # stage 2 trained the base on: back to stage 1's
-    return FittedModel(base_model, base_cfg, stage_1.training, stages, context_kept=False)
+        return FittedModel(model, model_cfg, context, stages, context_kept=True, probe=stage_1.probe)
+    base_model.load_state_dict(base_state)  # stage 2 trained the base on: back to stage 1's
+    return FittedModel(base_model, base_cfg, stage_1.training, stages, context_kept=False, probe=stage_1.probe)

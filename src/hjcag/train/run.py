@@ -55,7 +55,7 @@ from hjcag.model_catalog import check_model_name
 from hjcag.params import Params, parse_modalities
 from hjcag.train.fit import base_checkpoint, fit_model, stage_summary, trained_config
 from hjcag.train.folds import Fold, make_folds
-from hjcag.train.loop import EpochCallback, TensorData, predict
+from hjcag.train.loop import EpochCallback, TensorData, cpu_state, predict
 from hjcag.train.metrics import aggregate, classification_metrics
 from hjcag.train.report import write_report
 from hjcag.train.robustness import robustness_table
@@ -193,7 +193,7 @@ def _run_fold(
     scores = classification_metrics(test.targets, logits.argmax(dim=1).numpy(), fs.label_names)
 
     tmp = fold_dir / (WEIGHTS_FILE + ".tmp")
-    save_file({k: v.contiguous() for k, v in training.best_state.items()}, str(tmp))
+    save_file({k: v.contiguous() for k, v in cpu_state(model).items()}, str(tmp))  # as kept, probe blend fitted
     os.replace(tmp, fold_dir / WEIGHTS_FILE)
     write_json(fold_dir / HISTORY_FILE, training.history)
     _write_predictions(fold_dir / PREDICTIONS_FILE, test, logits, gates)
@@ -211,6 +211,8 @@ def _run_fold(
         "stopped_early": training.stopped_early,
         "seed": seed,
     }
+    if fitted.probe is not None:  # model.probe_blend: the probe and the blend chosen on validation
+        result["probe_blend"] = fitted.probe
     if fitted.stages:  # warm-started context: which model was kept, and how each stage went
         result["context_kept"] = fitted.context_kept
         result["stages"] = {name: stage_summary(t) for name, t in fitted.stages.items()}
