@@ -273,7 +273,8 @@ class Predictor:
                     states.append(turn.state)
                 known = turn.speaker is not None and request.speaker is not None
                 context.speaker[i, column] = (int(turn.speaker == request.speaker) if known else UNKNOWN_SPEAKER)
-            context.speaker[i, k] = SAME_SPEAKER
+            # itself: same speaker, or unknown without one (as the offline windows, hjcag.data.conversation)
+            context.speaker[i, k] = SAME_SPEAKER if request.speaker is not None else UNKNOWN_SPEAKER
         if states:
             context.states = torch.from_numpy(np.stack(states))
         return context
