@@ -56,8 +56,7 @@ def features_config(k: int = K) -> FeaturesConfig:
     return sf.features_config().replace(text_context=k)
 
 
-@pytest.fixture(scope="module")
-def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dialogue_features(folder: Path) -> Path:
     """`hjcag features` of both dialogues with text_context K (rows interleaved, turns out of row order)."""
     rows = [("d0", i, s, t) for i, (s, t) in enumerate(DIALOGUE)] + [("d1", i, s, t) for i, (s, t) in enumerate(OTHER)]
     order = [6, 5, 0, 3, 7, 1, 4, 2]
@@ -67,20 +66,16 @@ def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     saved, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
     try:
-        return extract_features(frame, features_config(), "t", tmp_path_factory.mktemp("tc") / "features.npz")
+        return extract_features(frame, features_config(), "t", folder / "features.npz")
     finally:
         constants.HF_HUB_OFFLINE = saved
 
 
-@pytest.fixture(scope="module")
-def run_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny runs on 384-d text (MiniLM's width): without model.context, and with a GRU over 3 turns."""
-    root = tmp_path_factory.mktemp("runs")
-    dirs = {"none": sf.train_tiny_run(root / "plain", {"t": 384}),
-            "gru": sf.train_tiny_run(root / "gru", {"t": 384}, context="gru")}
-    for run_dir in dirs.values():
-        _make_the_text_count(run_dir)
-    return dirs
+def tiny_run(folder: Path, context: str) -> Path:
+    """A tiny run on 384-d text (MiniLM's width) whose answers move with the text (_make_the_text_count)."""
+    run_dir = sf.train_tiny_run(folder, {"t": 384}, context=context)
+    _make_the_text_count(run_dir)
+    return run_dir
 
 
 def _make_the_text_count(run_dir: Path) -> None:
@@ -98,6 +93,18 @@ def _make_the_text_count(run_dir: Path) -> None:
             elif name == sf.CONTEXT_HEAD:
                 state[name] = 0.03 * state[name]
         save_file(state, str(weights))
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return dialogue_features(tmp_path_factory.mktemp("tc"))
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Without model.context, and with a GRU over 3 turns."""
+    root = tmp_path_factory.mktemp("runs")
+    return {context: tiny_run(root / context, context) for context in ("none", "gru")}
 
 
 def offline_probabilities(run_dir: Path, features: Path) -> np.ndarray:
