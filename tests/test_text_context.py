@@ -67,6 +67,10 @@ def test_context_needs_the_dialogue_and_turn_columns() -> None:
     frame = manifest()
     with pytest.raises(ConfigError, match="needs the manifest column 'turn'"):
         context_inputs(frame.drop(columns=["turn"]), frame["text"].tolist(), 2)
+    frame.loc[2, "dialogue_id"] = None
+    with pytest.raises(DataError, match=r"needs every row's 'dialogue_id'; 1 lack one \(first: \['u2'\]\)"):
+        context_inputs(frame, frame["text"].tolist(), 2)
+    frame.loc[2, "dialogue_id"] = "d0"
     frame.loc[3, "turn"] = None
     with pytest.raises(DataError, match=r"1 lack one \(first: \['u3'\]\)"):
         context_inputs(frame, frame["text"].tolist(), 2)

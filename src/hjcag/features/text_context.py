@@ -96,6 +96,10 @@ def context_inputs(manifest: pd.DataFrame, texts: Sequence[str], k: int) -> list
                         f"{int((~np.isfinite(turn)).sum())} lack one (first: {bad}). Fill it, or set "
                         f"features.text_context: 0.")
     dialogue = manifest["dialogue_id"].map(lambda v: "" if clean_speaker(v) is None else str(v)).tolist()
+    if "" in dialogue:
+        bad = manifest["utterance_id"].astype(str).to_numpy()[np.array(dialogue) == ""][:5].tolist()
+        raise DataError(f"features.text_context: {k} needs every row's 'dialogue_id'; {dialogue.count('')} lack one "
+                        f"(first: {bad}). Fill it, or set features.text_context: 0.")
     speakers = ([clean_speaker(v) for v in manifest["speaker"]] if "speaker" in manifest.columns
                 else [None] * len(manifest))
     out: list[ContextText | None] = [None] * len(manifest)
