@@ -122,6 +122,9 @@ class FeaturesConfig(Checked):
     text_model: str = "roberta-large"
     text_fallback: str = ruled("minilm", one_of(TEXT_FALLBACKS))  # minilm | none (fail instead of falling back)
     max_tokens: int = ruled(128, positive)
+    # preceding turns of its dialogue the text encoder reads with each utterance (0 = the utterance alone; see
+    # hjcag.features.text_context for the input format)
+    text_context: int = ruled(0, at_least(0))
     text_batch_size: int = ruled(32, positive)
     audio_set: str = ruled("IS10_paraling", one_of(AUDIO_SETS))  # IS10_paraling | eGeMAPSv02 | ComParE_2016
     audio_min_duration_s: float = 0.25

@@ -8,7 +8,8 @@ in process: :mod:`hjcag.client.local`).
 How a client learns the window: every answer of a context model says it (``context_window``), so a client that was
 not told it (``context_window=None``) sends no context with the first turn (there is none yet) and keeps the window
 from that first answer (or from the rows of an earlier run it resumes). A model without context (or whose context
-layer was dropped) returns no state, so its requests carry no context.
+layer was dropped) returns no state, so its requests carry no context; one whose text encoder reads the preceding
+turns (features.text_context) returns a state with window 1: the last state carries those turns' text.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class LocalClient(DialogueClient):
 
     def __init__(self, predictor: Predictor, keep: Any = None) -> None:
         """`keep`: what must live as long as the client (the unpacked archive's temporary folder)."""
-        super().__init__(predictor.context_turns)
+        super().__init__(predictor.sent_turns)
         self.predictor = predictor
         self._keep = keep
 

@@ -34,6 +34,7 @@ from hjcag.data.media_root import require_root
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.cache import FeatureCache, cache_key
 from hjcag.features.media_io import MediaRef
+from hjcag.features.text_context import context_inputs
 from hjcag.params import MODALITY_NAMES, FeaturesConfig, parse_modalities
 from hjcag.progress import progress as progress_bar
 
@@ -67,7 +68,7 @@ def build_extractor(modality: str, config: FeaturesConfig) -> Extractor:
         from hjcag.features.text import TextExtractor
 
         return TextExtractor(config.text_model, config.text_fallback, config.max_tokens, config.seq_len,
-                             config.text_batch_size, config.device)
+                             config.text_batch_size, config.device, config.text_context)
     if modality == "a":
         from hjcag.features.audio import AudioExtractor
 
@@ -332,6 +333,8 @@ def extract_features(
             f"{len(problems)} utterance input(s) are missing; fix the manifest or quarantine these rows with "
             f"`hjcag validate` first:{_listing(problems)}"
         )
+    if "t" in mods and config.text_context:  # each text with its preceding turns (hjcag.features.text_context)
+        inputs["t"] = (context_inputs(manifest, inputs["t"][0], config.text_context), [])
 
     features: dict[str, np.ndarray] = {}
     # only what determines the features: not the cache's folder, which gives the same values wherever it is

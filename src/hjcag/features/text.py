@@ -34,6 +34,7 @@ from hjcag.features.pretrained import (
     load_pretrained,
     resolve_device,
 )
+from hjcag.features.text_context import ContextText, context_inputs, encode_pair, pad_pairs, pair_row
 from hjcag.model.losses import class_weights
 from hjcag.params import TEXT_FALLBACKS
 from hjcag.progress import progress
@@ -80,6 +81,21 @@ def finetuned_on(model_dir: str) -> dict[str, Any] | None:
     return {k: doc.get(k) for k in ("base_model", "train_rows", "dev_rows", "labels")}
 
 
+def check_finetuned_context(model_dir: str, text_context: int) -> None:
+    """Refuse an encoder fine-tuned on another input format: `hjcag finetune-text` records the text_context it
+    trained with (none recorded: 0), and features must give the encoder the same format."""
+    record = Path(model_dir) / FINETUNE_RECORD
+    if not record.is_file():
+        return
+    trained = int(json.loads(record.read_text(encoding="utf-8")).get("text_context") or 0)
+    if trained != text_context:
+        raise ConfigError(
+            f"features.text_context is {text_context} but the fine-tuned text encoder at '{model_dir}' was trained "
+            f"with text_context {trained} (its {FINETUNE_RECORD}); it would read inputs in a format it was not tuned "
+            f"on. Set features.text_context: {trained}, or re-run `hjcag finetune-text` with {text_context}."
+        )
+
+
 def resolve_text_encoder(model: str, fallback: str = "minilm") -> tuple[TextEncoderSource, Any]:
     """Resolve `model` (hub id or local path) to a loadable source and its tokenizer, falling back offline.
 
@@ -112,7 +128,12 @@ def resolve_text_encoder(model: str, fallback: str = "minilm") -> tuple[TextEnco
 
 
 class TextExtractor:
-    """(text) -> (n, d) last-layer states of the first n = min(tokens, L) tokens; [CLS] first."""
+    """(text) -> (n, d) last-layer states of the first n = min(tokens, L) tokens; [CLS] first.
+
+    With ``text_context`` k > 0 the items are :class:`~hjcag.features.text_context.ContextText` (the utterance and
+    its up to k preceding turns, read as a sentence pair): step 0 is still [CLS], then the current utterance's
+    tokens, contextualised.
+    """
 
     modality = "t"
     namespace = "text"
@@ -125,8 +146,11 @@ class TextExtractor:
         seq_len: int = 30,
         batch_size: int = 32,
         device: str = "auto",
+        text_context: int = 0,
     ) -> None:
         self.source, self.tokenizer = resolve_text_encoder(model, fallback)
+        check_finetuned_context(self.source.source, text_context)
+        self.text_context = text_context
         self.max_tokens = max_tokens
         self.seq_len = seq_len
         self.batch_size = batch_size
@@ -148,7 +172,7 @@ class TextExtractor:
         return int(self.source.load(AutoConfig.from_pretrained).hidden_size)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        info = {
             "model": self.source.identity,
             "requested_model": self.source.requested,
             "fallback": self.source.fallback,
@@ -157,16 +181,21 @@ class TextExtractor:
             "seq_len": self.seq_len,
             "finetuned": finetuned_on(self.source.source),
         }
+        if self.text_context:  # absent = 0: the records (and cache keys) of context-free features stay as they were
+            info["text_context"] = self.text_context
+        return info
 
     def cache_config(self) -> dict[str, Any]:
         # the model identity already covers a fine-tuned encoder; its record does not change the features
         identity = {k: v for k, v in self.describe().items() if k not in ("requested_model", "finetuned")}
         return {"extractor": "text", **identity}
 
-    def content_hash(self, item: str) -> str:
-        return text_sha256(item)
+    def content_hash(self, item: str | ContextText) -> str:
+        return item.content_hash() if isinstance(item, ContextText) else text_sha256(item)
 
-    def extract(self, items: Sequence[str]) -> list[np.ndarray]:
+    def extract(self, items: Sequence[str | ContextText]) -> list[np.ndarray]:
+        if any(isinstance(item, ContextText) for item in items):
+            return self._extract_pairs([x if isinstance(x, ContextText) else ContextText(x) for x in items])
         out: list[np.ndarray] = []
         for lo in range(0, len(items), self.batch_size):
             batch = list(items[lo : lo + self.batch_size])
@@ -179,6 +208,19 @@ class TextExtractor:
             lengths = enc["attention_mask"].sum(dim=1).cpu().numpy()
             for i, n in enumerate(lengths):
                 out.append(np.ascontiguousarray(states[i, : min(int(n), self.seq_len)], dtype=np.float32))
+        return out
+
+    def _extract_pairs(self, items: Sequence[ContextText]) -> list[np.ndarray]:
+        """[CLS] then the current segment's token states (from its first token to the closing separator)."""
+        out: list[np.ndarray] = []
+        for lo in range(0, len(items), self.batch_size):
+            pairs = [encode_pair(self.tokenizer, item, self.max_tokens) for item in items[lo : lo + self.batch_size]]
+            enc = {k: v.to(self.device) for k, v in pad_pairs(self.tokenizer, pairs).items()}
+            with inference_mode(self.device):
+                states = self.model(**enc).last_hidden_state.float().cpu().numpy()
+            for i, pair in enumerate(pairs):
+                steps = [0, *range(pair.current_start, len(pair.input_ids))][: self.seq_len]
+                out.append(np.ascontiguousarray(states[i, steps], dtype=np.float32))
         return out
 
 
@@ -210,10 +252,13 @@ def finetune_text_encoder(
 
     Trains on ``split == 'train'`` rows, selects on the loss over ``split == 'dev'`` rows (test rows are never
     read), repeats ``config.finetune_repeats`` times with different seeds and keeps the run with the lowest
-    validation loss. Point ``features.text_model`` at `out_dir` to extract features with it.
+    validation loss. Point ``features.text_model`` at `out_dir` to extract features with it. With
+    ``features.text_context`` k > 0 it trains on the same input as the features (each utterance with its k
+    preceding turns, :mod:`hjcag.features.text_context`) and records k in finetune.json.
     """
     from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
 
+    manifest = manifest.reset_index(drop=True)
     train, val = _split_for_finetuning(manifest)
     labels = list(label_names) if label_names else sorted(train["label"].astype(str).unique())
     index = {name: i for i, name in enumerate(labels)}
@@ -226,11 +271,17 @@ def finetune_text_encoder(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    paired = (context_inputs(manifest, manifest["text"].astype(str).tolist(), config.text_context)
+              if config.text_context else None)
+
     def encode(frame: pd.DataFrame) -> tuple[list[dict[str, list[int]]], torch.Tensor]:
         """Token ids per utterance, unpadded: each batch is padded to its own longest utterance (MELD's are short,
         so this is several times faster than padding everything to max_tokens)."""
-        enc = tokenizer(frame["text"].astype(str).tolist(), truncation=True, max_length=config.max_tokens)
-        rows = [{k: enc[k][i] for k in enc} for i in range(len(frame))]
+        if paired is not None:
+            rows = [pair_row(encode_pair(tokenizer, paired[i], config.max_tokens)) for i in frame.index]
+        else:
+            enc = tokenizer(frame["text"].astype(str).tolist(), truncation=True, max_length=config.max_tokens)
+            rows = [{k: enc[k][i] for k in enc} for i in range(len(frame))]
         return rows, torch.tensor([index[str(x)] for x in frame["label"]], dtype=torch.long)
 
     x_train, y_train = encode(train)
@@ -256,6 +307,7 @@ def finetune_text_encoder(
             "labels": labels,
             "best_val_loss": best_loss,
             "class_weights": config.finetune_class_weights,
+            "text_context": config.text_context,
             "train_rows": len(y_train),
             "dev_rows": len(y_val),
             "seconds": round(time.perf_counter() - started, 1),

@@ -8,7 +8,8 @@ is a shim:
   or a training run directory;
 * :meth:`Predictor.preprocess` turns request bodies (:mod:`hjcag.serve.request`) into aligned (L, d) arrays and a
   presence mask, extracting raw text / wav / mp4 (:mod:`hjcag.serve.raw_media`) with the same extractor
-  configuration as training (the bundle carries it), and a context model's windows over the turns sent;
+  configuration as training (the bundle carries it), and a context model's windows over the turns sent (a
+  text-context model's raw text with the preceding turns' speakers and texts, as ``hjcag features`` gave them);
 * :meth:`Predictor.inference` runs one forward pass over every valid request of a batch;
 * :meth:`Predictor.postprocess` returns exactly one response per body, in order: a response dict, or a
   :class:`~hjcag.serve.request.RequestError` (a 4xx status and a message saying what is wrong) for that body alone.
@@ -42,8 +43,8 @@ from hjcag.artifacts import (
 from hjcag.errors import HjcagError
 from hjcag.model.context import SAME_SPEAKER, UNKNOWN_SPEAKER, ContextBatch, alone
 from hjcag.params import MODALITIES, MODALITY_NAMES, MediaConfig
-from hjcag.serve.raw_media import RawMedia
-from hjcag.serve.request import Body, Limits, Request, RequestError, RequestParser, settle
+from hjcag.serve.raw_media import RawMedia, attach_spoken
+from hjcag.serve.request import Body, Limits, Request, RequestError, RequestParser, SpokenTurn, TurnState, settle
 from hjcag.serve.state import decode_state, encode_state, model_fingerprint
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class Batch:
     present: torch.Tensor  # (R, |M|) bool
     answers: int = -1  # N (-1: every row is a request)
     context: ContextBatch | None = None  # context models: each row's window over the rows and the sent states
+    spoken: list[tuple[SpokenTurn, ...]] | None = None  # text-context models: each request's last k turns of text
+    text_turns: list[int] | None = None  # and how many earlier turns its encoder input read
 
     @property
     def size(self) -> int:
@@ -127,7 +130,13 @@ class Predictor:
                 "only. Serve a model trained with context_direction: causal."
             )
         self.context_turns = self.context.context_window if self.context.context != "none" else 0
-        self.fingerprint = model_fingerprint(self.model) if self.context_turns else ""
+        # features.text_context: the text encoder reads the preceding turns too (hjcag.features.text_context)
+        self.text_context = (features_config.text_context
+                             if features_config is not None and "t" in self.input_dims else 0)
+        # how many previous turns a request may send under 'context': a text-only-context model needs the last
+        # turn's state alone (it carries the k turns of text)
+        self.sent_turns = self.context_turns or (1 if self.text_context else 0)
+        self.fingerprint = model_fingerprint(self.model) if self.sent_turns else ""
         self.media = media or MediaConfig()  # what valid request media is: validation's definition (media_rules)
         if features_config is not None:
             features_config = features_config.replace(
@@ -139,10 +148,11 @@ class Predictor:
             no_context = ("its conversation-context layer was dropped in training: it did not beat the context-free "
                           "model on validation")
         self.parser = RequestParser(self.modalities, self.input_dims, self.seq_len, self.limits,
-                                    self.raw_media.extractor, self.context_turns, self._decode_state, no_context)
+                                    self.raw_media.extractor, self.sent_turns, self._decode_state, no_context)
 
-    def _decode_state(self, text: object, where: str) -> np.ndarray:
-        return decode_state(text, self.fingerprint, int(self.model.fused_width), where)
+    def _decode_state(self, text: object, where: str) -> TurnState:
+        width = int(self.model.fused_width) if self.context_turns else 0
+        return decode_state(text, self.fingerprint, width, where, self.text_context, self.limits.max_text_chars)
 
     # ------------------------------------------------------------------------------------------ loading
 
@@ -227,17 +237,23 @@ class Predictor:
         model's batch also holds each request's window over its turns."""
         parsed = [settle(self.parser.parse(body)) for body in bodies]
         requests = [r for b in parsed if b.error is None for r in b.requests]
-        raw = [r for r in requests + _turn_requests(requests) if r.raw]
+        if self.text_context:
+            for request in requests:
+                attach_spoken(request, self.text_context)
+        turns = _turn_requests(requests) if self.context_turns else []  # a text-only-context model reads their text
+        raw = [r for r in requests + turns if r.raw]
         if raw:
             self.raw_media.extract(raw, self.parser.aligned)
             parsed = [settle(b) for b in parsed]  # a request (or turn) whose media failed fails its body
         valid = [r for b in parsed if b.error is None for r in b.requests]
+        spoken = [r.spoken for r in valid] if self.text_context else None
         if not self.context_turns:
             inputs, present = self._collate(valid)
-            return Batch(parsed, inputs, present)
+            return Batch(parsed, inputs, present, spoken=spoken, text_turns=[r.text_turns for r in valid])
         rows = valid + _turn_requests(valid)  # the requests, then the turns sent as inputs
         inputs, present = self._collate(rows)
-        return Batch(parsed, inputs, present, answers=len(valid), context=self._windows(valid, len(rows)))
+        return Batch(parsed, inputs, present, answers=len(valid), context=self._windows(valid, len(rows)),
+                     spoken=spoken)
 
     def _windows(self, requests: Sequence[Request], n_rows: int) -> ContextBatch:
         """Each request's window: its turns (rows of the batch, or sent states after them) then itself."""
@@ -257,7 +273,8 @@ class Predictor:
                     states.append(turn.state)
                 known = turn.speaker is not None and request.speaker is not None
                 context.speaker[i, column] = (int(turn.speaker == request.speaker) if known else UNKNOWN_SPEAKER)
-            context.speaker[i, k] = SAME_SPEAKER
+            # itself: same speaker, or unknown without one (as the offline windows, hjcag.data.conversation)
+            context.speaker[i, k] = SAME_SPEAKER if request.speaker is not None else UNKNOWN_SPEAKER
         if states:
             context.states = torch.from_numpy(np.stack(states))
         return context
@@ -284,12 +301,19 @@ class Predictor:
         with torch.inference_mode():
             if batch.context is None:
                 out = self.model(inputs, batch.present.to(self.device))
-                return Outputs(torch.softmax(out.logits.float(), dim=1).cpu(), out.gate.float().cpu(), batch.present)
+                outputs = Outputs(torch.softmax(out.logits.float(), dim=1).cpu(), out.gate.float().cpu(),
+                                  batch.present)
+                if batch.spoken is not None:  # text context only: the state carries the turns' text
+                    outputs.states = [encode_state(None, self.fingerprint, s) for s in batch.spoken]
+                    outputs.context_turns = batch.text_turns  # the earlier turns the encoder read
+                return outputs
             out = self.model(inputs, batch.present.to(self.device), context=batch.context.to(self.device))
         n = batch.size
         turns = (batch.context.window[:n, : self.context_turns] >= 0).sum(dim=1).tolist()
+        spoken = batch.spoken if batch.spoken is not None else [None] * n
         return Outputs(torch.softmax(out.logits[:n].float(), dim=1).cpu(), out.gate[:n].float().cpu(),
-                       batch.present[:n], [encode_state(v, self.fingerprint) for v in out.fused[:n]], turns)
+                       batch.present[:n], [encode_state(v, self.fingerprint, s) for v, s in zip(out.fused[:n], spoken,
+                                                                                                   strict=True)], turns)
 
     def postprocess(self, batch: Batch, outputs: Outputs) -> list[dict[str, Any] | RequestError]:
         """One response (or RequestError) per body of the batch, in order."""
@@ -305,7 +329,9 @@ class Predictor:
                 if outputs.states is not None and outputs.context_turns is not None:
                     answer["state"] = outputs.states[row]
                     answer["context_turns"] = outputs.context_turns[row]
-                    answer["context_window"] = self.context_turns  # how many of the states a request may send
+                    answer["context_window"] = self.sent_turns  # how many of the states a request may send
+                    if self.text_context:
+                        answer["text_context"] = self.text_context  # turns of text the encoder reads
                 if self.context_kept is not None:  # trained with context: whether this model reads it
                     answer["context_kept"] = self.context_kept
                 answers.append(answer)
@@ -328,6 +354,7 @@ class Predictor:
         """What is being served (for logs and the benchmark)."""
         return {"model": self.name, "version": self.version, "architecture": self.doc.get("model"),
                 "context": {"kind": self.context.context, "window": self.context_turns} if self.context_turns else None,
+                "text_context": self.text_context,
                 "context_kept": self.context_kept,
                 "modalities": [MODALITY_NAMES[m] for m in self.modalities], "input_dims": self.input_dims,
                 "seq_len": self.seq_len, "labels": list(self.labels), "device": str(self.device),

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hjcag.errors import DataError, HjcagError
+from hjcag.features.text_context import ContextText
 from hjcag.params import MODALITIES, MODALITY_NAMES, MediaConfig
-from hjcag.serve.request import Request, RequestError, media_error
+from hjcag.serve.request import Request, RequestError, SpokenTurn, media_error
 
 if TYPE_CHECKING:
     from hjcag.features.extract import Extractor
@@ -122,6 +123,10 @@ class RawMedia:
         trained = self.trained_with.get(name)
         if trained:
             differ = sorted(k for k, v in info.items() if k not in _NOT_IDENTITY and k in trained and trained[k] != v)
+            if m == "t" and trained.get("text_context", 0) != info.get("text_context", 0):  # absent: 0
+                differ = sorted({*differ, "text_context"})
+                info = {"text_context": 0, **info}
+                trained = {"text_context": 0, **trained}
             if differ:
                 detail = "; ".join(f"{k}: trained {trained[k]!r}, serving {info[k]!r}" for k in differ)
                 return (f"raw {name} cannot be served: the serving {name} extractor differs from the one the "
@@ -204,6 +209,29 @@ class RawMedia:
                     request.features[m] = aligned(m, value, f"{MODALITY_NAMES[m]} features extracted from the request")
                 except RequestError as exc:
                     request.error = exc
+
+
+def attach_spoken(request: Request, k: int) -> None:
+    """Give `request` (and each of its turns sent as inputs) its raw text's encoder input: the text with the last
+    `k` turns before it (from the last state sent, then the turns sent as inputs after it), and record the last k
+    turns up to it (`request.spoken`, what its state carries). A turn without raw text adds its speaker alone."""
+    history: list[SpokenTurn] = []
+    for turn in request.turns:
+        if turn.request is None:
+            history = list(turn.spoken or ())
+            continue
+        history = _spoken_turn(turn.request, history, k)
+    request.spoken = tuple(_spoken_turn(request, history, k))
+
+
+def _spoken_turn(request: Request, history: list[SpokenTurn], k: int) -> list[SpokenTurn]:
+    """`history` with `request` appended (its raw text wrapped with the turns before it), the last k kept."""
+    text = request.raw.get("t")
+    if isinstance(text, str):
+        before = tuple((s, t) for s, t in history[-k:] if t is not None)
+        request.raw["t"] = ContextText(text, request.speaker, before)
+        request.text_turns = len(before)
+    return [*history, (request.speaker, text if isinstance(text, str) else None)][-k:]
 
 
 def _extract_one(extractor: Extractor, item: Any) -> np.ndarray | RequestError:

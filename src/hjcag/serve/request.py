@@ -10,7 +10,10 @@ JSON's size in float16, and no number parsing). Modalities the request lacks are
 A model trained with conversation context (``model.context``) also reads ``speaker`` (str) and ``context``: the
 previous turns of the conversation, oldest first, at most ``model.context_window`` of them, each either in the same
 input forms as the request itself (with its ``speaker``) or as ``{"state": ..., "speaker": ...}``, the state an
-earlier response returned for that turn (:mod:`hjcag.serve.state`).
+earlier response returned for that turn (:mod:`hjcag.serve.state`). A model whose text features were extracted with
+``features.text_context`` k > 0 reads them too, for raw ``text``: its encoder reads the up to k preceding turns'
+speakers and texts, which the last state sent carries (so ``context`` may hold one turn when the model has no
+``model.context``); a turn sent as inputs adds its own ``speaker`` and ``text``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from hjcag.params import MODALITY_NAMES
 
 REQUEST_KEYS = ("text", "audio", "video", "features")
 CONVERSATION_KEYS = ("speaker", "context")  # a context model's request; a state turn is {"state", "speaker"}
+MAX_SPEAKER_CHARS = 200  # a speaker's name or id (a text-context model's states carry k of them)
 FEATURE_KEYS = {name: m for m, name in MODALITY_NAMES.items()}  # "text" -> "t", ...
 # A feature array may also come packed: the little-endian bytes of its values, row by row, in base64.
 PACKED_DTYPES = {"float16": "<f2", "float32": "<f4"}
@@ -70,6 +74,20 @@ class Request:
     error: RequestError | None = None
     speaker: str | None = None
     turns: list[Turn] = field(default_factory=list)  # previous turns, oldest first (context models)
+    spoken: tuple[SpokenTurn, ...] = ()  # text-context models: (speaker, text) of the last k turns, this one last
+    text_turns: int = 0  # text-context models: the earlier turns its raw text's encoder input reads
+
+
+SpokenTurn = tuple["str | None", "str | None"]  # (speaker, text); text None: the turn was sent without raw text
+
+
+@dataclass(frozen=True)
+class TurnState:
+    """What a state string holds: the turn's fused vector (models with model.context) and the (speaker, text) of the
+    last k turns up to it (models with features.text_context k)."""
+
+    vector: np.ndarray | None = None
+    spoken: tuple[SpokenTurn, ...] | None = None
 
 
 @dataclass
@@ -79,6 +97,7 @@ class Turn:
     speaker: str | None
     state: np.ndarray | None = None  # (D,) float32
     request: Request | None = None
+    spoken: tuple[SpokenTurn, ...] | None = None  # a state's last k (speaker, text), this turn last
 
 
 @dataclass
@@ -96,7 +115,7 @@ class RequestParser:
 
     def __init__(self, modalities: Sequence[str], input_dims: Mapping[str, int], seq_len: int, limits: Limits,
                  check_raw: Callable[[str], object], context_turns: int = 0,
-                 decode_state: Callable[[object, str], np.ndarray] | None = None,
+                 decode_state: Callable[[object, str], TurnState] | None = None,
                  no_context: str = "it was trained with model.context: none") -> None:
         """`context_turns`: how many previous turns the model reads (0: none, `context` is refused, saying
         `no_context` why); `decode_state(text, where)` turns a state string back into its vector or raises
@@ -193,6 +212,9 @@ class RequestParser:
         if not isinstance(value, str):
             raise RequestError(f"'{where}speaker' must be a string (the speaker's name or id); got a JSON "
                                f"{_json_type(value)}.")
+        if len(value) > MAX_SPEAKER_CHARS:
+            raise RequestError(f"'{where}speaker' has {len(value)} characters; the limit is {MAX_SPEAKER_CHARS}.",
+                               413)
         return value.strip() or None
 
     def _turns(self, value: Any) -> list[Turn]:
@@ -202,7 +224,7 @@ class RequestParser:
                                f"{_json_type(value)}.")
         if len(value) > self.context_turns:
             raise RequestError(f"'context' has {len(value)} turns; this model reads at most {self.context_turns} "
-                               f"(model.context_window). Send the last {self.context_turns}.")
+                               f"(its context_window). Send the last {self.context_turns}.")
         turns = []
         for i, item in enumerate(value):
             where = f"context[{i}]"
@@ -212,8 +234,9 @@ class RequestParser:
                     raise RequestError(f"{where}: a state turn is {{\"state\": ..., \"speaker\": ...}}; found also "
                                        f"{extra}. Send either the state or the turn's inputs.")
                 assert self.decode_state is not None
-                turns.append(Turn(self._speaker(item.get("speaker"), f"{where}."),
-                                  state=self.decode_state(item["state"], where)))
+                state = self.decode_state(item["state"], where)
+                turns.append(Turn(self._speaker(item.get("speaker"), f"{where}."), state=state.vector,
+                                  spoken=state.spoken))
                 continue
             try:
                 inner = self._validate(item, turn=True)
