@@ -78,6 +78,7 @@ from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.data.manifest import read_manifest_file
 from hjcag.data.meld import decode_csv_bytes, find_meld_layout
 from hjcag.train.loop import TensorData, predict
+from hjcag.train.probe import find_probe_blend
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("meld", "manifest")  # hjcag prepare --dataset
@@ -163,12 +164,14 @@ def trimmed_source(dataset: Dataset, out: Path, n: int) -> Path:
 
 def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int | None = None,
                  contexts: tuple[str, ...] = (), bidirectional: bool = False, seeds: tuple[int, ...] = (),
-                 joint: tuple[str, ...] = ()) -> Path:
+                 joint: tuple[str, ...] = (), text_context: int = 0) -> Path:
     """WORK/params.yaml: the repository's params.yaml plus the recipes of this benchmark as profiles, every one of
-    them on the dataset's label set (``datasets.<name>.labels``; for MELD the file as it is)."""
+    them on the dataset's label set (``datasets.<name>.labels``; for MELD the file as it is); the text encoder reads
+    `text_context` preceding turns (``features.text_context``), when fine-tuned too."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["datasets"] = {**(params.get("datasets") or {}), dataset.name: {"labels": list(dataset.labels)}}
     params["train"]["num_threads"] = threads
+    params["features"]["text_context"] = text_context
     params["features"]["cache_dir"] = str(work / "cache")
     params["features"]["progress"] = False
     demo = params["profiles"]["demo"]
@@ -230,10 +233,12 @@ def split_part(fs: FeatureSet, split: str) -> FeatureSet:
     return fs.subset(np.flatnonzero(fs.split.astype(str) == split))
 
 
-def evaluate_run(run_dir: Path, fs: FeatureSet) -> dict[str, object]:
+def evaluate_run(run_dir: Path, fs: FeatureSet, model_alone: bool = False) -> dict[str, object]:
     """Dev and test scores of a trained holdout run (`hjcag train` itself reports test only): the mean over its
     units (one per seed), with the spread of weighted F1 over seeds as `weighted_f1_std`, and under `per_seed` each
-    unit's own scores, its seed and, for a warm-started context, whether the context was kept."""
+    unit's own scores, its seed, for a warm-started context whether the context was kept, and for a probe blend
+    what it chose. `model_alone`: a probe blend's model without its probe (the same run: the wrapped model trains
+    exactly as without the blend)."""
     doc = read_json(run_dir / MODEL_CONFIG_FILE)
     units = sorted(p.parent for p in run_dir.glob(f"*/{WEIGHTS_FILE}"))
     parts = {split: split_part(fs, split) for split in ("dev", "test")}
@@ -244,7 +249,10 @@ def evaluate_run(run_dir: Path, fs: FeatureSet) -> dict[str, object]:
         data = {split: TensorData.from_features(part, config) for split, part in parts.items()}
         result = read_json(unit / RESULT_FILE)
         figures: dict[str, object] = {"unit": unit.name, "seed": result["run_seed"],
-                                      "context_kept": result.get("context_kept")}
+                                      "context_kept": result.get("context_kept"),
+                                      "probe_blend": result.get("probe_blend")}
+        if model_alone and (blend := find_probe_blend(model)) is not None:  # the same weights, the probe unused
+            blend.fitted.fill_(False)
         for split, part in data.items():
             logits, _ = predict(model, part, 256, torch.device("cpu"))
             figures[split] = scores(part.targets.numpy(), logits.argmax(dim=1).numpy(), fs.label_names)
@@ -354,6 +362,9 @@ def parser(description: str, meld_only: bool = False) -> argparse.ArgumentParser
     ap.add_argument("--joint", default="", help="also train the meld recipe with these contexts trained jointly from "
                     "the start (train.context_warm_start: false; gru,transformer)")
     ap.add_argument("--seeds", default="", help="comma-separated seeds: every recipe trained once per seed")
+    ap.add_argument("--text-context", type=int, default=0, metavar="K",
+                    help="the text encoder reads each utterance with its K preceding turns (features.text_context; "
+                    "default 0: the utterance alone)")
     results_file.add_argument(ap)
     return ap
 
@@ -370,7 +381,7 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
     joint = tuple(c for c in args.joint.split(",") if c)
     seeds = tuple(int(x) for x in args.seeds.split(",") if x)
     params = write_params(work, dataset, args.threads, args.finetune_steps, contexts, args.bidirectional, seeds,
-                          joint)
+                          joint, args.text_context)
     run = {"params": params, "threads": args.threads}
 
     source = dataset.source
@@ -405,18 +416,23 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
     for encoder, features in encoders.items():
         print(f"features {encoder}: {features} ({seconds[encoder]:.0f} s)")
         fs = load_features(features, seq_len=30, label_names=dataset.labels).select(("t",))
+        features_label = FEATURES[encoder] + (f", {args.text_context} preceding turns" if args.text_context else "")
         start = time.perf_counter()
         with threadpool_limits(args.threads):
             probe, chosen = linear_probe(fs)
-        rows.append({"key": f"{encoder}/linear-probe", "encoder": encoder, "features": FEATURES[encoder],
+        rows.append({"key": f"{encoder}/linear-probe", "encoder": encoder, "features": features_label,
                      "recipe": f"linear probe ({chosen})", **probe, "seconds": time.perf_counter() - start})
         for recipe in recipes:
             out = work / "runs" / f"{encoder}-{recipe}"
             took = hjcag("train", "--features", str(features), "--protocol", "holdout", "--modalities", "t",
                          "--out", str(out), profile=recipe, **run)
-            rows.append({"key": f"{encoder}/{recipe}", "encoder": encoder, "features": FEATURES[encoder],
+            rows.append({"key": f"{encoder}/{recipe}", "encoder": encoder, "features": features_label,
                          "recipe": recipe, **evaluate_run(out, fs), "seconds": took})
-        for row in rows[-1 - len(recipes):]:
+            if any(u["probe_blend"] for u in rows[-1]["per_seed"]):  # the same units without their probe
+                rows.append({"key": f"{encoder}/{recipe}/model-alone", "encoder": encoder,
+                             "features": features_label, "recipe": f"{recipe} (model alone, no probe blend)",
+                             **evaluate_run(out, fs, model_alone=True), "seconds": took})
+        for row in (r for r in rows if r["encoder"] == encoder):
             for split in ("dev", "test"):
                 s = row[split]
                 per = ", ".join(f"{k} {100 * v:.1f}" for k, v in s["per_class_f1"].items())
