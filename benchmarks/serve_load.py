@@ -648,7 +648,7 @@ def measure_widths(args: argparse.Namespace, widths: str, settings: Sequence[Set
         thread_env = env | {k: v for k, v in server_env.items() if k.startswith("HJCAG_")}
         choice = use_serving_threads(predictor, thread_env)
         measured = Layout("this benchmark", overrides.get("minWorkers", layout.workers), choice.threads)
-        shipped = (measured.workers == layout.workers and THREADS_ENV not in thread_env
+        is_shipped = (measured.workers == layout.workers and THREADS_ENV not in thread_env
                    and thread_env.get("OMP_NUM_THREADS") == str(layout.threads))
         for repeat in range(args.repeat):
             run: dict[str, Any] = {"setting": setting.name, "widths": widths, "body": args.body,
@@ -656,7 +656,7 @@ def measure_widths(args: argparse.Namespace, widths: str, settings: Sequence[Set
                                    "builtin_logs": setting.builtin_logs,
                                    "layout": {"workers": measured.workers, "threads": measured.threads,
                                               "thread_cap": choice.cap, "threads_chosen": choice.describe(),
-                                              "shipped": shipped}}
+                                              "shipped": is_shipped}}
             print(f"\n=== {widths} widths, {setting.name} {overrides or ''} {server_env or ''}"
                   f"{' (TorchServe built-in logs)' if setting.builtin_logs else ''} "
                   f"(repeat {repeat + 1}/{args.repeat}): {measured.workers} worker(s) x {measured.threads} thread(s)"

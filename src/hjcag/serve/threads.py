@@ -76,7 +76,7 @@ def choose_threads(flops_per_request: int, cap: int, explicit: int | None = None
         return ThreadChoice(explicit, cap, None, f"{THREADS_ENV}={explicit}")
     if device != "cpu":
         return ThreadChoice(cap, cap, None, f"the model runs on {device}")
-    mflops = f"{flops_per_request / 1e6:.0f} MFLOPs per request"
+    mflops = f"{flops_per_request / 1e6:,.1f} MFLOPs per request"
     if flops_per_request < SMALL_MODEL_FLOPS:
         return ThreadChoice(1, cap, flops_per_request,
                             f"{mflops}, under {SMALL_MODEL_FLOPS / 1e6:.0f}: one thread leaves the other cores to "
