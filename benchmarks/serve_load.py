@@ -203,10 +203,9 @@ def _in_process_worker(unpacked: str, device: str, thread_env: dict[str, str], b
     handler's rule under `thread_env`), warm up, wait for the others, then answer `bodies` one at a time
     (in_process_layout)."""
     from hjcag.serve.predictor import Predictor
-    from hjcag.serve.threads import use_serving_threads
 
     predictor = Predictor.load(Path(unpacked), device=device)
-    use_serving_threads(predictor, thread_env)
+    predictor.use_serving_threads(thread_env)
     predictor.predict_many(bodies[:4])
     start.wait()
     started, cpu, done = time.perf_counter(), time.process_time(), 0
@@ -617,7 +616,7 @@ def measure_widths(args: argparse.Namespace, widths: str, settings: Sequence[Set
     from hjcag.serve.local import DEFAULT_LOG_CONFIG, LocalTorchServe
     from hjcag.serve.package import read_archive_record
     from hjcag.serve.predictor import Predictor
-    from hjcag.serve.threads import THREADS_ENV, use_serving_threads
+    from hjcag.serve.threads import THREADS_ENV
 
     tmp = tmp / widths
     t0 = time.perf_counter()
@@ -646,7 +645,7 @@ def measure_widths(args: argparse.Namespace, widths: str, settings: Sequence[Set
         # The torch threads a worker of this setting chooses (the handler's rule, or HJCAG_TORCH_THREADS): the
         # in-process predictor takes the same, here and in in_process_layout's processes.
         thread_env = env | {k: v for k, v in server_env.items() if k.startswith("HJCAG_")}
-        choice = use_serving_threads(predictor, thread_env)
+        choice = predictor.use_serving_threads(thread_env)
         measured = Layout("this benchmark", overrides.get("minWorkers", layout.workers), choice.threads)
         is_shipped = (measured.workers == layout.workers and THREADS_ENV not in thread_env
                    and thread_env.get("OMP_NUM_THREADS") == str(layout.threads))

@@ -20,7 +20,6 @@ from hjcag.serve.threads import (
     choose_threads,
     explicit_threads,
     thread_cap,
-    use_serving_threads,
 )
 
 DIMS = {"t": 384, "a": 1582, "v": 2048}  # what the serving extractors give (MiniLM, openSMILE IS10, ResNet-50)
@@ -70,17 +69,17 @@ def test_demo_widths_get_one_thread_and_the_papers_widths_the_cap(restore_thread
     assert demo.flops_per_request() < SMALL_MODEL_FLOPS / 4  # ~31 MFLOPs: well clear of the threshold
     assert paper.flops_per_request() > SMALL_MODEL_FLOPS * 4  # ~3.2 GFLOPs
     environ = {"OMP_NUM_THREADS": "2"}
-    assert use_serving_threads(demo, environ).threads == 1 and torch.get_num_threads() == 1
+    assert demo.use_serving_threads(environ).threads == 1 and torch.get_num_threads() == 1
     assert demo.describe()["torch_threads"] == 1 and "one thread" in demo.describe()["threads_chosen"]
-    assert use_serving_threads(paper, environ).threads == 2 and torch.get_num_threads() == 2
-    assert use_serving_threads(paper, environ | {THREADS_ENV: "1"}).threads == 1 and torch.get_num_threads() == 1
+    assert paper.use_serving_threads(environ).threads == 2 and torch.get_num_threads() == 2
+    assert paper.use_serving_threads(environ | {THREADS_ENV: "1"}).threads == 1 and torch.get_num_threads() == 1
     assert paper.describe()["threads_chosen"] == f"1 torch thread(s) of a cap of 2: {THREADS_ENV}=1"
 
 
 def test_raw_extraction_runs_on_the_cap_when_the_model_got_one_thread(restore_threads: None,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     demo = predictor(DEMO)
-    assert use_serving_threads(demo, {"OMP_NUM_THREADS": "2"}).threads == 1
+    assert demo.use_serving_threads({"OMP_NUM_THREADS": "2"}).threads == 1
     seen: list[int] = []  # torch's threads while the (stand-in) extractors run
     monkeypatch.setattr(demo.parser, "check_raw", lambda m: None)
     monkeypatch.setattr(demo.raw_media, "extract", lambda *args: seen.append(torch.get_num_threads()))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ from hjcag.params import MODALITIES, MODALITY_NAMES, MediaConfig
 from hjcag.serve.raw_media import RawMedia
 from hjcag.serve.request import Body, Limits, Request, RequestError, RequestParser, settle
 from hjcag.serve.state import decode_state, encode_state, model_fingerprint
-from hjcag.serve.threads import ThreadChoice
+from hjcag.serve.threads import ThreadChoice, use_serving_threads
 
 if TYPE_CHECKING:
     from hjcag.params import FeaturesConfig
@@ -142,7 +143,7 @@ class Predictor:
                           "model on validation")
         self.parser = RequestParser(self.modalities, self.input_dims, self.seq_len, self.limits,
                                     self.raw_media.extractor, self.context_turns, self._decode_state, no_context)
-        self.thread_choice: ThreadChoice | None = None  # set by hjcag.serve.threads.use_serving_threads
+        self.thread_choice: ThreadChoice | None = None  # set by use_serving_threads
 
     def _decode_state(self, text: object, where: str) -> np.ndarray:
         return decode_state(text, self.fingerprint, int(self.model.fused_width), where)
@@ -296,6 +297,13 @@ class Predictor:
         turns = (batch.context.window[:n, : self.context_turns] >= 0).sum(dim=1).tolist()
         return Outputs(torch.softmax(out.logits[:n].float(), dim=1).cpu(), out.gate[:n].float().cpu(),
                        batch.present[:n], [encode_state(v, self.fingerprint) for v in out.fused[:n]], turns)
+
+    def use_serving_threads(self, environ: Mapping[str, str] | None = None) -> ThreadChoice:
+        """Set this process's torch threads as a serving worker of this model uses them (hjcag.serve.threads: one
+        for a small model, else OMP_NUM_THREADS; HJCAG_TORCH_THREADS overrides) and record the choice (describe())."""
+        self.thread_choice = use_serving_threads(self.flops_per_request, self.device.type,
+                                                 os.environ if environ is None else environ)
+        return self.thread_choice
 
     def flops_per_request(self) -> int:
         """Floating-point operations of the forward pass over one request with every modality present, as torch's

@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from hjcag.errors import ConfigError
-
-if TYPE_CHECKING:
-    from hjcag.serve.predictor import Predictor
 
 log = logging.getLogger(__name__)
 THREADS_ENV = "HJCAG_TORCH_THREADS"
@@ -84,13 +80,12 @@ def choose_threads(flops_per_request: int, cap: int, explicit: int | None = None
     return ThreadChoice(cap, cap, flops_per_request, f"{mflops}, at least {SMALL_MODEL_FLOPS / 1e6:.0f}")
 
 
-def use_serving_threads(predictor: Predictor, environ: Mapping[str, str] = os.environ) -> ThreadChoice:
-    """Choose the threads for `predictor`'s model, set torch's intra-op threads for this process to them, and
-    record the choice on the predictor (its describe())."""
+def use_serving_threads(count_flops: Callable[[], int], device: str = "cpu",
+                        environ: Mapping[str, str] = os.environ) -> ThreadChoice:
+    """Choose the threads for a model (`count_flops`: its FLOPs per request, counted only when the rule needs them)
+    and set torch's intra-op threads for this process to them (Predictor.use_serving_threads records the choice)."""
     explicit, cap = explicit_threads(environ), thread_cap(environ)
-    device = predictor.device.type
-    flops = predictor.flops_per_request() if explicit is None and device == "cpu" else 0
+    flops = count_flops() if explicit is None and device == "cpu" else 0
     choice = choose_threads(flops, cap, explicit, device)
     torch.set_num_threads(choice.threads)
-    predictor.thread_choice = choice
     return choice

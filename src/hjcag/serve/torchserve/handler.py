@@ -23,7 +23,6 @@ import torch
 import hjcag
 from hjcag.serve.predictor import Batch, Outputs, Predictor
 from hjcag.serve.request import RequestError
-from hjcag.serve.threads import use_serving_threads
 from hjcag.serve.worker_cap import WorkerSlot, hold_worker_slot
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ class HjcagHandler:
         self.predictor = Predictor.load(props.get("model_dir"), device=device)
         # One torch thread for a small fusion model, OMP_NUM_THREADS for a large one (hjcag.serve.threads); raw
         # inputs' feature extractors run on OMP_NUM_THREADS either way (Predictor.preprocess).
-        log.info("torch threads: %s", use_serving_threads(self.predictor).describe())
+        log.info("torch threads: %s", self.predictor.use_serving_threads().describe())
         log.info("hjcag %s from %s: %s", hjcag.__version__, os.path.dirname(hjcag.__file__), self.predictor.describe())
         if os.environ.get("HJCAG_PRELOAD_EXTRACTORS", "1") != "0":  # load them now, not on the first raw request
             for modality, status in self.predictor.load_extractors().items():
