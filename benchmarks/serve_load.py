@@ -874,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         results["targets"] = evaluate_targets(results["runs"])
         print(f"\nServing targets (issue 23): {args.body} bodies, {args.clients} clients"
               f"{'' if args.clients == 8 else ' (the targets are stated for 8 clients)'}; layout: workers x threads "
-              f"(shipped: {layout.workers} x {layout.threads})\n"
+              f"(shipped: {layout.workers} x the handler's choice under a cap of {layout.threads} threads)\n"
               "| setting | layout | target | measured (median; runs) | verdict |\n|---|---|---|---|---|")
         for row in results["targets"]:
             values = ", ".join(f"{v:g}" for v in row["values"])
