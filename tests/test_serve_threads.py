@@ -17,6 +17,7 @@ from hjcag.serve.predictor import Predictor
 from hjcag.serve.threads import (
     SMALL_MODEL_FLOPS,
     THREADS_ENV,
+    TORCH_DEFAULT_THREADS,
     choose_threads,
     explicit_threads,
     thread_cap,
@@ -55,7 +56,7 @@ def test_one_thread_below_the_threshold_the_cap_from_it_on_and_an_explicit_setti
 
 def test_the_cap_is_omp_num_threads_and_the_explicit_setting_is_checked() -> None:
     assert thread_cap({"OMP_NUM_THREADS": "3"}) == 3
-    assert thread_cap({"OMP_NUM_THREADS": "4,2"}) == thread_cap({}) == torch.get_num_threads()
+    assert thread_cap({"OMP_NUM_THREADS": "4,2"}) == thread_cap({}) == TORCH_DEFAULT_THREADS
     assert explicit_threads({}) is None and explicit_threads({THREADS_ENV: "auto"}) is None
     assert explicit_threads({THREADS_ENV: " 2 "}) == 2
     for bad in ("0", "-1", "two", "1.5"):

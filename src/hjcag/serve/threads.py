@@ -33,6 +33,9 @@ AUTO = "auto"
 # Between the demo widths (64: 31 MFLOPs per request at L = 30) and the paper's (3.2 GFLOPs): a model from here on
 # works at least ~5 ms per request on one thread, more than the frontend's ~3 ms (widths 256: 254 MFLOPs, 8 ms).
 SMALL_MODEL_FLOPS = 200e6
+# torch's own thread count when this module was imported (the node's cores, or OMP_NUM_THREADS): the cap without
+# OMP_NUM_THREADS, also after a choice of one thread has lowered torch.get_num_threads().
+TORCH_DEFAULT_THREADS = max(1, torch.get_num_threads())
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class ThreadChoice:
 def thread_cap(environ: Mapping[str, str] = os.environ) -> int:
     """OMP_NUM_THREADS when it is one positive integer, else torch's default (the node's cores)."""
     raw = environ.get("OMP_NUM_THREADS", "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else max(1, torch.get_num_threads())
+    return int(raw) if raw.isdigit() and int(raw) > 0 else TORCH_DEFAULT_THREADS
 
 
 def explicit_threads(environ: Mapping[str, str] = os.environ) -> int | None:
