@@ -18,7 +18,6 @@ what else the node runs then, and would pick two threads at widths 64, where the
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ import torch
 
 from hjcag.errors import ConfigError
 
-log = logging.getLogger(__name__)
 THREADS_ENV = "HJCAG_TORCH_THREADS"
 AUTO = "auto"
 # Between the demo widths (64: 31 MFLOPs per request at L = 30) and the paper's (3.2 GFLOPs): a model from here on
