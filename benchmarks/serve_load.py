@@ -21,8 +21,10 @@ What it does, all on this machine and on loopback only:
 
 It prints both ratios per setting and repeat and a Markdown table of them, and writes everything to its results file
 (benchmarks/results_file.py; --results PATH). The worker layout (workers x threads) is read from the shipped files:
-workers from model-config.yaml's minWorkers, threads from k8s/base's OMP_NUM_THREADS (deployment_layouts, which also
-lists each overlay's); --threads overrides the threads. --targets measures issue 23's serving targets in one run: demo
+workers from model-config.yaml's minWorkers, the cap of each worker's torch threads from k8s/base's OMP_NUM_THREADS
+(deployment_layouts, which also lists each overlay's), under which the handler gives a small model one thread
+(hjcag.serve.threads; the in-process side applies the same rule, and each run records both choices); --threads N
+sets N threads on both sides instead. --targets measures issue 23's serving targets in one run: demo
 and paper widths, packed float16 bodies, the shipped layout, and a table of target, measured, verdict.
 Offline, text falls back to MiniLM and ResNet-50 runs with random weights (the same speed as trained ones).
 
@@ -195,17 +197,15 @@ def in_process(run: Callable[[Sequence[bytes]], Any], bodies: Sequence[bytes], b
             **{k.replace("_ms", "_ms_per_call"): v for k, v in percentiles(latencies).items()}}
 
 
-def _in_process_worker(unpacked: str, device: str, threads: int, bodies: list[bytes], max_seconds: float,
-                       start: Any, results: Any) -> None:
-    """One in-process copy of a server worker, in its own process: load, warm up, wait for the others, then answer
-    `bodies` one at a time (in_process_layout)."""
-    import torch
-
+def _in_process_worker(unpacked: str, device: str, thread_env: dict[str, str], bodies: list[bytes],
+                       max_seconds: float, start: Any, results: Any) -> None:
+    """One in-process copy of a server worker, in its own process: load, take the worker's torch threads (the
+    handler's rule under `thread_env`), warm up, wait for the others, then answer `bodies` one at a time
+    (in_process_layout)."""
     from hjcag.serve.predictor import Predictor
 
-    if threads > 0:
-        torch.set_num_threads(threads)
     predictor = Predictor.load(Path(unpacked), device=device)
+    predictor.use_serving_threads(thread_env)
     predictor.predict_many(bodies[:4])
     start.wait()
     started, cpu, done = time.perf_counter(), time.process_time(), 0
@@ -218,17 +218,18 @@ def _in_process_worker(unpacked: str, device: str, threads: int, bodies: list[by
 
 
 def in_process_layout(run: Callable[[Sequence[bytes]], Any], bodies: Sequence[bytes], layout: Layout,
-                      max_seconds: float, unpacked: Path, device: str) -> dict[str, Any]:
-    """The in-process predictor on the same cores as the server's workers: `layout.workers` copies of `layout.threads`
-    torch threads each, batch 1. One worker: `run` in this process (set to that many threads). More: that many
-    processes (CLOCK_MONOTONIC is shared, so the rate is all answers over first start to last end)."""
+                      max_seconds: float, unpacked: Path, device: str, thread_env: dict[str, str]) -> dict[str, Any]:
+    """The in-process predictor on the same cores as the server's workers: `layout.workers` copies, batch 1, each
+    with the torch threads a worker chooses under `thread_env` (hjcag.serve.threads). One worker: `run` in this
+    process (already set so). More: that many processes (CLOCK_MONOTONIC is shared, so the rate is all answers over
+    first start to last end)."""
     if layout.workers <= 1:
         return in_process(run, bodies, 1, max_seconds)
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(layout.workers + 1), context.Queue()
-    processes = [context.Process(target=_in_process_worker, args=(str(unpacked), device, layout.threads or 0,
+    processes = [context.Process(target=_in_process_worker, args=(str(unpacked), device, thread_env,
                                                                   list(bodies[k :: layout.workers]), max_seconds,
                                                                   start, results))
                  for k in range(layout.workers)]
@@ -480,7 +481,8 @@ def parse_setting(text: str) -> Setting:
 
     Keys of model-config.yaml (batchSize, maxBatchDelay, minWorkers, maxWorkers, ...) change the archive; keys
     starting with TS_ (TS_NUMBER_OF_NETTY_THREADS, TS_NETTY_CLIENT_THREADS, ...) go to the server's environment
-    (config.properties has enable_envvars_config=true); logs=builtin starts TorchServe with its own log4j2
+    (config.properties has enable_envvars_config=true), and so do HJCAG_ ones (HJCAG_TORCH_THREADS=2: the worker's
+    torch threads, which the in-process side then takes too); logs=builtin starts TorchServe with its own log4j2
     configuration (a dozen log lines per request) instead of hjcag's. 'shipped' alone is what hjcag ships.
     """
     name, _, rest = text.partition(":")
@@ -491,12 +493,20 @@ def parse_setting(text: str) -> Setting:
             setting.builtin_logs = value == "builtin"
         elif not sep or not value.lstrip("-").isdigit():
             raise SystemExit(f"--setting {text!r}: '{item}' is not KEY=INTEGER or logs=builtin|hjcag; e.g. "
-                             "'d5:maxBatchDelay=5,batchSize=8'")
-        elif key.startswith("TS_"):
+                             "'d5:maxBatchDelay=5,batchSize=8' or 't2:HJCAG_TORCH_THREADS=2'")
+        elif key.startswith(("TS_", "HJCAG_")):
             setting.server_env[key] = value
         else:
             setting.model_config[key] = int(value)
     return setting
+
+
+def server_threads(log: str) -> int | None:
+    """The torch threads the server's (last started) worker chose: its handler logs 'torch threads: N ...'."""
+    import re
+
+    found = re.findall(r"torch threads: (\d+) torch thread", log)
+    return int(found[-1]) if found else None
 
 
 def archive_for(run_dir: Path, out: Path, config: Any, overrides: dict[str, int]) -> Path:
@@ -606,6 +616,7 @@ def measure_widths(args: argparse.Namespace, widths: str, settings: Sequence[Set
     from hjcag.serve.local import DEFAULT_LOG_CONFIG, LocalTorchServe
     from hjcag.serve.package import read_archive_record
     from hjcag.serve.predictor import Predictor
+    from hjcag.serve.threads import THREADS_ENV
 
     tmp = tmp / widths
     t0 = time.perf_counter()
@@ -631,21 +642,32 @@ def measure_widths(args: argparse.Namespace, widths: str, settings: Sequence[Set
         overrides, server_env = setting.model_config, setting.server_env
         mar = archive_for(run_dir, tmp / f"setting{index}", config, overrides) if overrides else shipped
         log_config = None if setting.builtin_logs else DEFAULT_LOG_CONFIG
-        measured = Layout("this benchmark", overrides.get("minWorkers", layout.workers), args.threads)
+        # The torch threads a worker of this setting chooses (the handler's rule, or HJCAG_TORCH_THREADS): the
+        # in-process predictor takes the same, here and in in_process_layout's processes.
+        thread_env = env | {k: v for k, v in server_env.items() if k.startswith("HJCAG_")}
+        choice = predictor.use_serving_threads(thread_env)
+        measured = Layout("this benchmark", overrides.get("minWorkers", layout.workers), choice.threads)
+        is_shipped = (measured.workers == layout.workers and THREADS_ENV not in thread_env
+                   and thread_env.get("OMP_NUM_THREADS") == str(layout.threads))
         for repeat in range(args.repeat):
             run: dict[str, Any] = {"setting": setting.name, "widths": widths, "body": args.body,
                                    "repeat": repeat + 1, "model_config": overrides, "server_env": server_env,
                                    "builtin_logs": setting.builtin_logs,
                                    "layout": {"workers": measured.workers, "threads": measured.threads,
-                                              "shipped": (measured.workers, measured.threads)
-                                              == (layout.workers, layout.threads)}}
+                                              "thread_cap": choice.cap, "threads_chosen": choice.describe(),
+                                              "shipped": is_shipped}}
             print(f"\n=== {widths} widths, {setting.name} {overrides or ''} {server_env or ''}"
                   f"{' (TorchServe built-in logs)' if setting.builtin_logs else ''} "
                   f"(repeat {repeat + 1}/{args.repeat}): {measured.workers} worker(s) x {measured.threads} thread(s)"
-                  f"{'' if run['layout']['shipped'] else ' (NOT the shipped layout)'}", flush=True)
+                  f"{'' if run['layout']['shipped'] else ' (NOT the shipped layout)'}; {choice.describe()}",
+                  flush=True)
             t0 = time.perf_counter()
             with LocalTorchServe(mar.parent, env=env | server_env, log_config=log_config) as server:
                 print(f"torchserve ready in {time.perf_counter() - t0:.1f} s on {server.inference_url}")
+                run["layout"]["server_threads"] = server_threads(server.log_tail(2_000_000))
+                if run["layout"]["server_threads"] != choice.threads:
+                    print(f"WARNING: the server's worker chose {run['layout']['server_threads']} torch thread(s), "
+                          f"in process {choice.threads}: the comparison is not on the same cores", flush=True)
                 host, port = "127.0.0.1", server.ports["inference"]
                 assert server.token is not None
                 warm = [features[i % len(features)] for i in range(args.warmup)] + raw[:2]
@@ -666,7 +688,7 @@ def measure_widths(args: argparse.Namespace, widths: str, settings: Sequence[Set
                 # In-process just before and just after the clients: the same machine load as the endpoint's, and
                 # the server's layout (its workers' count and threads) without the server.
                 local = (predictor.predict_many, features[: max(1, len(features) // 2)], measured, args.max_seconds,
-                         tmp / "unpacked", args.device)
+                         tmp / "unpacked", args.device, thread_env)
                 run["in_process_features_before"] = in_process_layout(*local)
                 assert server.process is not None
                 cpu_before = cpu_seconds(server.process.pid)
@@ -736,15 +758,37 @@ def print_tables(runs: Sequence[dict[str, Any]], clients: int) -> None:
                   f"in-process {run['in_process_raw_batch1']['requests_per_s']} (ratio {run['raw_throughput_ratio']})")
 
 
-def print_layouts(layouts: dict[str, Layout], measured: Layout) -> None:
+def print_layouts(layouts: dict[str, Layout], thread_env: dict[str, str]) -> None:
+    from hjcag.serve.threads import THREADS_ENV
+
     base = layouts["k8s/base"]
-    print("Worker layouts the shipped files choose (workers: model-config.yaml minWorkers; threads: OMP_NUM_THREADS):")
+    print("Worker layouts the shipped files choose (workers: model-config.yaml minWorkers; threads: OMP_NUM_THREADS, "
+          "the cap of each worker's torch threads: hjcag.serve.threads gives a small model one):")
     for name, layout in layouts.items():
         notes = layout.notes()
         print(f"  {name}: {layout.describe()}" + (f"  [{'; '.join(notes)}]" if notes else ""))
-    print(f"Measured: {measured.workers} worker(s) x {measured.threads} thread(s) "
-          f"({'the' if (measured.workers, measured.threads) == (base.workers, base.threads) else 'NOT the'} "
-          "shipped k8s/base layout; in process: the same, without the server)")
+    threads = (f"{thread_env[THREADS_ENV]} thread(s) ({THREADS_ENV})" if THREADS_ENV in thread_env else
+               f"the handler's choice of thread(s) under a cap of {thread_env.get('OMP_NUM_THREADS', 'unpinned')}")
+    print(f"Measured: {base.workers} worker(s) x {threads} (in process: the same, without the server)")
+
+
+def thread_setting(text: str) -> int | str:
+    """--threads: 'auto' or a positive integer."""
+    if text.strip() == "auto":
+        return "auto"
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a positive number of threads")
+    return int(text)
+
+
+def worker_thread_env(threads: int | str, layout: Layout) -> dict[str, str]:
+    """The server's thread variables, which the in-process side reads too: auto: the shipped layout's
+    OMP_NUM_THREADS as the cap and the handler's rule; N: N threads, explicitly (HJCAG_TORCH_THREADS)."""
+    from hjcag.serve.threads import THREADS_ENV
+
+    cap = str(layout.threads or 1 if threads == "auto" else threads)
+    env = {"OMP_NUM_THREADS": cap, "MKL_NUM_THREADS": cap}
+    return env if threads == "auto" else env | {THREADS_ENV: cap}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -773,10 +817,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="feature arrays as JSON numbers, or packed: float16 / float32 bytes in base64 (default json; "
                         "float16 with --targets)")
     p.add_argument("--device", default="cpu", help="in-process predictor device (the server picks its own)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads per worker, in the server's workers (OMP_NUM_THREADS) and in process; "
-                        "0 = torch's default. Default 1 (steadier on a shared or busy CPU); with --targets, the "
-                        "shipped layout's (k8s/base OMP_NUM_THREADS)")
+    p.add_argument("--threads", type=thread_setting, default=None, metavar="N|auto",
+                   help="torch CPU threads per worker, in the server's workers (OMP_NUM_THREADS and "
+                        "HJCAG_TORCH_THREADS) and in process; auto: what the handler chooses for the model "
+                        "(hjcag.serve.threads: one for a small model, else the cap) under k8s/base's OMP_NUM_THREADS. "
+                        "Default 1 (steadier on a shared or busy CPU); with --targets, auto (what ships)")
     p.add_argument("--setting", action="append", dest="settings", metavar="NAME[:KEY=INT,...]",
                    help="a server setting to measure, repeatable: model-config.yaml keys (batchSize, maxBatchDelay, "
                         "minWorkers, ...) and TS_* variables over the shipped ones; default: 'shipped'")
@@ -791,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
     layouts = deployment_layouts()
     layout = layouts["k8s/base"]
     if args.threads is None:
-        args.threads = (layout.threads or 1) if args.targets else 1
+        args.threads = "auto" if args.targets else 1
     if args.body is None:
         args.body = "float16" if args.targets else "json"
     if args.raw_requests is None:
@@ -812,16 +857,14 @@ def main(argv: list[str] | None = None) -> int:
                             device="cpu", cache_dir=None, progress=False)
     dims = {"t": 384, "a": {"IS10_paraling": 1582, "eGeMAPSv02": 88, "ComParE_2016": 6373}[args.audio_set],
             "v": 2048}
-    measured = Layout("this benchmark", layout.workers, args.threads)
-    print_layouts(layouts, measured)
+    thread_env = worker_thread_env(args.threads, layout)
+    print_layouts(layouts, thread_env)
     results: dict[str, Any] = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                                            "python": platform.python_version()},
                                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                                "layouts": {name: vars(value) for name, value in layouts.items()}, "runs": []}
-    env = {"HF_HUB_OFFLINE": os.environ["HF_HUB_OFFLINE"]}
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-        env |= {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    env = {"HF_HUB_OFFLINE": os.environ["HF_HUB_OFFLINE"]} | thread_env
+    torch.set_num_threads(int(thread_env["OMP_NUM_THREADS"]))
     with tempfile.TemporaryDirectory(prefix="hjcag-serve-load-") as tmp_name:
         for widths in ("demo", "paper") if args.targets else (args.widths,):
             results["runs"] += measure_widths(args, widths, settings, layout, Path(tmp_name), config, dims, env)
@@ -831,14 +874,15 @@ def main(argv: list[str] | None = None) -> int:
         results["targets"] = evaluate_targets(results["runs"])
         print(f"\nServing targets (issue 23): {args.body} bodies, {args.clients} clients"
               f"{'' if args.clients == 8 else ' (the targets are stated for 8 clients)'}; layout: workers x threads "
-              f"(shipped: {layout.workers} x {layout.threads})\n"
+              f"(shipped: {layout.workers} x the handler's choice under a cap of {layout.threads} threads)\n"
               "| setting | layout | target | measured (median; runs) | verdict |\n|---|---|---|---|---|")
         for row in results["targets"]:
             values = ", ".join(f"{v:g}" for v in row["values"])
             shipped = "shipped" if row["shipped_layout"] else "not shipped"
             print(f"| {row['setting']} | {row['layout']} ({shipped}) | {row['target']} | {row['measured']} "
                   f"({values}) | {row['verdict']} |")
-    results_file.write(record, results, args.results, seeds=[0], threads=args.threads, profiles=["demo"])
+    threads = None if args.threads == "auto" else args.threads
+    results_file.write(record, results, args.results, seeds=[0], threads=threads, profiles=["demo"])
     return 0
 
 

@@ -47,7 +47,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def server(archive: tuple[Path, Path]) -> Iterator[LocalTorchServe]:
-    ts = LocalTorchServe(archive[0], env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", CAP_ENV: str(WORKER_CAP)})
+    # OMP_NUM_THREADS 2 is the cap of the worker's torch threads: the tiny model gets one (hjcag.serve.threads).
+    ts = LocalTorchServe(archive[0], env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", CAP_ENV: str(WORKER_CAP)})
     try:
         ts.start()
         yield ts
@@ -102,6 +103,14 @@ def test_worker_runs_the_code_packed_in_the_archive(server: LocalTorchServe) -> 
     log = server.log_tail(200_000)
     assert f"from {server.tmp_dir}/models/" in log, log[-3000:]
     assert "raw text input: ok" in log and "raw audio input: ok" in log and "raw visual input: ok" in log
+
+
+def test_the_worker_gives_the_tiny_model_one_torch_thread_under_a_cap_of_two(server: LocalTorchServe) -> None:
+    """The handler applies hjcag.serve.threads' rule (tests/test_serve_threads.py) and logs it, with the count torch
+    then runs with in the worker's description of what it serves."""
+    log = server.log_tail(200_000)
+    assert "torch threads: 1 torch thread(s) of a cap of 2: " in log and "MFLOPs per request" in log, log[-3000:]
+    assert "'torch_threads': 1," in log, log[-3000:]
 
 
 def test_feature_and_raw_requests_match_the_in_process_predictor(server: LocalTorchServe, reference: Predictor,

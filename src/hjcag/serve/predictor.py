@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +41,14 @@ from hjcag.artifacts import (
     unit_model_doc,
     weights_path,
 )
+from hjcag.device import torch_threads
 from hjcag.errors import HjcagError
 from hjcag.model.context import SAME_SPEAKER, UNKNOWN_SPEAKER, ContextBatch, alone
 from hjcag.params import MODALITIES, MODALITY_NAMES, MediaConfig
 from hjcag.serve.raw_media import RawMedia, attach_spoken
 from hjcag.serve.request import Body, Limits, Request, RequestError, RequestParser, SpokenTurn, TurnState, settle
 from hjcag.serve.state import decode_state, encode_state, model_fingerprint
+from hjcag.serve.threads import ThreadChoice, use_serving_threads
 
 if TYPE_CHECKING:
     from hjcag.params import FeaturesConfig
@@ -149,6 +152,7 @@ class Predictor:
                           "model on validation")
         self.parser = RequestParser(self.modalities, self.input_dims, self.seq_len, self.limits,
                                     self.raw_media.extractor, self.sent_turns, self._decode_state, no_context)
+        self.thread_choice: ThreadChoice | None = None  # set by use_serving_threads
 
     def _decode_state(self, text: object, where: str) -> TurnState:
         width = int(self.model.fused_width) if self.context_turns else 0
@@ -243,7 +247,10 @@ class Predictor:
         turns = _turn_requests(requests) if self.context_turns else []  # a text-only-context model reads their text
         raw = [r for r in requests + turns if r.raw]
         if raw:
-            self.raw_media.extract(raw, self.parser.aligned)
+            # The extractors (ResNet-50 over frames, MiniLM) are far larger than the fusion model: they get the
+            # worker's whole thread cap even when the fusion model was given one thread (hjcag.serve.threads).
+            with torch_threads(self.thread_choice.cap if self.thread_choice else 0):
+                self.raw_media.extract(raw, self.parser.aligned)
             parsed = [settle(b) for b in parsed]  # a request (or turn) whose media failed fails its body
         valid = [r for b in parsed if b.error is None for r in b.requests]
         spoken = [r.spoken for r in valid] if self.text_context else None
@@ -315,6 +322,25 @@ class Predictor:
                        batch.present[:n], [encode_state(v, self.fingerprint, s) for v, s in zip(out.fused[:n], spoken,
                                                                                                    strict=True)], turns)
 
+    def use_serving_threads(self, environ: Mapping[str, str] | None = None) -> ThreadChoice:
+        """Set this process's torch threads as a serving worker of this model uses them (hjcag.serve.threads: one
+        for a small model, else OMP_NUM_THREADS; HJCAG_TORCH_THREADS overrides) and record the choice (describe())."""
+        self.thread_choice = use_serving_threads(self.flops_per_request, self.device.type,
+                                                 os.environ if environ is None else environ)
+        return self.thread_choice
+
+    def flops_per_request(self) -> int:
+        """Floating-point operations of the forward pass over one request with every modality present, as torch's
+        FlopCounterMode counts them (matrix products, convolutions, attention): the same on every machine."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        inputs = {m: torch.zeros(1, self.seq_len, self.input_dims[m], device=self.device) for m in self.modalities}
+        present = torch.ones(1, len(self.modalities), dtype=torch.bool, device=self.device)
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            self.model(inputs, present)
+        return int(counter.get_total_flops())
+
     def postprocess(self, batch: Batch, outputs: Outputs) -> list[dict[str, Any] | RequestError]:
         """One response (or RequestError) per body of the batch, in order."""
         results: list[dict[str, Any] | RequestError] = []
@@ -358,6 +384,8 @@ class Predictor:
                 "context_kept": self.context_kept,
                 "modalities": [MODALITY_NAMES[m] for m in self.modalities], "input_dims": self.input_dims,
                 "seq_len": self.seq_len, "labels": list(self.labels), "device": str(self.device),
+                "torch_threads": torch.get_num_threads(),
+                "threads_chosen": None if self.thread_choice is None else self.thread_choice.describe(),
                 "raw_input_refused": self.raw_media.refused,
                 "valid_media": {k: v for k, v in dataclasses.asdict(self.media).items()
                                 if k not in ("workers", "span_tolerance_s")}}

@@ -53,6 +53,9 @@ class HjcagHandler:
         gpu = props.get("gpu_id")
         device = f"cuda:{gpu}" if gpu is not None and torch.cuda.is_available() else "cpu"
         self.predictor = Predictor.load(props.get("model_dir"), device=device)
+        # One torch thread for a small fusion model, OMP_NUM_THREADS for a large one (hjcag.serve.threads); raw
+        # inputs' feature extractors run on OMP_NUM_THREADS either way (Predictor.preprocess).
+        log.info("torch threads: %s", self.predictor.use_serving_threads().describe())
         log.info("hjcag %s from %s: %s", hjcag.__version__, os.path.dirname(hjcag.__file__), self.predictor.describe())
         if os.environ.get("HJCAG_PRELOAD_EXTRACTORS", "1") != "0":  # load them now, not on the first raw request
             for modality, status in self.predictor.load_extractors().items():
