@@ -75,7 +75,7 @@ def test_the_fitted_model_is_the_kept_one(kept: bool, monkeypatch: pytest.Monkey
     train, val = fs.subset(np.arange(30)), fs.subset(np.arange(30, 40))
     cfg = TrainConfig(epochs=3, batch_size=8, lr=3e-3, patience=3, context_warm_start=True)
     alone = fit.fit_model("hjcag", train, val, config("none"), cfg, seed=7, device=CPU, quiet=True)
-    monkeypatch.setattr(fit, "context_beats_base", lambda base, context: kept)
+    monkeypatch.setattr(fit, "context_beats_base", lambda *stages: kept)
     seen: list[str] = []
     warm = fit.fit_model("hjcag", train, val, config("gru"), cfg, seed=7, device=CPU, quiet=True,
                          on_epoch=lambda fold, epoch, metrics: seen.extend(sorted(metrics)))
@@ -118,7 +118,7 @@ def test_a_run_whose_fold_0_dropped_its_context_describes_that_fold_as_the_conte
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     monkeypatch.chdir(tmp_path)
     decisions = iter([False, True])  # fold 0 drops its context layer, fold 1 keeps it
-    monkeypatch.setattr(fit, "context_beats_base", lambda base, context: next(decisions))
+    monkeypatch.setattr(fit, "context_beats_base", lambda *stages: next(decisions))
     features = save_features(tmp_path / "features.npz", dialogues())
     run_dir = tmp_path / "run"
     assert main(["train", "--features", str(features), "--params", str(params), "--labels", "x,y,z",

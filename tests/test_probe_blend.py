@@ -18,17 +18,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
-from hjcag.artifacts import load_trained_model
+from hjcag.artifacts import BASE, CONTEXT, load_trained_model, trained_model_config
 from hjcag.cli import main
-from hjcag.data.features_file import FeatureSet
+from hjcag.data.features_file import FeatureSet, save_features
 from hjcag.identity import params_identity
+from hjcag.model.context import ConversationContext
 from hjcag.model.factory import build_model
 from hjcag.model.probe import ProbeBlend
 from hjcag.params import ModelConfig, TrainConfig, load_params
+from hjcag.serve.predictor import Predictor
 from hjcag.train import fit
-from hjcag.train.loop import TensorData, predict
+from hjcag.train.loop import FoldTraining, TensorData, make_optimizer, predict
 from hjcag.train.probe import BLEND_GRID, pooled_inputs
-from params_fixtures import TINY_MODEL, TINY_TRAIN, demo_params
+from params_fixtures import TINY_CONTEXT_MODEL, TINY_MODEL, TINY_TRAIN, demo_params
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -47,9 +49,17 @@ def separable(n: int = 120, seed: int = 0) -> FeatureSet:
                       label_names=("x", "y", "z"))
 
 
-def config(probe_blend: bool) -> ModelConfig:
+def config(probe_blend: bool, context: str = "none") -> ModelConfig:
     return ModelConfig(seq_len=4, widths={"t": 8, "a": 8, "v": 8}, gate_width=8, classifier_hidden=8,
-                       probe_blend=probe_blend)
+                       probe_blend=probe_blend, context=context, context_window=3)
+
+
+def in_dialogues(fs: FeatureSet, turns: int = 4) -> FeatureSet:
+    """`fs` as dialogues of `turns` utterances (two speakers, in order): what conversation context reads."""
+    n = len(fs.utterance_id)
+    return FeatureSet(utterance_id=fs.utterance_id, label=fs.label, group=fs.group, features=fs.features,
+                      speaker=np.array(["A", "B"] * (n // 2)), order=(np.arange(n) % turns).astype(np.float64),
+                      label_names=fs.label_names)
 
 
 TRAIN = TrainConfig(epochs=3, batch_size=16, lr=1e-3, patience=3)
@@ -136,3 +146,82 @@ def test_a_trained_run_reloads_the_blend_and_records_it(tmp_path: Path, features
     model, doc = load_trained_model(out)
     assert doc["model_config"]["probe_blend"] is True
     assert isinstance(model, ProbeBlend) and bool(model.fitted)
+
+
+def context_fitted(probe_blend: bool, monkeypatch: pytest.MonkeyPatch) -> fit.FittedModel:
+    """A warm-started GRU context model, its context stage kept whatever validation says (the rule is forced)."""
+    fs = in_dialogues(separable())
+    monkeypatch.setattr(fit, "context_beats_base", lambda *stages: True)
+    return fit.fit_model("hjcag", fs.subset(np.arange(0, 88)), fs.subset(np.arange(88, 120)),
+                         config(probe_blend, "gru"), TrainConfig(epochs=3, batch_size=16, lr=1e-3, patience=3,
+                                                                 context_warm_start=True),
+                         seed=3, device=CPU, quiet=True)
+
+
+def test_with_context_the_blend_wraps_the_context_model_which_trains_as_without_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    plain, blended = context_fitted(False, monkeypatch), context_fitted(True, monkeypatch)
+    assert isinstance(blended.model, ProbeBlend) and isinstance(blended.model.model, ConversationContext)
+    for stage in (BASE, CONTEXT):  # stage 2 reads the base alone, not stage 1's blend
+        assert blended.stages[stage].history == plain.stages[stage].history, stage
+    assert blended.probe is not None and blended.probe["val_weighted_f1"]["model"] == pytest.approx(
+        plain.training.at_best_epoch("val_weighted_f1"))  # the blend is fitted to the context model
+    val = TensorData.from_features(in_dialogues(separable()).subset(np.arange(88, 120)), blended.config)
+    blended.model.fitted.fill_(False)  # the model alone: exactly the context model trained without the option
+    alone, _ = predict(blended.model, val, 16, CPU)
+    expected, _ = predict(plain.model, val, 16, CPU)
+    torch.testing.assert_close(alone, expected, rtol=0, atol=0)
+
+
+def test_the_keep_rule_compares_what_each_stage_delivers() -> None:
+    def stage(f1: float) -> FoldTraining:
+        return FoldTraining({}, 1, 1.0, 1, False, [{"epoch": 1, "val_loss": 1.0, "val_weighted_f1": f1}])
+
+    def probe(blend: float) -> dict[str, dict[str, float]]:
+        return {"val_weighted_f1": {"model": 0.0, "probe": 0.0, "blend": blend}}
+
+    assert fit.context_beats_base(stage(0.5), stage(0.6))
+    assert not fit.context_beats_base(stage(0.5), stage(0.6), probe(0.7), probe(0.65))  # the blends decide
+    assert fit.context_beats_base(stage(0.6), stage(0.5), probe(0.6), probe(0.61))
+
+
+def test_a_blended_context_model_gives_its_context_layer_its_own_learning_rate() -> None:
+    model = build_model("hjcag", {"t": 6}, 3, config(True, "gru"))
+    assert isinstance(model, ProbeBlend) and isinstance(model.model, ConversationContext)
+    groups = make_optimizer(model, TrainConfig(lr=1e-3, context_lr=1e-2)).param_groups
+    assert [g["lr"] for g in groups] == [1e-3, 1e-2]
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.model.base.parameters()}
+
+
+def test_a_blended_context_run_reloads_and_is_served_with_its_context(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fit, "context_beats_base", lambda *stages: True)  # the context layer kept in every fold
+    params = demo_params(tmp_path / "params.yaml", {**TINY_CONTEXT_MODEL, "probe_blend": True},
+                         {**TINY_TRAIN, "context_warm_start": True})
+    full = in_dialogues(separable())
+    fs = FeatureSet(utterance_id=full.utterance_id, label=full.label, group=full.group,
+                    features={"t": full.features["t"]}, speaker=full.speaker, order=full.order,
+                    label_names=full.label_names)  # text only
+    features = save_features(tmp_path / "features.npz", fs)
+    out = tmp_path / "run"
+    assert main(["train", "--features", str(features), "--params", str(params), "--profile", "demo",
+                 "--labels", "x,y,z", "--out", str(out)]) == 0
+    model, doc = load_trained_model(out)
+    assert isinstance(model, ProbeBlend) and isinstance(model.model, ConversationContext) and bool(model.fitted)
+    predictor = Predictor.from_run(out)
+    for m in (model, predictor.model):  # half model, half probe, and a context head that certainly moves the answer
+        m.blend.fill_(0.5)
+        m.model.head[-1].weight.data = torch.linspace(-3, 3, m.model.head[-1].weight.numel()).view_as(
+            m.model.head[-1].weight)
+    # offline: the dialogue's first two turns (speakers A, B), the second read with the first as its context
+    logits, _ = predict(model, TensorData.from_features(fs.subset(np.arange(2)), trained_model_config(doc)), 2, CPU)
+    expected = torch.softmax(logits, dim=-1)
+    state: list[dict[str, str]] = []
+    for turn, speaker in enumerate(("A", "B")):
+        request = {"features": {"text": fs.features["t"][turn].tolist()}, "speaker": speaker}
+        answer = predictor.predict({**request, "context": state})
+        assert answer["context_kept"] is True and answer["context_turns"] == turn
+        assert list(answer["probabilities"].values()) == pytest.approx(expected[turn].tolist(), abs=1e-5)
+        state = [{"state": answer["state"], "speaker": speaker}]
+    alone = predictor.predict({"features": {"text": fs.features["t"][1].tolist()}, "speaker": "B"})
+    assert list(alone["probabilities"].values()) != pytest.approx(expected[1].tolist(), abs=1e-3)  # context read

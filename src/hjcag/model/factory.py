@@ -31,15 +31,16 @@ def model_class(name: str) -> type[nn.Module]:
 def build_model(name: str, input_dims: Mapping[str, int], num_classes: int, config: ModelConfig) -> nn.Module:
     """Any model of the harness: forward(inputs: {m: (B, L, d_m)}, present: (B, |M|) bool | None).
 
-    With `config.probe_blend`, the model is wrapped in :class:`ProbeBlend` (its output unchanged until the probe is
-    fitted after training, hjcag.train.probe). With `config.context` other than none, that is wrapped in
-    :class:`ConversationContext` (one place for every model), whose forward also takes `context` (a ContextBatch);
-    none builds the model alone, as before.
+    With `config.context` other than none, the model is wrapped in :class:`ConversationContext` (one place for every
+    model), whose forward also takes `context` (a ContextBatch); none builds the model alone, as before. With
+    `config.probe_blend`, that is wrapped in :class:`ProbeBlend` (outermost: the probe is blended with the whole
+    model's decision; its output is the wrapped model's until the probe is fitted after training,
+    hjcag.train.probe).
     """
     modalities = tuple(m for m in MODALITIES if m in input_dims)
     if not modalities:
         raise ConfigError("a model needs at least one modality")
-    base = model_class(name)(input_dims, num_classes, config)
-    if config.probe_blend:
-        base = ProbeBlend(base, input_dims, num_classes)
-    return base if config.context == "none" else ConversationContext(base, num_classes, config)
+    model = model_class(name)(input_dims, num_classes, config)
+    if config.context != "none":
+        model = ConversationContext(model, num_classes, config)
+    return ProbeBlend(model, input_dims, num_classes) if config.probe_blend else model

@@ -11,12 +11,14 @@ W, b and lam are not trained by the loop. While the model trains it is `f` alone
 the wrapped model's, bit for bit, and W, b get no gradient); afterwards :mod:`hjcag.train.probe` fits the probe on
 the training part (logistic regression, C chosen on validation) and picks lam on validation weighted F1 from a
 grid that holds lam = 0 (the probe alone) and lam = 1 (the model alone). A missing modality pools to zeros, its
-training mean.
+training mean. With conversation context the blend is outermost: f is the context model, whose decision the probe
+is blended with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,8 +54,10 @@ class ProbeBlend(nn.Module):
         z = self.standardize(inputs)
         return torch.cat([masked_mean(z[m], real[m]) for m in self.modalities], dim=-1)
 
-    def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None) -> FusionOutput:
-        out = self.model(inputs, present)
+    def forward(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor | None = None,
+                **extra: Any) -> FusionOutput:
+        """`extra`: what the wrapped model's forward also takes (a context model's `context`)."""
+        out = self.model(inputs, present, **extra)
         if not bool(self.fitted):
             return out
         probe = torch.log_softmax(self.linear(self.pooled(inputs, present)), dim=-1)  # (B, C)

@@ -15,6 +15,11 @@ history and model_config describe that model (`context_kept: false`), and both s
 grows more confident, which weighted cross-entropy punishes) while its dev and test weighted F1 rose by 0.9 points
 each (5 seeds, README "Real data"); on the demo data, which has no conversational cue, the rule keeps the base in
 half the folds (README "Conversation context").
+
+With `model.probe_blend` (docs/model.md "Probe blend") the blend wraps the whole model, context layer included:
+stage 1's base is blended with its probe (what the fold keeps if the context is dropped); stage 2 trains the
+context layer around the base alone, exactly as without the blend, and is then blended with a probe of its own.
+The rule compares what each stage delivers: the blends' validation weighted F1.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from hjcag.artifacts import BASE, CONTEXT
 from hjcag.data.features_file import FeatureSet
 from hjcag.model.context import ConversationContext
 from hjcag.model.factory import build_model
+from hjcag.model.probe import ProbeBlend
 from hjcag.params import ModelConfig, TrainConfig
 from hjcag.train.loop import EpochCallback, FoldTraining, TensorData, cpu_state, train_fold
 from hjcag.train.probe import find_probe_blend, fit_probe_blend
@@ -70,10 +76,17 @@ def warm_start(model_cfg: ModelConfig, cfg: TrainConfig) -> bool:
     return model_cfg.context != "none" and cfg.context_warm_start
 
 
-def context_beats_base(base: FoldTraining, context: FoldTraining) -> bool:
+def delivered_val_f1(training: FoldTraining, probe: dict[str, Any] | None = None) -> float:
+    """Validation weighted F1 of what a stage delivers: its blend's where it has a probe blend, else the model's
+    at its early-stopping epoch."""
+    return float(probe["val_weighted_f1"]["blend"]) if probe else training.at_best_epoch("val_weighted_f1")
+
+
+def context_beats_base(base: FoldTraining, context: FoldTraining, base_probe: dict[str, Any] | None = None,
+                       context_probe: dict[str, Any] | None = None) -> bool:
     """The keep-or-drop rule: the context stage's model is kept only if its validation weighted F1 (at its own
-    early-stopping epoch) is strictly above the base model's."""
-    return context.at_best_epoch("val_weighted_f1") > base.at_best_epoch("val_weighted_f1")
+    early-stopping epoch; the blend's, with a probe blend) is strictly above the base model's."""
+    return delivered_val_f1(context, context_probe) > delivered_val_f1(base, base_probe)
 
 
 def stage_callback(on_epoch: EpochCallback | None, stage: str) -> EpochCallback | None:
@@ -129,17 +142,22 @@ def fit_model(
     stage_1 = fit_model(model_name, train, val, base_cfg, cfg, seed=seed, device=device, fold_index=fold_index,
                         checkpoint_path=None if checkpoint_path is None else base_checkpoint(checkpoint_path),
                         on_epoch=stage_callback(on_epoch, BASE), quiet=quiet)
-    base_model = stage_1.model
-    base_state = cpu_state(base_model)  # stage 1 as kept: its best epoch, with its probe blend where it has one
-    model = ConversationContext(base_model, len(train.label_names), model_cfg)  # its head at zero: the base's logits
+    base_state = cpu_state(stage_1.model)  # stage 1 as kept: its best epoch, with its probe blend where it has one
+    base = stage_1.model.model if isinstance(stage_1.model, ProbeBlend) else stage_1.model  # the base alone
+    model = ConversationContext(base, len(train.label_names), model_cfg)  # its head at zero: the base's logits
+    train_data, val_data = TensorData.from_features(train, model_cfg), TensorData.from_features(val, model_cfg)
     context = train_fold(
-        model, TensorData.from_features(train, model_cfg), TensorData.from_features(val, model_cfg), cfg,
-        seed=seed, device=device, checkpoint_path=checkpoint_path, fold_index=fold_index,
-        on_epoch=stage_callback(on_epoch, CONTEXT), quiet=quiet,
+        model, train_data, val_data, cfg, seed=seed, device=device, checkpoint_path=checkpoint_path,
+        fold_index=fold_index, on_epoch=stage_callback(on_epoch, CONTEXT), quiet=quiet,
     )
     stages = {BASE: stage_1.training, CONTEXT: context}
-    if context_beats_base(stage_1.training, context):
-        model.load_state_dict(context.best_state)
-        return FittedModel(model, model_cfg, context, stages, context_kept=True, probe=stage_1.probe)
-    base_model.load_state_dict(base_state)  # stage 2 trained the base on: back to stage 1's
-    return FittedModel(base_model, base_cfg, stage_1.training, stages, context_kept=False, probe=stage_1.probe)
+    model.load_state_dict(context.best_state)
+    kept: nn.Module = model
+    probe = None
+    if model_cfg.probe_blend:  # the context model gets a probe blend of its own, as the factory builds it
+        kept = ProbeBlend(model, train.dims, len(train.label_names))
+        probe = fit_probe_blend(kept, train_data, val_data, device)
+    if context_beats_base(stage_1.training, context, stage_1.probe, probe):
+        return FittedModel(kept, model_cfg, context, stages, context_kept=True, probe=probe)
+    stage_1.model.load_state_dict(base_state)  # stage 2 trained the base on: back to stage 1's
+    return FittedModel(stage_1.model, base_cfg, stage_1.training, stages, context_kept=False, probe=stage_1.probe)

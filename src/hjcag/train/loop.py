@@ -36,6 +36,7 @@ from hjcag.data.features_file import FeatureSet
 from hjcag.errors import HjcagError
 from hjcag.model.context import ContextBatch, ConversationContext
 from hjcag.model.losses import class_weights
+from hjcag.model.probe import ProbeBlend
 from hjcag.params import ModelConfig, TrainConfig
 from hjcag.progress import progress as progress_bar
 
@@ -145,9 +146,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
     model: embeddings, encoder, head) learns at its own rate. Its head starts at zero, so at the base model's rate
     it is still catching up when early stopping picks the epoch (README "Conversation context")."""
     groups: Any = model.parameters()
-    if cfg.context_lr is not None and isinstance(model, ConversationContext):
-        base = {id(p) for p in model.base.parameters()}
-        groups = [{"params": list(model.base.parameters())},
+    context = model.model if isinstance(model, ProbeBlend) else model  # a blend wraps the context model
+    if cfg.context_lr is not None and isinstance(context, ConversationContext):
+        base = {id(p) for p in context.base.parameters()}
+        groups = [{"params": list(context.base.parameters())},
                   {"params": [p for p in model.parameters() if id(p) not in base], "lr": cfg.context_lr}]
     return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 

@@ -30,11 +30,8 @@ _BATCH = 512
 
 
 def find_probe_blend(model: Any) -> ProbeBlend | None:
-    """The ProbeBlend in `model` (itself, or the base of a conversation-context model), or None."""
-    for candidate in (model, getattr(model, "base", None)):
-        if isinstance(candidate, ProbeBlend):
-            return candidate
-    return None
+    """`model` if it is a ProbeBlend (the factory's outermost wrapper, context models included), else None."""
+    return model if isinstance(model, ProbeBlend) else None
 
 
 @torch.no_grad()
