@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def write_features(path: Path, n: int, dim: int, steps: int, labels: int, seed: int = 0) -> Path:
-    """`n` utterances in dialogues of 6, `labels` classes in turn, features N(class mean, 1): (n, dim) or
-    (n, steps, dim) under the `text` key."""
+    """`n` utterances in dialogues of 6 (their turns in order), `labels` classes in turn, features N(class mean, 1):
+    (n, dim) or (n, steps, dim) under the `text` key."""
     rng = np.random.default_rng(seed)
     y = np.arange(n) % labels
     means = rng.normal(scale=0.5, size=(labels, dim))
@@ -39,7 +39,7 @@ def write_features(path: Path, n: int, dim: int, steps: int, labels: int, seed: 
     x = rng.normal(size=shape) + (means[y] if steps == 1 else means[y][:, None, :])
     np.savez(path, utterance_id=np.array([f"u{i}" for i in range(n)]),
              label=np.array([f"label{k}" for k in y]), group=np.array([f"d{i // 6}" for i in range(n)]),
-             text=x.astype(np.float32))
+             order=(np.arange(n) % 6).astype(np.float64), text=x.astype(np.float32))
     return path
 
 

@@ -21,17 +21,20 @@ Recipes (profiles written into WORK/params.yaml, on top of the repository's para
 
 - ``demo``: the demo profile's model and schedule (lr 1e-3, widths 64, no class weights), where issue 9 started;
 - ``meld``: the repository's ``meld`` profile, the recipe chosen on MELD dev for frozen MiniLM features (widths
-  64, dropout 0.3, square-root class weights);
+  64, dropout 0.3, square-root class weights, the probe blend), without conversation context (``model.context:
+  none``; the profile's own ``auto`` reads the conversation on dialogue data: that is the ``meld-gru`` row);
 - ``meld-finetuned``: the repository's profile tuned on MELD dev for the fine-tuned encoder's features (with
   ``--finetune``; ``--recipes meld,meld-finetuned``);
 - ``meld-tuned`` (with ``--tune N``): ``hjcag tune`` searches ``tune.space`` for N trials on the dev split (the
   holdout protocol's validation part) starting from ``meld`` and writes this profile; it tunes on the fine-tuned
   encoder's features with ``--finetune``, on the frozen ones otherwise, and is trained on both;
 - ``meld-gru``, ``meld-transformer`` (with ``--context gru,transformer``): the ``meld`` recipe with conversation
-  context (issue 10: ``model.context``, the 8 preceding turns, causal); ``--bidirectional`` adds ``meld-gru-bi`` /
-  ``meld-transformer-bi`` (also the 8 following turns: an offline figure, not what a live endpoint can do);
-  ``--joint gru,transformer`` adds ``meld-gru-joint`` / ``meld-transformer-joint``: the context layer trained with
-  the base from a random start (``train.context_warm_start: false``) instead of around the trained ``meld`` model.
+  context (issue 10: ``model.context``, the 8 preceding turns, causal; ``meld-gru`` is the ``meld`` profile as the
+  repository ships it, whose ``context: auto`` is gru on data with dialogue order); ``--bidirectional`` adds
+  ``meld-gru-bi`` / ``meld-transformer-bi`` (also the 8 following turns: an offline figure, not what a live
+  endpoint can do); ``--joint gru,transformer`` adds ``meld-gru-joint`` / ``meld-transformer-joint``: the context
+  layer trained with the base from a random start (``train.context_warm_start: false``) instead of around the
+  trained ``meld`` model.
 
 ``--seeds 1,2,3`` trains every recipe once per seed (``train.seeds``) and reports the mean over seeds (± std for
 weighted F1).
@@ -181,6 +184,9 @@ def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int
     if seeds:
         for name in ("demo", "meld", "meld-finetuned"):
             params["profiles"][name]["train"] = {**params["profiles"][name]["train"], "seeds": list(seeds)}
+    for name in ("meld", "meld-finetuned"):  # the recipes without conversation context: the profiles' own
+        # `context: auto` reads the conversation on dialogue data, which is the meld-gru row
+        params["profiles"][name]["model"] = {**params["profiles"][name]["model"], "context": "none"}
     meld = params["profiles"]["meld"]
     for context in contexts:
         for direction in ("causal", "bidirectional") if bidirectional else ("causal",):

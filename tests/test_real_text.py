@@ -4,6 +4,7 @@ minutes: not in the suite; no test reads ../shared)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -64,8 +65,10 @@ def test_meld_recipes_run_unchanged_on_the_datasets_labels(tmp_path: Path) -> No
         loaded = load_params(params, profile)
         assert (loaded.dataset, loaded.labels) == ("toy", dataset.labels), profile
     meld = load_params(params, "meld")
-    assert meld.model == repository.model and meld.train.lr == repository.train.lr
+    assert repository.model.context == "auto" and meld.model.context == "none"  # the recipe without context
+    assert meld.model == dataclasses.replace(repository.model, context="none") and meld.train.lr == repository.train.lr
     assert meld.train.class_weights == repository.train.class_weights
+    assert load_params(params, "meld-gru").model == dataclasses.replace(repository.model, context="gru")
 
 
 def test_on_meld_the_params_copy_keeps_the_repositorys_labels(tmp_path: Path) -> None:

@@ -49,7 +49,9 @@ ACTIVATIONS = ("relu", "gelu", "tanh")  # model.activation
 PROTOCOLS = ("cv5", "holdout")  # train.protocol
 DEVICES = ("auto", "cpu", "cuda")  # train.device, features.device (or cuda:N)
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")  # train.class_weights
-CONTEXTS = ("none", "gru", "transformer")  # model.context
+CONTEXTS = ("none", "gru", "transformer")  # the context layer a model is built with (model.context, resolved)
+CONTEXT_AUTO = "auto"  # model.context: AUTO_CONTEXT where the features carry the dialogue order, else none
+AUTO_CONTEXT = "gru"  # what auto reads with (README "Real data": MELD dev, EmoryNLP checked)
 CONTEXT_DIRECTIONS = ("causal", "bidirectional")  # model.context_direction
 AUDIO_SETS = ("IS10_paraling", "eGeMAPSv02", "ComParE_2016")  # features.audio_set (openSMILE feature sets)
 TEXT_FALLBACKS = ("minilm", "none")  # features.text_fallback
@@ -80,12 +82,22 @@ class ModelConfig(Checked):
     # at a time; gru | transformer = each utterance's fused vector read together with those of up to
     # `context_window` neighbouring utterances of its dialogue. causal = only the preceding ones (what a live
     # endpoint sees); bidirectional = also the following ones (offline evaluation only, labelled in every report).
-    context: str = ruled("none", one_of(CONTEXTS))
+    # auto = gru where the features carry the utterances' order in their dialogue, none where they do not
+    # (resolved against the features when training starts: :func:`resolve_context`).
+    context: str = ruled("none", one_of((*CONTEXTS, CONTEXT_AUTO)))
     context_window: int = ruled(8, positive)
     context_direction: str = ruled("causal", one_of(CONTEXT_DIRECTIONS))
     # Not in the paper (docs/model.md "Probe blend"): blend the trained model with a logistic regression on its own
     # mean-pooled inputs, the blend weight chosen on validation (0 = the probe ... 1 = the model alone).
     probe_blend: bool = False
+
+
+def resolve_context(config: ModelConfig, has_order: bool) -> ModelConfig:
+    """`config` with `context: auto` made concrete: AUTO_CONTEXT when the features carry the dialogue order
+    (`has_order`), none otherwise (context needs the order); any other setting as it is."""
+    if config.context != CONTEXT_AUTO:
+        return config
+    return dataclasses.replace(config, context=AUTO_CONTEXT if has_order else "none")
 
 
 @dataclass(frozen=True)

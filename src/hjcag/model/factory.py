@@ -16,7 +16,7 @@ from hjcag.errors import ConfigError
 from hjcag.model.context import ConversationContext
 from hjcag.model.probe import ProbeBlend
 from hjcag.model_catalog import MODEL_NAMES, model_entry
-from hjcag.params import MODALITIES, ModelConfig
+from hjcag.params import CONTEXTS, MODALITIES, ModelConfig
 
 __all__ = ["MODEL_NAMES", "build_model", "model_class"]
 
@@ -38,6 +38,9 @@ def build_model(name: str, input_dims: Mapping[str, int], num_classes: int, conf
     hjcag.train.probe).
     """
     modalities = tuple(m for m in MODALITIES if m in input_dims)
+    if config.context not in CONTEXTS:
+        raise ConfigError(f"model.context {config.context!r} is resolved against the features before a model is "
+                          "built (hjcag.train.fit.trained_config); build with gru, transformer or none.")
     if not modalities:
         raise ConfigError("a model needs at least one modality")
     model = model_class(name)(input_dims, num_classes, config)

@@ -37,7 +37,7 @@ from hjcag.data.features_file import FeatureSet
 from hjcag.model.context import ConversationContext
 from hjcag.model.factory import build_model
 from hjcag.model.probe import ProbeBlend
-from hjcag.params import ModelConfig, TrainConfig
+from hjcag.params import ModelConfig, TrainConfig, resolve_context
 from hjcag.train.loop import EpochCallback, FoldTraining, TensorData, cpu_state, train_fold
 from hjcag.train.probe import find_probe_blend, fit_probe_blend
 
@@ -100,7 +100,10 @@ def stage_callback(on_epoch: EpochCallback | None, stage: str) -> EpochCallback 
 def trained_config(model_cfg: ModelConfig, fs: FeatureSet) -> ModelConfig:
     """The ModelConfig a model of the features `fs` is built with: its `seq_len` is the step count the features have.
     That is ``model.seq_len`` for sequences, and 1 when every modality is an utterance vector, read as one step
-    (docs/model.md, "Inputs"); the trained model records it (model_config.json), so serving collates to it."""
+    (docs/model.md, "Inputs"); `context: auto` is gru where `fs` carries the dialogue order, else none
+    (:func:`~hjcag.params.resolve_context`). The trained model records it (model_config.json), so serving collates
+    to it and reads the context it was trained with."""
+    model_cfg = resolve_context(model_cfg, fs.order is not None)
     return model_cfg if fs.seq_len == model_cfg.seq_len else dataclasses.replace(model_cfg, seq_len=fs.seq_len)
 
 

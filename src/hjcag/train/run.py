@@ -52,7 +52,7 @@ from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.identity import params_identity
 from hjcag.model_catalog import check_model_name
-from hjcag.params import Params, parse_modalities
+from hjcag.params import CONTEXT_AUTO, Params, parse_modalities
 from hjcag.train.fit import base_checkpoint, fit_model, stage_summary, trained_config
 from hjcag.train.folds import Fold, make_folds
 from hjcag.train.loop import EpochCallback, TensorData, cpu_state, predict
@@ -306,6 +306,10 @@ def train_and_evaluate(
     if not quiet:
         log.info("%s on %s: %d utterances, %d fold(s) (%s), device %s -> %s", model_name, "+".join(modalities),
                  len(fs), len(folds), cfg.protocol, device, out_dir)
+        if params.model.context == CONTEXT_AUTO:
+            log.info("model.context auto: %s (%s)", trained_config(params.model, fs).context,
+                     "the features carry the dialogue order" if fs.order is not None
+                     else "the features carry no dialogue order: each utterance is read alone")
 
     results, histories = [], {}
     for fold in folds:
