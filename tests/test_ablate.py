@@ -45,11 +45,12 @@ def synthetic(modalities: tuple[str, ...] = ("t", "a", "v"), n_groups: int = 12,
     )
 
 
-def tiny_params(dataset: str = "demo") -> Params:
+def tiny_params(dataset: str = "demo", context: str = "none") -> Params:
     return params_from_dict({
         "seed": 3,
         "dataset": dataset,
-        "model": {"seq_len": 4, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8},
+        "model": {"seq_len": 4, "widths": {"t": 8, "a": 8, "v": 8}, "gate_width": 8, "classifier_hidden": 8,
+                  "context": context},
         "train": {"epochs": 2, "batch_size": 16, "lr": 1e-2, "patience": 2, "folds": 2, "device": "cpu"},
     })
 
@@ -103,10 +104,14 @@ def test_configurations_needing_missing_modalities_are_skipped_with_a_note(tmp_p
     assert "Visual: the features have no visual modality." in table
 
 
-def test_context_rows_run_on_the_same_folds_with_every_modality_of_the_features(tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", ["none", "auto"])  # auto (the dataset profiles'): paper rows stay context-free
+def test_context_rows_run_on_the_same_folds_with_every_modality_of_the_features(setting: str, tmp_path: Path) -> None:
     fs = synthetic(modalities=("t", "a"))
     fs.order = np.arange(len(fs), dtype=np.float64) % 4  # dialogues of 4 turns
-    summary = run_ablation(fs, tiny_params(), tmp_path, quiet=True)
+    summary = run_ablation(fs, tiny_params(context=setting), tmp_path, quiet=True)
+    for row in (r for r in summary["rows"] if not r["slug"].startswith("context_")):
+        assert json.loads((tmp_path / row["dir"] / "model_config.json").read_text())["model_config"]["context"] \
+            == "none", row["slug"]
     context = {r["slug"]: r for r in summary["rows"] if r["slug"].startswith("context_")}
     assert set(context) == {row.slug for row in CONTEXT_ROWS}
     assert all(r["modalities"] == ["t", "a"] for r in context.values())

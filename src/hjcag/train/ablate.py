@@ -17,7 +17,7 @@ from hjcag.artifacts import write_json
 from hjcag.data.features_file import FeatureSet
 from hjcag.model.table4 import CONTEXT_ROWS, TABLE4, Table4Row
 from hjcag.model_catalog import PAPER_MODEL
-from hjcag.params import MODALITY_NAMES, Params
+from hjcag.params import CONTEXT_AUTO, MODALITY_NAMES, Params
 from hjcag.train.run import train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,11 @@ def run_ablation(
             def callback(fold: int, epoch: int, metrics: dict[str, float], _slug: str = row.slug) -> None:
                 on_epoch(_slug, fold, epoch, metrics)
         modalities = row.modalities or fs.modalities
+        overrides = dict(row.model_overrides)
+        if params.model.context == CONTEXT_AUTO and "context" not in overrides:
+            overrides["context"] = "none"  # the paper's rows are the paper's model; the context rows add context
         metrics = train_and_evaluate(
-            fs, params.with_overrides(model=dict(row.model_overrides)), modalities, model_name,
+            fs, params.with_overrides(model=overrides), modalities, model_name,
             out_dir / row.slug, on_epoch=callback, quiet=quiet,
         )
         n_folds = metrics["n_folds"]
