@@ -80,8 +80,8 @@ from hjcag.artifacts import (
 from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.data.manifest import read_manifest_file
 from hjcag.data.meld import decode_csv_bytes, find_meld_layout
+from hjcag.model.probe import ProbeBlend
 from hjcag.train.loop import TensorData, predict
-from hjcag.train.probe import find_probe_blend
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("meld", "manifest")  # hjcag prepare --dataset
@@ -257,8 +257,8 @@ def evaluate_run(run_dir: Path, fs: FeatureSet, model_alone: bool = False) -> di
         figures: dict[str, object] = {"unit": unit.name, "seed": result["run_seed"],
                                       "context_kept": result.get("context_kept"),
                                       "probe_blend": result.get("probe_blend")}
-        if model_alone and (blend := find_probe_blend(model)) is not None:  # the same weights, the probe unused
-            blend.fitted.fill_(False)
+        if model_alone and isinstance(model, ProbeBlend):  # the same weights, the probe unused
+            model.fitted.fill_(False)
         for split, part in data.items():
             logits, _ = predict(model, part, 256, torch.device("cpu"))
             figures[split] = scores(part.targets.numpy(), logits.argmax(dim=1).numpy(), fs.label_names)

@@ -187,6 +187,27 @@ def test_conversation_context_and_its_window_are_tuned(tmp_path: Path, monkeypat
     assert trained == [values for values in tried for _fold in range(2)]  # each trial's values reached its 2 folds
 
 
+def test_with_a_probe_blend_a_fold_scores_what_it_delivers_the_blend(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A learning rate of ~0 leaves the model at its random start while the probe reads the class means, so on
+    every fold the blend's validation weighted F1 is above the model's alone: the trial must score the blend."""
+    raw = tiny_raw(trials=1)
+    raw["model"]["probe_blend"] = True
+    raw["tune"]["space"] = {"train.lr": {"low": 1e-9, "high": 2e-9, "log": True}}
+    fitted: list[Any] = []
+    real = tune.fit_model
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        fitted.append(result := real(*args, **kwargs))
+        return result
+
+    monkeypatch.setattr(tune, "fit_model", spy)
+    summary = run(synthetic(), tmp_path, raw)
+    delivered = [f.probe["val_weighted_f1"] for f in fitted]
+    assert len(delivered) == 2 and all(d["blend"] > d["model"] for d in delivered)  # the case tells them apart
+    assert summary["trials"][0]["fold_scores"] == pytest.approx([d["blend"] for d in delivered], abs=0)
+
+
 @pytest.mark.parametrize(("space", "fragment"), [
     ({"lr": {"low": 1, "high": 2}}, "SECTION.FIELD"),
     ({"gates.min_accuracy": {"low": 0, "high": 1}}, "SECTION.FIELD"),

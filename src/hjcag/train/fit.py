@@ -39,7 +39,7 @@ from hjcag.model.factory import build_model
 from hjcag.model.probe import ProbeBlend
 from hjcag.params import ModelConfig, TrainConfig, resolve_context
 from hjcag.train.loop import EpochCallback, FoldTraining, TensorData, cpu_state, train_fold
-from hjcag.train.probe import find_probe_blend, fit_probe_blend
+from hjcag.train.probe import fit_probe_blend
 
 
 @dataclass
@@ -57,6 +57,14 @@ class FittedModel:
     stages: dict[str, FoldTraining] = field(default_factory=dict)
     context_kept: bool | None = None
     probe: dict[str, Any] | None = None  # model.probe_blend: the probe and blend chosen (hjcag.train.probe)
+
+    def val_score(self, metric: str) -> float:
+        """`metric` (a tune.metric) on validation for what the fold delivers: weighted F1 is the blend's where the
+        model has a probe blend (:func:`delivered_val_f1`); every other metric is the kept training's at its
+        early-stopping epoch."""
+        if metric == "val_weighted_f1":
+            return delivered_val_f1(self.training, self.probe)
+        return self.training.at_best_epoch(metric)
 
 
 def stage_summary(training: FoldTraining) -> dict[str, float | int | bool]:
@@ -138,8 +146,8 @@ def fit_model(
             fold_index=fold_index, on_epoch=on_epoch, quiet=quiet,
         )
         model.load_state_dict(training.best_state)
-        blend = find_probe_blend(model)  # model.probe_blend: the probe is fitted to the trained model
-        probe = None if blend is None else fit_probe_blend(blend, train_data, val_data, device)
+        probe = (fit_probe_blend(model, train_data, val_data, device)  # the probe is fitted to the trained model
+                 if isinstance(model, ProbeBlend) else None)
         return FittedModel(model, model_cfg, training, probe=probe)
     base_cfg = dataclasses.replace(model_cfg, context="none")
     stage_1 = fit_model(model_name, train, val, base_cfg, cfg, seed=seed, device=device, fold_index=fold_index,

@@ -29,11 +29,6 @@ BLEND_GRID = tuple(i / 10 for i in range(11))  # lam: 0 = the probe alone ... 1 
 _BATCH = 512
 
 
-def find_probe_blend(model: Any) -> ProbeBlend | None:
-    """`model` if it is a ProbeBlend (the factory's outermost wrapper, context models included), else None."""
-    return model if isinstance(model, ProbeBlend) else None
-
-
 @torch.no_grad()
 def pooled_inputs(model: ProbeBlend, data: TensorData, device: torch.device) -> np.ndarray:
     """p for every row of `data`, in data order: (N, sum_m d_m) float64."""

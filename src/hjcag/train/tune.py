@@ -2,7 +2,10 @@
 
 A trial trains every fold of ``train.protocol`` on the fold's *training* part and scores it on the fold's
 *validation* split (carved from the training part by group, :mod:`hjcag.train.folds`): ``tune.metric`` at the
-epoch early stopping keeps, averaged over folds. The test rows of a fold are never indexed.
+epoch early stopping keeps, averaged over folds. The test rows of a fold are never indexed. With
+``model.probe_blend`` a fold's weighted F1 is its blend's (what ``hjcag train`` delivers,
+:meth:`hjcag.train.fit.FittedModel.val_score`); the per-epoch scores that pruning sees are the model's alone (the
+probe is fitted after the last epoch).
 
 - Storage: an Optuna RDB study, by default ``optuna.db`` beside the MLflow SQLite store; re-running the same
   command loads the study (``load_if_exists``) and only tops the budget up (finished = complete + pruned trials).
@@ -204,9 +207,9 @@ class Objective:
             train, val = training_parts(self.fs, fold)
             report = _Pruning(trial, metric, position, scores,
                               lambda step, value: self.tracker.step(run_id, step, value))
-            result = fit_model(self.model_name, train, val, params.model, cfg, seed=fold_seed(params.seed, fold.index),
-                               device=device, fold_index=fold.index, on_epoch=report, quiet=True).training
-            scores.append(result.at_best_epoch(metric))
+            fitted = fit_model(self.model_name, train, val, params.model, cfg, seed=fold_seed(params.seed, fold.index),
+                               device=device, fold_index=fold.index, on_epoch=report, quiet=True)
+            scores.append(fitted.val_score(metric))  # what the fold delivers: with model.probe_blend, the blend's
 
 
 # ---------------------------------------------------------------- MLflow
