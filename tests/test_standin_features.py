@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import shutil
 import zlib
@@ -29,8 +30,11 @@ from hjcag.features.standin import (
     tokenize,
     visual_features,
 )
+from hjcag.params import load_params
+from hjcag.stages import standin_features
 
 L = 30
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +117,20 @@ def test_text_only_needs_no_clips_and_says_it_is_a_stand_in(tiny: tuple[Path, Fe
     np.testing.assert_array_equal(text.features["t"], fs.features["t"])
     with pytest.raises(DataError, match=r"clips are missing .*pass --modalities t"):
         extract_standin_features(tmp_path, seq_len=L, modalities=("t", "a"), progress=False)
+
+
+def test_the_stand_in_stage_says_it_reads_no_preceding_turns(tiny: tuple[Path, FeatureSet], tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    root, fs = tiny
+    params = load_params(REPO / "params.yaml", profile="demo")
+    with_context = dataclasses.replace(params, features=params.features.replace(text_context=2))
+    for p, says in ((params, False), (with_context, True)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            out = standin_features(root, tmp_path / "f.npz", p, modalities="t")
+        assert ("features.text_context is 2, but the stand-in text features read each utterance alone"
+                in caplog.text) is says
+        np.testing.assert_array_equal(load_features(out, L).features["t"], fs.features["t"])  # the same features
 
 
 def test_undecodable_clips_are_listed(tmp_path: Path) -> None:

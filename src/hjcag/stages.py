@@ -101,7 +101,12 @@ def standin_features(data_dir: str | Path, out: str | Path, params: Params, moda
     from hjcag.features.standin import extract_standin_features
 
     artifacts.writable_file(out)
-    fs = extract_standin_features(data_dir, seq_len=params.model.seq_len, modalities=parse_modalities(modalities))
+    mods = parse_modalities(modalities)
+    if params.features.text_context and "t" in mods:
+        log.warning("features.text_context is %d, but the stand-in text features read each utterance alone (hashed "
+                    "words); for an encoder that reads the preceding turns, run `hjcag features` (RoBERTa/MiniLM).",
+                    params.features.text_context)
+    fs = extract_standin_features(data_dir, seq_len=params.model.seq_len, modalities=mods)
     if keep is not None:
         from hjcag.data.manifest import read_manifest_file
 
