@@ -28,6 +28,7 @@ from hjcag.artifacts import (
 )
 from hjcag.data.features_file import FeatureSet, align_to_length
 from hjcag.params import MODALITY_NAMES, FeaturesConfig, load_params
+from hjcag.serve.local import LocalTorchServe
 from hjcag.train.loop import TensorData, predict
 from hjcag.train.run import train_and_evaluate
 
@@ -38,6 +39,12 @@ LABELS = ("neutral", "joy", "anger")
 TINY_ARCH = {"depths": [1, 1], "hidden_sizes": [16, 32], "embedding_size": 8}
 CONTEXT_HEAD = "head.3.weight"  # the last layer of ConversationContext.head: the context's correction of the logits
 NO_MODEL = "hjcag-tests/no-such-model"  # never in any cache: the text extractor falls back to MiniLM
+
+
+def local_server(store: Path) -> LocalTorchServe:
+    """A real TorchServe over the archive in `store` for a test module (use as ``with local_server(store) as ts``):
+    offline, one torch thread per worker (the tests' models are tiny)."""
+    return LocalTorchServe(store, env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
 
 
 def features_config() -> FeaturesConfig:

@@ -35,12 +35,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def server(runs: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTorchServe]:
     store = tmp_path_factory.mktemp("store")
     package_model(runs[0], store, features_config=sf.features_config())
-    ts = LocalTorchServe(store, env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    try:
-        ts.start()
+    with sf.local_server(store) as ts:
         yield ts
-    finally:
-        ts.stop()
 
 
 def turn(seed: int, speaker: str) -> dict[str, Any]:

@@ -31,12 +31,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalTorc
     with torch_threads(1):
         run_dir = sf.train_tiny_run(root / "run", context="gru")
     mar = package_model(run_dir, root / "store", features_config=sf.features_config())
-    ts = LocalTorchServe(mar.parent, env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    try:
-        ts.start()
+    with sf.local_server(mar.parent) as ts:
         yield ts, mar, run_dir
-    finally:
-        ts.stop()
 
 
 def predict(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -31,12 +31,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalTorc
         run_dir = tc.tiny_run(root / "run", "none")
     mar = package_model(run_dir, root / "store", features_config=tc.features_config(),
                         features_meta=features_meta_path(features))
-    ts = LocalTorchServe(mar.parent, env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    try:
-        ts.start()
+    with sf.local_server(mar.parent) as ts:
         yield ts, run_dir, features
-    finally:
-        ts.stop()
 
 
 def test_turn_by_turn_over_http_equals_offline_features_and_evaluation(
