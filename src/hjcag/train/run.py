@@ -301,13 +301,14 @@ def train_and_evaluate(
         "folds": [{"fold": f.index, **f.as_ids(fs)} for f in folds],
     })
     seeds: list[int | None] = list(cfg.seeds) or [None]  # None: the run's seed, one unit per fold (fold_K)
-    write_json(out_dir / MODEL_CONFIG_FILE, _model_config_doc(model_name, params, fs, folds, None, seeds))
+    doc = _model_config_doc(model_name, params, fs, folds, None, seeds)
+    write_json(out_dir / MODEL_CONFIG_FILE, doc)
     device = resolve_device(cfg.device)
     if not quiet:
         log.info("%s on %s: %d utterances, %d fold(s) (%s), device %s -> %s", model_name, "+".join(modalities),
                  len(fs), len(folds), cfg.protocol, device, out_dir)
         if params.model.context == CONTEXT_AUTO:
-            log.info("model.context auto: %s (%s)", trained_config(params.model, fs).context,
+            log.info("model.context auto: %s (%s)", doc["model_config"]["context"],
                      "the features carry the dialogue order" if fs.order is not None
                      else "the features carry no dialogue order: each utterance is read alone")
 
