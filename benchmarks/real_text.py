@@ -167,10 +167,12 @@ def trimmed_source(dataset: Dataset, out: Path, n: int) -> Path:
 
 def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int | None = None,
                  contexts: tuple[str, ...] = (), bidirectional: bool = False, seeds: tuple[int, ...] = (),
-                 joint: tuple[str, ...] = (), text_context: int = 0) -> Path:
+                 joint: tuple[str, ...] = (), text_context: int = 0,
+                 finetune_overrides: dict[str, float] | None = None) -> Path:
     """WORK/params.yaml: the repository's params.yaml plus the recipes of this benchmark as profiles, every one of
     them on the dataset's label set (``datasets.<name>.labels``; for MELD the file as it is); the text encoder reads
-    `text_context` preceding turns (``features.text_context``), when fine-tuned too."""
+    `text_context` preceding turns (``features.text_context``), when fine-tuned too; `finetune_overrides` (``lr``,
+    ``epochs``) replace :data:`FINETUNE`'s."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["datasets"] = {**(params.get("datasets") or {}), dataset.name: {"labels": list(dataset.labels)}}
     params["train"]["num_threads"] = threads
@@ -200,6 +202,7 @@ def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int
     # Feature-side profiles: fine-tuning, and extraction with the fine-tuned encoder.
     finetune = copy.deepcopy(FINETUNE)
     finetune["finetune"]["max_steps"] = finetune_steps
+    finetune["finetune"].update(finetune_overrides or {})
     params["profiles"]["finetune"] = {"dataset": "meld", "features": finetune}
     params["profiles"]["finetuned"] = {"dataset": "meld", "features": {"text_model": str(work / "text-ft")}}
     for profile in params["profiles"].values():  # every recipe as chosen on MELD, on this dataset's labels
@@ -363,6 +366,13 @@ def parser(description: str, meld_only: bool = False) -> argparse.ArgumentParser
     ap.add_argument("--finetune", action="store_true", help="also fine-tune the text encoder first (slow on a CPU)")
     ap.add_argument("--finetune-steps", type=int, default=None,
                     help="stop fine-tuning after this many optimizer steps (a quick look; default: no limit)")
+    ap.add_argument("--finetune-lr", type=float, default=None,
+                    help="the encoder's peak learning rate (default: params.yaml's features.finetune.lr)")
+    ap.add_argument("--finetune-epochs", type=int, default=None,
+                    help=f"epochs of the one fine-tuning run (default: {FINETUNE['finetune']['epochs']})")
+    ap.add_argument("--encoders", default=",".join(FEATURES), metavar="LIST",
+                    help="the features the probe and recipes are trained on (default: %(default)s; minilm-ft needs "
+                    "--finetune)")
     ap.add_argument("--context", default="", help="also train the meld recipe with these contexts (gru,transformer)")
     ap.add_argument("--bidirectional", action="store_true", help="with --context: also the bidirectional variants")
     ap.add_argument("--joint", default="", help="also train the meld recipe with these contexts trained jointly from "
@@ -386,8 +396,15 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
     contexts = tuple(c for c in args.context.split(",") if c)
     joint = tuple(c for c in args.joint.split(",") if c)
     seeds = tuple(int(x) for x in args.seeds.split(",") if x)
+    chosen = tuple(e for e in args.encoders.split(",") if e)
+    unknown = sorted(set(chosen) - set(FEATURES)) or (["minilm-ft (without --finetune)"]
+                                                       if "minilm-ft" in chosen and not args.finetune else [])
+    if unknown or not chosen:
+        raise SystemExit(f"--encoders: {', '.join(unknown) or 'none given'}; choose among {', '.join(FEATURES)}.")
+    overrides = {key: value for key, value in (("lr", args.finetune_lr), ("epochs", args.finetune_epochs))
+                 if value is not None}
     params = write_params(work, dataset, args.threads, args.finetune_steps, contexts, args.bidirectional, seeds,
-                          joint, args.text_context)
+                          joint, args.text_context, overrides)
     run = {"params": params, "threads": args.threads}
 
     source = dataset.source
@@ -419,7 +436,7 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
         recipes.append("meld-tuned")
 
     rows: list[dict[str, object]] = []
-    for encoder, features in encoders.items():
+    for encoder, features in ((e, f) for e, f in encoders.items() if e in chosen):
         print(f"features {encoder}: {features} ({seconds[encoder]:.0f} s)")
         fs = load_features(features, seq_len=30, label_names=dataset.labels).select(("t",))
         features_label = FEATURES[encoder] + (f", {args.text_context} preceding turns" if args.text_context else "")
