@@ -41,8 +41,9 @@ weighted F1).
 
 Without network access the text encoder is the pretrained MiniLM that ships with the package (the stage says so,
 loudly); with ``--finetune`` it is first fine-tuned on the train rows (section 4.2, dev selects), which costs tens of
-minutes on a CPU. Re-running with the same --work reuses what is done (the CLI's runs resume; stages whose output
-exists are skipped).
+minutes on a CPU (``--finetune-lr``, ``--finetune-epochs``: the one run's settings; ``--encoders minilm-ft``: the probe
+and recipes on the fine-tuned features only). Re-running with the same --work reuses what is done (the CLI's runs
+resume; stages whose output exists are skipped).
 """
 
 from __future__ import annotations
