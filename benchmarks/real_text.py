@@ -166,6 +166,18 @@ def trimmed_source(dataset: Dataset, out: Path, n: int) -> Path:
     return path
 
 
+def chosen_encoders(value: str, finetune: bool) -> tuple[str, ...]:
+    """``--encoders``: the feature sets named in `value` (comma-separated :data:`FEATURES` keys); minilm-ft only
+    with ``--finetune``."""
+    chosen = tuple(e for e in value.split(",") if e)
+    unknown = sorted(set(chosen) - set(FEATURES))
+    if "minilm-ft" in chosen and not finetune:
+        unknown.append("minilm-ft (it needs --finetune)")
+    if unknown or not chosen:
+        raise SystemExit(f"--encoders: {', '.join(unknown) or 'none given'}; choose among {', '.join(FEATURES)}.")
+    return chosen
+
+
 def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int | None = None,
                  contexts: tuple[str, ...] = (), bidirectional: bool = False, seeds: tuple[int, ...] = (),
                  joint: tuple[str, ...] = (), text_context: int = 0,
@@ -397,11 +409,7 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
     contexts = tuple(c for c in args.context.split(",") if c)
     joint = tuple(c for c in args.joint.split(",") if c)
     seeds = tuple(int(x) for x in args.seeds.split(",") if x)
-    chosen = tuple(e for e in args.encoders.split(",") if e)
-    unknown = sorted(set(chosen) - set(FEATURES)) or (["minilm-ft (without --finetune)"]
-                                                       if "minilm-ft" in chosen and not args.finetune else [])
-    if unknown or not chosen:
-        raise SystemExit(f"--encoders: {', '.join(unknown) or 'none given'}; choose among {', '.join(FEATURES)}.")
+    chosen = chosen_encoders(args.encoders, args.finetune)
     overrides = {key: value for key, value in (("lr", args.finetune_lr), ("epochs", args.finetune_epochs))
                  if value is not None}
     params = write_params(work, dataset, args.threads, args.finetune_steps, contexts, args.bidirectional, seeds,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -112,3 +113,25 @@ def test_the_table_names_the_dataset_its_rows_are_on() -> None:
                                        "labels": ["neutral", "joyful"], "max_dialogues": 20})
     assert line == ("dataset: toy (manifest: toy.csv abababababab); per-class F1 in the order neutral joyful; first "
                     "20 dialogues of each split")
+
+
+def test_the_fine_tuning_run_takes_the_benchmarks_settings_and_the_overrides(tmp_path: Path) -> None:
+    dataset = real_text.open_dataset(manifest(tmp_path), None, None)
+    repository = load_params(ROOT / "params.yaml", "meld").features
+    plain = load_params(real_text.write_params(tmp_path, dataset, 1), "finetune").features
+    assert (plain.finetune_lr, plain.finetune_epochs, plain.finetune_repeats) == (repository.finetune_lr, 3, 1)
+    changed = load_params(real_text.write_params(tmp_path, dataset, 1, finetune_overrides={"lr": 1e-4, "epochs": 5}),
+                          "finetune").features
+    assert (changed.finetune_lr, changed.finetune_epochs, changed.finetune_repeats) == (1e-4, 5, 1)
+    assert changed.finetune_class_weights == plain.finetune_class_weights == "sqrt"
+
+
+def test_encoders_are_checked_before_any_stage_runs() -> None:
+    assert real_text.chosen_encoders("minilm-ft", finetune=True) == ("minilm-ft",)
+    assert real_text.chosen_encoders("minilm,minilm-ft", finetune=True) == ("minilm", "minilm-ft")
+    with pytest.raises(SystemExit, match=r"minilm-ft \(it needs --finetune\)"):
+        real_text.chosen_encoders("minilm,minilm-ft", finetune=False)
+    with pytest.raises(SystemExit, match="roberta; choose among minilm, minilm-ft"):
+        real_text.chosen_encoders("roberta", finetune=True)
+    with pytest.raises(SystemExit, match="none given"):
+        real_text.chosen_encoders(",", finetune=True)
