@@ -41,9 +41,9 @@ weighted F1).
 
 Without network access the text encoder is the pretrained MiniLM that ships with the package (the stage says so,
 loudly); with ``--finetune`` it is first fine-tuned on the train rows (section 4.2, dev selects), which costs tens of
-minutes on a CPU (``--finetune-lr``, ``--finetune-epochs``: the one run's settings; ``--encoders minilm-ft``: the probe
-and recipes on the fine-tuned features only). Re-running with the same --work reuses what is done (the CLI's runs
-resume; stages whose output exists are skipped).
+minutes on a CPU (``--finetune-lr``, ``--finetune-epochs``, ``--finetune-class-weights``: the one run's settings;
+``--encoders minilm-ft``: the probe and recipes on the fine-tuned features only). Re-running with the same --work
+reuses what is done (the CLI's runs resume; stages whose output exists are skipped).
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.data.manifest import read_manifest_file
 from hjcag.data.meld import decode_csv_bytes, find_meld_layout
 from hjcag.model.probe import ProbeBlend
+from hjcag.params import CLASS_WEIGHTS
 from hjcag.train.loop import TensorData, predict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,7 +186,7 @@ def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int
     """WORK/params.yaml: the repository's params.yaml plus the recipes of this benchmark as profiles, every one of
     them on the dataset's label set (``datasets.<name>.labels``; for MELD the file as it is); the text encoder reads
     `text_context` preceding turns (``features.text_context``), when fine-tuned too; `finetune_overrides` (``lr``,
-    ``epochs``) replace :data:`FINETUNE`'s."""
+    ``epochs``, ``class_weights``) replace :data:`FINETUNE`'s."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["datasets"] = {**(params.get("datasets") or {}), dataset.name: {"labels": list(dataset.labels)}}
     params["train"]["num_threads"] = threads
@@ -383,6 +384,8 @@ def parser(description: str, meld_only: bool = False) -> argparse.ArgumentParser
                     help="the encoder's peak learning rate (default: params.yaml's features.finetune.lr)")
     ap.add_argument("--finetune-epochs", type=int, default=None,
                     help=f"epochs of the one fine-tuning run (default: {FINETUNE['finetune']['epochs']})")
+    ap.add_argument("--finetune-class-weights", choices=CLASS_WEIGHTS, default=None,
+                    help=f"the encoder's loss weights (default: {FINETUNE['finetune']['class_weights']})")
     ap.add_argument("--encoders", default=",".join(FEATURES), metavar="LIST",
                     help="the features the probe and recipes are trained on (default: %(default)s; minilm-ft needs "
                     "--finetune)")
@@ -410,8 +413,8 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
     joint = tuple(c for c in args.joint.split(",") if c)
     seeds = tuple(int(x) for x in args.seeds.split(",") if x)
     chosen = chosen_encoders(args.encoders, args.finetune)
-    overrides = {key: value for key, value in (("lr", args.finetune_lr), ("epochs", args.finetune_epochs))
-                 if value is not None}
+    overrides = {key: value for key, value in (("lr", args.finetune_lr), ("epochs", args.finetune_epochs),
+                                               ("class_weights", args.finetune_class_weights)) if value is not None}
     params = write_params(work, dataset, args.threads, args.finetune_steps, contexts, args.bidirectional, seeds,
                           joint, args.text_context, overrides)
     run = {"params": params, "threads": args.threads}
