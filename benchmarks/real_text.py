@@ -167,9 +167,11 @@ def trimmed_source(dataset: Dataset, out: Path, n: int) -> Path:
     return path
 
 
-def chosen_encoders(value: str, finetune: bool) -> tuple[str, ...]:
-    """``--encoders``: the feature sets named in `value` (comma-separated :data:`FEATURES` keys); minilm-ft only
-    with ``--finetune``."""
+def chosen_encoders(value: str | None, finetune: bool) -> tuple[str, ...]:
+    """``--encoders``: the feature sets named in `value` (comma-separated :data:`FEATURES` keys; None: every set the
+    run makes, minilm-ft with ``--finetune``); minilm-ft only with ``--finetune``."""
+    if value is None:
+        return tuple(e for e in FEATURES if finetune or e != "minilm-ft")
     chosen = tuple(e for e in value.split(",") if e)
     unknown = sorted(set(chosen) - set(FEATURES))
     if "minilm-ft" in chosen and not finetune:
@@ -182,7 +184,7 @@ def chosen_encoders(value: str, finetune: bool) -> tuple[str, ...]:
 def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int | None = None,
                  contexts: tuple[str, ...] = (), bidirectional: bool = False, seeds: tuple[int, ...] = (),
                  joint: tuple[str, ...] = (), text_context: int = 0,
-                 finetune_overrides: dict[str, float] | None = None) -> Path:
+                 finetune_overrides: dict[str, float | str] | None = None) -> Path:
     """WORK/params.yaml: the repository's params.yaml plus the recipes of this benchmark as profiles, every one of
     them on the dataset's label set (``datasets.<name>.labels``; for MELD the file as it is); the text encoder reads
     `text_context` preceding turns (``features.text_context``), when fine-tuned too; `finetune_overrides` (``lr``,
@@ -386,9 +388,9 @@ def parser(description: str, meld_only: bool = False) -> argparse.ArgumentParser
                     help=f"epochs of the one fine-tuning run (default: {FINETUNE['finetune']['epochs']})")
     ap.add_argument("--finetune-class-weights", choices=CLASS_WEIGHTS, default=None,
                     help=f"the encoder's loss weights (default: {FINETUNE['finetune']['class_weights']})")
-    ap.add_argument("--encoders", default=",".join(FEATURES), metavar="LIST",
-                    help="the features the probe and recipes are trained on (default: %(default)s; minilm-ft needs "
-                    "--finetune)")
+    ap.add_argument("--encoders", default=None, metavar="LIST",
+                    help=f"the features the probe and recipes are trained on, among {','.join(FEATURES)} (default: "
+                    "every set the run makes; minilm-ft needs --finetune)")
     ap.add_argument("--context", default="", help="also train the meld recipe with these contexts (gru,transformer)")
     ap.add_argument("--bidirectional", action="store_true", help="with --context: also the bidirectional variants")
     ap.add_argument("--joint", default="", help="also train the meld recipe with these contexts trained jointly from "

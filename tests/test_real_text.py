@@ -128,6 +128,9 @@ def test_the_fine_tuning_run_takes_the_benchmarks_settings_and_the_overrides(tmp
 
 
 def test_encoders_are_checked_before_any_stage_runs() -> None:
+    assert real_text.chosen_encoders(None, finetune=False) == ("minilm",)  # the default: what the run makes
+    assert real_text.chosen_encoders(None, finetune=True) == ("minilm", "minilm-ft")
+    assert real_text.parser("x").parse_args(["data"]).encoders is None
     assert real_text.chosen_encoders("minilm-ft", finetune=True) == ("minilm-ft",)
     assert real_text.chosen_encoders("minilm,minilm-ft", finetune=True) == ("minilm", "minilm-ft")
     with pytest.raises(SystemExit, match=r"minilm-ft \(it needs --finetune\)"):
