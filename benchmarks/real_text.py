@@ -167,12 +167,17 @@ def trimmed_source(dataset: Dataset, out: Path, n: int) -> Path:
     return path
 
 
+def names(value: str) -> tuple[str, ...]:
+    """The items of a comma-separated option (``--recipes meld,demo``), empty ones dropped."""
+    return tuple(item for item in value.split(",") if item)
+
+
 def chosen_encoders(value: str | None, finetune: bool) -> tuple[str, ...]:
     """``--encoders``: the feature sets named in `value` (comma-separated :data:`FEATURES` keys; None: every set the
     run makes, minilm-ft with ``--finetune``); minilm-ft only with ``--finetune``."""
     if value is None:
         return tuple(e for e in FEATURES if finetune or e != "minilm-ft")
-    chosen = tuple(e for e in value.split(",") if e)
+    chosen = names(value)
     unknown = sorted(set(chosen) - set(FEATURES))
     if "minilm-ft" in chosen and not finetune:
         unknown.append("minilm-ft (it needs --finetune)")
@@ -411,9 +416,8 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
     work = (args.work or Path(f"runs/real_{dataset.name}")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
-    contexts = tuple(c for c in args.context.split(",") if c)
-    joint = tuple(c for c in args.joint.split(",") if c)
-    seeds = tuple(int(x) for x in args.seeds.split(",") if x)
+    contexts, joint = names(args.context), names(args.joint)
+    seeds = tuple(int(x) for x in names(args.seeds))
     chosen = chosen_encoders(args.encoders, args.finetune)
     overrides = {key: value for key, value in (("lr", args.finetune_lr), ("epochs", args.finetune_epochs),
                                                ("class_weights", args.finetune_class_weights)) if value is not None}
@@ -429,9 +433,12 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
     hjcag("validate", "--manifest", str(work / "prepare/manifest.parquet"), "--out", str(work / "validate"),
           "--modalities", "t", profile="demo", **run)
     manifest = work / "validate/manifest.valid.parquet"
-    encoders = {"minilm": work / "features/minilm.npz"}
-    seconds = {"minilm": hjcag("features", "--manifest", str(manifest), "--out", str(encoders["minilm"]),
-                               "--modalities", "t", profile="demo", done=encoders["minilm"], **run)}
+    encoders: dict[str, Path] = {}
+    seconds: dict[str, float] = {}
+    if "minilm" in chosen:  # the frozen encoder's features (minutes): only when something is trained on them
+        encoders["minilm"] = work / "features/minilm.npz"
+        seconds["minilm"] = hjcag("features", "--manifest", str(manifest), "--out", str(encoders["minilm"]),
+                                  "--modalities", "t", profile="demo", done=encoders["minilm"], **run)
     if args.finetune:
         encoders["minilm-ft"] = work / "features/minilm_ft.npz"
         seconds["minilm-ft"] = hjcag("finetune-text", "--manifest", str(manifest), "--out", str(work / "text-ft"),
@@ -439,11 +446,11 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
         seconds["minilm-ft"] += hjcag("features", "--manifest", str(manifest), "--out", str(encoders["minilm-ft"]),
                                       "--modalities", "t", profile="finetuned", done=encoders["minilm-ft"], **run)
 
-    recipes = [r for r in args.recipes.split(",") if r]
+    recipes = list(names(args.recipes))
     recipes += [f"meld-{c}{suffix}" for c in contexts for suffix in ("", "-bi")[: 1 + args.bidirectional]]
     recipes += [f"meld-{c}-joint" for c in joint]
     if args.tune:  # on the features the tuned recipe is meant for: the fine-tuned encoder's when there is one
-        tuned_on = encoders.get("minilm-ft", encoders["minilm"])
+        tuned_on = encoders.get("minilm-ft") or encoders["minilm"]
         hjcag("tune", "--features", str(tuned_on), "--protocol", "holdout", "--modalities", "t",
               "--out", str(work / "tune"), "--trials", str(args.tune), "--no-track", "--write-profile",
               "meld-tuned", profile="meld", **run)

@@ -120,8 +120,8 @@ def test_the_fine_tuning_run_takes_the_benchmarks_settings_and_the_overrides(tmp
     repository = load_params(ROOT / "params.yaml", "meld").features
     plain = load_params(real_text.write_params(tmp_path, dataset, 1), "finetune").features
     assert (plain.finetune_lr, plain.finetune_epochs, plain.finetune_repeats) == (repository.finetune_lr, 3, 1)
-    changed = load_params(real_text.write_params(tmp_path, dataset, 1, finetune_overrides={"lr": 1e-4, "epochs": 5,
-                                                                               "class_weights": "none"}),
+    overrides = {"lr": 1e-4, "epochs": 5, "class_weights": "none"}
+    changed = load_params(real_text.write_params(tmp_path, dataset, 1, finetune_overrides=overrides),
                           "finetune").features
     assert (changed.finetune_lr, changed.finetune_epochs, changed.finetune_repeats) == (1e-4, 5, 1)
     assert (plain.finetune_class_weights, changed.finetune_class_weights) == ("sqrt", "none")
