@@ -41,7 +41,8 @@ weighted F1).
 
 Without network access the text encoder is the pretrained MiniLM that ships with the package (the stage says so,
 loudly); with ``--finetune`` it is first fine-tuned on the train rows (section 4.2, dev selects), which costs tens of
-minutes on a CPU (``--finetune-lr``, ``--finetune-epochs``, ``--finetune-class-weights``: the one run's settings;
+minutes on a CPU (``--finetune-lr``, ``--finetune-epochs``, ``--finetune-class-weights``, ``--finetune-patience``,
+``--finetune-select``: the one run's settings;
 ``--encoders minilm-ft``: the probe and recipes on the fine-tuned features only). Re-running with the same --work
 reuses what is done (the CLI's runs resume; stages whose output exists are skipped).
 """
@@ -82,7 +83,7 @@ from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.data.manifest import read_manifest_file
 from hjcag.data.meld import decode_csv_bytes, find_meld_layout
 from hjcag.model.probe import ProbeBlend
-from hjcag.params import CLASS_WEIGHTS
+from hjcag.params import CLASS_WEIGHTS, VALIDATION_METRICS
 from hjcag.train.loop import TensorData, predict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,6 +171,15 @@ def trimmed_source(dataset: Dataset, out: Path, n: int) -> Path:
 def names(value: str) -> tuple[str, ...]:
     """The items of a comma-separated option (``--recipes meld,demo``), empty ones dropped."""
     return tuple(item for item in value.split(",") if item)
+
+
+FINETUNE_OPTIONS = ("lr", "epochs", "class_weights", "patience", "select")  # --finetune-X -> features.finetune.X
+
+
+def finetune_overrides(args: argparse.Namespace) -> dict[str, float | str]:
+    """The ``--finetune-*`` options given, as ``features.finetune`` keys for the one fine-tuning run."""
+    given = {key: getattr(args, f"finetune_{key}") for key in FINETUNE_OPTIONS}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def chosen_encoders(value: str | None, finetune: bool) -> tuple[str, ...]:
@@ -393,6 +403,11 @@ def parser(description: str, meld_only: bool = False) -> argparse.ArgumentParser
                     help=f"epochs of the one fine-tuning run (default: {FINETUNE['finetune']['epochs']})")
     ap.add_argument("--finetune-class-weights", choices=CLASS_WEIGHTS, default=None,
                     help=f"the encoder's loss weights (default: {FINETUNE['finetune']['class_weights']})")
+    ap.add_argument("--finetune-patience", type=int, default=None,
+                    help=f"epochs without a better dev score before it stops (default: "
+                    f"{FINETUNE['finetune']['patience']})")
+    ap.add_argument("--finetune-select", choices=tuple(VALIDATION_METRICS), default=None,
+                    help="the dev score that picks the epoch kept (default: params.yaml's features.finetune.select)")
     ap.add_argument("--encoders", default=None, metavar="LIST",
                     help=f"the features the probe and recipes are trained on, among {','.join(FEATURES)} (default: "
                     "every set the run makes; minilm-ft needs --finetune)")
@@ -419,8 +434,7 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
     contexts, joint = names(args.context), names(args.joint)
     seeds = tuple(int(x) for x in names(args.seeds))
     chosen = chosen_encoders(args.encoders, args.finetune)
-    overrides = {key: value for key, value in (("lr", args.finetune_lr), ("epochs", args.finetune_epochs),
-                                               ("class_weights", args.finetune_class_weights)) if value is not None}
+    overrides = finetune_overrides(args)
     params = write_params(work, dataset, args.threads, args.finetune_steps, contexts, args.bidirectional, seeds,
                           joint, args.text_context, overrides)
     run = {"params": params, "threads": args.threads}

@@ -22,6 +22,7 @@ from hjcag.artifacts import features_run_path as run_stats_path
 from hjcag.data.features_file import load_features
 from hjcag.data.manifest import manifest_frame
 from hjcag.errors import ConfigError, DataError
+from hjcag.features import text as text_module
 from hjcag.features.audio import AudioExtractor
 from hjcag.features.cache import FeatureCache, cache_key
 from hjcag.features.extract import extract_features
@@ -398,7 +399,8 @@ def test_finetune_text_encoder_runs_and_its_output_extracts(offline: None, tmp_p
     out = finetune_text_encoder(manifest, config, tmp_path / "ft")
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["labels"] == ["anger", "joy"] and summary["dev_rows"] == 1 and summary["train_rows"] == 6
-    assert np.isfinite(summary["best_val_loss"])
+    assert summary["select"] == "val_loss" and np.isfinite(summary["best"]["val_loss"])
+    assert 0.0 <= summary["history"][0]["val_weighted_f1"] <= 1.0
     tuned = TextExtractor(str(out), seq_len=4, device="cpu")
     assert not tuned.source.fallback and tuned.source.identity.startswith("local:")
     assert tuned.extract(["I love this!"])[0].shape == (4, 384)
@@ -417,3 +419,24 @@ def test_finetune_text_encoder_runs_and_its_output_extracts(offline: None, tmp_p
     with pytest.raises(ConfigError, match="fine-tuned on the dataset's train rows"):
         stages.refuse_leaks(copied, fs, cv5, ("t",))
     stages.refuse_leaks(copied, fs, cv5.with_overrides(train={"protocol": "holdout"}), ("t",))
+
+
+@pytest.mark.parametrize(("select", "epochs_run", "kept"), [("val_loss", 3, 1), ("val_weighted_f1", 2, 0)])
+def test_finetune_select_picks_the_epoch_and_drives_the_patience(
+    offline: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, select: str, epochs_run: int, kept: int
+) -> None:
+    """Dev scores are prescribed, so the outcome is certain: epoch 1 has the lowest loss but a lower weighted F1
+    than epoch 0, so loss keeps epoch 1 (and stops after epoch 2, worse), weighted F1 keeps epoch 0 and stops
+    after epoch 1 (patience 1)."""
+    scores = iter([{"val_loss": 1.0, "val_weighted_f1": 0.5}, {"val_loss": 0.9, "val_weighted_f1": 0.4},
+                   {"val_loss": 1.1, "val_weighted_f1": 0.3}, {"val_loss": 1.2, "val_weighted_f1": 0.2}])
+    monkeypatch.setattr(text_module, "_validation_scores", lambda *args: next(scores))
+    manifest = pd.DataFrame({"utterance_id": ["u0", "u1", "u2", "u3"], "text": ["yes", "no", "fine", "bad"],
+                             "label": ["joy", "anger"] * 2, "split": ["train", "train", "dev", "test"]})
+    config = FeaturesConfig(text_model=NO_MODEL, device="cpu", finetune_repeats=1, finetune_batch_size=2,
+                            finetune_epochs=4, finetune_patience=1, finetune_select=select)
+    summary = json.loads((finetune_text_encoder(manifest, config, tmp_path / "ft") / "finetune.json").read_text())
+    assert summary["select"] == select and len(summary["history"]) == epochs_run
+    assert summary["best"] == summary["history"][kept]
+    with pytest.raises(ConfigError, match="select"):
+        FeaturesConfig.from_dict({"finetune": {"select": "accuracy"}})

@@ -125,6 +125,13 @@ def test_the_fine_tuning_run_takes_the_benchmarks_settings_and_the_overrides(tmp
                           "finetune").features
     assert (changed.finetune_lr, changed.finetune_epochs, changed.finetune_repeats) == (1e-4, 5, 1)
     assert (plain.finetune_class_weights, changed.finetune_class_weights) == ("sqrt", "none")
+    args = real_text.parser("x").parse_args(["data", "--finetune-patience", "2", "--finetune-select",
+                                             "val_weighted_f1", "--finetune-lr", "5e-5"])
+    chosen = load_params(real_text.write_params(tmp_path, dataset, 1,
+                                                finetune_overrides=real_text.finetune_overrides(args)),
+                         "finetune").features
+    assert (chosen.finetune_patience, chosen.finetune_select, chosen.finetune_lr) == (2, "val_weighted_f1", 5e-5)
+    assert (plain.finetune_patience, plain.finetune_select, chosen.finetune_epochs) == (1, "val_loss", 3)
 
 
 def test_encoders_are_checked_before_any_stage_runs() -> None:

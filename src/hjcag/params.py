@@ -42,7 +42,8 @@ MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 GROUP_BY = ("dialogue", "session")  # features.group_by: what a fold keeps together
 VALIDATION_POLICIES = ("fail", "quarantine")
-TUNE_METRICS = {"val_weighted_f1": "maximize", "val_loss": "minimize"}  # tune.metric -> its direction
+# a score on the validation rows -> its direction: tune.metric and features.finetune.select choose among these
+VALIDATION_METRICS = {"val_weighted_f1": "maximize", "val_loss": "minimize"}
 TUNE_PRUNERS = ("median", "none")
 TUNABLE_SECTIONS = ("model", "train")  # what a tune.space key may point into (Params.with_overrides takes them)
 ACTIVATIONS = ("relu", "gelu", "tanh")  # model.activation
@@ -160,11 +161,13 @@ class FeaturesConfig(Checked):
     finetune_batch_size: int = ruled(16, positive)
     finetune_epochs: int = ruled(10, positive)
     finetune_warmup: float = ruled(0.1, below_one)
-    finetune_patience: int = 2
+    finetune_patience: int = ruled(2, at_least(1))  # epochs without a better `select` score before stopping
     finetune_repeats: int = ruled(3, positive)
     finetune_max_steps: int | None = ruled(None, positive)
     # none | balanced | sqrt, as train.class_weights (loss and dev selection)
     finetune_class_weights: str = ruled("none", one_of(CLASS_WEIGHTS))
+    # val_loss (weighted as the training loss) | val_weighted_f1: picks the epoch and repeat, drives the patience
+    finetune_select: str = ruled("val_loss", one_of(tuple(VALIDATION_METRICS)))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None, **overrides: Any) -> FeaturesConfig:
@@ -316,7 +319,7 @@ class TuneConfig(Checked):
     trials: int | None = 20  # finished (complete or pruned) trials the study should hold
     minutes: float | None = ruled(None, positive)  # wall-clock budget of one invocation; null = none
     # on each fold's validation split: val_weighted_f1 (max) | val_loss (min)
-    metric: str = ruled("val_weighted_f1", one_of(tuple(TUNE_METRICS)))
+    metric: str = ruled("val_weighted_f1", one_of(tuple(VALIDATION_METRICS)))
     pruner: str = ruled("median", one_of(TUNE_PRUNERS))  # median | none
     startup_trials: int = 5  # trials that are never pruned (the median needs some history)
     warmup_epochs: int = 3  # epochs of a trial's first fold that are never pruned
@@ -324,7 +327,7 @@ class TuneConfig(Checked):
 
     @property
     def direction(self) -> str:
-        return TUNE_METRICS[self.metric]
+        return VALIDATION_METRICS[self.metric]
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> TuneConfig:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import f1_score
 
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.cache import dir_fingerprint, text_sha256
@@ -36,7 +37,7 @@ from hjcag.features.pretrained import (
 )
 from hjcag.features.text_context import ContextText, context_inputs, encode_pair, pad_pairs, pair_row
 from hjcag.model.losses import class_weights
-from hjcag.params import TEXT_FALLBACKS
+from hjcag.params import TEXT_FALLBACKS, VALIDATION_METRICS
 from hjcag.progress import progress
 
 if TYPE_CHECKING:
@@ -250,11 +251,12 @@ def finetune_text_encoder(
 ) -> Path:
     """Fine-tune the text encoder on utterance labels (section 4.2); returns `out_dir`, a model directory.
 
-    Trains on ``split == 'train'`` rows, selects on the loss over ``split == 'dev'`` rows (test rows are never
-    read), repeats ``config.finetune_repeats`` times with different seeds and keeps the run with the lowest
-    validation loss. Point ``features.text_model`` at `out_dir` to extract features with it. With
-    ``features.text_context`` k > 0 it trains on the same input as the features (each utterance with its k
-    preceding turns, :mod:`hjcag.features.text_context`) and records k in finetune.json.
+    Trains on ``split == 'train'`` rows and scores every epoch on the ``split == 'dev'`` rows (test rows are never
+    read): ``config.finetune_select`` (the weighted loss, or weighted F1) picks the epoch kept and stops a run
+    after ``finetune_patience`` epochs without a better score; repeats ``config.finetune_repeats`` times with
+    different seeds and keeps the best epoch of all. Point ``features.text_model`` at `out_dir` to extract
+    features with it. With ``features.text_context`` k > 0 it trains on the same input as the features (each
+    utterance with its k preceding turns, :mod:`hjcag.features.text_context`) and records k in finetune.json.
     """
     from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
 
@@ -296,7 +298,9 @@ def finetune_text_encoder(
     if config.finetune_max_steps:
         total_steps = min(total_steps, config.finetune_max_steps)
     history: list[dict[str, Any]] = []
-    best_loss = math.inf
+    select = config.finetune_select
+    sign = 1.0 if VALIDATION_METRICS[select] == "maximize" else -1.0  # compare scores as "higher is better"
+    best: dict[str, Any] = {}
     started = time.perf_counter()
 
     def record(finished: bool) -> None:
@@ -305,7 +309,8 @@ def finetune_text_encoder(
             "base_model": source.identity,
             "fallback": source.fallback,
             "labels": labels,
-            "best_val_loss": best_loss,
+            "select": select,
+            "best": best,
             "class_weights": config.finetune_class_weights,
             "text_context": config.text_context,
             "train_rows": len(y_train),
@@ -329,7 +334,7 @@ def finetune_text_encoder(
             optimizer, int(config.finetune_warmup * total_steps), max(total_steps, 1)
         )
         gen = torch.Generator().manual_seed(config.seed + repeat)
-        run_best, stale, step = math.inf, 0, 0
+        run_best, stale, step = -math.inf, 0, 0
         for epoch in range(config.finetune_epochs):
             model.train()
             order = torch.randperm(len(y_train), generator=gen)
@@ -349,14 +354,15 @@ def finetune_text_encoder(
                 step += 1
                 bar.update(1)
             bar.close()
-            val_loss = _validation_loss(model, pad, y_val, bs, device, weights)
-            history.append({"repeat": repeat, "epoch": epoch, "step": step, "val_loss": val_loss})
-            log.info("fine-tune repeat %d epoch %d: val loss %.4f (%.0f s so far)", repeat, epoch, val_loss,
-                     time.perf_counter() - started)
-            if val_loss < run_best:
-                run_best, stale = val_loss, 0
-                if val_loss < best_loss:
-                    best_loss = val_loss
+            scores = _validation_scores(model, pad, y_val, bs, device, weights)
+            history.append({"repeat": repeat, "epoch": epoch, "step": step, **scores})
+            log.info("fine-tune repeat %d epoch %d: val loss %.4f, val weighted F1 %.4f (%.0f s so far)", repeat,
+                     epoch, scores["val_loss"], scores["val_weighted_f1"], time.perf_counter() - started)
+            score = sign * scores[select]
+            if score > run_best:
+                run_best, stale = score, 0
+                if not best or score > sign * best[select]:
+                    best = history[-1]
                     model.save_pretrained(out_dir)
                     tokenizer.save_pretrained(out_dir)
                     record(finished=False)
@@ -381,11 +387,11 @@ class _BatchPadder:
         return dict(self.tokenizer.pad(rows, return_tensors="pt"))
 
 
-def _validation_loss(
+def _validation_scores(
     model: Any, pad: _BatchPadder, y: torch.Tensor, batch_size: int, device: torch.device,
     weights: torch.Tensor | None,
-) -> float:
-    """Cross-entropy over the dev rows, with the training loss's class weights (what selects the epoch)."""
+) -> dict[str, float]:
+    """The dev rows' cross-entropy (with the training loss's class weights) and weighted F1: one of them selects."""
     model.eval()
     logits = []
     with torch.inference_mode():
@@ -393,5 +399,10 @@ def _validation_loss(
             batch = {k: v.to(device) for k, v in pad("dev", torch.arange(lo, min(lo + batch_size, len(y)))).items()}
             logits.append(model(**batch).logits.float())
     if not logits:
-        return math.inf
-    return float(F.cross_entropy(torch.cat(logits), y.to(device), weight=weights))
+        return {"val_loss": math.inf, "val_weighted_f1": 0.0}
+    stacked = torch.cat(logits)
+    pred = stacked.argmax(dim=1).cpu().numpy()
+    return {
+        "val_loss": float(F.cross_entropy(stacked, y.to(device), weight=weights)),
+        "val_weighted_f1": float(f1_score(y.numpy(), pred, average="weighted", zero_division=0)),
+    }
