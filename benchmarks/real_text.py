@@ -90,10 +90,10 @@ REPO = Path(__file__).resolve().parents[1]
 KINDS = ("meld", "manifest")  # hjcag prepare --dataset
 FEATURES = {"minilm": "frozen MiniLM", "minilm-ft": "fine-tuned MiniLM"}
 
-# Fine-tuning settings that fit a CPU: one run of up to 3 epochs (batches are padded to their own longest utterance,
-# and MELD's are short: the 95th percentile is 30 MiniLM tokens), with square-root class weights in the encoder's
-# loss as in the meld recipe, so that fear and disgust are not trained away.
-FINETUNE = {"finetune": {"epochs": 3, "repeats": 1, "patience": 1, "class_weights": "sqrt"}}
+# The fine-tuning run is the meld profile's (params.yaml: one run of 3 epochs with square-root class weights, which
+# fits a CPU: batches are padded to their own longest utterance, and MELD's are short, the 95th percentile is 30
+# MiniLM tokens); the --finetune-* options change it.
+FINETUNE = yaml.safe_load((REPO / "params.yaml").read_text())["profiles"]["meld"]["features"]["finetune"]
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int
     """WORK/params.yaml: the repository's params.yaml plus the recipes of this benchmark as profiles, every one of
     them on the dataset's label set (``datasets.<name>.labels``; for MELD the file as it is); the text encoder reads
     `text_context` preceding turns (``features.text_context``), when fine-tuned too; `finetune_overrides` (``lr``,
-    ``epochs``, ``class_weights``) replace :data:`FINETUNE`'s."""
+    ``epochs``, ``class_weights``, ...) replace :data:`FINETUNE`'s (the meld profile's)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["datasets"] = {**(params.get("datasets") or {}), dataset.name: {"labels": list(dataset.labels)}}
     params["train"]["num_threads"] = threads
@@ -231,10 +231,8 @@ def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int
         train = {**meld["train"], "context_warm_start": False}
         params["profiles"][f"meld-{context}-joint"] = {**copy.deepcopy(meld), "model": model, "train": train}
     # Feature-side profiles: fine-tuning, and extraction with the fine-tuned encoder.
-    finetune = copy.deepcopy(FINETUNE)
-    finetune["finetune"]["max_steps"] = finetune_steps
-    finetune["finetune"].update(finetune_overrides or {})
-    params["profiles"]["finetune"] = {"dataset": "meld", "features": finetune}
+    finetune = {**FINETUNE, "max_steps": finetune_steps, **(finetune_overrides or {})}
+    params["profiles"]["finetune"] = {"dataset": "meld", "features": {"finetune": finetune}}
     params["profiles"]["finetuned"] = {"dataset": "meld", "features": {"text_model": str(work / "text-ft")}}
     for profile in params["profiles"].values():  # every recipe as chosen on MELD, on this dataset's labels
         if profile.get("dataset") == "meld":
@@ -400,12 +398,12 @@ def parser(description: str, meld_only: bool = False) -> argparse.ArgumentParser
     ap.add_argument("--finetune-lr", type=float, default=None,
                     help="the encoder's peak learning rate (default: params.yaml's features.finetune.lr)")
     ap.add_argument("--finetune-epochs", type=int, default=None,
-                    help=f"epochs of the one fine-tuning run (default: {FINETUNE['finetune']['epochs']})")
+                    help=f"epochs of the one fine-tuning run (default: {FINETUNE['epochs']})")
     ap.add_argument("--finetune-class-weights", choices=CLASS_WEIGHTS, default=None,
-                    help=f"the encoder's loss weights (default: {FINETUNE['finetune']['class_weights']})")
+                    help=f"the encoder's loss weights (default: {FINETUNE['class_weights']})")
     ap.add_argument("--finetune-patience", type=int, default=None,
                     help=f"epochs without a better dev score before it stops (default: "
-                    f"{FINETUNE['finetune']['patience']})")
+                    f"{FINETUNE['patience']})")
     ap.add_argument("--finetune-select", choices=tuple(VALIDATION_METRICS), default=None,
                     help="the dev score that picks the epoch kept (default: params.yaml's features.finetune.select)")
     ap.add_argument("--encoders", default=None, metavar="LIST",
