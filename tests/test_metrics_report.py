@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
-from hjcag.train.metrics import aggregate, classification_metrics, mean_std
+from hjcag.train.metrics import aggregate, classification_metrics, mean_std, validation_scores
 from hjcag.train.report import markdown_report, write_report
 
 LABELS = ("ang", "hap", "sad")
@@ -25,6 +27,20 @@ def test_classification_metrics_match_hand_computed_values() -> None:
     assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
     assert m["weighted_f1"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 2 / 3) / 6)
     assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_validation_scores_match_hand_computed_values() -> None:
+    # rows: logits (0, 0) true 0 -> p 1/2, predicted 0; (0, ln 3) true 1 -> p 3/4, predicted 1;
+    # (ln 3, 0) true 1 -> p 1/4, predicted 0. Both classes: P and R are 1/2 and 1 -> F1 2/3.
+    logits = torch.tensor([[0.0, 0.0], [0.0, math.log(3)], [math.log(3), 0.0]])
+    targets = torch.tensor([0, 1, 1])
+    nll = [math.log(2), math.log(4 / 3), math.log(4)]
+    plain = validation_scores(logits, targets)
+    assert plain["val_loss"] == pytest.approx(sum(nll) / 3)
+    assert plain["val_weighted_f1"] == pytest.approx(2 / 3)
+    weighted = validation_scores(logits, targets, torch.tensor([1.0, 3.0]))  # the training loss's class weights
+    assert weighted["val_loss"] == pytest.approx((nll[0] + 3 * nll[1] + 3 * nll[2]) / 7)
+    assert weighted["val_weighted_f1"] == pytest.approx(2 / 3)
 
 
 def test_a_class_absent_from_a_fold_has_undefined_f1_and_is_left_out_of_its_mean() -> None:

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 
 from hjcag.errors import ConfigError, DataError
 from hjcag.features.cache import dir_fingerprint, text_sha256
@@ -39,6 +38,7 @@ from hjcag.features.text_context import ContextText, context_inputs, encode_pair
 from hjcag.model.losses import class_weights
 from hjcag.params import TEXT_FALLBACKS, VALIDATION_METRICS
 from hjcag.progress import progress
+from hjcag.train.metrics import validation_scores
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -400,9 +400,4 @@ def _validation_scores(
             logits.append(model(**batch).logits.float())
     if not logits:
         return {"val_loss": math.inf, "val_weighted_f1": 0.0}
-    stacked = torch.cat(logits)
-    pred = stacked.argmax(dim=1).cpu().numpy()
-    return {
-        "val_loss": float(F.cross_entropy(stacked, y.to(device), weight=weights)),
-        "val_weighted_f1": float(f1_score(y.numpy(), pred, average="weighted", zero_division=0)),
-    }
+    return validation_scores(torch.cat(logits), y, weights)

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 from torch import nn
 
 from hjcag.data.conversation import ContextWindows, context_windows
@@ -39,6 +38,7 @@ from hjcag.model.losses import class_weights
 from hjcag.model.probe import ProbeBlend
 from hjcag.params import ModelConfig, TrainConfig
 from hjcag.progress import progress as progress_bar
+from hjcag.train.metrics import validation_scores
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +204,8 @@ def _validate(
     """Validation metrics; `val_loss` (the early-stopping criterion) uses the training loss's class weights."""
     logits, _ = predict(model, data, batch_size, device)
     targets = data.targets.cpu()
-    pred = logits.argmax(dim=1)
-    return {
-        "val_loss": float(F.cross_entropy(logits, targets, weight=weights)),
-        "val_acc": float((pred == targets).double().mean()),
-        "val_weighted_f1": float(f1_score(targets.numpy(), pred.numpy(), average="weighted", zero_division=0)),
-    }
+    accuracy = float((logits.argmax(dim=1).cpu() == targets).double().mean())
+    return {**validation_scores(logits, targets, weights), "val_acc": accuracy}
 
 
 def _train_epoch(
