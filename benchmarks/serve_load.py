@@ -247,10 +247,16 @@ def in_process_layout(run: Callable[[Sequence[bytes]], Any], bodies: Sequence[by
 
 
 def lone_phase(host: str, port: int, token: str, run: Callable[[Sequence[bytes]], Any],
-               bodies: Sequence[bytes]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One request at a time, alternating: the endpoint, then the in-process predictor on the same body. Both see
-    the same moment of a shared machine's load, so the ratio of their p50s holds even when the load drifts."""
+               bodies: Sequence[bytes]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """One request at a time, alternating: the endpoint, the same body through the project's client
+    (:class:`hjcag.client.Client`, as ``hjcag predict --endpoint`` sends it: a dict it serializes), then the
+    in-process predictor. All see the same moment of a shared machine's load, so the ratios of their p50s hold even
+    when the load drifts. Returns the endpoint's, the client's and the in-process figures."""
+    from hjcag.client import Client
+
+    client = Client(f"http://{host}:{port}", token)
     endpoint: list[float] = []
+    via_client: list[float] = []
     local: list[float] = []
     handler: list[float] = []  # the handler's own time (its Server-Timing header), seconds
     statuses: dict[int, int] = {}
@@ -267,6 +273,10 @@ def lone_phase(host: str, port: int, token: str, run: Callable[[Sequence[bytes]]
             timing = response.getheader(TIMING_HEADER) or ""
             if timing.startswith("handler;dur="):
                 handler.append(float(timing.split("=", 1)[1]) / 1000)
+            request = json.loads(body)
+            t0 = time.perf_counter()
+            client.answer(request)
+            via_client.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             run([body])
             local.append(time.perf_counter() - t0)
@@ -275,7 +285,8 @@ def lone_phase(host: str, port: int, token: str, run: Callable[[Sequence[bytes]]
     lone = {"requests": len(endpoint), "clients": 1, "statuses": statuses, **percentiles(endpoint)}
     if handler:
         lone["handler_mean_ms"] = round(1000 * float(np.mean(handler)), 2)
-    return lone, {"requests": len(local), "batch": 1, **percentiles(local)}
+    return (lone, {"requests": len(via_client), "clients": 1, **percentiles(via_client)},
+            {"requests": len(local), "batch": 1, **percentiles(local)})
 
 
 def frontend_metrics(port: int) -> dict[str, float]:
@@ -536,6 +547,8 @@ def ratios(run: dict[str, Any]) -> dict[str, float]:
     throughput = run["endpoint_features"]["requests_per_s"] / max(in_process_rate(run), 1e-9)
     out = {"lone_latency_ratio": round(endpoint / max(local, 1e-9), 2), "lone_added_ms": round(endpoint - local, 1),
            "throughput_ratio": round(throughput, 2)}
+    if "client_features_lone" in run:  # what hjcag.client.Client adds over a bare keep-alive POST of the same body
+        out["client_added_ms"] = round(run["client_features_lone"]["p50_ms"] - endpoint, 1)
     out |= cpu_ceiling(run)
     if "endpoint_raw" in run:
         out["raw_throughput_ratio"] = round(run["endpoint_raw"]["requests_per_s"]
@@ -678,11 +691,12 @@ def measure_widths(args: argparse.Namespace, widths: str, settings: Sequence[Set
                           f"{run['context']['with_states']['p50_ms']} / {run['context']['alone']['p50_ms']} ms "
                           f"= {run['context']['latency_ratio']} (target <= 1.2)", flush=True)
                 metrics_before = frontend_metrics(server.ports["metrics"])
-                run["endpoint_features_1client"], run["in_process_features_lone"] = lone_phase(
-                    host, port, server.token, predictor.predict_many, lone)
+                run["endpoint_features_1client"], run["client_features_lone"], run["in_process_features_lone"] = \
+                    lone_phase(host, port, server.token, predictor.predict_many, lone)
                 run["lone_split"] = lone_split(metrics_before, frontend_metrics(server.ports["metrics"]),
                                                run["endpoint_features_1client"], run["in_process_features_lone"])
-                print("lone, endpoint:", run["endpoint_features_1client"], "\nlone, in-process:",
+                print("lone, endpoint:", run["endpoint_features_1client"], "\nlone, through hjcag.client.Client:",
+                      run["client_features_lone"], "\nlone, in-process:",
                       run["in_process_features_lone"], "\nlone, where the time goes (mean ms):",
                       run["lone_split"], flush=True)
                 # In-process just before and just after the clients: the same machine load as the endpoint's, and
@@ -713,7 +727,8 @@ def measure_widths(args: argparse.Namespace, widths: str, settings: Sequence[Set
                     print(f"in-process, {phase}, batch {batch}:", run[key], flush=True)
             run |= ratios(run)
             print(f"lone request: endpoint / in-process p50 = {run['lone_latency_ratio']:.2f}, "
-                  f"+{run['lone_added_ms']} ms; {args.clients} clients: endpoint / in-process req/s = "
+                  f"+{run['lone_added_ms']} ms (hjcag.client.Client: +{run.get('client_added_ms')} ms more); "
+                  f"{args.clients} clients: endpoint / in-process req/s = "
                   f"{run['throughput_ratio']:.2f}", flush=True)
             runs.append(run)
     return runs
