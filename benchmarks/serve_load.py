@@ -282,6 +282,7 @@ def lone_phase(host: str, port: int, token: str, run: Callable[[Sequence[bytes]]
             local.append(time.perf_counter() - t0)
     finally:
         conn.close()
+        client.close()
     lone = {"requests": len(endpoint), "clients": 1, "statuses": statuses, **percentiles(endpoint)}
     if handler:
         lone["handler_mean_ms"] = round(1000 * float(np.mean(handler)), 2)

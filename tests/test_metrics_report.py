@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hjcag.train.metrics import aggregate, classification_metrics, mean_std, validation_scores
+from hjcag.model.validation import validation_scores
+from hjcag.train.metrics import aggregate, classification_metrics, mean_std
 from hjcag.train.report import markdown_report, write_report
 
 LABELS = ("ang", "hap", "sad")

@@ -5,9 +5,11 @@ and errors against a scripted stand-in server (tests/test_torchserve_predict.py 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -210,6 +212,10 @@ class Script:
     last: tuple[int, dict[str, Any]]
     delay_s: float = 0.0
     seen: list[tuple[str | None, dict[str, Any]]] = field(default_factory=list)  # (Authorization, body)
+    targets: list[str] = field(default_factory=list)  # each request line's target (a proxy gets the whole URL)
+    proxy_logins: list[str | None] = field(default_factory=list)  # each request's Proxy-Authorization
+    connections: int = 0  # TCP connections accepted
+    hang_up: bool = False  # close each connection after answering, without saying so (a keep-alive timeout)
 
 
 ANSWER = {"label": "joy", "probabilities": {"neutral": 0.1, "joy": 0.7, "anger": 0.2},
@@ -223,9 +229,17 @@ def stand_in() -> Iterator[tuple[str, Script]]:
     script = Script([], (200, ANSWER))
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as TorchServe
+
+        def setup(self) -> None:
+            super().setup()
+            script.connections += 1
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             script.seen.append((self.headers.get("Authorization"), body))
+            script.targets.append(self.path)
+            script.proxy_logins.append(self.headers.get("Proxy-Authorization"))
             threading.Event().wait(script.delay_s)
             status, reply = script.replies.pop(0) if script.replies else script.last
             data = json.dumps(reply).encode()
@@ -235,6 +249,7 @@ def stand_in() -> Iterator[tuple[str, Script]]:
             self.end_headers()
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client that timed out has gone
                 self.wfile.write(data)
+            self.close_connection = self.close_connection or script.hang_up
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -259,6 +274,48 @@ def test_busy_answers_are_tried_again_with_backoff(stand_in: tuple[str, Script])
     with pytest.raises(EndpointError, match="answered 503: Model hjcag has no worker") as failed:
         Client(url, retries=2, backoff=0.01).answer({"text": "hi"})
     assert failed.value.status == 503 and len(script.seen) == 3 + 3
+
+
+def test_one_connection_serves_every_turn_and_one_closed_while_idle_is_opened_again(
+        stand_in: tuple[str, Script]) -> None:
+    url, script = stand_in
+    with Client(url, retries=0) as client:
+        assert client.predict_dialogue([{"text": f"turn {i}"} for i in range(4)]) == [ANSWER] * 4
+        assert script.connections == 1
+        script.hang_up = True  # the server now closes every connection after its answer, unannounced
+        assert [client.answer({"text": f"again {i}"}) for i in range(3)] == [ANSWER] * 3
+    # the first of them still had the kept connection; each later one found it closed and opened a new one, which is
+    # no try (retries=0) and sends nothing twice
+    assert script.connections == 1 + 2 and len(script.seen) == 4 + 3
+
+
+def test_an_answer_that_comes_after_the_timeout_is_never_read_as_the_next_one(stand_in: tuple[str, Script]) -> None:
+    url, script = stand_in
+    late = {**ANSWER, "label": "anger"}
+    script.replies, script.delay_s = [(200, late)], 0.5
+    with Client(url, timeout=0.2, retries=0) as client:
+        with pytest.raises(EndpointError, match="after 1 tries"):
+            client.answer({"text": "slow"})
+        script.delay_s = 0.0
+        time.sleep(0.5)  # the late answer has been written by now
+        assert client.answer({"text": "next"}) == ANSWER
+
+
+def test_the_environments_proxy_is_used_as_urllib_would(stand_in: tuple[str, Script],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in plays the proxy: a plain-HTTP proxy gets the whole URL (and the login of the proxy URL)."""
+    url, script = stand_in
+    for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", url.replace("http://", "http://me:s%40cret@"))
+    assert Client("http://endpoint.invalid:8080", token="t").answer({"text": "hi"}) == ANSWER
+    assert script.targets == ["http://endpoint.invalid:8080/predictions/hjcag"]
+    assert script.proxy_logins == ["Basic " + base64.b64encode(b"me:s@cret").decode()]
+    assert script.seen[0][0] == "Bearer t"
+    monkeypatch.setenv("no_proxy", "endpoint.invalid")
+    with pytest.raises(EndpointError, match="cannot reach the endpoint"):
+        Client("http://endpoint.invalid:8080", retries=0).answer({"text": "hi"})
+    assert len(script.targets) == 1
 
 
 def test_a_kserve_url_gets_instances_and_answers_from_predictions(stand_in: tuple[str, Script]) -> None:

@@ -455,7 +455,8 @@ def predict(
     else:
         assert model is not None
         client = LocalClient.load(model, params_path, profile)
-    answered = answer_dialogues(client, dialogues, rows_file, done, concurrency)
+    with client:
+        answered = answer_dialogues(client, dialogues, rows_file, done, concurrency)
     wanted = {u.utterance_id for d in dialogues for u in d}
     rows = in_input_order([r for r in rows_file.rows if r["utterance_id"] in wanted], dialogues)
     write_csv(csv_path, rows)

@@ -47,6 +47,16 @@ class DialogueClient(ABC):
     def answer(self, body: Mapping[str, Any]) -> Answer:
         """One request body -> its answer; :class:`EndpointError` when refused."""
 
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of what the client holds (connections, an unpacked archive); it may not be used afterwards."""
+
+    def __enter__(self) -> DialogueClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def conversation(self) -> Conversation:
         """A conversation to send turn by turn (a live one), or to resume after answers already got."""
         return Conversation(self)

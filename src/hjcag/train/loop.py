@@ -36,9 +36,9 @@ from hjcag.errors import HjcagError
 from hjcag.model.context import ContextBatch, ConversationContext
 from hjcag.model.losses import class_weights
 from hjcag.model.probe import ProbeBlend
+from hjcag.model.validation import validation_scores
 from hjcag.params import ModelConfig, TrainConfig
 from hjcag.progress import progress as progress_bar
-from hjcag.train.metrics import validation_scores
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 SCALAR_METRICS = ("accuracy", "weighted_f1", "macro_f1")
@@ -39,19 +37,6 @@ def classification_metrics(
             name: (float(per_class[i]) if i in seen else None) for i, name in enumerate(label_names)
         },
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-    }
-
-
-def validation_scores(
-    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
-) -> dict[str, float]:
-    """The dev scores that select an epoch (``params.VALIDATION_METRICS``): cross-entropy with the training loss's
-    class weights, and weighted F1 of the argmax. Shared by model training and text-encoder fine-tuning."""
-    logits, targets = logits.detach().float().cpu(), targets.cpu()
-    pred = logits.argmax(dim=1)
-    return {
-        "val_loss": float(F.cross_entropy(logits, targets, weight=None if weights is None else weights.cpu())),
-        "val_weighted_f1": float(f1_score(targets.numpy(), pred.numpy(), average="weighted", zero_division=0)),
     }
 
 
