@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import fcntl
 import hashlib
 import json
 import logging
@@ -55,6 +54,7 @@ from hjcag.params import TUNABLE_SECTIONS, Params, SearchDimension
 from hjcag.train.fit import fit_model
 from hjcag.train.folds import Fold, make_folds
 from hjcag.train.run import fingerprint, fold_seed, run_identity, select_run
+from hjcag.train.unit_lock import LOCK_DIR, exclusive_lock
 
 if TYPE_CHECKING:
     import optuna
@@ -239,7 +239,7 @@ class Tracker:
 
 
 def _lock_path(token: str) -> Path:
-    return Path(tempfile.gettempdir()) / "hjcag-locks" / f"tune-{token}.lock"
+    return Path(tempfile.gettempdir()) / LOCK_DIR / f"tune-{token}.lock"
 
 
 @contextmanager
@@ -249,30 +249,18 @@ def trial_owner() -> Iterator[str]:
     that can take the lock knows the trials naming the token have no process left. The lock file lives in this
     machine's temp folder (like :mod:`hjcag.train.unit_lock`), so only processes of this machine are judged."""
     token = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    path = _lock_path(token)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-        yield token
-    finally:
-        os.close(fd)  # releases the lock; the file stays, so the token still reads as "ended" later
+    with exclusive_lock(_lock_path(token)):  # a new file: nobody else holds it
+        yield token  # the file stays after, so the token still reads as "ended" later
 
 
 def owner_is_gone(token: str) -> bool:
     """True when the process of `token` (:func:`trial_owner`) has ended; False while it runs, and when this
     machine cannot tell (a token of another machine: Optuna's heartbeat judges those)."""
     try:
-        fd = os.open(_lock_path(token), os.O_RDWR)
-    except FileNotFoundError:
+        with exclusive_lock(_lock_path(token), create=False):
+            return True
+    except (FileNotFoundError, BlockingIOError):
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
 
 
 def fail_orphaned_trials(study: optuna.Study) -> list[int]:

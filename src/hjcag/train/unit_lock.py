@@ -24,24 +24,42 @@ from pathlib import Path
 
 from hjcag.errors import HjcagError
 
+LOCK_DIR = "hjcag-locks"  # under the system's temp folder: locks of this machine only
+
 
 def lock_path(unit: Path) -> Path:
     """Where the lock of `unit` lives: <temp>/hjcag-locks/<sha256 of its resolved path>.lock."""
     key = hashlib.sha256(str(Path(unit).resolve()).encode()).hexdigest()[:32]
-    return Path(tempfile.gettempdir()) / "hjcag-locks" / f"{key}.lock"
+    return Path(tempfile.gettempdir()) / LOCK_DIR / f"{key}.lock"
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, create: bool = True) -> Iterator[int]:
+    """Hold an exclusive ``flock`` on `path` while the body runs (the kernel drops it if the process dies), giving
+    the file's descriptor; BlockingIOError at once when another process holds it, FileNotFoundError when `path`
+    does not exist and `create` is False."""
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock; the file stays
 
 
 @contextlib.contextmanager
 def training_unit(unit: Path) -> Iterator[None]:
     """Hold `unit`'s lock while its body runs; HjcagError at once if another process holds it."""
     path = lock_path(unit)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    with contextlib.ExitStack() as held:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = held.enter_context(exclusive_lock(path))
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            try:
+                holder = path.read_text(errors="replace").strip()[:32] or "?"
+            except OSError:
+                holder = "?"
             raise HjcagError(
                 f"{unit.name} of '{unit.parent}' is being trained by another process (pid {holder}). Two trainings "
                 "of one fold would overwrite each other's checkpoint: wait for it to finish (then re-run to resume "
@@ -50,5 +68,3 @@ def training_unit(unit: Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
-    finally:
-        os.close(fd)  # releases the lock
