@@ -1,13 +1,18 @@
 """`hjcag predict` and hjcag.client without a server (issue 23): conversations from a features file answered in
 process from the archive and from the run (the answers offline evaluation gives), the context window learned from
-the endpoint's first answer, a resumed run, a manifest of raw text and wav, the timeline, and the HTTP client's retries
-and errors against a scripted stand-in server (tests/test_torchserve_predict.py has the real TorchServe)."""
+the endpoint's first answer, a resumed run, a manifest of raw text and wav, the timeline, and the HTTP client's retries,
+errors, kept connections, HTTPS and proxies against a scripted stand-in server (tests/test_torchserve_predict.py has
+the real TorchServe)."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import json
+import socket
+import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -223,10 +228,9 @@ ANSWER = {"label": "joy", "probabilities": {"neutral": 0.1, "joy": 0.7, "anger":
 BUSY = (503, {"code": 503, "type": "ServiceUnavailableException", "message": "Model hjcag has no worker"})
 
 
-@pytest.fixture()
-def stand_in() -> Iterator[tuple[str, Script]]:
-    """A tiny HTTP server on loopback answering POSTs as its script says: (its URL, the script)."""
-    script = Script([], (200, ANSWER))
+@contextlib.contextmanager
+def serving(script: Script, tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """A tiny HTTP(S) server on loopback answering POSTs as `script` says; yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as TorchServe
@@ -255,13 +259,23 @@ def stand_in() -> Iterator[tuple[str, Script]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", script
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture()
+def stand_in() -> Iterator[tuple[str, Script]]:
+    """The stand-in server over plain HTTP: (its URL, its script)."""
+    script = Script([], (200, ANSWER))
+    with serving(script) as url:
+        yield url, script
 
 
 def test_busy_answers_are_tried_again_with_backoff(stand_in: tuple[str, Script]) -> None:
@@ -316,6 +330,96 @@ def test_the_environments_proxy_is_used_as_urllib_would(stand_in: tuple[str, Scr
     with pytest.raises(EndpointError, match="cannot reach the endpoint"):
         Client("http://endpoint.invalid:8080", retries=0).answer({"text": "hi"})
     assert len(script.targets) == 1
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files), signed by itself: the client trusts it through
+    SSL_CERT_FILE, as a user trusts an in-house CA."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hjcag test endpoint")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@contextlib.contextmanager
+def connect_proxy() -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
+    """A CONNECT proxy on loopback: yields its URL and the (target, Proxy-Authorization) of every tunnel opened."""
+    tunnels: list[tuple[str, str | None]] = []
+
+    class Tunnel(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            target = self.rfile.readline().decode().split()[1]  # CONNECT host:port HTTP/1.1
+            login = None
+            while (line := self.rfile.readline().decode()).strip():
+                key, _, value = line.partition(":")
+                login = value.strip() if key.lower() == "proxy-authorization" else login
+            tunnels.append((target, login))
+            host, port = target.rsplit(":", 1)
+            with socket.create_connection((host, int(port))) as upstream:
+                self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                self.wfile.flush()
+                relay = threading.Thread(target=_pipe, args=(upstream, self.connection), daemon=True)
+                relay.start()
+                _pipe(self.connection, upstream)
+                relay.join(timeout=5)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tunnel)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", tunnels
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+def test_an_https_endpoint_directly_and_through_a_connect_tunnel_keeps_its_connection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    script = Script([], (200, ANSWER))
+    with serving(script, tls) as url:
+        with pytest.raises(EndpointError, match=r"CERTIFICATE_VERIFY_FAILED.*SSL_CERT_FILE names a CA bundle"):
+            Client(url, retries=0).answer({"text": "hi"})
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        with Client(url, retries=0) as client:
+            assert client.predict_dialogue([{"text": "a"}, {"text": "b"}]) == [ANSWER] * 2
+        with connect_proxy() as (proxy, tunnels):
+            monkeypatch.setenv("https_proxy", proxy.replace("http://", "http://me:pw@"))
+            connections = script.connections
+            with Client(url, token="t", retries=0) as client:
+                assert client.predict_dialogue([{"text": "c"}, {"text": "d"}, {"text": "e"}]) == [ANSWER] * 3
+    assert tunnels == [(url.removeprefix("https://"), "Basic " + base64.b64encode(b"me:pw").decode())]
+    assert script.connections == connections + 1  # one tunnel, one TLS connection, three turns
+    assert script.targets[-3:] == ["/predictions/hjcag"] * 3 and script.proxy_logins[-3:] == [None] * 3
 
 
 def test_a_kserve_url_gets_instances_and_answers_from_predictions(stand_in: tuple[str, Script]) -> None:

@@ -26,6 +26,7 @@ import base64
 import http.client
 import json
 import os
+import ssl
 import threading
 import time
 import urllib.parse
@@ -74,8 +75,11 @@ class Client(DialogueClient):
                 status, retry_after, raw = self._post(data, headers)
             except (http.client.HTTPException, OSError) as exc:  # refused, reset, timed out, TLS, DNS
                 if last:
+                    hint = ("does it present a certificate of a CA this machine trusts? (SSL_CERT_FILE names a CA "
+                            "bundle)" if isinstance(exc, ssl.SSLCertVerificationError) else
+                            "is it running, and is the URL right?")
                     raise EndpointError(f"cannot reach the endpoint {self.url} ({exc or type(exc).__name__}) "
-                                        f"after {attempt + 1} tries; is it running, and is the URL right?") from None
+                                        f"after {attempt + 1} tries; {hint}") from None
                 wait = self._wait(attempt)
             else:
                 if 200 <= status < 300:
