@@ -1,15 +1,18 @@
-"""hjcag.serve.worker_cap without TorchServe: the cap's source and the flock slots (tests/test_torchserve.py drives
-the real server past the cap)."""
+"""hjcag.serve.worker_cap without TorchServe: the cap's source, the flock slots, and reading TorchServe's key file
+while it is rewritten (tests/test_torchserve.py drives the real server past the cap)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from hjcag.errors import ConfigError
+from hjcag.serve.key_file import read_key_file
 from hjcag.serve.worker_cap import CAP_ENV, claim_slot, worker_cap
 
 
@@ -47,3 +50,22 @@ def test_a_slot_held_by_another_process_is_taken(tmp_path: Path) -> None:
     finally:
         holder.communicate("", timeout=30)
     assert claim_slot(tmp_path, 1) is not None
+
+
+KEYS = {"inference": {"key": "i"}, "management": {"key": "m", "expiration time": "x"}, "API": {"key": "a"}}
+
+
+def test_a_key_file_found_mid_rewrite_is_read_again_until_whole(tmp_path: Path) -> None:
+    """TorchServe rewrites key_file.json in place when it mints a key: a reader may find it empty for a moment (a
+    test against the real server once did). Here the file is empty when the read starts and whole 0.3 s later."""
+    path = tmp_path / "key_file.json"
+    path.write_text("")
+    writer = threading.Timer(0.3, lambda: path.write_text(json.dumps(KEYS)))
+    writer.start()
+    try:
+        assert read_key_file(path) == {"inference": "i", "management": "m", "API": "a"}
+    finally:
+        writer.cancel()
+    path.write_text('{"inference": {"key": "i"}')  # cut short, and it stays so
+    with pytest.raises(ValueError, match="does not hold the inference, management, API keys"):
+        read_key_file(path, wait_s=0.2)

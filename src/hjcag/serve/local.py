@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from hjcag.errors import HjcagError
+from hjcag.serve.key_file import read_key_file
 from hjcag.serve.package import MODEL_NAME, TORCHSERVE_DIR
 
 DEFAULT_CONFIG = TORCHSERVE_DIR / "config.properties"
@@ -178,9 +179,7 @@ class LocalTorchServe:
             return [str(w.get("status")) for w in json.loads(response.read())[0].get("workers", [])]
 
     def read_keys(self) -> dict[str, str]:
-        data = json.loads(self.key_file.read_text(encoding="utf-8"))
-        return {"inference": data["inference"]["key"], "management": data["management"]["key"],
-                "API": data["API"]["key"]}
+        return read_key_file(self.key_file)
 
     def stop(self, timeout: float = 60.0) -> None:
         """Ask TorchServe to stop (it waits for in-flight work), then end the process group if it lingers."""

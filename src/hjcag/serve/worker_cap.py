@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hjcag.errors import ConfigError, HjcagError
+from hjcag.serve.key_file import read_key_file
 
 log = logging.getLogger(__name__)
 CAP_ENV = "HJCAG_MAX_WORKERS"
@@ -126,7 +127,7 @@ def _management_key(key_file: Path, kind: str = "management") -> str | None:
     """A key from TorchServe's key_file.json; None without the file (token authorization off, as under KServe)."""
     if not key_file.exists():
         return None
-    return str(json.loads(key_file.read_text(encoding="utf-8"))[kind]["key"])
+    return read_key_file(key_file)[kind]
 
 
 def _call(method: str, url: str, key: str | None) -> Any:
