@@ -221,6 +221,7 @@ class Script:
     proxy_logins: list[str | None] = field(default_factory=list)  # each request's Proxy-Authorization
     connections: int = 0  # TCP connections accepted
     hang_up: bool = False  # close each connection after answering, without saying so (a keep-alive timeout)
+    answered: int = 0  # answers written (or, to a client that has gone, tried)
 
 
 ANSWER = {"label": "joy", "probabilities": {"neutral": 0.1, "joy": 0.7, "anger": 0.2},
@@ -253,6 +254,7 @@ def serving(script: Script, tls: ssl.SSLContext | None = None) -> Iterator[str]:
             self.end_headers()
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client that timed out has gone
                 self.wfile.write(data)
+            script.answered += 1
             self.close_connection = self.close_connection or script.hang_up
 
         def log_message(self, *args: Any) -> None:
@@ -311,7 +313,10 @@ def test_an_answer_that_comes_after_the_timeout_is_never_read_as_the_next_one(st
         with pytest.raises(EndpointError, match="after 1 tries"):
             client.answer({"text": "slow"})
         script.delay_s = 0.0
-        time.sleep(0.5)  # the late answer has been written by now
+        deadline = time.monotonic() + 30
+        while script.answered < 1 and time.monotonic() < deadline:  # the late answer has gone out
+            time.sleep(0.01)
+        assert script.answered == 1
         assert client.answer({"text": "next"}) == ANSWER
 
 
