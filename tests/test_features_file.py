@@ -283,3 +283,26 @@ def test_a_malformed_fine_tuned_mark_is_named(tmp_path: Path, value: np.ndarray)
     path = write(tmp_path / "f.npz", {**arrays(), "text_finetuned": value})
     with pytest.raises(FeatureFileError, match="'text_finetuned' must be a 0-d string array holding a JSON object"):
         load_features(path, seq_len=5)
+
+
+def test_the_text_context_mark_travels_inside_the_file(tmp_path: Path) -> None:
+    fs = feature_set_from_arrays(arrays(), seq_len=5, label_names=LABELS)
+    fs.text_context = 3
+    path = save_features(tmp_path / "f.npz", fs)
+    with np.load(path) as raw:  # a plain integer: readable without pickle
+        assert raw["text_context"].shape == () and int(raw["text_context"]) == 3
+    back = load_features(path, seq_len=5, label_names=LABELS)
+    assert back.text_context == 3
+    assert back.subset(np.array([0, 1])).text_context == 3 and back.select(("t", "a")).text_context == 3
+    assert back.select(("a", "v")).text_context == 0  # without the text, nothing was read with context
+    unmarked = save_features(tmp_path / "plain.npz", feature_set_from_arrays(arrays(), seq_len=5))
+    with np.load(unmarked) as raw:
+        assert "text_context" not in raw.files  # files of single utterances keep their keys and bytes
+    assert load_features(unmarked, seq_len=5).text_context == 0
+
+
+@pytest.mark.parametrize("value", [np.array(-1), np.array(2.0), np.array([2]), np.array("2")])
+def test_a_malformed_text_context_mark_is_named(tmp_path: Path, value: np.ndarray) -> None:
+    path = write(tmp_path / "f.npz", {**arrays(), "text_context": value})
+    with pytest.raises(FeatureFileError, match="'text_context' must be a 0-d integer array holding k >= 0"):
+        load_features(path, seq_len=5)

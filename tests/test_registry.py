@@ -28,11 +28,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from hjcag.artifacts import load_trained_model
+from hjcag.artifacts import FEATURES_FILE, features_meta_path, load_trained_model, write_json
 from hjcag.data.features_file import FeatureSet, save_features
 from hjcag.device import torch_threads
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.params import GateConfig, Params, load_params
+from hjcag.params import MODALITY_NAMES, GateConfig, Params, load_params
 from hjcag.registry import aliases, gate, register, tracking
 from hjcag.train.loop import TensorData
 from hjcag.train.run import train_and_evaluate
@@ -78,6 +78,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     fs, params = tiny_features(), tiny_params()
     with torch_threads(1):
         metrics = train_and_evaluate(fs, params, ("t", "a", "v"), "hjcag", root / "run", quiet=True)
+    # the features' record, as the train stage copies it into a run (what serving checks raw input against)
+    write_json(features_meta_path(root / "run" / FEATURES_FILE),
+               {"modalities": {MODALITY_NAMES[m]: {"dim": d, "model": "test"} for m, d in DIMS.items()}})
     return Trained(root / "run", save_features(root / "features.npz", fs), fs, params, metrics)
 
 
@@ -278,6 +281,8 @@ def test_register_tags_signature_alias_and_loads_back(trained: Trained, mlflow_c
         a, _ = load_trained_model(local, fold)
         b, _ = load_trained_model(trained.run_dir, fold)
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    meta = features_meta_path(trained.run_dir / FEATURES_FILE)  # packaging from the registry finds the record
+    assert features_meta_path(local / FEATURES_FILE).read_bytes() == meta.read_bytes()
 
     again = register.log_and_register(trained.run_dir, trained.params, trained.features)
     assert (again.version, again.reused) == ("1", True)

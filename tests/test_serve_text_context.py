@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 import serve_fixtures as sf
 from hjcag.artifacts import (
+    FEATURES_FILE,
     MODEL_CONFIG_FILE,
     WEIGHTS_FILE,
     build_trained_model,
@@ -27,13 +29,16 @@ from hjcag.artifacts import (
     trained_model_config,
     weights_path,
 )
+from hjcag.cli import main
 from hjcag.client.local import LocalClient
-from hjcag.data.features_file import load_features
+from hjcag.data.features_file import FeatureSet, load_features, save_features
 from hjcag.features.extract import extract_features
 from hjcag.params import FeaturesConfig
+from hjcag.serve.package import read_features_meta
 from hjcag.serve.predictor import Predictor
 from hjcag.serve.request import RequestError
 from hjcag.train.loop import TensorData, predict
+from params_fixtures import TINY_MODEL, TINY_TRAIN, demo_params
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tests/conftest.py
 K = 2
@@ -192,3 +197,31 @@ def test_text_context_0_serves_as_before_and_a_mismatch_is_refused(run_dirs: dic
     mismatch = predictor(run_dirs["none"], features, k=0)  # trained on text_context 2 features, served with 0
     with pytest.raises(RequestError, match="text_context: trained 2, serving 0"):
         mismatch.predict(turns()[0])
+
+
+def test_a_run_trained_on_a_copied_file_still_serves_raw_text_as_it_was_read(
+        features: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A features .npz copied without its .meta.json: the file's own text_context mark (written by `hjcag
+    features`) reaches the run's record, so serving reads raw text as the features did or refuses it. Without it the
+    model would be served each utterance alone while it learned from utterances read with their preceding turns."""
+    assert load_features(features, seq_len=sf.SEQ_LEN).text_context == K  # `hjcag features` marked its file
+    rng = np.random.default_rng(0)
+    y = np.arange(24) % 3
+    copied = save_features(tmp_path / "copied" / FEATURES_FILE, FeatureSet(
+        utterance_id=np.array([f"u{i:02d}" for i in range(24)]), label=np.array(["x", "y", "z"])[y],
+        group=np.array([f"d{i // 4}" for i in range(24)]), label_names=("x", "y", "z"), text_context=K,
+        features={"t": (rng.normal(size=(24, 384)) + y[:, None]).astype(np.float32)}))
+    assert not features_meta_path(copied).exists()
+    params = demo_params(tmp_path / "params.yaml", TINY_MODEL, {**TINY_TRAIN, "num_threads": 1})
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="hjcag.stages"):
+        assert main(["train", "--features", str(copied), "--params", str(params), "--profile", "demo",
+                     "--labels", "x,y,z", "--out", str(out)]) == 0
+    assert "records only what the file itself marks" in caplog.text
+    recorded = read_features_meta(features_meta_path(out / FEATURES_FILE), read_json(out / MODEL_CONFIG_FILE))
+    assert recorded["text"] == {"dim": 384, "text_context": K}
+    read_alike = Predictor.from_run(out, features_config=features_config(K), trained_with=recorded)
+    assert read_alike.predict(turns()[0])["text_context"] == K
+    read_alone = Predictor.from_run(out, features_config=features_config(0), trained_with=recorded)
+    with pytest.raises(RequestError, match="text_context: trained 2, serving 0"):
+        read_alone.predict(turns()[0])

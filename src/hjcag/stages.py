@@ -220,9 +220,17 @@ def train(features: str | Path, out: str | Path, params: Params, modalities: str
             done = sorted(r["fold"] for r in metrics["folds"])
             raise HjcagError(f"only fold(s) {done} of {metrics['n_folds']} reached the aggregation step.")
         return metrics
-    meta = artifacts.features_meta_path(features)
+    meta, run_meta = artifacts.features_meta_path(features), artifacts.features_meta_path(out / artifacts.FEATURES_FILE)
     if meta.exists():  # packaging finds the extractor record beside the weights
-        shutil.copy2(meta, artifacts.features_meta_path(out / artifacts.FEATURES_FILE))
+        shutil.copy2(meta, run_meta)
+    elif "t" in chosen and fs.text_context:
+        # a copied .npz without its record: its own mark still tells serving how the text was read
+        log.warning("no %s beside '%s': the run records only what the file itself marks (text read with its %d "
+                    "preceding turns); serving checks other raw inputs by feature dims only",
+                    meta.name, features, fs.text_context)
+        artifacts.write_json(run_meta, {"modalities": {"text": {"dim": fs.dims["t"],
+                                                                "text_context": fs.text_context}},
+                                        "from": f"the marks inside {Path(features).name} (no {meta.name})"})
     return metrics
 
 

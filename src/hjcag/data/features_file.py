@@ -13,6 +13,10 @@ An ``.npz`` with keys
   ``labels``), written by ``hjcag features`` when the text encoder was fine-tuned on this dataset's train rows
   (``hjcag finetune-text``). It travels inside the file, so a copied ``.npz`` keeps it: training refuses such text
   features outside the holdout protocol (:func:`hjcag.stages.refuse_leaks`).
+- optional ``text_context``: a 0-d integer k > 0, written by ``hjcag features`` when the text encoder read each
+  utterance with its k preceding turns (``features.text_context``). It travels inside the file for the same reason:
+  a run trained on a copied ``.npz`` still records how its text was read, so serving reads raw text the same way or
+  refuses it (:func:`hjcag.stages.train`). Absent: 0, each utterance alone.
 
 Sequences (N, T, d) are aligned to L steps: longer ones are cropped and shorter ones zero-padded (a warning says
 how many). Utterance-level vectors (N, d) are read as one step, (N, 1, d), when every modality a model reads is
@@ -43,6 +47,7 @@ log = logging.getLogger(__name__)
 REQUIRED_KEYS = ("utterance_id", "label", "group")
 OPTIONAL_KEYS = ("split", "speaker", "dialogue")
 FINETUNED_KEY = "text_finetuned"
+TEXT_CONTEXT_KEY = "text_context"
 SPLITS = ("train", "dev", "test")
 FIX_HINT = "See README 'Pre-extracted features' for the expected keys and shapes."
 MIN_CLASSES = 2  # what a classifier needs; one class "trains" to 100 % accuracy and says nothing
@@ -63,6 +68,7 @@ class FeatureSet:
     label_names: tuple[str, ...] = field(default_factory=tuple)
     order: np.ndarray | None = None  # (N,) float64: position within the dialogue
     text_finetuned: dict[str, Any] | None = None  # what the text encoder was fine-tuned on (the file's mark)
+    text_context: int = 0  # preceding turns the text encoder read with each utterance (the file's mark)
     vectors: tuple[str, ...] = ()  # the modalities that were utterance vectors (N, d) in the source
 
     @property
@@ -107,6 +113,7 @@ class FeatureSet:
             label_names=self.label_names,
             order=None if self.order is None else self.order[idx],
             text_finetuned=self.text_finetuned,
+            text_context=self.text_context,
             vectors=self.vectors,
         )
 
@@ -135,6 +142,7 @@ class FeatureSet:
             label_names=self.label_names,
             order=self.order,
             text_finetuned=self.text_finetuned if "t" in modalities else None,
+            text_context=self.text_context if "t" in modalities else 0,
             vectors=vectors,
         )
 
@@ -229,9 +237,11 @@ def feature_set_from_arrays(
             log.warning("%s: '%s' has %d steps; aligning to L=%d.", source, MODALITY_NAMES[m], value.shape[1],
                         seq_len)
         features[m] = align_to_length(value, steps)
-    extra = sorted(set(arrays) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS) - set(long_names) - {"order", FINETUNED_KEY})
+    extra = sorted(set(arrays) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS) - set(long_names)
+                   - {"order", FINETUNED_KEY, TEXT_CONTEXT_KEY})
     if extra:
         log.warning("%s: ignoring unknown key(s) %s.", source, extra)
+    context = _text_context_mark(arrays, source) if TEXT_CONTEXT_KEY in arrays else 0
     if not features:
         raise FeatureFileError(
             f"{source}: no modality arrays found. Add at least one of 'text', 'audio', 'visual'. {FIX_HINT}"
@@ -247,6 +257,7 @@ def feature_set_from_arrays(
         label_names=tuple(label_names),
         order=order,
         text_finetuned=_finetuned_mark(arrays, source) if FINETUNED_KEY in arrays else None,
+        text_context=context if "t" in features else 0,
         vectors=vectors,
     )
 
@@ -264,6 +275,18 @@ def _finetuned_mark(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, 
             f"encoder was fine-tuned on), got dtype {raw.dtype} and shape {raw.shape}. {FIX_HINT}"
         )
     return mark
+
+
+def _text_context_mark(arrays: Mapping[str, np.ndarray], source: str) -> int:
+    """The ``text_context`` key: a 0-d integer, at least 0."""
+    raw = np.asarray(arrays[TEXT_CONTEXT_KEY])
+    if raw.shape != () or raw.dtype.kind not in "iu" or int(raw) < 0:
+        raise FeatureFileError(
+            f"{source}: key '{TEXT_CONTEXT_KEY}' must be a 0-d integer array holding k >= 0 (how many preceding turns "
+            f"the text encoder read with each utterance), got dtype {raw.dtype} and shape {raw.shape}"
+            f"{f' (value {raw.item()!r})' if raw.shape == () else ''}. {FIX_HINT}"
+        )
+    return int(raw)
 
 
 def order_column(arrays: Mapping[str, np.ndarray], n: int, source: str) -> np.ndarray:
@@ -317,6 +340,8 @@ def save_features(path: str | Path, fs: FeatureSet) -> Path:
         arrays["order"] = fs.order.astype(np.float64)
     if fs.text_finetuned is not None:
         arrays[FINETUNED_KEY] = np.array(json.dumps(fs.text_finetuned, sort_keys=True))
+    if fs.text_context and "t" in fs.features:  # 0 stays absent: files of single utterances keep their bytes
+        arrays[TEXT_CONTEXT_KEY] = np.array(fs.text_context, dtype=np.int64)
     for m, x in fs.features.items():
         arrays[MODALITY_NAMES[m]] = (x[:, 0] if m in fs.vectors else x).astype(np.float32)  # vectors as (N, d)
     np.savez_compressed(path, **arrays)  # deterministic bytes: zip members carry a fixed 1980 date

@@ -292,9 +292,9 @@ def extract_features(
 
     Relative media paths are resolved against `media_root`; `extractors` replaces the configured extractor of a
     modality (e.g. 't': a custom one). Text of an encoder fine-tuned by ``hjcag finetune-text`` is marked inside
-    the ``.npz`` (key ``text_finetuned``). Also writes ``<out>.meta.json`` (models, dims) and ``<out>.run.json``
-    (extracted vs cached counts, timings). Raises DataError listing the utterances whose media is missing or
-    undecodable.
+    the ``.npz`` (key ``text_finetuned``), as is text read with its preceding turns (key ``text_context``). Also
+    writes ``<out>.meta.json`` (models, dims) and ``<out>.run.json`` (extracted vs cached counts, timings). Raises
+    DataError listing the utterances whose media is missing or undecodable.
     """
     mods = parse_modalities(modalities)
     out_path = Path(out_path)
@@ -372,6 +372,7 @@ def extract_features(
         order=_order_column(manifest),
         # inside the file, not only in the meta record beside it: a copied .npz keeps the leak guard's mark
         text_finetuned=(meta["modalities"].get("text") or {}).get("finetuned"),
+        text_context=config.text_context if "t" in mods else 0,  # likewise: how raw text must be read to serve it
     )
     partial = out_path.with_name(out_path.stem + ".partial.npz")
     save_features(partial, fs)

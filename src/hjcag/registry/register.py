@@ -1,7 +1,8 @@
 """Register a gated run in the MLflow Model Registry as ``hjcag-<dataset>`` with the alias ``candidate``.
 
-The registered model is an MLflow pyfunc that wraps the run directory itself: ``model_config.json`` and every
-fold's ``model.safetensors`` are the model's artifacts (under ``run_dir/``), so serving can recover exactly what
+The registered model is an MLflow pyfunc that wraps the run directory itself: ``model_config.json``, every
+fold's ``model.safetensors`` and the features' ``.meta.json`` record are the model's artifacts (under
+``run_dir/``), so serving can recover exactly what
 :func:`hjcag.artifacts.load_trained_model` reads (:func:`download_run_dir`), and ``mlflow.pyfunc.load_model``
 predicts with the same weights. The pyfunc is logged as "models from code" (no pickle) and carries the hjcag
 sources as code paths, so it loads anywhere its pinned requirements are installed.
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from hjcag.artifacts import MODEL_CONFIG_FILE, RUN_FILE, file_digest, unit_model_doc
+from hjcag.artifacts import FEATURES_FILE, MODEL_CONFIG_FILE, RUN_FILE, features_meta_path, file_digest, unit_model_doc
 from hjcag.errors import ConfigError, HjcagError
 from hjcag.identity import params_identity
 from hjcag.params import Params
@@ -257,6 +258,9 @@ def _stage(run_dir: Path, doc: dict[str, Any], tmp: Path) -> tuple[Path, Path, P
         if (run_dir / rel).exists():
             (staged / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(run_dir / rel, staged / rel)
+    meta = features_meta_path(run_dir / FEATURES_FILE)
+    if meta.exists():  # what the training features were made with: packaging from the registry checks raw input by it
+        shutil.copy2(meta, staged / meta.name)
     import hjcag
 
     code = tmp / "code" / "hjcag"
