@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -645,6 +646,24 @@ def load_probe_module() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_probe_reads_a_key_file_again_while_torchserve_rewrites_it(tmp_path: Path) -> None:
+    """TorchServe rewrites key_file.json in place when it mints a key (a probe beside this one may be rotating an
+    expired key): a file found empty is read again until whole; one that stays cut short is a one-line failure."""
+    probe = load_probe_module()
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text("")
+    whole = json.dumps({kind: {"key": f"{kind}-key"} for kind in ("management", "inference", "API")})
+    writer = threading.Timer(0.3, key_file.write_text, (whole,))
+    writer.start()
+    try:
+        assert probe.read_keys(key_file) == {"inference": "inference-key", "API": "API-key"}
+    finally:
+        writer.join()
+    key_file.write_text(whole[:20])
+    with pytest.raises(probe.ProbeError, match="unreadable key file"):
+        probe.read_keys(key_file, wait_s=0.2)
 
 
 def free_ports(count: int) -> list[int]:

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -37,15 +38,21 @@ class ProbeError(Exception):
     """A probe failure with a message meant for the pod's events."""
 
 
-def read_keys(key_file: Path) -> dict[str, str]:
-    """Return {"inference": ..., "API": ...} from TorchServe's key_file.json."""
-    try:
-        data = json.loads(key_file.read_text(encoding="utf-8"))
-        return {"inference": data["inference"]["key"], "API": data["API"]["key"]}
-    except FileNotFoundError as exc:
-        raise ProbeError(f"no key file at {key_file} (TorchServe not started yet, or another working dir)") from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ProbeError(f"unreadable key file {key_file}: {exc}") from exc
+def read_keys(key_file: Path, wait_s: float = 2.0) -> dict[str, str]:
+    """Return {"inference": ..., "API": ...} from TorchServe's key_file.json. TorchServe rewrites the file in place
+    when it mints a key (another probe rotating an expired one runs beside this one), so a file found empty or cut
+    short is read again for up to `wait_s` seconds (well within the probes' 5 s timeout)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            data = json.loads(key_file.read_text(encoding="utf-8"))
+            return {"inference": data["inference"]["key"], "API": data["API"]["key"]}
+        except FileNotFoundError as exc:
+            raise ProbeError(f"no key file at {key_file} (TorchServe not started yet, or another working dir)") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if time.monotonic() >= deadline:
+                raise ProbeError(f"unreadable key file {key_file}: {exc}") from exc
+        time.sleep(0.05)
 
 
 def http_get(url: str, token: str, timeout: float) -> tuple[int, str]:
