@@ -412,7 +412,7 @@ def test_an_https_endpoint_directly_and_through_a_connect_tunnel_keeps_its_conne
         monkeypatch.delenv(name, raising=False)
     script = Script([], (200, ANSWER))
     with serving(script, tls) as url:
-        with pytest.raises(EndpointError, match=r"CERTIFICATE_VERIFY_FAILED.*SSL_CERT_FILE names a CA bundle"):
+        with pytest.raises(EndpointError, match=r"CERTIFICATE_VERIFY_FAILED.*SSL_CERT_FILE, names a CA bundle"):
             Client(url, retries=0).answer({"text": "hi"})
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         with Client(url, retries=0) as client:
@@ -425,6 +425,33 @@ def test_an_https_endpoint_directly_and_through_a_connect_tunnel_keeps_its_conne
     assert tunnels == [(url.removeprefix("https://"), "Basic " + base64.b64encode(b"me:pw").decode())]
     assert script.connections == connections + 1  # one tunnel, one TLS connection, three turns
     assert script.targets[-3:] == ["/predictions/hjcag"] * 3 and script.proxy_logins[-3:] == [None] * 3
+
+
+def test_an_in_house_ca_is_trusted_through_ca_file_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str], features: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    (tmp_path / "other").mkdir()
+    other, _ = self_signed(tmp_path / "other")  # another CA: its certificate does not sign the endpoint's
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    for name in ("SSL_CERT_FILE", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    script = Script([], (200, ANSWER))
+    with serving(script, tls) as url:
+        with Client(url, retries=0, ca_file=cert) as client:
+            assert client.predict_dialogue([{"text": "a"}, {"text": "b"}]) == [ANSWER] * 2
+        with pytest.raises(EndpointError, match=r"CERTIFICATE_VERIFY_FAILED.*--ca-file, or SSL_CERT_FILE"):
+            Client(url, retries=0, ca_file=other).answer({"text": "hi"})
+        out = tmp_path / "rows.jsonl"
+        code, _, err = predict(capsys, "--input", str(features), "--endpoint", url, "--ca-file", str(cert),
+                               "--retries", "0", "--out", str(out))
+        assert code == 0, err
+        assert [r["label"] for r in read_rows(out)] == ["joy"] * len(IDS)
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    for bad, message in (("absent.pem", "CA file '{}' not found"), ("notes.txt", "CA file '{}' holds no PEM CA")):
+        code, _, err = predict(capsys, "--input", str(features), "--endpoint", "https://127.0.0.1:1",
+                               "--ca-file", str(tmp_path / bad), "--out", str(tmp_path / "none.jsonl"))
+        assert_clear_error(code, err, message.format(tmp_path / bad), "--ca-file names a PEM file")
 
 
 def test_a_kserve_url_gets_instances_and_answers_from_predictions(stand_in: tuple[str, Script]) -> None:

@@ -420,6 +420,7 @@ def predict(
     endpoint: str | None = None,
     model: str | Path | None = None,
     token_file: str | None = None,
+    ca_file: str | Path | None = None,
     concurrency: int = 4,
     timeout: float = 60.0,
     retries: int = 4,
@@ -459,7 +460,7 @@ def predict(
     client: DialogueClient
     if endpoint is not None:
         client = Client(endpoint, read_token(token_file), timeout=timeout, retries=retries,
-                        context_window=context_window)
+                        context_window=context_window, ca_file=ca_file)
     else:
         assert model is not None
         client = LocalClient.load(model, params_path, profile)

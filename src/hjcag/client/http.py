@@ -12,7 +12,8 @@ A KServe v1 URL (``.../v1/models/hjcag:predict``, the ``kserve`` overlay of k8s/
 Each thread keeps one keep-alive connection (``hjcag predict`` answers dialogues in parallel threads, each turn
 after the previous one): a turn pays no new TCP (or TLS) handshake. A kept connection the server has since closed
 is opened again at once, not counted as a try. ``http(s)_proxy`` / ``no_proxy`` in the environment are honoured as
-urllib honours them (an HTTPS endpoint through a CONNECT tunnel).
+urllib honours them (an HTTPS endpoint through a CONNECT tunnel). An HTTPS endpoint's certificate is checked against
+the system's CAs (or SSL_CERT_FILE's), or against `ca_file` alone when given (an in-house CA).
 
 A 503 (TorchServe busy or a worker restarting; a proxy's 502 / 504 alike), a refused or dropped connection and a
 timeout are tried again after 0.5, 1, 2, ... s (a 503's Retry-After when longer), on a new connection; answering is
@@ -48,10 +49,11 @@ class Client(DialogueClient):
     ``.../v1/models/hjcag:predict``."""
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0, retries: int = 4,
-                 backoff: float = 0.5, context_window: int | None = None) -> None:
+                 backoff: float = 0.5, context_window: int | None = None, ca_file: str | Path | None = None) -> None:
         """`token`: the inference key (sent as ``Authorization: Bearer``); `timeout`: seconds per try; `retries`:
         tries after the first on 503 / connection errors, `backoff` s before the first of them and doubling;
-        `context_window`: the model's (None: what its answers state, :mod:`hjcag.client.conversation`)."""
+        `context_window`: the model's (None: what its answers state, :mod:`hjcag.client.conversation`); `ca_file`:
+        PEM certificates of the CA(s) an HTTPS endpoint's certificate must chain to (default: the system's)."""
         super().__init__(context_window)
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -60,6 +62,7 @@ class Client(DialogueClient):
         self.kserve = parsed.path.endswith(":predict")
         self.token, self.timeout, self.retries, self.backoff = token, timeout, retries, backoff
         self._route = _Route.of(urllib.parse.urlsplit(self.url))
+        self._tls = _tls_context(ca_file)
         self._local = threading.local()  # .connection: this thread's kept connection
         self._opened: list[http.client.HTTPConnection] = []  # every thread's, for close()
         self._opened_lock = threading.Lock()
@@ -75,8 +78,8 @@ class Client(DialogueClient):
                 status, retry_after, raw = self._post(data, headers)
             except (http.client.HTTPException, OSError) as exc:  # refused, reset, timed out, TLS, DNS
                 if last:
-                    hint = ("does it present a certificate of a CA this machine trusts? (SSL_CERT_FILE names a CA "
-                            "bundle)" if isinstance(exc, ssl.SSLCertVerificationError) else
+                    hint = ("does it present a certificate of a CA this client trusts? (--ca-file, or SSL_CERT_FILE, "
+                            "names a CA bundle)" if isinstance(exc, ssl.SSLCertVerificationError) else
                             "is it running, and is the URL right?")
                     raise EndpointError(f"cannot reach the endpoint {self.url} ({exc or type(exc).__name__}) "
                                         f"after {attempt + 1} tries; {hint}") from None
@@ -122,7 +125,7 @@ class Client(DialogueClient):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connect(self) -> http.client.HTTPConnection:
-        connection = self._route.connection(self.timeout)
+        connection = self._route.connection(self.timeout, self._tls)
         self._local.connection = connection
         with self._opened_lock:
             self._opened.append(connection)
@@ -138,6 +141,20 @@ class Client(DialogueClient):
 
     def _wait(self, attempt: int) -> float:
         return float(self.backoff * 2**attempt)
+
+
+def _tls_context(ca_file: str | Path | None) -> ssl.SSLContext | None:
+    """The certificate check of an HTTPS endpoint: `ca_file`'s CAs only, or None (http.client's default context:
+    the system's CAs, or SSL_CERT_FILE's)."""
+    if ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except FileNotFoundError:
+        raise EndpointError(f"CA file '{ca_file}' not found; --ca-file names a PEM file of CA certificates.") from None
+    except ssl.SSLError as exc:
+        raise EndpointError(f"CA file '{ca_file}' holds no PEM CA certificate ({exc.reason or exc}); --ca-file names "
+                            "a PEM file of CA certificates.") from None
 
 
 @dataclass(frozen=True)
@@ -170,13 +187,14 @@ class _Route:
         return cls(https, host, port, path if https else urllib.parse.urlunsplit(url),
                    (parsed.hostname, parsed.port or 80), login)
 
-    def connection(self, timeout: float) -> http.client.HTTPConnection:
+    def connection(self, timeout: float, tls: ssl.SSLContext | None) -> http.client.HTTPConnection:
         if self.proxy is None:
-            kind = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-            return kind(self.host, self.port, timeout=timeout)
+            if self.https:
+                return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=tls)
+            return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         if not self.https:
             return http.client.HTTPConnection(*self.proxy, timeout=timeout)
-        connection = http.client.HTTPSConnection(*self.proxy, timeout=timeout)
+        connection = http.client.HTTPSConnection(*self.proxy, timeout=timeout, context=tls)
         connection.set_tunnel(self.host, self.port, headers=self.login())
         return connection
 
