@@ -3,8 +3,9 @@
 Every row of a table in README "Real data: MELD text only" and "Real data: EmoryNLP text only" names the results
 file it comes from and the commit that ran it, as ``[KEY](benchmarks/results/FILE.json) @ COMMIT``, or says it was
 not yet re-run from a committed tree (or is the paper's figure). A named file must record that commit with a clean
-tree, and every figure in the row must be the file's, rounded as printed. Only committed files are read: the README
-and benchmarks/results/.
+tree, and every figure in the row must be the file's, rounded as printed. Every row of README "Speed" names the
+results files it comes from and their commit (clean tree). Only committed files are read: the README and
+benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -151,3 +152,23 @@ def test_the_demo_figures_are_a_committed_demo_results_file() -> None:
               f"{alone['visual']:.1f} % with text / audio / visual alone")
     assert quoted in " ".join(body.split())
     assert f["n_utterances"] == 890 and f"{f['n_utterances']} utterances" in body
+
+
+SPEED_LINK = re.compile(r"\]\((benchmarks/results/[\w.-]+\.json)\)")
+COMMIT = re.compile(r"@ ([0-9a-f]{7,40})\b")
+
+
+def speed_rows() -> list[dict[str, str]]:
+    text = (REPO / "README.md").read_text()
+    return [row for table in section_tables(text, "## Speed") for row in table]
+
+
+@pytest.mark.parametrize("row", speed_rows(), ids=lambda row: row["What"][:60])
+def test_every_speed_row_names_committed_results_files(row: dict[str, str]) -> None:
+    """README "Speed": each row links the results files its figures come from, and the commit (clean tree) of each."""
+    paths, commits = SPEED_LINK.findall(row["Figure"]), COMMIT.findall(row["Figure"])
+    assert paths and commits, f"the row names no results file and commit: {row['What']!r}"
+    for path in paths:
+        git = results_file(path)["git"]
+        assert git["dirty"] is False, f"{path} was run on a changed tree"
+        assert any(git["commit"].startswith(c) for c in commits), f"{path} ran {git['commit'][:7]}, not {commits}"

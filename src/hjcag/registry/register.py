@@ -1,11 +1,11 @@
 """Register a gated run in the MLflow Model Registry as ``hjcag-<dataset>`` with the alias ``candidate``.
 
 The registered model is an MLflow pyfunc that wraps the run directory itself: ``model_config.json``, every
-fold's ``model.safetensors`` and the features' ``.meta.json`` record are the model's artifacts (under
-``run_dir/``), so serving can recover exactly what
-:func:`hjcag.artifacts.load_trained_model` reads (:func:`download_run_dir`), and ``mlflow.pyfunc.load_model``
-predicts with the same weights. The pyfunc is logged as "models from code" (no pickle) and carries the hjcag
-sources as code paths, so it loads anywhere its pinned requirements are installed.
+fold's ``model.safetensors`` and the features' ``.meta.json`` record are the model's artifacts (under ``run_dir/``),
+so serving can recover exactly what :func:`hjcag.artifacts.load_trained_model` reads (:func:`download_run_dir`) and
+check raw input against how the features were made, and ``mlflow.pyfunc.load_model`` predicts with the same
+weights. The pyfunc is logged as "models from code" (no pickle) and carries the hjcag sources as code paths, so it
+loads anywhere its pinned requirements are installed.
 
 Each version is tagged with the git commit, the DVC data hash of the features, the params hash and the run's
 fingerprint; registering the same run, data and params again returns the existing version instead of a copy.
