@@ -117,6 +117,13 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+@pytest.fixture(scope="module")
+def passed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One local run whose gate passes, shared by the tests that only read it (each run takes over a minute)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return run_locally(tmp_path_factory.mktemp("kfp-passed"), monkeypatch, min_accuracy=0.0)
+
+
 LOCAL_RUN_WARNINGS = [
     "ignore:You may be attemping to run a task:RuntimeWarning",  # our image's name has no "python" in it
     "ignore:.*have no effect in the current local runner:UserWarning",  # GPU requests, display names
@@ -126,10 +133,10 @@ LOCAL_RUN_WARNINGS = [
 @pytest.mark.slow
 @pytest.mark.filterwarnings(*LOCAL_RUN_WARNINGS)
 def test_pipeline_trains_folds_in_parallel_registers_packages_and_plans_the_rollout(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        passed_run: tuple[Path, str]) -> None:
     from mlflow import MlflowClient
 
-    run, uri = run_locally(tmp_path, monkeypatch, min_accuracy=0.0)
+    run, uri = passed_run
 
     # One task per fold (ParallelFor), merged by evaluate (Collected) into one aggregated run.
     iterations = sorted(p.name for p in run.iterdir() if "-iteration-" in p.name)
@@ -189,7 +196,7 @@ def test_a_failed_gate_ends_the_run_with_a_report_and_registers_nothing(
 @pytest.mark.slow
 @pytest.mark.filterwarnings(*LOCAL_RUN_WARNINGS)
 def test_the_cli_and_the_kfp_components_run_the_same_stages_to_the_same_bytes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        passed_run: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One stage layer: `hjcag <stage>` (what dvc.yaml runs, all folds in one process) and the KFP components
     (folds in parallel tasks, merged) give byte-identical evaluation metrics and gate report, and register a
     version with the same tags."""
@@ -197,9 +204,7 @@ def test_the_cli_and_the_kfp_components_run_the_same_stages_to_the_same_bytes(
 
     from hjcag.cli import main
 
-    (tmp_path / "kfp-side").mkdir()
-    kfp_run, kfp_uri = run_locally(tmp_path / "kfp-side", monkeypatch, min_accuracy=0.0)
-
+    kfp_run, kfp_uri = passed_run
     cli = tmp_path / "cli-side"
     cli.mkdir()
     params = cli / "params.yaml"
