@@ -33,8 +33,8 @@ from hjcag.cli import main
 from hjcag.client.local import LocalClient
 from hjcag.data.features_file import FeatureSet, load_features, save_features
 from hjcag.features.extract import extract_features
-from hjcag.params import FeaturesConfig
-from hjcag.serve.package import read_features_meta
+from hjcag.params import FeaturesConfig, MediaConfig
+from hjcag.serve.package import package_model, read_features_meta
 from hjcag.serve.predictor import Predictor
 from hjcag.serve.request import RequestError
 from hjcag.train.loop import TensorData, predict
@@ -225,3 +225,10 @@ def test_a_run_trained_on_a_copied_file_still_serves_raw_text_as_it_was_read(
     read_alone = Predictor.from_run(out, features_config=features_config(0), trained_with=recorded)
     with pytest.raises(RequestError, match="text_context: trained 2, serving 0"):
         read_alone.predict(turns()[0])
+    caplog.clear()  # and packaging says so before any request does
+    with caplog.at_level(logging.WARNING, logger="hjcag.serve.package"):
+        package_model(out, tmp_path / "alike", features_config=features_config(K), media=MediaConfig())
+        assert "refuse raw text" not in caplog.text
+        package_model(out, tmp_path / "alone", features_config=features_config(0), media=MediaConfig())
+    assert ("the archive will refuse raw text: the model's text features were read with 2 preceding turn(s) "
+            "(features.text_context 2 in their record) but the serving config reads 0") in caplog.text

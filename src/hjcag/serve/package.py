@@ -209,6 +209,18 @@ def read_features_meta(path: Path, doc: Mapping[str, Any]) -> dict[str, dict[str
     return per_modality
 
 
+def warn_text_context_mismatch(trained_with: Mapping[str, Mapping[str, Any]], config: FeaturesConfig,
+                                reads_text: bool) -> None:
+    """Say at packaging, not at the first request, that the archive will refuse raw text: its text features were
+    read with another number of preceding turns than the serving config reads (hjcag.serve.raw_media refuses it)."""
+    trained = int((trained_with.get("text") or {}).get("text_context") or 0)
+    if reads_text and trained != config.text_context:
+        log.warning("the archive will refuse raw text: the model's text features were read with %d preceding turn(s) "
+                    "(features.text_context %d in their record) but the serving config reads %d. Package with the "
+                    "training's profile or set features.text_context: %d; feature requests are served either way",
+                    trained, trained, config.text_context, trained)
+
+
 def stage_bundle(
     source: Source,
     dest: Path,
@@ -345,6 +357,8 @@ def package_model(
         trained_with = read_features_meta(meta_path, doc) if meta_path.exists() else None
         if trained_with is None:
             log.warning("no features meta for %s: serving checks raw inputs by feature dims only", src.run_dir)
+        else:
+            warn_text_context_mismatch(trained_with, config, "t" in doc["input_dims"])
         payload = tmp / "payload"
         stage_bundle(src, payload, version=version, fold=fold, features_config=config, trained_with=trained_with,
                      name=src.registered_name or MODEL_NAME, media=media)
