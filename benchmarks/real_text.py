@@ -93,7 +93,8 @@ FEATURES = {"minilm": "frozen MiniLM", "minilm-ft": "fine-tuned MiniLM"}
 # The fine-tuning run is the meld profile's (params.yaml: one run of 3 epochs with square-root class weights, which
 # fits a CPU: batches are padded to their own longest utterance, and MELD's are short, the 95th percentile is 30
 # MiniLM tokens); the --finetune-* options change it.
-FINETUNE = yaml.safe_load((REPO / "params.yaml").read_text())["profiles"]["meld"]["features"]["finetune"]
+REPO_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())  # read once; a recipe file changes a deep copy
+FINETUNE = REPO_PARAMS["profiles"]["meld"]["features"]["finetune"]
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def open_dataset(source: Path, kind: str | None, name: str | None) -> Dataset:
     params.yaml's ``datasets.<name>`` where it names them, else the data's, most frequent first (ties by name)."""
     kind = kind or ("meld" if source.is_dir() else "manifest")
     name = name or ("meld" if kind == "meld" else source.stem)
-    known = (yaml.safe_load((REPO / "params.yaml").read_text()).get("datasets") or {}).get(name) or {}
+    known = (REPO_PARAMS.get("datasets") or {}).get(name) or {}
     labels = tuple(known.get("labels") or ())
     if not labels:
         if kind != "manifest":
@@ -204,7 +205,7 @@ def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int
     them on the dataset's label set (``datasets.<name>.labels``; for MELD the file as it is); the text encoder reads
     `text_context` preceding turns (``features.text_context``), when fine-tuned too; `finetune_overrides` (``lr``,
     ``epochs``, ``class_weights``, ...) replace :data:`FINETUNE`'s (the meld profile's)."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = copy.deepcopy(REPO_PARAMS)
     params["datasets"] = {**(params.get("datasets") or {}), dataset.name: {"labels": list(dataset.labels)}}
     params["train"]["num_threads"] = threads
     params["features"]["text_context"] = text_context
