@@ -7,6 +7,7 @@ in-process predictor loaded from the same archive.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -103,6 +104,23 @@ def test_worker_runs_the_code_packed_in_the_archive(server: LocalTorchServe) -> 
     log = server.log_tail(200_000)
     assert f"from {server.tmp_dir}/models/" in log, log[-3000:]
     assert "raw text input: ok" in log and "raw audio input: ok" in log and "raw visual input: ok" in log
+
+
+def test_a_checkout_on_pythonpath_does_not_replace_the_archive_s_code(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """TorchServe puts the unpacked archive after the inherited PYTHONPATH: a folder holding another hjcag (a
+    checkout's src) would be what the worker runs. The server's environment leaves such folders out, and only them."""
+    other = tmp_path / "checkout" / "src"
+    (other / "hjcag").mkdir(parents=True)
+    (other / "hjcag" / "__init__.py").write_text("")
+    extra = tmp_path / "site"
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "hjcag.mar").write_bytes(b"")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(other), str(extra)]))
+    assert LocalTorchServe(store).environment()["PYTHONPATH"] == str(extra)
+    monkeypatch.setenv("PYTHONPATH", str(other))
+    assert "PYTHONPATH" not in LocalTorchServe(store).environment()
 
 
 def test_the_worker_gives_the_tiny_model_one_torch_thread_under_a_cap_of_two(server: LocalTorchServe) -> None:

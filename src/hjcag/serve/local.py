@@ -45,6 +45,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def without_hjcag_sources(python_path: str) -> str:
+    """`python_path` without the folders that hold an ``hjcag`` package (a checkout's ``src``): TorchServe puts the
+    unpacked archive after the inherited PYTHONPATH, so such a folder would make the worker run its code instead of
+    the code packed in the archive, which is what a deployed server runs."""
+    kept = [entry for entry in python_path.split(os.pathsep)
+            if entry and not (Path(entry) / "hjcag" / "__init__.py").is_file()]
+    return os.pathsep.join(kept)
+
+
 def _torchserve() -> str:
     beside = Path(sys.executable).parent / "torchserve"
     found = str(beside) if beside.exists() else shutil.which("torchserve")
@@ -107,6 +116,11 @@ class LocalTorchServe:
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TS_")}
+        python_path = without_hjcag_sources(env.get("PYTHONPATH", ""))
+        if python_path:
+            env["PYTHONPATH"] = python_path
+        else:
+            env.pop("PYTHONPATH", None)
         env.update({
             "TMPDIR": str(self.tmp_dir),  # the launcher's PID file
             "TEMP": str(self.tmp_dir),  # java.io.tmpdir: unpacked archives and the workers' unix sockets

@@ -2,7 +2,8 @@
 
 All request handling (JSON parsing, validation, feature extraction, batching, responses) lives in hjcag.serve, so
 another runtime needs only a shim like this one. TorchServe unpacks the .mar into the worker's model directory and
-puts it first on PYTHONPATH, so ``import hjcag`` below loads the hjcag code packed into the archive.
+puts it on PYTHONPATH, after any PYTHONPATH the server inherited (none in the images; LocalTorchServe leaves out
+folders holding another hjcag), so ``import hjcag`` below loads the hjcag code packed into the archive.
 
 Batching (model-config.yaml: batchSize, maxBatchDelay): TorchServe hands over up to batchSize requests at once; we
 return exactly one response per request, in order. A bad request gets its own 4xx status and a JSON message
