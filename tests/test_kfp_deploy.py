@@ -5,6 +5,7 @@ files a rollout puts on the model-store volume, and the KFP plumbing that needs 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +135,21 @@ def test_deploy_dry_run_and_the_model_store_files(tmp_path: Path) -> None:
 
 
 def test_params_come_from_text_or_from_the_shipped_file(tmp_path: Path) -> None:
-    shipped, path = io.resolve_params("", "demo", tmp_path / "a")
+    shipped, path = io.write_params("", "demo", tmp_path / "a")
     assert path.read_text() == (REPO / "params.yaml").read_text()
-    assert shipped.profile == "demo"
+    assert shipped.profile == "demo" and io.resolve_params("", "demo") == shipped
     text = yaml.safe_dump({"seed": 3, "train": {"folds": 4}, "gates": {"min_accuracy": 0.9}})
-    given, _ = io.resolve_params(text, "", tmp_path / "b")
+    given, path = io.write_params(text, "", tmp_path / "b")
     assert (given.seed, given.train.folds, given.gates.min_accuracy) == (3, 4, 0.9)
+    assert path.read_text() == text and io.resolve_params(text, "") == given
+
+
+def test_resolving_params_text_leaves_no_file_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every component resolves its params; none may leave a folder in the pod's (or a local run's) temp dir."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    io.resolve_params("", "demo")
+    io.resolve_params(yaml.safe_dump({"seed": 3}), "")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fold_runs_merge_into_one_run_directory_only_when_they_belong_together(tmp_path: Path) -> None:

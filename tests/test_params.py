@@ -176,11 +176,14 @@ def test_a_check_across_fields_names_the_profile() -> None:
         params_from_dict(doc, source="params.yaml")
 
 
-def test_the_kfp_path_checks_params_text_the_same_way(tmp_path: Path) -> None:
+def test_the_kfp_path_checks_params_text_the_same_way() -> None:
     text = (REPO / "params.yaml").read_text().replace("gates:\n  min_accuracy", "gate:\n  min_accuracy", 1)
-    with pytest.raises(ConfigError, match=r"unknown section 'gate'; did you mean 'gates'\?"):
-        resolve_params(text, "demo", tmp_path)
-    params, _ = resolve_params((REPO / "params.yaml").read_text(), "meld", tmp_path)
+    with pytest.raises(ConfigError, match=r"^the params_yaml pipeline parameter: unknown section 'gate'; "
+                                          r"did you mean 'gates'\?"):
+        resolve_params(text, "demo")
+    with pytest.raises(ConfigError, match=r"^the params_yaml pipeline parameter: not valid YAML: "):
+        resolve_params("seed: [3", "demo")
+    params = resolve_params((REPO / "params.yaml").read_text(), "meld")
     assert params.gates.min_accuracy == pytest.approx(0.63)
 
 

@@ -266,7 +266,8 @@ def test_register_tags_signature_alias_and_loads_back(trained: Trained, mlflow_c
     assert info.saved_input_example_info is not None
 
     # The registered pyfunc predicts what the run's own model predicts, on real rows.
-    loaded = mlflow.pyfunc.load_model("models:/hjcag-demo@candidate")
+    (tmp_path / "pyfunc").mkdir()  # mlflow's default is a temp folder it never removes
+    loaded = mlflow.pyfunc.load_model("models:/hjcag-demo@candidate", dst_path=str(tmp_path / "pyfunc"))
     rows = TensorData.from_features(trained.fs.subset(np.arange(7)))
     inputs_np = {m: x.numpy() for m, x in rows.inputs.items()}
     got, want = loaded.predict(inputs_np), _expected_frame(trained.run_dir, inputs_np)
@@ -383,5 +384,6 @@ def test_log_register_promote_and_load_through_a_tracking_server(
     assert list(artifacts.rglob("learning_curves.png")) and list(artifacts.rglob("model.safetensors"))
 
     inputs = register.input_example(json.loads((trained.run_dir / "model_config.json").read_text()), batch=3)
-    got = mlflow.pyfunc.load_model(f"models:/{mv.name}@champion").predict(inputs)
+    (tmp_path / "pyfunc").mkdir()
+    got = mlflow.pyfunc.load_model(f"models:/{mv.name}@champion", dst_path=str(tmp_path / "pyfunc")).predict(inputs)
     np.testing.assert_allclose(got["confidence"], _expected_frame(trained.run_dir, inputs)["confidence"], rtol=1e-6)

@@ -118,9 +118,9 @@ def test_a_checkout_on_pythonpath_does_not_replace_the_archive_s_code(tmp_path: 
     store.mkdir()
     (store / "hjcag.mar").write_bytes(b"")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(other), str(extra)]))
-    assert LocalTorchServe(store).environment()["PYTHONPATH"] == str(extra)
+    assert LocalTorchServe(store, work_dir=tmp_path / "ts").environment()["PYTHONPATH"] == str(extra)
     monkeypatch.setenv("PYTHONPATH", str(other))
-    assert "PYTHONPATH" not in LocalTorchServe(store).environment()
+    assert "PYTHONPATH" not in LocalTorchServe(store, work_dir=tmp_path / "ts").environment()
 
 
 def test_the_worker_gives_the_tiny_model_one_torch_thread_under_a_cap_of_two(server: LocalTorchServe) -> None:

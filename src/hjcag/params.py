@@ -489,12 +489,19 @@ def load_params(path: str | Path | None = None, profile: str | None = None) -> P
     if not path.exists():
         raise ConfigError(f"params file '{path}' not found. Pass --params PATH or run from the repository root.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"params file '{path}' is not valid YAML: {' '.join(str(exc).split())}") from exc
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"params file '{path}' cannot be read ({exc}); pass a readable --params file.") from exc
-    return params_from_dict(raw, profile, source=str(path))
+    return params_from_text(text, profile, source=str(path))
+
+
+def params_from_text(text: str, profile: str | None = None, source: str = "params") -> Params:
+    """Params from the text of a params.yaml; `source` names it in errors."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    return params_from_dict(raw, profile, source=source)
 
 
 def check_params_document(raw: Any, source: str = "params") -> dict[str, Any]:

@@ -35,7 +35,14 @@ from hjcag.features.pretrained import (
     load_pretrained,
     resolve_device,
 )
-from hjcag.features.text_context import ContextText, context_inputs, encode_pair, pad_pairs, pair_row
+from hjcag.features.text_context import (
+    ContextText,
+    context_inputs,
+    encode_pair,
+    pad_pairs,
+    pair_row,
+    recorded_text_context,
+)
 from hjcag.model.losses import class_weights
 from hjcag.model.validation import validation_scores
 from hjcag.params import TEXT_FALLBACKS, VALIDATION_METRICS
@@ -89,7 +96,7 @@ def check_finetuned_context(model_dir: str, text_context: int) -> None:
     record = Path(model_dir) / FINETUNE_RECORD
     if not record.is_file():
         return
-    trained = int(json.loads(record.read_text(encoding="utf-8")).get("text_context") or 0)
+    trained = recorded_text_context(json.loads(record.read_text(encoding="utf-8")))
     if trained != text_context:
         raise ConfigError(
             f"features.text_context is {text_context} but the fine-tuned text encoder at '{model_dir}' was trained "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,13 @@ class ContextText:
         """What the cache key hashes: the exact pair the encoder reads (so a changed earlier turn re-extracts)."""
         blob = json.dumps({"text_context": self.segments()}, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def recorded_text_context(record: Mapping[str, Any] | None) -> int:
+    """The k a record says its text was read with: an extractor's description, the text entry of a features record,
+    a fine-tuned encoder's finetune.json. Context-free text is recorded without the key (so its records and cache
+    keys kept their bytes when context came in): absent means 0. The one reader of that rule."""
+    return int((record or {}).get("text_context") or 0)
 
 
 def tagged(speaker: str | None, text: str) -> str:

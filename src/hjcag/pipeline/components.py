@@ -30,7 +30,7 @@ def raw_data(source_dir: str, params_yaml: str, profile: str, demo_size: str, ra
     the params' ``demo_data.context_cue`` share of echo turns."""
     from hjcag.pipeline import io
 
-    params, _ = io.resolve_params(params_yaml, profile)
+    params = io.resolve_params(params_yaml, profile)
     raw.metadata.update(io.raw_dataset(raw.path, source_dir, demo_size, params.seed, params.demo_data.context_cue))
 
 
@@ -41,7 +41,7 @@ def prepare(raw: Input[Dataset], params_yaml: str, profile: str, dataset_kind: s
     from hjcag import stages
     from hjcag.pipeline import io
 
-    params, _ = io.resolve_params(params_yaml, profile)
+    params = io.resolve_params(params_yaml, profile)
     report = stages.prepare(dataset_kind, io.raw_root(raw.path, raw.metadata), manifest.path, params, modalities)
     print(report.summary())
     manifest.metadata["rows"] = report.rows_written
@@ -55,7 +55,7 @@ def validate(raw: Input[Dataset], manifest: Input[Dataset], params_yaml: str, pr
     from hjcag import artifacts, stages
     from hjcag.pipeline import io
 
-    params, _ = io.resolve_params(params_yaml, profile)
+    params = io.resolve_params(params_yaml, profile)
     result = stages.validate(f"{manifest.path}/{artifacts.MANIFEST_FILE}", validated.path, params, modalities,
                              progress=False, data_root=io.raw_root(raw.path, raw.metadata))
     print(result.summary())
@@ -70,7 +70,7 @@ def features(raw: Input[Dataset], validated: Input[Dataset], params_yaml: str, p
     from hjcag import artifacts, stages
     from hjcag.pipeline import io
 
-    params, _ = io.resolve_params(params_yaml, profile)
+    params = io.resolve_params(params_yaml, profile)
     manifest = f"{validated.path}/{artifacts.VALID_MANIFEST_FILE}"
     out = f"{features.path}/{artifacts.FEATURES_FILE}"
     if standin:
@@ -97,7 +97,7 @@ def tune(features: Input[Dataset], params_yaml: str, profile: str, trials: int, 
     if trials <= 0:
         study.metadata["trials"] = 0
         return tuned(params_yaml, profile)
-    params, path = io.resolve_params(params_yaml, profile)
+    params, path = io.write_params(params_yaml, profile, study.path)  # the tuned params.yaml stays in the study
     summary = stages.tune(f"{features.path}/{artifacts.FEATURES_FILE}", study.path, params, modalities or None,
                           trials=trials, storage=storage or None, experiment=experiment or None, params_path=path)
     study.metadata.update({"trials": trials, "study": summary["study"], "profile": summary["profile"],
@@ -111,7 +111,7 @@ def plan_folds(features: Input[Dataset], params_yaml: str, profile: str) -> list
     from hjcag import artifacts, stages
     from hjcag.pipeline import io
 
-    params, _ = io.resolve_params(params_yaml, profile)
+    params = io.resolve_params(params_yaml, profile)
     return stages.plan_folds(f"{features.path}/{artifacts.FEATURES_FILE}", params)
 
 
@@ -122,7 +122,7 @@ def train_fold(features: Input[Dataset], params_yaml: str, profile: str, fold: i
     from hjcag import artifacts, stages
     from hjcag.pipeline import io
 
-    params, _ = io.resolve_params(params_yaml, profile)
+    params = io.resolve_params(params_yaml, profile)
     stages.train(f"{features.path}/{artifacts.FEATURES_FILE}", model.path, params, modalities or None, folds=[fold])
     model.metadata["fold"] = fold
 
@@ -134,7 +134,7 @@ def evaluate(folds: Input[list[Model]], features: Input[Dataset], params_yaml: s
     from hjcag import artifacts, stages
     from hjcag.pipeline import io
 
-    params, _ = io.resolve_params(params_yaml, profile)
+    params = io.resolve_params(params_yaml, profile)
     stages.merge_folds([f.path for f in folds], run.path)
     stages.train(f"{features.path}/{artifacts.FEATURES_FILE}", run.path, params, modalities or None,
                  only_aggregate=True)
@@ -150,7 +150,7 @@ def gate(run: Input[Model], params_yaml: str, profile: str, report: Output[Artif
     from hjcag import artifacts, stages
     from hjcag.pipeline import io
 
-    params, _ = io.resolve_params(params_yaml, profile)
+    params = io.resolve_params(params_yaml, profile)
     result = stages.gate(run.path, params, f"{report.path}/{artifacts.GATE_FILE}", raise_on_failure=False)
     report.metadata.update({"passed": result.passed, "summary": result.summary()})
     print(result.summary())
@@ -166,7 +166,7 @@ def register(run: Input[Model], features: Input[Dataset], params_yaml: str, prof
     from hjcag import artifacts, stages
     from hjcag.pipeline import io
 
-    params, _ = io.resolve_params(params_yaml, profile)
+    params = io.resolve_params(params_yaml, profile)
     version = stages.register(run.path, f"{features.path}/{artifacts.FEATURES_FILE}", params,
                               experiment=experiment or None, name=registered_name or None)
     print(f"registered {version.name} version {version.version} (alias 'candidate'; reused: {version.reused})")
@@ -177,13 +177,16 @@ def register(run: Input[Model], features: Input[Dataset], params_yaml: str, prof
 @component
 def package(model_uri: str, features: Input[Dataset], params_yaml: str, profile: str, mar: Output[Model]):
     """`hjcag package --model-uri`: the registered version -> hjcag.mar + hjcag.mar.json."""
+    import tempfile
+
     from hjcag import artifacts, stages
     from hjcag.pipeline import io
 
-    _, params_path = io.resolve_params(params_yaml, profile)
     meta = artifacts.features_meta_path(f"{features.path}/{artifacts.FEATURES_FILE}")
-    record = stages.package(model_uri, mar.path, params_path, profile or None,
-                            features_meta=meta if meta.exists() else None)
+    with tempfile.TemporaryDirectory(prefix="hjcag-params-") as tmp:
+        _, params_path = io.write_params(params_yaml, profile, tmp)
+        record = stages.package(model_uri, mar.path, params_path, profile or None,
+                                features_meta=meta if meta.exists() else None)
     mar.metadata.update({k: record[k] for k in ("version", "sha256", "model", "size_bytes")})
 
 

@@ -14,16 +14,16 @@ read and write them like any other folder. Only two things are KFP's own:
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import hjcag
 from hjcag.errors import ConfigError, DataError
-from hjcag.params import Params, load_params
+from hjcag.params import Params, params_from_text
 
 REPO_ROOT = Path(hjcag.__file__).resolve().parents[2]  # src/hjcag -> the checkout (the image installs it editable)
 PARAMS_FILE = "params.yaml"
+PARAMS_SOURCE = "the params_yaml pipeline parameter"  # what errors in the given text name
 SOURCE_KEY = "source_dir"  # raw-dataset artifact metadata: the dataset lives on a mounted volume, here
 
 
@@ -36,14 +36,21 @@ def default_params_text() -> str:
     return path.read_text(encoding="utf-8")
 
 
-def resolve_params(params_yaml: str, profile: str, workdir: str | Path | None = None) -> tuple[Params, Path]:
-    """The text `params_yaml` (empty: the shipped params.yaml) under `profile` (empty: the file's ``profile:``),
-    also written to ``workdir/params.yaml`` because packaging reads a params file."""
-    workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="hjcag-params-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / PARAMS_FILE
+def resolve_params(params_yaml: str, profile: str) -> Params:
+    """The text `params_yaml` (empty: the shipped params.yaml) under `profile` (empty: the file's ``profile:``)."""
+    if not params_yaml.strip():
+        return params_from_text(default_params_text(), profile or None, source=str(REPO_ROOT / PARAMS_FILE))
+    return params_from_text(params_yaml, profile or None, source=PARAMS_SOURCE)
+
+
+def write_params(params_yaml: str, profile: str, workdir: str | Path) -> tuple[Params, Path]:
+    """:func:`resolve_params`, and its text written to ``workdir/params.yaml`` for the stages that read a params
+    file (tuning writes the tuned profile into it, packaging copies it into the archive)."""
+    params = resolve_params(params_yaml, profile)
+    path = Path(workdir) / PARAMS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(params_yaml if params_yaml.strip() else default_params_text(), encoding="utf-8")
-    return load_params(path, profile or None), path
+    return params, path
 
 
 def raw_dataset(out: str | Path, source_dir: str = "", demo_size: str = "tiny", seed: int = 13,

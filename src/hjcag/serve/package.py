@@ -60,6 +60,7 @@ from hjcag.artifacts import (
     write_json,
 )
 from hjcag.errors import ConfigError, HjcagError
+from hjcag.features.text_context import recorded_text_context
 from hjcag.params import MODALITY_NAMES, MediaConfig, load_params
 from hjcag.serve.predictor import Predictor, run_version
 from hjcag.serve.reproducible import normalise_archive
@@ -213,7 +214,7 @@ def warn_text_context_mismatch(trained_with: Mapping[str, Mapping[str, Any]], co
                                 reads_text: bool) -> None:
     """Say at packaging, not at the first request, that the archive will refuse raw text: its text features were
     read with another number of preceding turns than the serving config reads (hjcag.serve.raw_media refuses it)."""
-    trained = int((trained_with.get("text") or {}).get("text_context") or 0)
+    trained = recorded_text_context(trained_with.get("text"))
     if reads_text and trained != config.text_context:
         log.warning("the archive will refuse raw text: the model's text features were read with %d preceding turn(s) "
                     "(features.text_context %d in their record) but the serving config reads %d. Package with the "

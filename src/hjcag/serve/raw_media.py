@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hjcag.errors import DataError, HjcagError
-from hjcag.features.text_context import ContextText
+from hjcag.features.text_context import ContextText, recorded_text_context
 from hjcag.params import MODALITIES, MODALITY_NAMES, MediaConfig
 from hjcag.serve.request import Request, RequestError, SpokenTurn, media_error
 
@@ -123,10 +123,10 @@ class RawMedia:
         trained = self.trained_with.get(name)
         if trained:
             differ = sorted(k for k, v in info.items() if k not in _NOT_IDENTITY and k in trained and trained[k] != v)
-            if m == "t" and trained.get("text_context", 0) != info.get("text_context", 0):  # absent: 0
+            if m == "t" and recorded_text_context(trained) != recorded_text_context(info):
                 differ = sorted({*differ, "text_context"})
-                info = {"text_context": 0, **info}
-                trained = {"text_context": 0, **trained}
+                info = {**info, "text_context": recorded_text_context(info)}
+                trained = {**trained, "text_context": recorded_text_context(trained)}
             if differ:
                 detail = "; ".join(f"{k}: trained {trained[k]!r}, serving {info[k]!r}" for k in differ)
                 return (f"raw {name} cannot be served: the serving {name} extractor differs from the one the "
