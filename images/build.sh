@@ -31,10 +31,19 @@ pip_setting() {  # the value this machine's pip has for a setting (cert, find-li
     python3 -m pip config list 2>/dev/null | sed -nE "s/^[^.]*\.$1='(.*)'$/\1/p" | head -n1
 }
 
+summary_row() {  # summary_row NAME TAG SECONDS: one line of build/images/summary.txt
+    printf '%-12s %-40s %9s %6d s\n' "$1" "$2" "$(image_size "$2")" "$3" | tee -a "$SUMMARY"
+}
+
+mkdir -p "$(dirname "$SUMMARY")"
+printf '%-12s %-40s %9s %8s\n' image tag size build | tee "$SUMMARY"
+total=$SECONDS
 common=() component=() serving=()
 if [[ $base == local ]]; then
     [[ $HJCAG_BUILDER == buildah ]] || die "HJCAG_BASE=local needs buildah (HJCAG_BUILDER=buildah)"
-    "$ROOT/images/base.sh"
+    start=$SECONDS
+    "$ROOT/images/base.sh"  # seconds when the store already holds it
+    summary_row base "$LOCAL_BASE_IMAGE" $((SECONDS - start))
     component+=(--build-arg "CUDA_IMAGE=$LOCAL_BASE_IMAGE")
     serving+=(--build-arg "PYTHON_IMAGE=$LOCAL_BASE_IMAGE" --build-arg "BUSYBOX_IMAGE=$LOCAL_BASE_IMAGE")
     cert=${PIP_CERT:-$(pip_setting cert)}
@@ -67,12 +76,9 @@ build() {  # build NAME DOCKERFILE TAG [ARGS...]
     else
         bah bud --isolation chroot --layers --force-rm --format docker -f "$file" -t "$tag" "$@" .
     fi
-    printf '%-12s %-40s %9s %6d s\n' "$name" "$tag" "$(image_size "$tag")" $((SECONDS - start)) | tee -a "$SUMMARY"
+    summary_row "$name" "$tag" $((SECONDS - start))
 }
 
-mkdir -p "$(dirname "$SUMMARY")"
-printf '%-12s %-40s %9s %8s\n' image tag size build | tee "$SUMMARY"
-total=$SECONDS
 build components components/Dockerfile "$COMPONENT_IMAGE" "${common[@]}" "${component[@]}"
 build serving serving/Dockerfile "$SERVING_RUNTIME_IMAGE" --target runtime "${common[@]}" "${serving[@]}"
 if [[ ! -f model-store/hjcag.mar ]]; then
