@@ -4,8 +4,9 @@ Every row of a table in README "Real data: MELD text only" and "Real data: Emory
 file it comes from and the commit that ran it, as ``[KEY](benchmarks/results/FILE.json) @ COMMIT``, or says it was
 not yet re-run from a committed tree (or is the paper's figure). A named file must record that commit with a clean
 tree, and every figure in the row must be the file's, rounded as printed. Every row of README "Speed" names the
-results files it comes from and their commit (clean tree). Only committed files are read: the README and
-benchmarks/results/.
+results files it comes from and their commit (clean tree); README "Two commands" and "Images, built and run" quote
+one results file each (benchmarks/demo_results.py, benchmarks/images_results.py). Only committed files are read:
+the README and benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -172,3 +173,47 @@ def test_every_speed_row_names_committed_results_files(row: dict[str, str]) -> N
         git = results_file(path)["git"]
         assert git["dirty"] is False, f"{path} was run on a changed tree"
         assert any(git["commit"].startswith(c) for c in commits), f"{path} ran {git['commit'][:7]}, not {commits}"
+
+
+IMAGES = "## Images, built and run"
+
+
+def image_step_figures(f: dict[str, Any]) -> dict[str, tuple[list[str], str]]:
+    """Each row of the steps table, by the start of its first cell: (the numbers in that cell, its time)."""
+    tests = f["image_test_steps"]
+    return {
+        "`make install`": ([], f"{f['make_install']['seconds']:.0f} s"),
+        "`make images` again": ([str(f["images_after_code_change"]["components"]["build_seconds"])],
+                                f"{f['make_images_after_code_change']['seconds']:.0f} s"),
+        "`make images`": ([], f"{f['make_images']['seconds']:.0f} s"),
+        "`make image-test`": ([str(tests[k]) for k in ("serving", "extractors", "components (gate)")],
+                              f"{f['make_image_test']['seconds']:.0f} s"),
+        "install to a passed image test": ([], f"{f['install_images_image_test_seconds'] / 60:.1f} min"),
+    }
+
+
+def test_the_image_figures_are_a_committed_images_results_file() -> None:
+    """README "Images, built and run": sizes, build times and steps from benchmarks/images_results.py's file of a
+    clean commit, every row of both tables."""
+    text = (REPO / "README.md").read_text()
+    body = " ".join(text.split(IMAGES, 1)[1].split("\n## ", 1)[0].split())
+    match = LINK.search(body)
+    assert match is not None and match.group(1) == "results", "the image figures name no results file"
+    _, path, commit = match.groups()
+    doc = results_file(path)
+    assert doc["benchmark"] == "images" and doc["git"]["commit"].startswith(commit) and doc["git"]["dirty"] is False
+    f = doc["figures"]
+    images, steps = section_tables(text, IMAGES)
+    by_repo = {row["tag"].split("/")[-1].split(":")[0]: row for row in f["images"].values()}
+    assert [re.match(r"`([\w-]+)`", row["Image"]).group(1) for row in images] == list(by_repo)  # type: ignore[union-attr]
+    for row in images:
+        built = by_repo[row["Image"].split("`")[1]]
+        assert (row["Size (uncompressed)"], row["Build"]) == (built["size"], f"{built['build_seconds']} s"), row
+    figures = image_step_figures(f)
+    assert len(steps) == len(figures)
+    for row in steps:
+        key = next(k for k in figures if row["Step"].startswith(k))
+        numbers_in_cell, time = figures[key]
+        assert (numbers(row["Step"]) if numbers_in_cell else [], row["Time"]) == (numbers_in_cell, time), row
+    stores = f"{f['store_bytes_after_images'] / 1e9:.1f} GB after `make images` and {f['store_bytes'] / 1e9:.1f} GB"
+    assert stores in body
