@@ -226,7 +226,7 @@ def test_a_run_trained_on_a_copied_file_still_serves_raw_text_as_it_was_read(
     with pytest.raises(RequestError, match="text_context: trained 2, serving 0"):
         read_alone.predict(turns()[0])
     caplog.clear()  # and packaging says so before any request does
-    with caplog.at_level(logging.WARNING, logger="hjcag.serve.package"):
+    with caplog.at_level(logging.WARNING, logger="hjcag.serve.raw_media"):
         package_model(out, tmp_path / "alike", features_config=features_config(K), media=MediaConfig())
         assert "refuse raw text" not in caplog.text
         package_model(out, tmp_path / "alone", features_config=features_config(0), media=MediaConfig())

@@ -60,9 +60,9 @@ from hjcag.artifacts import (
     write_json,
 )
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.features.text_context import recorded_text_context
 from hjcag.params import MODALITY_NAMES, MediaConfig, load_params
 from hjcag.serve.predictor import Predictor, run_version
+from hjcag.serve.raw_media import warn_text_context_mismatch
 from hjcag.serve.reproducible import normalise_archive
 
 if TYPE_CHECKING:
@@ -208,18 +208,6 @@ def read_features_meta(path: Path, doc: Mapping[str, Any]) -> dict[str, dict[str
             raise ConfigError(f"'{path}' describes {got}-dim {name} features but the model was trained on {dim}-dim "
                               f"ones: it belongs to another features file. Pass the meta of the run's features.")
     return per_modality
-
-
-def warn_text_context_mismatch(trained_with: Mapping[str, Mapping[str, Any]], config: FeaturesConfig,
-                                reads_text: bool) -> None:
-    """Say at packaging, not at the first request, that the archive will refuse raw text: its text features were
-    read with another number of preceding turns than the serving config reads (hjcag.serve.raw_media refuses it)."""
-    trained = recorded_text_context(trained_with.get("text"))
-    if reads_text and trained != config.text_context:
-        log.warning("the archive will refuse raw text: the model's text features were read with %d preceding turn(s) "
-                    "(features.text_context %d in their record) but the serving config reads %d. Package with the "
-                    "training's profile or set features.text_context: %d; feature requests are served either way",
-                    trained, trained, config.text_context, trained)
 
 
 def stage_bundle(

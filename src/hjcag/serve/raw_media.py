@@ -241,6 +241,18 @@ def _extract_one(extractor: Extractor, item: Any) -> np.ndarray | RequestError:
         return media_error(exc, item.path) if hasattr(item, "path") else RequestError(str(exc))
 
 
+def warn_text_context_mismatch(trained_with: Mapping[str, Mapping[str, Any]], config: FeaturesConfig,
+                                reads_text: bool) -> None:
+    """Say at packaging, not at the first request, that the archive will refuse raw text: its text features were
+    read with another number of preceding turns than the serving config reads (RawMedia refuses it)."""
+    trained = recorded_text_context(trained_with.get("text"))
+    if reads_text and trained != config.text_context:
+        log.warning("the archive will refuse raw text: the model's text features were read with %d preceding turn(s) "
+                    "(features.text_context %d in their record) but the serving config reads %d. Package with the "
+                    "training's profile or set features.text_context: %d; feature requests are served either way",
+                    trained, trained, config.text_context, trained)
+
+
 def _summary(info: Mapping[str, Any]) -> str:
     keys = ("model", "feature_set", "weights", "arch")
     return ", ".join(f"{k} {info[k]}" for k in keys if info.get(k) not in (None, {}, "")) or "configured"
