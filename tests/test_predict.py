@@ -454,6 +454,73 @@ def test_an_in_house_ca_is_trusted_through_ca_file_alone(tmp_path: Path, monkeyp
         assert_clear_error(code, err, message.format(tmp_path / bad), "--ca-file names a PEM file")
 
 
+def test_an_endpoint_that_asks_for_a_client_certificate_gets_cert_file_s(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], features: Path) -> None:
+    """Mutual TLS: the endpoint answers only clients whose certificate its CA signed. With --cert-file and
+    --key-file (or one PEM file holding both) the client is answered; without, or with another CA's certificate,
+    the error says which; bad certificate or key files are one-line errors before anything is sent."""
+    for name in ("server", "client", "stranger"):
+        (tmp_path / name).mkdir()
+    cert, key = self_signed(tmp_path / "server")
+    mine, my_key = self_signed(tmp_path / "client")
+    stranger, stranger_key = self_signed(tmp_path / "stranger")
+    both = tmp_path / "client" / "both.pem"
+    both.write_bytes(mine.read_bytes() + my_key.read_bytes())
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    tls.verify_mode = ssl.CERT_REQUIRED
+    tls.load_verify_locations(mine)  # the client CA: here the client's own (self-signed) certificate
+    for name in ("SSL_CERT_FILE", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    script = Script([], (200, ANSWER))
+    with serving(script, tls) as url:
+        with Client(url, retries=0, timeout=10, ca_file=cert, cert_file=mine, key_file=my_key) as client:
+            assert client.predict_dialogue([{"text": "a"}, {"text": "b"}]) == [ANSWER] * 2
+        with Client(url, retries=0, timeout=10, ca_file=cert, cert_file=both) as client:
+            assert client.answer({"text": "c"}) == ANSWER
+        # how the refusal reaches the client (an alert naming why, or the connection ended) is a race: either says
+        with pytest.raises(EndpointError, match=r"ended the TLS session: if it asks for a client certificate, "
+                                                r"pass --cert-file"):
+            Client(url, retries=0, timeout=10, ca_file=cert).answer({"text": "hi"})
+        with pytest.raises(EndpointError, match=r"ended the TLS session: is --cert-file signed by a CA the endpoint "
+                                                r"trusts\?"):
+            Client(url, retries=0, timeout=10, ca_file=cert, cert_file=stranger, key_file=stranger_key).answer(
+                {"text": "hi"})
+        out = tmp_path / "rows.jsonl"
+        code, _, err = predict(capsys, "--input", str(features), "--endpoint", url, "--ca-file", str(cert),
+                               "--cert-file", str(mine), "--key-file", str(my_key), "--retries", "0",
+                               "--out", str(out))
+        assert code == 0, err
+        assert [r["label"] for r in read_rows(out)] == ["joy"] * len(IDS)
+    assert len(script.seen) == 3 + len(IDS)  # the refused clients sent nothing the server read
+    absent = tmp_path / "absent.pem"
+    for extra, message in (
+            (["--cert-file", str(absent)], f"--cert-file '{absent}' not found"),
+            (["--cert-file", str(mine), "--key-file", str(stranger_key)], "KEY_VALUES_MISMATCH"),
+            (["--cert-file", str(mine)], "(no --key-file given)"),
+            (["--key-file", str(my_key)], "pass the certificate with --cert-file too")):
+        code, _, err = predict(capsys, "--input", str(features), "--endpoint", "https://127.0.0.1:1", *extra,
+                               "--out", str(tmp_path / "none.jsonl"))
+        assert_clear_error(code, err, message)
+    code, _, err = predict(capsys, "--input", str(features), "--endpoint", "http://127.0.0.1:1", "--cert-file",
+                           str(both), "--out", str(tmp_path / "none.jsonl"))
+    assert_clear_error(code, err, "a client certificate (--cert-file, --key-file) is for https endpoints")
+    assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_an_encrypted_client_key_is_refused_not_prompted_for(tmp_path: Path) -> None:
+    """OpenSSL would ask for the key's password on the terminal: a batch run would wait there for ever."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    cert, _ = self_signed(tmp_path)
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")))
+    with pytest.raises(EndpointError, match=r"the private key in '.*locked.pem' is encrypted; give an unencrypted"):
+        Client("https://127.0.0.1:1", cert_file=cert, key_file=locked)
+
+
 def test_a_kserve_url_gets_instances_and_answers_from_predictions(stand_in: tuple[str, Script]) -> None:
     url, script = stand_in
     script.last = (200, {"predictions": [ANSWER]})

@@ -444,6 +444,9 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                    "$HJCAG_TOKEN)")
     p.add_argument("--ca-file", default=None, help="PEM file of the CA(s) an https endpoint's certificate must chain "
                    "to (default: the system's CAs, or $SSL_CERT_FILE)")
+    p.add_argument("--cert-file", default=None, help="PEM client certificate for an https endpoint that asks for one "
+                   "(mutual TLS); its private key in the same file or in --key-file")
+    p.add_argument("--key-file", default=None, help="the unencrypted PEM private key of --cert-file")
     p.add_argument("--concurrency", type=int, default=4, help="dialogues asked in parallel (default 4)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=4, help="tries again on 503 and connection errors (default 4)")
@@ -464,7 +467,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from hjcag.predict.rows import table
 
     result = stages.predict(args.input, args.out, endpoint=args.endpoint, model=args.model,
-                            token_file=args.token_file, ca_file=args.ca_file, concurrency=args.concurrency,
+                            token_file=args.token_file, ca_file=args.ca_file, cert_file=args.cert_file,
+                            key_file=args.key_file, concurrency=args.concurrency,
                             timeout=args.timeout, retries=args.retries, dtype=args.dtype, modalities=args.modalities,
                             data_root=args.data_root, context_window=args.context_window, plot=args.plot,
                             params_path=args.params, profile=args.profile)

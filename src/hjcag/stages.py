@@ -421,6 +421,8 @@ def predict(
     model: str | Path | None = None,
     token_file: str | None = None,
     ca_file: str | Path | None = None,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
     concurrency: int = 4,
     timeout: float = 60.0,
     retries: int = 4,
@@ -460,7 +462,7 @@ def predict(
     client: DialogueClient
     if endpoint is not None:
         client = Client(endpoint, read_token(token_file), timeout=timeout, retries=retries,
-                        context_window=context_window, ca_file=ca_file)
+                        context_window=context_window, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
     else:
         assert model is not None
         client = LocalClient.load(model, params_path, profile)

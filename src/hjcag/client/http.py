@@ -13,7 +13,9 @@ Each thread keeps one keep-alive connection (``hjcag predict`` answers dialogues
 after the previous one): a turn pays no new TCP (or TLS) handshake. A kept connection the server has since closed
 is opened again at once, not counted as a try. ``http(s)_proxy`` / ``no_proxy`` in the environment are honoured as
 urllib honours them (an HTTPS endpoint through a CONNECT tunnel). An HTTPS endpoint's certificate is checked against
-the system's CAs (or SSL_CERT_FILE's), or against `ca_file` alone when given (an in-house CA).
+the system's CAs (or SSL_CERT_FILE's), or against `ca_file` alone when given (an in-house CA). An endpoint that
+asks for a client certificate (mutual TLS, e.g. an ingress with client authentication) gets `cert_file`'s, with its
+private key from `key_file` or from the same PEM file.
 
 A 503 (TorchServe busy or a worker restarting; a proxy's 502 / 504 alike), a refused or dropped connection and a
 timeout are tried again after 0.5, 1, 2, ... s (a 503's Retry-After when longer), on a new connection; answering is
@@ -32,7 +34,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +51,14 @@ class Client(DialogueClient):
     ``.../v1/models/hjcag:predict``."""
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0, retries: int = 4,
-                 backoff: float = 0.5, context_window: int | None = None, ca_file: str | Path | None = None) -> None:
+                 backoff: float = 0.5, context_window: int | None = None, ca_file: str | Path | None = None,
+                 cert_file: str | Path | None = None, key_file: str | Path | None = None) -> None:
         """`token`: the inference key (sent as ``Authorization: Bearer``); `timeout`: seconds per try; `retries`:
         tries after the first on 503 / connection errors, `backoff` s before the first of them and doubling;
         `context_window`: the model's (None: what its answers state, :mod:`hjcag.client.conversation`); `ca_file`:
-        PEM certificates of the CA(s) an HTTPS endpoint's certificate must chain to (default: the system's)."""
+        PEM certificates of the CA(s) an HTTPS endpoint's certificate must chain to (default: the system's);
+        `cert_file` / `key_file`: this client's certificate and private key (PEM) for an endpoint that asks for one
+        (`key_file` None: the key is in `cert_file`)."""
         super().__init__(context_window)
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -62,7 +67,11 @@ class Client(DialogueClient):
         self.kserve = parsed.path.endswith(":predict")
         self.token, self.timeout, self.retries, self.backoff = token, timeout, retries, backoff
         self._route = _Route.of(urllib.parse.urlsplit(self.url))
-        self._tls = _tls_context(ca_file)
+        if (cert_file is not None or key_file is not None) and parsed.scheme != "https":
+            raise EndpointError(f"a client certificate (--cert-file, --key-file) is for https endpoints; '{url}' is "
+                                "plain http.")
+        self._tls = _tls_context(ca_file, cert_file, key_file)
+        self._client_certificate = cert_file is not None
         self._local = threading.local()  # .connection: this thread's kept connection
         self._opened: list[http.client.HTTPConnection] = []  # every thread's, for close()
         self._opened_lock = threading.Lock()
@@ -78,9 +87,7 @@ class Client(DialogueClient):
                 status, retry_after, raw = self._post(data, headers)
             except (http.client.HTTPException, OSError) as exc:  # refused, reset, timed out, TLS, DNS
                 if last:
-                    hint = ("does it present a certificate of a CA this client trusts? (--ca-file, or SSL_CERT_FILE, "
-                            "names a CA bundle)" if isinstance(exc, ssl.SSLCertVerificationError) else
-                            "is it running, and is the URL right?")
+                    hint = _unreachable_hint(exc, self._route.https, self._client_certificate)
                     raise EndpointError(f"cannot reach the endpoint {self.url} ({exc or type(exc).__name__}) "
                                         f"after {attempt + 1} tries; {hint}") from None
                 wait = self._wait(attempt)
@@ -143,18 +150,59 @@ class Client(DialogueClient):
         return float(self.backoff * 2**attempt)
 
 
-def _tls_context(ca_file: str | Path | None) -> ssl.SSLContext | None:
-    """The certificate check of an HTTPS endpoint: `ca_file`'s CAs only, or None (http.client's default context:
-    the system's CAs, or SSL_CERT_FILE's)."""
-    if ca_file is None:
+def _tls_context(ca_file: str | Path | None, cert_file: str | Path | None = None,
+                 key_file: str | Path | None = None) -> ssl.SSLContext | None:
+    """The TLS settings of an HTTPS endpoint: its certificate checked against `ca_file`'s CAs only (None: the
+    system's, or SSL_CERT_FILE's), and this client's certificate when `cert_file` names one. None when neither is
+    given: http.client's default context."""
+    if ca_file is None and cert_file is None and key_file is None:
         return None
     try:
-        return ssl.create_default_context(cafile=str(ca_file))
+        context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
     except FileNotFoundError:
         raise EndpointError(f"CA file '{ca_file}' not found; --ca-file names a PEM file of CA certificates.") from None
     except ssl.SSLError as exc:
         raise EndpointError(f"CA file '{ca_file}' holds no PEM CA certificate ({exc.reason or exc}); --ca-file names "
                             "a PEM file of CA certificates.") from None
+    if key_file is not None and cert_file is None:
+        raise EndpointError("--key-file is the private key of a client certificate: pass the certificate with "
+                            "--cert-file too.")
+    if cert_file is not None:
+        for option, path in (("--cert-file", cert_file), ("--key-file", key_file)):
+            if path is not None and not Path(path).is_file():
+                raise EndpointError(f"{option} '{path}' not found.")
+        try:
+            context.load_cert_chain(str(cert_file), None if key_file is None else str(key_file),
+                                    password=_no_password(key_file or cert_file))
+        except ssl.SSLError as exc:
+            key = f"'{key_file}'" if key_file is not None else f"'{cert_file}' (no --key-file given)"
+            raise EndpointError(f"cannot use the client certificate '{cert_file}' with the private key in {key} "
+                                f"({exc.reason or exc}): --cert-file names a PEM certificate and --key-file its "
+                                "unencrypted PEM private key (or --cert-file one PEM file holding both).") from None
+    return context
+
+
+def _no_password(key_file: str | Path) -> Callable[[], bytes]:
+    """load_cert_chain's password callback: an encrypted key is refused (OpenSSL would otherwise prompt on the
+    terminal, and a batch run would hang there)."""
+    def refuse() -> bytes:
+        raise EndpointError(f"the private key in '{key_file}' is encrypted; give an unencrypted copy (e.g. `openssl "
+                            "pkey -in KEY.pem -out plain.pem`, kept readable by you alone) as --key-file.")
+    return refuse
+
+
+def _unreachable_hint(exc: BaseException, https: bool, client_certificate: bool) -> str:
+    """What to check when the endpoint could not be reached with `exc`. An endpoint that wants a client certificate
+    ends the TLS session after the handshake: with an alert naming why, or (racing the client's request) a bare
+    close or reset, so any such end of an https connection mentions the client certificate."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ("does it present a certificate of a CA this client trusts? (--ca-file, or SSL_CERT_FILE, names a "
+                "CA bundle)")
+    if https and isinstance(exc, ssl.SSLError | ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        if client_certificate:
+            return "the endpoint ended the TLS session: is --cert-file signed by a CA the endpoint trusts?"
+        return "the endpoint ended the TLS session: if it asks for a client certificate, pass --cert-file."
+    return "is it running, and is the URL right?"
 
 
 @dataclass(frozen=True)
