@@ -217,3 +217,32 @@ def test_the_image_figures_are_a_committed_images_results_file() -> None:
         assert (numbers(row["Step"]) if numbers_in_cell else [], row["Time"]) == (numbers_in_cell, time), row
     stores = f"{f['store_bytes_after_images'] / 1e9:.1f} GB after `make images` and {f['store_bytes'] / 1e9:.1f} GB"
     assert stores in body
+
+
+MISSING = "### Missing modalities"
+MISSING_COLUMNS = {"Without text": "audio+visual", "Without audio": "text+visual", "Without visual": "text+audio"}
+
+
+def test_the_missing_modality_table_is_a_committed_results_file() -> None:
+    """README "Missing modalities": each row's accuracies are benchmarks/missing_modalities.py's, of a clean commit,
+    as printed (2 places); the two-modality row reads each column from the model trained without that modality."""
+    text = (REPO / "README.md").read_text()
+    [table, *_] = section_tables(text, MISSING)
+    assert len(table) == 3
+    for row in table:
+        match = LINK.search(row["Results"])
+        assert match is not None, row
+        key, path, commit = match.groups()
+        doc = results_file(path)
+        assert doc["benchmark"] == "missing_modalities" and doc["git"]["dirty"] is False
+        assert doc["git"]["commit"].startswith(commit), f"{path} ran {doc['git']['commit'][:7]}, not {commit}"
+        f = doc["figures"]
+        if key == "two modalities":
+            want = [""] + [f"{f['trained_' + m.replace('+', '_')]['accuracy']['mean']:.2f}"
+                           for m in MISSING_COLUMNS.values()]
+        else:
+            run = f[key]
+            want = [f"{run['accuracy']['mean']:.2f} ± {run['accuracy']['std']:.2f}"] + [
+                f"{run['robustness_accuracy'][m]:.2f}" for m in MISSING_COLUMNS.values()]
+        got = [row["All present"], *(row[c] for c in MISSING_COLUMNS)]
+        assert got == want, f"{key}: README {got}, results file {want}"

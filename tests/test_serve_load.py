@@ -3,6 +3,7 @@ the CPU ceiling of the throughput ratio (the benchmark itself needs TorchServe a
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -99,3 +100,13 @@ def test_the_cpu_ceiling_is_the_endpoints_rate_on_the_layouts_cores_over_the_in_
     assert serve_load.cpu_ceiling(figures, cpus=16)["cpu_ceiling_ratio"] == 1.6
     assert serve_load.cpu_ceiling(figures, cpus=1)["cpu_ceiling_ratio"] == 0.8  # the machine has one core
     assert serve_load.cpu_ceiling({"layout": {}}) == {}
+
+
+def test_the_context_run_it_serves_keeps_its_context_layer(tmp_path: Path) -> None:
+    """`--context K` times requests carrying turn states: its small run on random features must keep the context
+    layer in every fold (the warm start's validation check would drop it there, and the archive serve no states)."""
+    run = serve_load.make_run(tmp_path / "run", {"t": 6, "a": 5, "v": 4}, seq_len=3, widths="demo", context=4)
+    folds = json.loads((run / "metrics.json").read_text())["folds"]
+    assert len(folds) == 2 and all(fold.get("context_kept", True) for fold in folds), folds
+    config = json.loads((run / "model_config.json").read_text())
+    assert config["model_config"]["context"] == "gru" and config["weights"]["context_dropped"] == [], config["weights"]
