@@ -101,6 +101,10 @@ def run_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, min_accuracy: f
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the component subprocesses inherit the environment
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    # Each component's compiled command writes its code into `mktemp -d` and leaves it there (in a pod, the pod's
+    # disk): give the subprocesses a temp folder of the test's own.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     root = tmp_path / "kfp"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                workspace_root=str(tmp_path / "workspace"), raise_on_error=True)
