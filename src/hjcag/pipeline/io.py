@@ -36,20 +36,27 @@ def default_params_text() -> str:
     return path.read_text(encoding="utf-8")
 
 
+def params_text(params_yaml: str) -> tuple[str, str]:
+    """The params text a component takes (`params_yaml`; empty: the shipped params.yaml) and what errors in it name."""
+    if params_yaml.strip():
+        return params_yaml, PARAMS_SOURCE
+    return default_params_text(), str(REPO_ROOT / PARAMS_FILE)
+
+
 def resolve_params(params_yaml: str, profile: str) -> Params:
     """The text `params_yaml` (empty: the shipped params.yaml) under `profile` (empty: the file's ``profile:``)."""
-    if not params_yaml.strip():
-        return params_from_text(default_params_text(), profile or None, source=str(REPO_ROOT / PARAMS_FILE))
-    return params_from_text(params_yaml, profile or None, source=PARAMS_SOURCE)
+    text, source = params_text(params_yaml)
+    return params_from_text(text, profile or None, source=source)
 
 
 def write_params(params_yaml: str, profile: str, workdir: str | Path) -> tuple[Params, Path]:
     """:func:`resolve_params`, and its text written to ``workdir/params.yaml`` for the stages that read a params
     file (tuning writes the tuned profile into it, packaging copies it into the archive)."""
-    params = resolve_params(params_yaml, profile)
+    text, source = params_text(params_yaml)
+    params = params_from_text(text, profile or None, source=source)  # checked before anything is written
     path = Path(workdir) / PARAMS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(params_yaml if params_yaml.strip() else default_params_text(), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return params, path
 
 
