@@ -64,6 +64,20 @@ def results_file(path: str) -> dict[str, Any]:
     return json.loads((REPO / path).read_text())
 
 
+def committed_results_file(path: str, commit: str, benchmark: str) -> dict[str, Any]:
+    """The results file at `path`, checked to be `benchmark`'s, run at `commit` on a clean tree."""
+    doc = results_file(path)
+    assert doc["benchmark"] == benchmark, f"{path} is {doc['benchmark']}'s, not {benchmark}'s"
+    assert doc["git"]["commit"].startswith(commit), f"{path} ran {doc['git']['commit'][:7]}, not {commit}"
+    assert doc["git"]["dirty"] is False, f"{path}: run from a tree with changes: {doc['git']['changed']}"
+    return doc
+
+
+def section_words(text: str, title: str) -> str:
+    """The text between `title` and the next level-2 heading, its whitespace runs made single spaces."""
+    return " ".join(text.split(title, 1)[1].split("\n## ", 1)[0].split())
+
+
 def entry(doc: dict[str, Any], key: str) -> dict[str, Any]:
     found = [e for e in (*doc["figures"]["rows"], *doc["figures"].get("paired", [])) if e["key"] == key]
     assert len(found) == 1, f"{key!r}: {len(found)} entries in the results file"
@@ -137,13 +151,11 @@ def test_the_parser_reads_what_the_readme_writes() -> None:
 
 def test_the_demo_figures_are_a_committed_demo_results_file() -> None:
     """README "Two commands" quotes `make demo`'s scores from benchmarks/demo_results.py's file of a clean commit."""
-    body = (REPO / "README.md").read_text().split("## Two commands", 1)[1].split("\n## ", 1)[0]
-    match = LINK.search(" ".join(body.split()))
+    body = section_words((REPO / "README.md").read_text(), "## Two commands")
+    match = LINK.search(body)
     assert match is not None and match.group(1) == "demo", "the demo figures name no results file"
     _, path, commit = match.groups()
-    doc = results_file(path)
-    assert doc["benchmark"] == "demo" and doc["git"]["commit"].startswith(commit) and doc["git"]["dirty"] is False
-    f = doc["figures"]
+    f = committed_results_file(path, commit, "demo")["figures"]
     alone = f["robustness_accuracy"]
     quoted = (f"**{f['accuracy']['mean']:.1f} ± {f['accuracy']['std']:.1f} % accuracy / "
               f"{f['weighted_f1']['mean']:.1f} % weighted F1 / {f['macro_f1']['mean']:.1f} % macro F1**; the same "
@@ -151,7 +163,7 @@ def test_the_demo_figures_are_a_committed_demo_results_file() -> None:
               f"keep {alone['text+visual']:.1f} % without audio, {alone['audio+visual']:.1f} % without text, "
               f"{alone['text+audio']:.1f} % without visual, and {alone['text']:.1f} / {alone['audio']:.1f} / "
               f"{alone['visual']:.1f} % with text / audio / visual alone")
-    assert quoted in " ".join(body.split())
+    assert quoted in body
     assert f["n_utterances"] == 890 and f"{f['n_utterances']} utterances" in body
 
 
@@ -196,13 +208,11 @@ def test_the_image_figures_are_a_committed_images_results_file() -> None:
     """README "Images, built and run": sizes, build times and steps from benchmarks/images_results.py's file of a
     clean commit, every row of both tables."""
     text = (REPO / "README.md").read_text()
-    body = " ".join(text.split(IMAGES, 1)[1].split("\n## ", 1)[0].split())
+    body = section_words(text, IMAGES)
     match = LINK.search(body)
     assert match is not None and match.group(1) == "results", "the image figures name no results file"
     _, path, commit = match.groups()
-    doc = results_file(path)
-    assert doc["benchmark"] == "images" and doc["git"]["commit"].startswith(commit) and doc["git"]["dirty"] is False
-    f = doc["figures"]
+    f = committed_results_file(path, commit, "images")["figures"]
     images, steps = section_tables(text, IMAGES)
     by_repo = {row["tag"].split("/")[-1].split(":")[0]: row for row in f["images"].values()}
     assert [re.match(r"`([\w-]+)`", row["Image"]).group(1) for row in images] == list(by_repo)  # type: ignore[union-attr]
@@ -233,10 +243,7 @@ def test_the_missing_modality_table_is_a_committed_results_file() -> None:
         match = LINK.search(row["Results"])
         assert match is not None, row
         key, path, commit = match.groups()
-        doc = results_file(path)
-        assert doc["benchmark"] == "missing_modalities" and doc["git"]["dirty"] is False
-        assert doc["git"]["commit"].startswith(commit), f"{path} ran {doc['git']['commit'][:7]}, not {commit}"
-        f = doc["figures"]
+        f = committed_results_file(path, commit, "missing_modalities")["figures"]
         if key == "two modalities":
             want = [""] + [f"{f['trained_' + m.replace('+', '_')]['accuracy']['mean']:.2f}"
                            for m in MISSING_COLUMNS.values()]
