@@ -105,8 +105,9 @@ def main() -> int:
         figures["store_bytes"] = store_bytes(store)
     finally:
         if not args.keep_store:
-            subprocess.run(["buildah", "--root", str(store / "storage"), "--runroot", str(store / "run"),
-                            "--storage-driver", "overlay", "rm", "--all"], capture_output=True, check=False)
+            # images/lib.sh's `bah`: buildah on the store HJCAG_IMAGE_STORE names (working containers, if any)
+            subprocess.run(["bash", "-c", ". images/lib.sh && bah rm --all"], cwd=REPO, env=env, capture_output=True,
+                           check=False)
             shutil.rmtree(store, ignore_errors=True)
     steps = ("make_install", "make_images", "make_image_test")
     figures["install_images_image_test_seconds"] = sum(figures[s]["seconds"] for s in steps)  # type: ignore[index]
