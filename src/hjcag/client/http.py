@@ -19,8 +19,9 @@ private key from `key_file` or from the same PEM file.
 
 A 503 (TorchServe busy or a worker restarting; a proxy's 502 / 504 alike), a refused or dropped connection and a
 timeout are tried again after 0.5, 1, 2, ... s (a 503's Retry-After when longer), on a new connection; answering is
-stateless, so a request sent twice is answered the same. Any other refusal is an :class:`EndpointError` with the
-server's message.
+stateless, so a request sent twice is answered the same. A TLS failure that another try cannot mend (the endpoint's
+certificate fails the check, or a TLS alert: an unknown CA, a client certificate required) ends at once. Any other
+refusal is an :class:`EndpointError` with the server's message.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Client(DialogueClient):
         self.kserve = parsed.path.endswith(":predict")
         self.token, self.timeout, self.retries, self.backoff = token, timeout, retries, backoff
         self._route = _Route.of(urllib.parse.urlsplit(self.url))
-        if (cert_file is not None or key_file is not None) and parsed.scheme != "https":
+        if (cert_file is not None or key_file is not None) and not self._route.https:
             raise EndpointError(f"a client certificate (--cert-file, --key-file) is for https endpoints; '{url}' is "
                                 "plain http.")
         self._tls = _tls_context(ca_file, cert_file, key_file)
@@ -86,10 +87,10 @@ class Client(DialogueClient):
             try:
                 status, retry_after, raw = self._post(data, headers)
             except (http.client.HTTPException, OSError) as exc:  # refused, reset, timed out, TLS, DNS
-                if last:
+                if last or _tls_refusal(exc):
                     hint = _unreachable_hint(exc, self._route.https, self._client_certificate)
                     raise EndpointError(f"cannot reach the endpoint {self.url} ({exc or type(exc).__name__}) "
-                                        f"after {attempt + 1} tries; {hint}") from None
+                                        f"after {attempt + 1} {'try' if attempt == 0 else 'tries'}; {hint}") from None
                 wait = self._wait(attempt)
             else:
                 if 200 <= status < 300:
@@ -189,6 +190,14 @@ def _no_password(key_file: str | Path) -> Callable[[], bytes]:
         raise EndpointError(f"the private key in '{key_file}' is encrypted; give an unencrypted copy (e.g. `openssl "
                             "pkey -in KEY.pem -out plain.pem`, kept readable by you alone) as --key-file.")
     return refuse
+
+
+def _tls_refusal(exc: BaseException) -> bool:
+    """A TLS failure that another try cannot mend: the endpoint's certificate failed the check, or the handshake
+    ended with an alert (an unknown CA, a client certificate required, TLS spoken to a plain port). An end of the
+    connection without an alert (EOF, reset) may be a dropped connection and is tried again."""
+    ended = ssl.SSLEOFError | ssl.SSLSyscallError | ssl.SSLZeroReturnError  # (the Want* errors: non-blocking only)
+    return isinstance(exc, ssl.SSLError) and not isinstance(exc, ended)
 
 
 def _unreachable_hint(exc: BaseException, https: bool, client_certificate: bool) -> str:
