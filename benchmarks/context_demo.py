@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import results_file
-from demo_results import demo_figures
+from demo_results import add_demo_run_arguments, demo_figures
 
 from hjcag import stages
 from hjcag.artifacts import file_digest, read_json
 from hjcag.params import Params, load_params
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {  # name: (model.context, train.context_warm_start)
     "none": ("none", True),
     "gru": ("gru", True),
@@ -58,11 +57,7 @@ def paired(units: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]], sc
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--features", type=Path, default=REPO / "build" / "features" / "features.npz",
-                        help="the plain demo's features file (default: make demo's)")
-    parser.add_argument("--work", type=Path, default=REPO / "build" / "context_demo",
-                        help="where the echo data and the run directories go (a re-run resumes them)")
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    add_demo_run_arguments(parser, "context_demo")  # --work also holds the echo data
     parser.add_argument("--cue", type=float, default=0.3, help="share of echo turns (hjcag demo-data --context-cue)")
     parser.add_argument("--seeds", default="1,2,3", help="training seeds per fold (train.seeds)")
     results_file.add_argument(parser)

@@ -25,6 +25,16 @@ from hjcag.artifacts import file_digest, read_json
 REPO = Path(__file__).resolve().parents[1]
 
 
+def add_demo_run_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """--features (make demo's), --work (build/<name>) and --params: a benchmark that trains on make demo's
+    features the way dvc.yaml's train stage does."""
+    parser.add_argument("--features", type=Path, default=REPO / "build" / "features" / "features.npz",
+                        help="the demo's features file (default: make demo's)")
+    parser.add_argument("--work", type=Path, default=REPO / "build" / name,
+                        help="where the run directories go (a re-run resumes them)")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+
+
 def demo_figures(metrics: dict) -> dict[str, object]:
     """The run's scores in % (mean and std over folds), and each modality subset's accuracy (the robustness table)."""
     def pct(stat: dict) -> dict[str, float]:  # unrounded: the README rounds once

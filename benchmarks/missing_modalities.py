@@ -13,26 +13,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import results_file
-from demo_results import demo_figures
+from demo_results import add_demo_run_arguments, demo_figures
 
 from hjcag import stages
 from hjcag.artifacts import file_digest, read_json
 from hjcag.params import load_params
 
-REPO = Path(__file__).resolve().parents[1]
 TWO_MODALITIES = {"text+audio": "t,a", "text+visual": "t,v", "audio+visual": "a,v"}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--features", type=Path, default=REPO / "build" / "features" / "features.npz",
-                        help="the features file (default: make demo's)")
-    parser.add_argument("--work", type=Path, default=REPO / "build" / "missing_modalities",
-                        help="where the run directories go (a re-run resumes them)")
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    add_demo_run_arguments(parser, "missing_modalities")
     results_file.add_argument(parser)
     args = parser.parse_args()
     record = results_file.start("missing_modalities")
