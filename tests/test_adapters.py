@@ -351,7 +351,8 @@ def test_generic_jsonl_matches_csv(tmp_path: Path) -> None:
 def test_generic_manifest_errors_point_at_the_row(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     path.write_text("utterance_id,label,audio_path\nu1,neu,a.wav\n")
-    with pytest.raises(DataError, match=r"m\.csv: missing column\(s\) \['text'\]"):
+    with pytest.raises(DataError, match=r"m\.csv: missing column\(s\) \['text'\].* The file has the inputs of "
+                                        r"modalities a only: pass --modalities a\.$"):
         prepare_dataset("manifest", path, tmp_path / "out", "t,a", progress=False)
     # audio only: no text column needed; the missing wav is reported, not fatal
     report = prepare_dataset("manifest", path, tmp_path / "out", "a", progress=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,19 @@ def test_a_warm_started_context_model_first_trains_exactly_the_context_free_mode
     cold = fit_model("hjcag", train, val, config("gru"), dataclasses.replace(cfg, context_warm_start=False), seed=7,
                      device=CPU, quiet=True)
     assert cold.stages == {} and cold.training.history != warm.stages[CONTEXT].history
+
+
+def test_the_progress_of_a_warm_start_names_each_stage(caplog: pytest.LogCaptureFixture) -> None:
+    """In a log, stage 2's epochs must not read as the fold starting over: each stage's progress lines name it."""
+    fs = dialogue_features(n_dialogues=8, seed=3)
+    val_rows = np.isin(fs.group, ["d0", "d1"])
+    train, val = fs.subset(np.flatnonzero(~val_rows)), fs.subset(np.flatnonzero(val_rows))
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=3e-3, patience=3, context_warm_start=True)
+    with caplog.at_level(logging.INFO, logger="hjcag.progress"):
+        fit_model("hjcag", train, val, config("gru"), cfg, seed=7, device=CPU, fold_index=2)
+        fit_model("hjcag", train, val, config("none"), cfg, seed=7, device=CPU, fold_index=3)
+    names = [r.getMessage().split(":")[0] for r in caplog.records if r.name == "hjcag.progress"]
+    assert list(dict.fromkeys(names)) == ["fold 2 base", "fold 2 context", "fold 3"]
 
 
 def test_context_none_is_the_paper_model_with_the_same_batches() -> None:

@@ -201,3 +201,20 @@ def test_a_full_disk_is_one_line_naming_the_path() -> None:
     assert message is not None and message.startswith("no space left on the disk of 'build/run'; free some space")
     assert "pass another --out" in message
     assert os_error_message(OSError(errno.EIO, "Input/output error")) is None  # not the user's: keeps its traceback
+
+
+def test_a_missing_params_file_points_at_the_installed_defaults(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run outside a checkout, the default ./params.yaml is missing: the error names where the installed hjcag's
+    defaults are, to copy; an explicit path that is missing names only itself."""
+    monkeypatch.chdir(tmp_path)
+    shipped = Path(__file__).resolve().parents[1] / "params.yaml"
+    with pytest.raises(ConfigError) as missing:
+        load_params()
+    assert str(missing.value) == (f"params file 'params.yaml' not found in {tmp_path}. Pass --params PATH (the "
+                                  f"defaults of the installed hjcag are {shipped}: copy it here to start your own) "
+                                  "or run from the repository root.")
+    with pytest.raises(ConfigError) as explicit:
+        load_params(tmp_path / "mine.yaml")
+    assert str(explicit.value) == (f"params file '{tmp_path / 'mine.yaml'}' not found in {tmp_path}. Pass --params "
+                                   "PATH or run from the repository root.")

@@ -40,6 +40,8 @@ from hjcag.schema import (
 MODALITIES = ("t", "a", "v")
 MODALITY_NAMES = {"t": "text", "a": "audio", "v": "visual"}
 DEFAULT_PARAMS_FILE = Path("params.yaml")
+# the checkout's params.yaml beside an installed hjcag (src/hjcag -> the checkout; the images install it editable)
+SHIPPED_PARAMS_FILE = Path(__file__).resolve().parents[2] / "params.yaml"
 GROUP_BY = ("dialogue", "session")  # features.group_by: what a fold keeps together
 VALIDATION_POLICIES = ("fail", "quarantine")
 # a score on the validation rows -> its direction: tune.metric and features.finetune.select choose among these
@@ -487,7 +489,10 @@ def load_params(path: str | Path | None = None, profile: str | None = None) -> P
     """Read params.yaml (or `path`) and apply `profile` (default: the file's `profile:` key)."""
     path = Path(path) if path is not None else DEFAULT_PARAMS_FILE
     if not path.exists():
-        raise ConfigError(f"params file '{path}' not found. Pass --params PATH or run from the repository root.")
+        shipped = (f" (the defaults of the installed hjcag are {SHIPPED_PARAMS_FILE}: copy it here to start your own)"
+                   if SHIPPED_PARAMS_FILE.is_file() and not path.is_absolute() else "")
+        raise ConfigError(f"params file '{path}' not found in {Path.cwd()}. Pass --params PATH{shipped} or run from "
+                          "the repository root.")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

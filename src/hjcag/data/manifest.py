@@ -257,13 +257,16 @@ def read_generic_manifest(source: Path, modalities: Sequence[str]) -> AdapterRes
     columns: set[str] = set()
     for _, rec in records:
         columns.update(rec)
-    required = ["utterance_id", "label"]
-    required += [c for m, c in (("t", "text"), ("a", "audio_path"), ("v", "video_path")) if m in modalities]
+    inputs = {"t": "text", "a": "audio_path", "v": "video_path"}
+    required = ["utterance_id", "label"] + [c for m, c in inputs.items() if m in modalities]
     missing = [c for c in required if c not in columns]
     if missing:
+        held = [m for m, c in inputs.items() if c in columns]
+        hint = (f" The file has the inputs of modalities {','.join(held)} only: pass --modalities {','.join(held)}."
+                if held and "utterance_id" in columns and "label" in columns else "")
         raise DataError(
             f"{path}: missing column(s) {missing} (modalities {','.join(modalities)}). Required: {required}; "
-            f"optional: {[c for c in MANIFEST_COLUMNS if c not in required]}."
+            f"optional: {[c for c in MANIFEST_COLUMNS if c not in required]}.{hint}"
         )
     warnings = []
     extra = sorted(columns - set(MANIFEST_COLUMNS))

@@ -17,19 +17,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hjcag
 from hjcag.errors import ConfigError, DataError
-from hjcag.params import Params, params_from_text
+from hjcag.params import SHIPPED_PARAMS_FILE, Params, params_from_text
 
-REPO_ROOT = Path(hjcag.__file__).resolve().parents[2]  # src/hjcag -> the checkout (the image installs it editable)
-PARAMS_FILE = "params.yaml"
+REPO_ROOT = SHIPPED_PARAMS_FILE.parent  # the checkout (the image installs it editable)
+PARAMS_FILE = SHIPPED_PARAMS_FILE.name
 PARAMS_SOURCE = "the params_yaml pipeline parameter"  # what errors in the given text name
 SOURCE_KEY = "source_dir"  # raw-dataset artifact metadata: the dataset lives on a mounted volume, here
 
 
 def default_params_text() -> str:
     """The params.yaml that ships with the code (the repository's; the pipeline image installs it)."""
-    path = REPO_ROOT / PARAMS_FILE
+    path = SHIPPED_PARAMS_FILE
     if not path.is_file():
         raise ConfigError(f"no params.yaml next to the installed hjcag ({path}); pass the params as text "
                           "(the pipeline parameter params_yaml).")
@@ -40,7 +39,7 @@ def params_text(params_yaml: str) -> tuple[str, str]:
     """The params text a component takes (`params_yaml`; empty: the shipped params.yaml) and what errors in it name."""
     if params_yaml.strip():
         return params_yaml, PARAMS_SOURCE
-    return default_params_text(), str(REPO_ROOT / PARAMS_FILE)
+    return default_params_text(), str(SHIPPED_PARAMS_FILE)
 
 
 def resolve_params(params_yaml: str, profile: str) -> Params:

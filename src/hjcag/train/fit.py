@@ -128,6 +128,7 @@ def fit_model(
     fold_index: int = 0,
     on_epoch: EpochCallback | None = None,
     quiet: bool = False,
+    stage: str | None = None,
 ) -> FittedModel:
     """Seed, build (input statistics from `train` only), train with early stopping on `val`, load the best state.
 
@@ -143,7 +144,7 @@ def fit_model(
         train_data, val_data = TensorData.from_features(train, model_cfg), TensorData.from_features(val, model_cfg)
         training = train_fold(
             model, train_data, val_data, cfg, seed=seed, device=device, checkpoint_path=checkpoint_path,
-            fold_index=fold_index, on_epoch=on_epoch, quiet=quiet,
+            fold_index=fold_index, on_epoch=on_epoch, quiet=quiet, stage=stage,
         )
         model.load_state_dict(training.best_state)
         probe = (fit_probe_blend(model, train_data, val_data, device)  # the probe is fitted to the trained model
@@ -152,14 +153,14 @@ def fit_model(
     base_cfg = dataclasses.replace(model_cfg, context="none")
     stage_1 = fit_model(model_name, train, val, base_cfg, cfg, seed=seed, device=device, fold_index=fold_index,
                         checkpoint_path=None if checkpoint_path is None else base_checkpoint(checkpoint_path),
-                        on_epoch=stage_callback(on_epoch, BASE), quiet=quiet)
+                        on_epoch=stage_callback(on_epoch, BASE), quiet=quiet, stage=BASE)
     base_state = cpu_state(stage_1.model)  # stage 1 as kept: its best epoch, with its probe blend where it has one
     base = stage_1.model.model if isinstance(stage_1.model, ProbeBlend) else stage_1.model  # the base alone
     model = ConversationContext(base, len(train.label_names), model_cfg)  # its head at zero: the base's logits
     train_data, val_data = TensorData.from_features(train, model_cfg), TensorData.from_features(val, model_cfg)
     context = train_fold(
         model, train_data, val_data, cfg, seed=seed, device=device, checkpoint_path=checkpoint_path,
-        fold_index=fold_index, on_epoch=stage_callback(on_epoch, CONTEXT), quiet=quiet,
+        fold_index=fold_index, on_epoch=stage_callback(on_epoch, CONTEXT), quiet=quiet, stage=CONTEXT,
     )
     stages = {BASE: stage_1.training, CONTEXT: context}
     model.load_state_dict(context.best_state)

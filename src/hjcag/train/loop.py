@@ -286,12 +286,15 @@ def train_fold(
     fold_index: int = 0,
     on_epoch: EpochCallback | None = None,
     quiet: bool = False,
+    stage: str | None = None,
 ) -> FoldTraining:
     """Train `model` (already seeded and built) for up to cfg.epochs, early-stopping on validation loss.
 
     With `checkpoint_path`, the full state is written there after every epoch and, if the file exists, training
-    resumes from it (a checkpoint of a finished fold returns its result without training).
+    resumes from it (a checkpoint of a finished fold returns its result without training). `stage` names a stage of
+    a warm start in the progress and log lines ("fold 2 context"), so its epochs do not read as the fold starting over.
     """
+    name = f"fold {fold_index}" if stage is None else f"fold {fold_index} {stage}"
     if len(train) == 0 or len(val) == 0:
         raise HjcagError(f"fold {fold_index}: empty training ({len(train)}) or validation ({len(val)}) set.")
     model.to(device)
@@ -318,10 +321,10 @@ def train_fold(
         best_state, history, finished = ckpt["best_state"], list(ckpt["history"]), bool(ckpt["finished"])
         _restore_rng(ckpt["rng"], generator, dropout_generator)
         if not quiet:
-            log.info("fold %d: resuming after epoch %d from %s", fold_index, start_epoch, checkpoint_path)
+            log.info("%s: resuming after epoch %d from %s", name, start_epoch, checkpoint_path)
 
     bar = progress_bar(  # a bar on a terminal, a line per 10 % in logs
-        total=cfg.epochs, initial=start_epoch, desc=f"fold {fold_index}", unit="epoch", disable=quiet or finished,
+        total=cfg.epochs, initial=start_epoch, desc=name, unit="epoch", disable=quiet or finished,
         leave=False, dynamic_ncols=True,
     )
     try:
