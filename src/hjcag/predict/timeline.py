@@ -1,20 +1,24 @@
 """The per-turn emotion timeline of `hjcag predict`'s rows: a PNG (matplotlib, Agg) and an HTML page that opens
 offline (plain HTML and CSS, nothing fetched). Each dialogue's turns in order: the speaker, the predicted emotion
-and its probability, and the gate weights of text / audio / visual as a stacked bar."""
+and its probability, and the gate weights of text / audio / visual as a split bar."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hjcag.predict.rows import GATES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 GATE_COLOURS = {"text": "#4c72b0", "audio": "#dd8452", "visual": "#55a868"}
 LABEL_COLOURS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#1f77b4",
                  "#ff7f0e", "#2ca02c")
 PNG_DIALOGUES = 24  # the picture shows this many dialogues; the page shows them all
+BAR = 0.7  # a turn's bar width (turns are 1 apart)
 
 
 def by_dialogue(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Mapping[str, Any]]]]:
@@ -43,39 +47,56 @@ def write_timeline(rows: Sequence[Mapping[str, Any]], png: str | Path) -> tuple[
 
 
 def write_png(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    fig = timeline_figure(rows)
+    fig.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt  # after timeline_figure chose the Agg backend
+
+    plt.close(fig)
+    return path
+
+
+def timeline_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """One panel per dialogue, its turns on one scale for all panels: a bar per turn in the colour of the predicted
+    emotion, as high as its probability, and under it a strip split by the gate weights of text / audio / visual."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
 
     dialogues = by_dialogue(rows)
     shown = dialogues[:PNG_DIALOGUES]
     colours = label_colours(rows)
-    width = min(max(6.0, 0.9 * max((len(t) for _, t in shown), default=1) + 2), 30.0)
+    longest = max((len(t) for _, t in shown), default=1)
+    width = min(max(6.0, 0.9 * longest + 2), 30.0)
     fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(width, 2.4 * max(1, len(shown))), squeeze=False,
                              layout="constrained")
     for ax, (dialogue, turns) in zip(axes[:, 0], shown, strict=False):
         x = list(range(len(turns)))
-        bottom = [0.0] * len(turns)
-        for gate in GATES:
-            heights = [float(r["gate"].get(gate, 0.0)) for r in turns]
-            ax.bar(x, heights, bottom=bottom, color=GATE_COLOURS[gate], width=0.6, label=gate)
-            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        probabilities = [float(r["probability"]) for r in turns]
+        ax.bar(x, probabilities, width=BAR, color=[colours.get(str(r["label"]), "black") for r in turns])
         for i, r in enumerate(turns):
-            ax.text(i, 1.04, f"{r['label']}\n{r['probability']:.2f}", ha="center", va="bottom", fontsize=8,
-                    color=colours.get(str(r["label"]), "black"), fontweight="bold")
+            ax.text(i, probabilities[i] + 0.03, f"{r['label']}\n{probabilities[i]:.2f}", ha="center", va="bottom",
+                    fontsize=7)
+            left = i - BAR / 2
+            for gate in GATES:
+                share = BAR * float(r["gate"].get(gate, 0.0))
+                ax.add_patch(Rectangle((left, -0.3), share, 0.18, color=GATE_COLOURS[gate], linewidth=0))
+                left += share
+        ax.axhline(0, color="#999999", linewidth=0.6)
         ax.set_xticks(x, [f"{r['turn']}\n{r.get('speaker') or '-'}" for r in turns], fontsize=8)
-        ax.set_ylim(0, 1.45)
+        ax.set_xlim(-0.5, longest - 0.5)
+        ax.set_ylim(-0.34, 1.3)
         ax.set_yticks([0, 0.5, 1])
-        ax.set_ylabel("gate", fontsize=8)
+        ax.set_ylabel("probability", fontsize=8)
         ax.set_title(f"dialogue {dialogue}", fontsize=9, loc="left")
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0, 0].legend(loc="upper right", fontsize=7, ncols=3, frameon=False, bbox_to_anchor=(1.0, 1.32))
+    keys = [Patch(color=c, label=label) for label, c in colours.items()]
+    keys += [Patch(color=GATE_COLOURS[g], label=f"gate: {g}") for g in GATES]
+    fig.legend(handles=keys, loc="outside upper right", fontsize=7, ncols=min(len(keys), 10), frameon=False)
     if len(dialogues) > len(shown):
         fig.suptitle(f"the first {len(shown)} of {len(dialogues)} dialogues (the HTML page shows all)", fontsize=9)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def html_page(rows: Sequence[Mapping[str, Any]]) -> str:
