@@ -29,6 +29,7 @@ import predict_fixtures as pf
 import serve_fixtures as sf
 from hjcag.cli import main
 from hjcag.client import Client, EndpointError, LocalClient, turn
+from hjcag.errors import DataError
 from hjcag.serve.local import free_port
 from hjcag.serve.package import package_model
 
@@ -278,6 +279,22 @@ def stand_in() -> Iterator[tuple[str, Script]]:
     script = Script([], (200, ANSWER))
     with serving(script) as url:
         yield url, script
+
+
+def test_numpy_in_a_body_built_by_hand_is_sent_as_turn_sends_it(stand_in: tuple[str, Script],
+                                                                context_run: tuple[Path, Path]) -> None:
+    """A notebook user's body with numpy arrays and numbers goes packed, as turn() packs it, over HTTP and in
+    process alike; what JSON cannot hold is a one-line DataError naming turn()."""
+    url, script = stand_in
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    with Client(url, retries=0) as client:
+        assert client.answer({"features": {"text": x}, "speaker": np.str_("Ross")}) == ANSWER
+    assert script.seen[-1][1] == turn(features={"text": x}, speaker="Ross")
+    with pytest.raises(DataError, match=r"cannot be sent as JSON: set .* build it with hjcag.client.turn\("):
+        Client(url, retries=0).answer({"text": {"a", "b"}})
+    local = LocalClient.load(context_run[1])
+    vector = np.random.default_rng(0).standard_normal(local.predictor.input_dims["t"]).astype(np.float32)
+    assert local.answer({"features": {"text": vector}}) == local.answer(turn(features={"text": vector}))
 
 
 def test_busy_answers_are_tried_again_with_backoff(stand_in: tuple[str, Script]) -> None:

@@ -1,10 +1,11 @@
 """One turn of a conversation as the endpoint takes it (:mod:`hjcag.serve.request`): raw text, a wav or mp4 in
 base64, pre-extracted features in the packed form. The previous turns (``context``) are the conversation's
-business (:mod:`hjcag.client.conversation`), not the turn's."""
+business (:mod:`hjcag.client.conversation`), not the turn's. :func:`request_json` is the JSON every client sends."""
 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,3 +57,21 @@ def _b64(media: Media) -> str:
     if not path.is_file():
         raise DataError(f"media file '{path}' not found.")
     return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def request_json(body: Any) -> str:
+    """The JSON text of a request body. A numpy array in it is sent packed (float32: the very numbers) and a numpy
+    number as a number, so a body built by hand from numpy goes as :func:`turn` would send it."""
+    try:
+        return json.dumps(body, default=_numpy_as_json)
+    except TypeError as exc:
+        raise DataError(f"the request body cannot be sent as JSON: {exc}; build it with hjcag.client.turn(text=, "
+                        "audio=, video=, features=, speaker=).") from None
+
+
+def _numpy_as_json(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return pack_array(value, DEFAULT_DTYPE)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} {value!r:.60} is not a JSON value")

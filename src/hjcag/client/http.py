@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hjcag.client.body import request_json
 from hjcag.client.conversation import Answer, DialogueClient, EndpointError
 
 PREDICT_PATH = "/predictions/hjcag"  # TorchServe's route of the model hjcag.serve.package names
@@ -78,7 +79,7 @@ class Client(DialogueClient):
         self._opened_lock = threading.Lock()
 
     def answer(self, body: Mapping[str, Any]) -> Answer:
-        data = json.dumps({"instances": [body]} if self.kserve else body).encode("utf-8")
+        data = request_json({"instances": [body]} if self.kserve else body).encode("utf-8")
         headers = {"Content-Type": "application/json", **self._route.headers()}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"

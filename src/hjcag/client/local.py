@@ -5,7 +5,6 @@ directory (with the feature-extractor config and media bounds that `hjcag packag
 
 from __future__ import annotations
 
-import json
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hjcag.artifacts import FEATURES_FILE, MODEL_CONFIG_FILE, SERVING_FILE, features_meta_path, read_json
+from hjcag.client.body import request_json
 from hjcag.client.conversation import Answer, DialogueClient, EndpointError
 from hjcag.errors import HjcagError
 from hjcag.serve.predictor import Predictor
@@ -57,7 +57,7 @@ class LocalClient(DialogueClient):
 
     def answer(self, body: Mapping[str, Any]) -> Answer:
         try:
-            return self.predictor.predict(json.dumps(body))
+            return self.predictor.predict(request_json(body))
         except RequestError as exc:
             raise EndpointError(f"the model answered {exc.status}: {exc.message}", exc.status, exc.message) from None
 
