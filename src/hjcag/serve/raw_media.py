@@ -122,11 +122,10 @@ class RawMedia:
                     f"{fallback}"), None
         trained = self.trained_with.get(name)
         if trained:
-            differ = sorted(k for k, v in info.items() if k not in _NOT_IDENTITY and k in trained and trained[k] != v)
-            if m == "t" and recorded_text_context(trained) != recorded_text_context(info):
-                differ = sorted({*differ, "text_context"})
+            if m == "t":  # a record without text_context read each utterance alone (recorded_text_context)
                 info = {**info, "text_context": recorded_text_context(info)}
                 trained = {**trained, "text_context": recorded_text_context(trained)}
+            differ = sorted(k for k, v in info.items() if k not in _NOT_IDENTITY and k in trained and trained[k] != v)
             if differ:
                 detail = "; ".join(f"{k}: trained {trained[k]!r}, serving {info[k]!r}" for k in differ)
                 return (f"raw {name} cannot be served: the serving {name} extractor differs from the one the "
