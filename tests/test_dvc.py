@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ class Project:
     env: dict[str, str]
     first_log: str
     first_lock: str = ""
+    first_imports: list[dict] = field(default_factory=list)  # per hjcag process of the first repro (IMPORTS_HOOK)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(list(args), cwd=self.root, env=self.env, text=True, capture_output=True, timeout=600)
@@ -70,9 +71,30 @@ def tiny_params(doc: dict) -> None:
     demo["gates"] = {"min_accuracy": 0.0, "min_weighted_f1": 0.0}
 
 
+# A sitecustomize on the stages' PYTHONPATH: each `hjcag` process writes, as it exits, its command and the files of
+# the hjcag modules it imported (what the stage ran, lazy imports included) into $HJCAG_TEST_IMPORTS.
+IMPORTS_HOOK = """
+import atexit, json, os, sys
+
+def _record_hjcag_imports():
+    if os.path.basename(sys.argv[0]) != "hjcag" or len(sys.argv) < 2:
+        return
+    import hjcag
+    src = os.path.dirname(os.path.dirname(hjcag.__file__))
+    files = sorted({"src/" + os.path.relpath(m.__file__, src) for name, m in list(sys.modules.items())
+                    if name.split(".")[0] == "hjcag" and getattr(m, "__file__", None)})
+    with open(os.path.join(os.environ["HJCAG_TEST_IMPORTS"], f"{os.getpid()}.json"), "w") as f:
+        json.dump({"command": sys.argv[1], "files": files}, f)
+
+atexit.register(_record_hjcag_imports)
+"""
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     root = tmp_path_factory.mktemp("dvc-project")
+    hooks, imports = tmp_path_factory.mktemp("hooks"), tmp_path_factory.mktemp("imports")
+    (hooks / "sitecustomize.py").write_text(IMPORTS_HOOK)
     for name in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "src" / "hjcag", root / "src" / "hjcag", ignore=shutil.ignore_patterns("__pycache__"))
@@ -82,6 +104,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         "MLFLOW_TRACKING_URI": "sqlite:///mlruns.db",  # the default: beside dvc.yaml, wherever the checkout is
         "HF_HUB_OFFLINE": "1",
         "DVC_NO_ANALYTICS": "1",  # dvc init reports before core.analytics is set, leaving its report in /tmp
+        "PYTHONPATH": os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH", "")) if p),
+        "HJCAG_TEST_IMPORTS": str(imports),
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
         "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
     }
@@ -93,7 +117,42 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     proj.run("git", "commit", "-qm", "scratch project")
     proj.first_log = proj.dvc("repro").stdout
     proj.first_lock = (root / "dvc.lock").read_text()
+    proj.first_imports = [json.loads(f.read_text()) for f in sorted(imports.glob("*.json"))]
     yield proj
+
+
+# What a stage's command imports but cannot change its outputs with: the argument parser, the exception classes and
+# the progress lines (deliberately not stage deps: editing them re-runs nothing).
+NOT_OUTPUT_CODE = {"src/hjcag/__init__.py", "src/hjcag/cli.py", "src/hjcag/errors.py", "src/hjcag/progress.py"}
+
+
+def uncovered_code(stages: dict, imports: list[dict]) -> dict[str, list[str]]:
+    """Per stage: the hjcag files its command imported that none of its deps covers (a file, or a folder above it)."""
+    gaps = {}
+    for name, stage in stages.items():
+        command = stage["cmd"].split()[1]  # `hjcag <command> ...`
+        files = {f for record in imports if record["command"] == command for f in record["files"]}
+        deps = [str(d).split()[0].rstrip("/") for d in stage.get("deps", [])]
+        missing = sorted(f for f in files - NOT_OUTPUT_CODE if not any(f == d or f.startswith(d + "/") for d in deps))
+        if missing:
+            gaps[name] = missing
+    return gaps
+
+
+def test_every_stage_depends_on_the_code_it_runs(project: Project) -> None:
+    """Editing code a stage ran re-runs the stage: each stage's deps in dvc.yaml cover every hjcag module its command
+    imported in the repro (recorded by IMPORTS_HOOK), but the few that cannot change its outputs."""
+    stages = yaml.safe_load((project.root / "dvc.yaml").read_text())["stages"]
+    assert {r["command"] for r in project.first_imports} >= {s["cmd"].split()[1] for s in stages.values()}
+    assert uncovered_code(stages, project.first_imports) == {}
+
+
+def test_the_code_check_finds_a_module_no_dep_covers() -> None:
+    stages = {"train": {"cmd": "hjcag train --x", "deps": ["src/hjcag/train", "src/hjcag/params.py", "build/x"]}}
+    imports = [{"command": "train", "files": ["src/hjcag/train/run.py", "src/hjcag/params.py", "src/hjcag/cli.py",
+                                              "src/hjcag/data/features_file.py"]},
+               {"command": "gate", "files": ["src/hjcag/registry/gate.py"]}]
+    assert uncovered_code(stages, imports) == {"train": ["src/hjcag/data/features_file.py"]}
 
 
 def ran_stages(log: str) -> list[str]:
