@@ -55,6 +55,10 @@ def command(name: str, help: str, add_arguments: ArgumentAdder) -> Callable[[Han
     return register
 
 
+RUN_HELP = "run directory written by `hjcag train`"
+EXPERIMENT_HELP = "MLflow experiment (default: hjcag-<dataset>)"
+
+
 def _params(args: argparse.Namespace) -> Params:
     params = load_params(args.params, args.profile)
     labels = getattr(args, "labels", None)
@@ -233,7 +237,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (re-running resumes it)")
     p.add_argument("--folds", default=None, help="train only these fold indices, e.g. 0,1 (parallel workers)")
     p.add_argument("--track", action="store_true", help="log to MLflow (MLFLOW_TRACKING_URI, default sqlite)")
-    p.add_argument("--experiment", default=None, help="MLflow experiment (default: hjcag-<dataset>)")
+    p.add_argument("--experiment", default=None, help=EXPERIMENT_HELP)
     _add_params_options(p)
     _add_labels_option(p)
 
@@ -281,7 +285,7 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
                    help="profile the best values are written to in --params (default: <profile>-tuned)")
     p.add_argument("--no-profile", action="store_true", help="write only best.yaml / study.json, not params.yaml")
     p.add_argument("--no-track", action="store_true", help="no MLflow runs")
-    p.add_argument("--experiment", default=None, help="MLflow experiment (default: hjcag-<dataset>)")
+    p.add_argument("--experiment", default=None, help=EXPERIMENT_HELP)
     p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: params train.protocol")
     p.add_argument("--modalities", default=None, help="subset of t,a,v (default: all in the file)")
     p.add_argument("--model", choices=MODEL_NAMES, default=None)
@@ -329,7 +333,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="run directory written by `hjcag train`")
+    p.add_argument("--run", required=True, help=RUN_HELP)
     p.add_argument("--out", required=True)
 
 
@@ -342,7 +346,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _gate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, help=RUN_HELP)
     p.add_argument("--report", default=None, help="write the gate result as JSON here (also when it fails)")
     _add_params_options(p)
 
@@ -354,11 +358,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def _register_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, help=RUN_HELP)
     p.add_argument("--features", required=True, help="the features .npz the run was trained on (data hash)")
     p.add_argument("--dvc-lock", default="dvc.lock", help="dvc.lock to take the data hash from, or 'none'")
     p.add_argument("--name", default=None, help="registered model name (default: hjcag-<dataset>)")
-    p.add_argument("--experiment", default=None)
+    p.add_argument("--experiment", default=None, help=EXPERIMENT_HELP)
     p.add_argument("--record", default=None, help="write the registered version as JSON here")
     _add_params_options(p)
 
@@ -396,7 +400,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 def _package_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run directory written by `hjcag train`")
+    src.add_argument("--run", help=RUN_HELP)
     src.add_argument("--model-uri", help="e.g. models:/hjcag-meld@champion")
     src.add_argument("--record", help="the version a `hjcag register --record FILE` registered (dvc.yaml uses this)")
     p.add_argument("--out", default="model-store", help="model store directory (default: model-store)")
