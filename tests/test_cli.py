@@ -183,3 +183,12 @@ def test_every_command_is_registered_beside_its_function_in_pipeline_order() -> 
         "demo", "demo-data", "standin-features", "prepare", "features", "finetune-text", "validate",
         "validate-features", "train", "tune", "ablate", "evaluate", "gate", "register", "registry", "package",
         "serve-local", "predict"]
+
+
+def test_every_option_of_every_command_says_what_it_takes() -> None:
+    """`hjcag COMMAND --help` explains each option: none is listed with its name alone."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    bare = [f"hjcag {command} {action.option_strings[-1]}" for command, parser in commands.items()
+            for action in parser._actions if action.option_strings and not action.help]
+    assert bare == []
+    assert sum(len(parser._actions) for parser in commands.values()) > 100  # the check read every command's options

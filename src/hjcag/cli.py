@@ -56,6 +56,9 @@ def command(name: str, help: str, add_arguments: ArgumentAdder) -> Callable[[Han
 
 
 RUN_HELP = "run directory written by `hjcag train`"
+SIZE_HELP = "tiny (~300 utterances) or small (~900; make demo's)"
+MODALITIES_HELP = "the modalities to extract, a subset of t,a,v (default: all three)"
+MODEL_HELP = "hjcag (the paper's) or a baseline (default: params model.name)"
 EXPERIMENT_HELP = "MLflow experiment (default: hjcag-<dataset>)"
 
 
@@ -88,7 +91,7 @@ def _add_docs_option(p: argparse.ArgumentParser) -> None:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--size", choices=DEMO_SIZES, default="tiny")
+    p.add_argument("--size", choices=DEMO_SIZES, default="tiny", help=SIZE_HELP)
     _add_params_options(p)
 
 
@@ -101,9 +104,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True)
-    p.add_argument("--size", choices=DEMO_SIZES, default="tiny")
-    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--out", required=True, help="directory for the dataset (a CSV and one mp4 per utterance)")
+    p.add_argument("--size", choices=DEMO_SIZES, default="tiny", help=SIZE_HELP)
+    p.add_argument("--seed", type=int, default=13, help="random seed of the generated data (default: 13)")
     p.add_argument("--context-cue", type=float, default=0.0, metavar="P",
                    help="share of 'echo' turns whose emotion only the previous turn shows (default 0: none)")
 
@@ -118,7 +121,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def _standin_features_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset directory in MELD layout")
     p.add_argument("--out", required=True, help="features .npz to write")
-    p.add_argument("--modalities", default="t,a,v")
+    p.add_argument("--modalities", default="t,a,v", help=MODALITIES_HELP)
     p.add_argument("--keep", default=None, help="a validated manifest: only the utterances it kept")
     _add_params_options(p)
 
@@ -131,7 +134,7 @@ def cmd_standin_features(args: argparse.Namespace) -> int:
 
 
 def _prepare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=DATA_KINDS, required=True)
+    p.add_argument("--dataset", choices=DATA_KINDS, required=True, help="the layout of --source (params data.kind)")
     p.add_argument("--source", required=True, help="dataset root (or the manifest CSV/JSONL file)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--modalities", default="t,a,v", help="media of modalities left out are not required")
@@ -151,7 +154,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def _features_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, help="manifest.parquet (or CSV) from `hjcag prepare`")
     p.add_argument("--out", required=True, help="features .npz to write")
-    p.add_argument("--modalities", default="t,a,v")
+    p.add_argument("--modalities", default="t,a,v", help=MODALITIES_HELP)
     p.add_argument("--cache", default=None, help="feature cache directory, or 'none' (default: params)")
     _add_data_root_option(p)
     _add_params_options(p)
@@ -202,8 +205,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _validate_features_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--features", required=True, help="features .npz to check")
+    p.add_argument("--out", required=True, help="directory for validation.json")
     p.add_argument("--dims", default=None, help="expected widths, e.g. t=1024,a=1582,v=2048 (default: .meta.json)")
     p.add_argument("--labels", default=None, help="the classes training will select, e.g. negative,positive (as "
                    "`hjcag train --labels`); the file must hold at least two of them (default: all of its labels)")
@@ -233,7 +236,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", required=True, help="features .npz (or DialogueRNN-style .pkl)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: params train.protocol")
     p.add_argument("--modalities", default=None, help="subset of t,a,v (default: all in the file)")
-    p.add_argument("--model", choices=MODEL_NAMES, default=None)
+    p.add_argument("--model", choices=MODEL_NAMES, default=None, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="run directory (re-running resumes it)")
     p.add_argument("--folds", default=None, help="train only these fold indices, e.g. 0,1 (parallel workers)")
     p.add_argument("--track", action="store_true", help="log to MLflow (MLFLOW_TRACKING_URI, default sqlite)")
@@ -288,7 +291,7 @@ def _tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default=None, help=EXPERIMENT_HELP)
     p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: params train.protocol")
     p.add_argument("--modalities", default=None, help="subset of t,a,v (default: all in the file)")
-    p.add_argument("--model", choices=MODEL_NAMES, default=None)
+    p.add_argument("--model", choices=MODEL_NAMES, default=None, help=MODEL_HELP)
     _add_params_options(p)
     _add_labels_option(p)
 
@@ -315,9 +318,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _ablate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", required=True)
-    p.add_argument("--protocol", choices=PROTOCOLS, default=None)
-    p.add_argument("--out", required=True)
+    p.add_argument("--features", required=True, help="features .npz (or DialogueRNN-style .pkl)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: params train.protocol")
+    p.add_argument("--out", required=True, help="directory for ablation.md and one run per row")
     _add_params_options(p)
     _add_labels_option(p)
 
@@ -334,7 +337,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help=RUN_HELP)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="directory for the report, metrics and plots")
 
 
 @command("evaluate", "a finished run -> flat metrics.json, folds.csv, predictions.csv, plots", _evaluate_args)
@@ -424,8 +427,8 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 
 def _serve_local_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model-store", default="model-store")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--model-store", default="model-store", help="folder holding hjcag.mar (default: model-store)")
+    p.add_argument("--port", type=int, default=8080, help="inference port on 127.0.0.1 (default: 8080)")
 
 
 @command("serve-local", "run TorchServe on 127.0.0.1 with a model store, until Ctrl-C", _serve_local_args)
