@@ -253,3 +253,34 @@ def test_the_missing_modality_table_is_a_committed_results_file() -> None:
                 f"{run['robustness_accuracy'][m]:.2f}" for m in MISSING_COLUMNS.values()]
         got = [row["All present"], *(row[c] for c in MISSING_COLUMNS)]
         assert got == want, f"{key}: README {got}, results file {want}"
+
+
+CONTEXT = "### Conversation context (beyond the paper)"
+CONTEXT_COLUMNS = {"No context": "none", "gru, warm start (as shipped)": "gru", "gru, trained jointly": "gru_joint"}
+
+
+def context_cell(run: dict[str, Any]) -> str:
+    """A run as README "Conversation context" prints it: accuracy / weighted F1, and for a context run the paired
+    differences from the no-context run (mean ± standard error) and, warm-started, where the context was kept."""
+    cell = f"{run['accuracy']['mean']:.2f} / {run['weighted_f1']['mean']:.2f}"
+    if "paired" not in run:
+        return cell
+    a, w = run["paired"]["accuracy"], run["paired"]["weighted_f1"]
+    kept = f"; context kept in {run['context_kept']} of {run['units']}" if run["context_warm_start"] else ""
+    return f"{cell} ({a['mean']:+.2f} ± {a['se']:.2f} / {w['mean']:+.2f} ± {w['se']:.2f}{kept})"
+
+
+def test_the_conversation_context_table_is_a_committed_results_file() -> None:
+    """README "Conversation context": each demo row's three runs are benchmarks/context_demo.py's, of a clean
+    commit, as printed."""
+    text = (REPO / "README.md").read_text()
+    [table, *_] = section_tables(text, CONTEXT)
+    assert len(table) == 2
+    for row in table:
+        match = LINK.search(row["Results"])
+        assert match is not None, row
+        key, path, commit = match.groups()
+        data = committed_results_file(path, commit, "context_demo")["figures"][key]
+        got = [row[column] for column in CONTEXT_COLUMNS]
+        want = [context_cell(data[run]) for run in CONTEXT_COLUMNS.values()]
+        assert got == want, f"{key}: README {got}, results file {want}"

@@ -353,8 +353,9 @@ def extract_features(
                                         "failed": len(result.failures), "seconds": round(result.seconds, 2)}
         if not result.failures:
             features[m] = _stack(result.values, None if m == "a" else config.seq_len, extractor.dim)
-        log.info("%s: %d extracted, %d from cache, %d failed in %.1f s", MODALITY_NAMES[m], result.extracted,
-                 result.cached, len(result.failures), result.seconds)
+        log.info("%s: %d utterances, %d from cache; %d extracted (identical inputs once), %d failed in %.1f s",
+                 MODALITY_NAMES[m], len(result.values), result.cached, result.extracted, len(result.failures),
+                 result.seconds)
     if failures:
         raise DataError(
             f"{len(failures)} utterance(s) could not be decoded (everything else is cached; re-run after fixing "
