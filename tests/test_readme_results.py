@@ -229,6 +229,19 @@ def test_the_image_figures_are_a_committed_images_results_file() -> None:
     assert stores in body
 
 
+def linked_table_rows(title: str, benchmark: str) -> list[tuple[dict[str, str], str, dict[str, Any]]]:
+    """The first table under `title`: each row, the key its Results link names, and the figures of the file it links
+    (`benchmark`'s, of a clean commit)."""
+    [table, *_] = section_tables((REPO / "README.md").read_text(), title)
+    rows = []
+    for row in table:
+        match = LINK.search(row["Results"])
+        assert match is not None, row
+        key, path, commit = match.groups()
+        rows.append((row, key, committed_results_file(path, commit, benchmark)["figures"]))
+    return rows
+
+
 MISSING = "### Missing modalities"
 MISSING_COLUMNS = {"Without text": "audio+visual", "Without audio": "text+visual", "Without visual": "text+audio"}
 
@@ -236,14 +249,9 @@ MISSING_COLUMNS = {"Without text": "audio+visual", "Without audio": "text+visual
 def test_the_missing_modality_table_is_a_committed_results_file() -> None:
     """README "Missing modalities": each row's accuracies are benchmarks/missing_modalities.py's, of a clean commit,
     as printed (2 places); the two-modality row reads each column from the model trained without that modality."""
-    text = (REPO / "README.md").read_text()
-    [table, *_] = section_tables(text, MISSING)
-    assert len(table) == 3
-    for row in table:
-        match = LINK.search(row["Results"])
-        assert match is not None, row
-        key, path, commit = match.groups()
-        f = committed_results_file(path, commit, "missing_modalities")["figures"]
+    rows = linked_table_rows(MISSING, "missing_modalities")
+    assert len(rows) == 3
+    for row, key, f in rows:
         if key == "two modalities":
             want = [""] + [f"{f['trained_' + m.replace('+', '_')]['accuracy']['mean']:.2f}"
                            for m in MISSING_COLUMNS.values()]
@@ -273,14 +281,10 @@ def context_cell(run: dict[str, Any]) -> str:
 def test_the_conversation_context_table_is_a_committed_results_file() -> None:
     """README "Conversation context": each demo row's three runs are benchmarks/context_demo.py's, of a clean
     commit, as printed."""
-    text = (REPO / "README.md").read_text()
-    [table, *_] = section_tables(text, CONTEXT)
-    assert len(table) == 2
-    for row in table:
-        match = LINK.search(row["Results"])
-        assert match is not None, row
-        key, path, commit = match.groups()
-        data = committed_results_file(path, commit, "context_demo")["figures"][key]
+    rows = linked_table_rows(CONTEXT, "context_demo")
+    assert len(rows) == 2
+    for row, key, figures in rows:
+        data = figures[key]
         got = [row[column] for column in CONTEXT_COLUMNS]
         want = [context_cell(data[run]) for run in CONTEXT_COLUMNS.values()]
         assert got == want, f"{key}: README {got}, results file {want}"
