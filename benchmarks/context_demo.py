@@ -9,7 +9,8 @@ folds x --seeds (folds from the params' seed, as make demo's), each as dvc.yaml'
 (the paper's model), `model.context: gru` as shipped (warm start: the context-free model first, the context layer
 kept only where it wins on validation), and gru trained jointly from the start (`train.context_warm_start: false`).
 Each context run is compared with the no-context run fold-seed by fold-seed (mean ± standard error of the paired
-differences), with how many fold-seeds kept the context layer. About 45 minutes on 2 cores.
+differences), with how many fold-seeds kept the context layer. It took 78 minutes on 2 cores that other jobs
+shared part of the time (results/context_demo-20261207T093212Z.json).
 """
 
 from __future__ import annotations

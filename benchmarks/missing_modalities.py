@@ -6,7 +6,7 @@ trained on two modalities only, all on `make demo`'s features, folds and seed:
 Five trainings of the params' profile (the file's: `demo`), each as dvc.yaml's train stage runs it (`hjcag train`,
 into --work, untracked): modality dropout as shipped (its figures are make demo's: a check that they came out
 again), dropout 0, and, with dropout as shipped, the three models of two modalities. Each run's robustness table
-gives its accuracy with a modality missing at test time. About 15 minutes on 2 cores.
+gives its accuracy with a modality missing at test time. 8.5 minutes on 2 cores at a947234.
 """
 
 from __future__ import annotations
