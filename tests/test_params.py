@@ -206,7 +206,7 @@ def test_a_full_disk_is_one_line_naming_the_path() -> None:
 def test_a_missing_params_file_points_at_the_installed_defaults(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Run outside a checkout, the default ./params.yaml is missing: the error names where the installed hjcag's
-    defaults are, to copy; an explicit path that is missing names only itself."""
+    defaults are, to copy; an explicit absolute path that is missing names only itself (no working directory)."""
     monkeypatch.chdir(tmp_path)
     shipped = Path(__file__).resolve().parents[1] / "params.yaml"
     with pytest.raises(ConfigError) as missing:
@@ -216,5 +216,5 @@ def test_a_missing_params_file_points_at_the_installed_defaults(tmp_path: Path,
                                   "or run from the repository root.")
     with pytest.raises(ConfigError) as explicit:
         load_params(tmp_path / "mine.yaml")
-    assert str(explicit.value) == (f"params file '{tmp_path / 'mine.yaml'}' not found in {tmp_path}. Pass --params "
-                                   "PATH or run from the repository root.")
+    assert str(explicit.value) == (f"params file '{tmp_path / 'mine.yaml'}' not found. Pass --params PATH or run "
+                                   "from the repository root.")

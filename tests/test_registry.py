@@ -127,6 +127,23 @@ def test_tracking_uri_defaults_to_local_sqlite_and_follows_the_env(monkeypatch: 
     assert tracking.tracking_uri() == "http://127.0.0.1:5000" == tracking.registry_uri()
 
 
+def test_reading_commands_leave_no_store_where_there_was_none(tmp_path: Path,
+                                                               point_mlflow_at: Callable[[str], None]) -> None:
+    """`hjcag registry show|promote|rollback` and `hjcag package --model-uri` only read: where the SQLite store
+    is not, they say so, and MLflow (which creates a store on connect) never runs to leave an empty one behind."""
+    from hjcag.serve.package import resolve_model_uri
+
+    db = tmp_path / "elsewhere" / "mlruns.db"
+    db.parent.mkdir()
+    point_mlflow_at(f"sqlite:///{db}")
+    for read in (lambda: aliases.show("hjcag-demo"), lambda: aliases.promote("hjcag-demo"),
+                 lambda: aliases.rollback("hjcag-demo"),
+                 lambda: resolve_model_uri("models:/hjcag-demo@champion", tmp_path / "download")):
+        with pytest.raises(HjcagError, match=r"no MLflow store at sqlite:///.*elsewhere/mlruns\.db \(.* does not "
+                                             r"exist\)\. .*MLFLOW_TRACKING_URI"):
+            read()
+    assert not db.exists()
+
 def test_gates_name_the_failed_threshold_and_the_shortfall(tmp_path: Path) -> None:
     metrics = {"accuracy": {"mean": 0.62, "std": 0.01}, "weighted_f1": {"mean": 0.70, "std": 0.02}}
     result = gate.check_gates(metrics, GateConfig(min_accuracy=0.65, min_weighted_f1=0.70))

@@ -491,8 +491,9 @@ def load_params(path: str | Path | None = None, profile: str | None = None) -> P
     if not path.exists():
         shipped = (f" (the defaults of the installed hjcag are {SHIPPED_PARAMS_FILE}: copy it here to start your own)"
                    if SHIPPED_PARAMS_FILE.is_file() and not path.is_absolute() else "")
-        raise ConfigError(f"params file '{path}' not found in {Path.cwd()}. Pass --params PATH{shipped} or run from "
-                          "the repository root.")
+        where = "" if path.is_absolute() else f" in {Path.cwd()}"
+        raise ConfigError(f"params file '{path}' not found{where}. Pass --params PATH{shipped} or run from the "
+                          "repository root.")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -59,7 +59,7 @@ def _version(client: Any, name: str, version: str) -> Any:
 
 def promote(name: str, version: str | int | None = None) -> AliasMove:
     """Point ``champion`` at `version` (default: the ``candidate`` version), remembering the previous champion."""
-    client = get_client()
+    client = get_client(existing=True)
     with quiet_mlflow():
         aliases = dict(_registered_model(client, name).aliases or {})
         if version is None:
@@ -82,7 +82,7 @@ def promote(name: str, version: str | int | None = None) -> AliasMove:
 
 def rollback(name: str) -> AliasMove:
     """Point ``champion`` back at the version it replaced when the current champion was promoted."""
-    client = get_client()
+    client = get_client(existing=True)
     with quiet_mlflow():
         aliases = dict(_registered_model(client, name).aliases or {})
         current = aliases.get(CHAMPION)
@@ -102,7 +102,7 @@ def rollback(name: str) -> AliasMove:
 
 def show(name: str) -> dict[str, Any]:
     """The registered model's aliases and versions with their tags (what ``hjcag registry show`` prints)."""
-    client = get_client()
+    client = get_client(existing=True)
     with quiet_mlflow():
         model = _registered_model(client, name)
         versions = client.search_model_versions(f"name = '{name}'")

@@ -26,7 +26,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from hjcag.artifacts import (
     BASE,
@@ -42,11 +41,11 @@ from hjcag.artifacts import (
 )
 from hjcag.errors import HjcagError
 from hjcag.identity import params_identity
+from hjcag.mlflow_store import missing_store, registry_uri, sqlite_file, tracking_uri
 from hjcag.params import Params
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 TAG_KIND = "hjcag.kind"            # "parent" | "fold"
 TAG_FINGERPRINT = "hjcag.fingerprint"
 TAG_RUN_DIR = "hjcag.run_dir"
@@ -72,22 +71,15 @@ _MAX_PARAMS_PER_BATCH = 100
 # ---------------------------------------------------------------- URIs, client, noise
 
 
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else a SQLite store ``mlruns.db`` in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def registry_uri() -> str:
-    """``MLFLOW_REGISTRY_URI`` if set, else the tracking URI (MLflow's own default)."""
-    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
-
-
-def get_client() -> Any:
-    """An MlflowClient on the configured URIs; also points MLflow's global (fluent) API at them."""
+def get_client(*, existing: bool = False) -> Any:
+    """An MlflowClient on the configured URIs; also points MLflow's global (fluent) API at them. `existing`: for
+    commands that only read the registry, a SQLite store that is not there yet is an error, not a new file."""
     import mlflow
     from mlflow import MlflowClient
 
     t_uri, r_uri = tracking_uri(), registry_uri()
+    if existing and (why := missing_store(r_uri)):
+        raise HjcagError(why)
     if mlflow.get_tracking_uri() != t_uri:
         mlflow.set_tracking_uri(t_uri)
     if mlflow.get_registry_uri() != r_uri:
@@ -139,10 +131,8 @@ def run_url(experiment_id: str, run_id: str) -> str:
 def _sqlite_artifact_root(uri: str) -> str | None:
     """For ``sqlite:///x/y.db``: ``file:///abs/x/mlartifacts``, so artifacts live next to the database
     (MLflow's own default is ``./mlruns`` of whatever directory the process happens to run in)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    db_path = Path(unquote(uri[len("sqlite:///"):].split("?", 1)[0]))
-    return (db_path.absolute().parent / "mlartifacts").as_uri()
+    db_path = sqlite_file(uri)
+    return None if db_path is None else (db_path.absolute().parent / "mlartifacts").as_uri()
 
 
 def experiment_name(params: Params, experiment: str | None = None) -> str:

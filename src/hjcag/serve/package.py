@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hjcag
+from hjcag import mlflow_store
 from hjcag.artifacts import (
     EXTRACTORS_FILE,
     FEATURES_FILE,
@@ -75,7 +76,6 @@ TORCHSERVE_DIR = Path(__file__).resolve().parent / "torchserve"  # package data:
 HANDLER = TORCHSERVE_DIR / "handler.py"
 MODEL_CONFIG_YAML = TORCHSERVE_DIR / "model-config.yaml"
 URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:/", re.IGNORECASE)
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +92,13 @@ def is_model_uri(value: str | Path) -> bool:
     return isinstance(value, str) and bool(URI_SCHEME.match(value)) and not Path(value).exists()
 
 
-def _tracking_uri(tracking_uri: str | None) -> str:
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+def _tracking_uri(given: str | None) -> str:
+    """`given`, else the configured tracking URI; a SQLite store that does not exist is an error (MLflow would create
+    an empty one and then report the model missing)."""
+    uri = given or mlflow_store.tracking_uri()
+    if why := mlflow_store.missing_store(uri):
+        raise HjcagError(why)
+    return uri
 
 
 def registry_version(uri: str, tracking_uri: str | None = None) -> tuple[str, str] | None:
@@ -327,7 +332,6 @@ def package_model(
         if not path.is_file():
             raise HjcagError(f"the TorchServe {what} '{path}' is missing.")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hjcag-package-") as tmp_name:
         tmp = Path(tmp_name)
         src = resolve_source(source, tmp / "download", tracking_uri)
@@ -359,6 +363,7 @@ def package_model(
         command = [*_archiver(), "--model-name", MODEL_NAME, "--version", version, "--handler", str(handler),
                    "--serialized-file", str(weights), "--extra-files", str(payload),
                    "--config-file", str(model_config_yaml), "--export-path", str(out_dir), "--force"]
+        out_dir.mkdir(parents=True, exist_ok=True)
         (tmp / "archiver-tmp").mkdir()
         # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps concurrent builds apart.
         env = {**os.environ, "TMPDIR": str(tmp / "archiver-tmp")}

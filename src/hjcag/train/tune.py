@@ -41,7 +41,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import numpy as np
 import yaml
@@ -50,6 +49,7 @@ from hjcag.artifacts import BASE, CONTEXT, write_json
 from hjcag.data.features_file import FeatureSet
 from hjcag.device import resolve_device, torch_threads
 from hjcag.errors import ConfigError, HjcagError
+from hjcag.mlflow_store import DEFAULT_TRACKING_URI, sqlite_file
 from hjcag.params import TUNABLE_SECTIONS, Params, SearchDimension
 from hjcag.train.fit import fit_model
 from hjcag.train.folds import Fold, make_folds
@@ -307,8 +307,8 @@ def close_failed_runs(study: optuna.Study, tracker: Tracker) -> None:
 def default_storage(out: Path, uri: str) -> str:
     """``optuna.db`` beside the MLflow SQLite store of tracking URI `uri`; with a tracking server,
     ``<out>/optuna.db``."""
-    if uri.startswith("sqlite:///"):
-        db = Path(unquote(uri[len("sqlite:///"):].split("?", 1)[0]))
+    db = sqlite_file(uri)
+    if db is not None:
         return f"sqlite:///{db.absolute().parent / STORAGE_FILE}"
     return f"sqlite:///{(out / STORAGE_FILE).absolute()}"
 
@@ -370,8 +370,8 @@ def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    if url.startswith("sqlite:///"):
-        Path(unquote(url[len("sqlite:///"):])).parent.mkdir(parents=True, exist_ok=True)
+    if (db := sqlite_file(url)) is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what makes resuming safe
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -501,7 +501,7 @@ def shared_rows(fs: FeatureSet, record: Sequence[str]) -> int:
 def run_tuning(fs: FeatureSet, params: Params, modalities: Sequence[str], model_name: str, out: str | Path, *,
                trials: int | None = None, minutes: float | None = None, study_name: str | None = None,
                storage: str | None = None, tracker: Tracker | None = None, profile_name: str | None = None,
-               tracking_uri: str = "sqlite:///mlruns.db") -> dict[str, Any]:
+               tracking_uri: str = DEFAULT_TRACKING_URI) -> dict[str, Any]:
     """Run (or resume) the study until `trials` (default tune.trials) are finished or `minutes` (default
     tune.minutes) have passed; write `out`/best.yaml and `out`/study.json (naming `profile_name`, the profile the
     caller writes); return the summary. The study lives in `storage`, default :func:`default_storage`."""
