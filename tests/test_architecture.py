@@ -118,3 +118,14 @@ def test_in_serving_only_raw_media_reaches_the_feature_extractors() -> None:
     reach = sorted(f"{m} -> {d}" for m, deps in imports().items() if m.startswith("hjcag.serve.")
                    and m != "hjcag.serve.raw_media" for d in deps if d.startswith("hjcag.features"))
     assert reach == [], "serving modules beside hjcag.serve.raw_media that import hjcag.features:\n" + "\n".join(reach)
+
+
+def test_archives_leave_out_exactly_the_modules_above_serving() -> None:
+    """hjcag.serve.package.NOT_SERVED (what an archive does not carry) is the layers above hjcag.serve, so by the
+    no-upward-imports rule nothing serving runs can import what the archive leaves out."""
+    from hjcag.serve.package import NOT_SERVED
+
+    serving = layer_of("hjcag.serve")
+    above = {m.split(".")[1] + ("" if (SRC / m.split(".")[1]).is_dir() else ".py")
+             for m in imports() if m != "hjcag" and layer_of(m) > serving}
+    assert above == set(NOT_SERVED)

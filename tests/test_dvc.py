@@ -155,6 +155,17 @@ def test_the_code_check_finds_a_module_no_dep_covers() -> None:
     assert uncovered_code(stages, imports) == {"train": ["src/hjcag/data/features_file.py"]}
 
 
+def test_the_package_stage_depends_on_every_file_its_archive_carries() -> None:
+    """A change to any file the archive carries re-runs `package`; one to the modules it leaves out does not."""
+    from hjcag.serve.package import NOT_SERVED, served_sources
+
+    deps = [str(d).split()[0].rstrip("/") for d in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+            ["package"]["deps"]]
+    carried = [f"src/hjcag/{p.as_posix()}" for p in served_sources()]
+    assert [f for f in carried if not any(f == d or f.startswith(d + "/") for d in deps)] == []
+    assert [d for d in deps if d.removeprefix("src/hjcag/") in NOT_SERVED and d != "src/hjcag/stages.py"] == []
+
+
 def ran_stages(log: str) -> list[str]:
     return [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage '")]
 

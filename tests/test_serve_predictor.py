@@ -23,7 +23,7 @@ import serve_fixtures as sf
 from hjcag.artifacts import file_digest
 from hjcag.data.features_file import align_to_length
 from hjcag.errors import ConfigError, HjcagError
-from hjcag.serve.package import package_model, read_archive_record
+from hjcag.serve.package import package_model, read_archive_record, served_sources
 from hjcag.serve.predictor import Predictor
 from hjcag.serve.reproducible import MANIFEST_ENTRY, normalise_archive
 from hjcag.serve.request import RequestError, pack_array
@@ -336,8 +336,9 @@ def test_archive_layout_and_record(run_dir: Path, archive: tuple[Path, Path]) ->
     names = {p.name for p in unpacked.iterdir()}
     assert {"handler.py", "model-config.yaml", "model.safetensors", "model_config.json", "index_to_name.json",
             "features.json", "serving.json", "hjcag", "MAR-INF"} <= names
-    assert (unpacked / "hjcag" / "serve" / "predictor.py").exists()
-    assert not list(unpacked.rglob("__pycache__"))
+    carried = sorted(p.relative_to(unpacked / "hjcag") for p in (unpacked / "hjcag").rglob("*") if p.is_file())
+    assert carried == served_sources() and Path("serve/predictor.py") in carried
+    assert not {p.parts[0] for p in carried} & {"client", "predict", "pipeline", "cli.py", "stages.py"}
     manifest = json.loads((unpacked / "MAR-INF" / "MANIFEST.json").read_text())["model"]
     record = read_archive_record(mar)
     assert manifest["modelName"] == "hjcag" and manifest["modelVersion"] == record["version"]

@@ -76,6 +76,10 @@ TORCHSERVE_DIR = Path(__file__).resolve().parent / "torchserve"  # package data:
 HANDLER = TORCHSERVE_DIR / "handler.py"
 MODEL_CONFIG_YAML = TORCHSERVE_DIR / "model-config.yaml"
 URI_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:/", re.IGNORECASE)
+PACKAGE_DIR = Path(hjcag.__file__).resolve().parent
+# The modules of the layers above hjcag.serve (tests/test_architecture.py): serving never imports them, so the
+# archive leaves them out, and a change to the client, `hjcag predict` or the pipelines leaves the archive as it was.
+NOT_SERVED = ("client", "predict", "stages.py", "demo.py", "pipeline", "cli.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,10 +285,24 @@ def archive_version(source: Source, doc: Mapping[str, Any], fold: int | None) ->
     return source.registered_version if unit == default else f"{source.registered_version}-{unit}"
 
 
+def served_sources(package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """The files of the hjcag package an archive carries, relative to `package_dir`: all but caches and the
+    modules above serving (:data:`NOT_SERVED`)."""
+    return sorted(p.relative_to(package_dir) for p in package_dir.rglob("*") if p.is_file()
+                  and not _skipped(p.relative_to(package_dir)))
+
+
+def _skipped(relative: Path) -> bool:
+    return (relative.parts[0] in NOT_SERVED or any(part == "__pycache__" or part.startswith(".") for part in
+                                                      relative.parts) or relative.suffix in (".pyc", ".pyo"))
+
+
 def _copy_source(dest: Path) -> None:
-    """The hjcag package's Python sources (no caches) -> dest/hjcag."""
-    shutil.copytree(Path(hjcag.__file__).resolve().parent, dest / "hjcag",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*"))
+    """The hjcag package's sources that serving can import (:func:`served_sources`) -> dest/hjcag."""
+    for relative in served_sources():
+        target = dest / "hjcag" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PACKAGE_DIR / relative, target)
 
 
 def _archiver() -> list[str]:
