@@ -20,7 +20,11 @@ install: $(STAMP)
 # The whole pipeline (dvc.yaml) on the demo profile: demo data -> ... -> registered model -> .mar.
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	@echo
+	@sed -n '1p; /^## Summary/,/^## Per fold/{/^## Per fold/!p;}' build/evaluate/report.md
+	@$(BIN)/python -c 'import json; print(json.load(open("build/gate/gate.json"))["summary"])'
+	@echo "The report (per fold, per class, missing modalities, figures; opens offline): build/evaluate/report.html"
+	@echo "Every metric: $(BIN)/dvc metrics show. The model archive: build/model-store/hjcag.mar"
 
 # Quick look without DVC: Table 4 ablations and the baselines on stand-in features.
 demo-ablation: install

@@ -406,7 +406,7 @@ def test_package_checks_its_inputs(run_dir: Path, tmp_path: Path) -> None:
         package_model(run_dir, tmp_path / "store", features_config=sf.features_config(), version="1 0")
 
 
-def test_package_from_a_registry_alias(run_dir: Path, tmp_path: Path) -> None:
+def test_package_from_a_registry_alias(run_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """`--model-uri models:/name@alias`: the run directory registered in MLflow (SQLite store) is downloaded."""
     from mlflow import MlflowClient
 
@@ -417,8 +417,10 @@ def test_package_from_a_registry_alias(run_dir: Path, tmp_path: Path) -> None:
     client.create_registered_model("hjcag-demo")
     version = client.create_model_version("hjcag-demo", f"runs:/{run.info.run_id}/run", run_id=run.info.run_id)
     client.set_registered_model_alias("hjcag-demo", "champion", version.version)
+    capfd.readouterr()
     mar = package_model("models:/hjcag-demo@champion", tmp_path / "store", features_config=sf.features_config(),
                         tracking_uri=uri)
+    assert "Downloading artifacts" not in capfd.readouterr().err  # MLflow's bar, one per file, stays off
     record = read_archive_record(mar)
     assert record["model"] == "hjcag-demo" and record["version"] == "1" and record["registered_version"] == "1"
     assert record["source"] == "models:/hjcag-demo@champion"

@@ -133,6 +133,8 @@ def resolve_model_uri(uri: str, dst: str | Path | None = None, tracking_uri: str
     import mlflow
     from mlflow import MlflowClient
 
+    from hjcag.registry.tracking import quiet_mlflow
+
     uri_ = _tracking_uri(tracking_uri)
     try:
         registered = registry_version(uri, uri_)
@@ -140,8 +142,9 @@ def resolve_model_uri(uri: str, dst: str | Path | None = None, tracking_uri: str
         if registered is not None:  # resolved here, so the registry URI is the one given (not a global setting)
             artifact_uri = MlflowClient(tracking_uri=uri_, registry_uri=uri_).get_model_version_download_uri(
                 *registered)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, tracking_uri=uri_,
-                                                         dst_path=None if dst is None else str(dst)))
+        with quiet_mlflow():  # no progress bar per artifact file (a run holds ~100)
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, tracking_uri=uri_,
+                                                             dst_path=None if dst is None else str(dst)))
     except HjcagError:
         raise
     except Exception as exc:  # MlflowException, OSError: the registry's own messages are the useful part
