@@ -241,11 +241,16 @@ def params(tmp_path: Path) -> Path:
                                                      "patience": 2, "device": "cpu"})
 
 
-def test_the_cli_trains_and_evaluates_a_context_model(params: Path, tmp_path: Path) -> None:
+def test_the_cli_trains_and_evaluates_a_context_model(params: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     features = save_features(tmp_path / "features.npz", dialogue_features(n_dialogues=8))
     run_dir = tmp_path / "run"
     assert main(["train", "--features", str(features), "--params", str(params), "--modalities", "t,a",
                  "--labels", "x,y,z", "--out", str(run_dir)]) == 0
+    comparison = json.loads((run_dir / "metrics.json").read_text())["context_comparison"]  # warm start: paired
+    gain = comparison["difference"]["weighted_f1"]
+    assert (f"conversation context kept in {comparison['kept']} of 2 fold(s); weighted F1 {100 * gain['mean']:+.2f} "
+            f"± {100 * gain['se']:.2f} against the same folds without it") in capsys.readouterr().out
     recorded = json.loads((run_dir / "model_config.json").read_text())["model_config"]
     assert (recorded["context"], recorded["context_window"], recorded["context_direction"]) == ("gru", 3, "causal")
     assert main(["evaluate", "--run", str(run_dir), "--out", str(tmp_path / "eval")]) == 0
@@ -257,3 +262,4 @@ def test_the_cli_trains_and_evaluates_a_context_model(params: Path, tmp_path: Pa
         per_fold.append(np.mean([r["label"] == r["predicted"] for r in rows]))
     assert metrics["accuracy"] == pytest.approx(np.mean(per_fold), abs=1e-9)
     assert "only_text_accuracy" in metrics and "only_audio_accuracy" in metrics
+    assert metrics["without_context_weighted_f1"] == pytest.approx(comparison["without_context"]["weighted_f1"]["mean"])

@@ -28,7 +28,7 @@ from hjcag.serve.predictor import Predictor
 from hjcag.serve.request import RequestError
 from hjcag.train.loop import FoldTraining, TensorData, predict
 from hjcag.train.run import default_unit
-from params_fixtures import context_params
+from params_fixtures import TINY_CONTEXT_MODEL, context_params, demo_params
 
 CPU = torch.device("cpu")
 
@@ -84,12 +84,15 @@ def test_the_fitted_model_is_the_kept_one(kept: bool, monkeypatch: pytest.Monkey
     assert {k.split("_", 1)[0] for k in seen} == {BASE, CONTEXT}  # every streamed epoch names its stage
     for name, value in warm.model.state_dict().items():  # the state run.py saves is the returned model's
         assert torch.equal(warm.training.best_state[name], value), name
+    stage_1, _ = predict(warm.base_model, TensorData.from_features(val), 8, CPU)  # what run.py scores without context
+    alone_logits, _ = predict(alone.model, TensorData.from_features(val), 8, CPU)
+    torch.testing.assert_close(stage_1, alone_logits, rtol=0, atol=0)
     if kept:
         assert isinstance(warm.model, ConversationContext) and warm.config.context == "gru"
-        assert warm.training is warm.stages[CONTEXT]
+        assert warm.training is warm.stages[CONTEXT] and warm.base_model is not warm.model
     else:
         assert type(warm.model) is HJCAG and warm.config.context == "none"
-        assert warm.training is warm.stages[BASE]
+        assert warm.training is warm.stages[BASE] and warm.base_model is warm.model
         logits, _ = predict(warm.model, TensorData.from_features(val, warm.config), 8, CPU)
         expected, _ = predict(alone.model, TensorData.from_features(val), 8, CPU)
         torch.testing.assert_close(logits, expected, rtol=0, atol=0)  # exactly the context-free model
@@ -103,12 +106,14 @@ def test_the_default_fold_is_ranked_on_the_kept_models_validation_loss() -> None
     assert default_unit(results) == "fold_1"  # fold_0's 0.5 is the context stage it dropped
 
 
+TRAIN = {"folds": 2, "epochs": 3, "batch_size": 8, "lr": 3e-3, "patience": 3, "device": "cpu",
+         "context_warm_start": True, "num_threads": 1}
+NO_GATES = {"min_accuracy": 0.0, "min_weighted_f1": 0.0}
+
+
 @pytest.fixture()
 def params(tmp_path: Path) -> Path:
-    return context_params(tmp_path / "params.yaml", {"folds": 2, "epochs": 3, "batch_size": 8, "lr": 3e-3,
-                                                     "patience": 3, "device": "cpu", "context_warm_start": True,
-                                                     "num_threads": 1},
-                          gates={"min_accuracy": 0.0, "min_weighted_f1": 0.0})
+    return context_params(tmp_path / "params.yaml", TRAIN, gates=NO_GATES)
 
 
 def test_a_run_whose_fold_0_dropped_its_context_describes_that_fold_as_the_context_free_model(
@@ -140,6 +145,23 @@ def test_a_run_whose_fold_0_dropped_its_context_describes_that_fold_as_the_conte
     default = min(results, key=lambda unit: results[unit]["best_val_loss"])
     assert doc["weights"]["default"] == f"{default}/model.safetensors"  # ranked on the kept models' validation
 
+    # Without context, paired: each fold's stage-1 model scores its test rows as a `context: none` run's fold does
+    # (fold_0 dropped its context, so its scores are its own).
+    none_params = demo_params(tmp_path / "none.yaml", {**TINY_CONTEXT_MODEL, "context": "none"}, TRAIN,
+                              gates=NO_GATES)
+    assert main(["train", "--features", str(features), "--params", str(none_params), "--labels", "x,y,z",
+                 "--out", str(tmp_path / "none")]) == 0
+    for unit in ("fold_0", "fold_1"):
+        alone = read_json(tmp_path / "none" / unit / "result.json")
+        assert results[unit]["without_context"] == {k: alone[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
+    assert results["fold_0"]["without_context"] == {k: results["fold_0"][k] for k in ("accuracy", "weighted_f1",
+                                                                                      "macro_f1")}
+    comparison = read_json(run_dir / "metrics.json")["context_comparison"]
+    gain = (results["fold_1"]["weighted_f1"] - results["fold_1"]["without_context"]["weighted_f1"]) / 2
+    assert (comparison["n"], comparison["kept"]) == (2, 1)
+    assert comparison["difference"]["weighted_f1"]["mean"] == pytest.approx(gain, abs=1e-12)
+    assert "| without context |" in (run_dir / "report.md").read_text()
+
     client = MlflowClient(uri)
     runs = {r.info.run_name: r for r in client.search_runs(client.search_experiments()[0].experiment_id)}
     for unit, kept, stage in (("fold_0", False, BASE), ("fold_1", True, CONTEXT)):
@@ -151,6 +173,7 @@ def test_a_run_whose_fold_0_dropped_its_context_describes_that_fold_as_the_conte
                                          key=lambda m: m.step)]
         assert curve == [row["val_loss"] for row in read_json(run_dir / unit / "stages.json")[stage]["history"]]
         assert len(client.get_metric_history(runs[unit].info.run_id, f"{CONTEXT}_val_loss")) > 0
+        assert data.metrics["test_without_context_weighted_f1"] == results[unit]["without_context"]["weighted_f1"]
 
     dropped, kept_model = Predictor.from_run(run_dir, fold=0), Predictor.from_run(run_dir, fold=1)
     request = {"features": {"text": [0.5] * 6}, "speaker": "A"}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hjcag.model.validation import validation_scores
-from hjcag.train.metrics import aggregate, classification_metrics, mean_std
+from hjcag.train.metrics import aggregate, classification_metrics, context_comparison, mean_std
 from hjcag.train.report import markdown_report, write_report
 
 LABELS = ("ang", "hap", "sad")
@@ -122,6 +122,32 @@ def test_report_says_in_how_many_folds_a_warm_started_context_was_kept() -> None
     report = markdown_report(metrics)
     assert f"Conversation context kept in {n - 1} of {n} folds" in report
     assert f"in fold(s) {metrics['folds'][1]['fold']} the model is the context-free one" in report
+
+
+def test_with_and_without_context_are_compared_fold_by_fold() -> None:
+    """Three folds, with minus without weighted F1 +0.10, 0 (context dropped), +0.02: mean +0.04, standard error
+    std(ddof=1) / sqrt(3) = 0.052915 / 1.732051 = 0.030551; no comparison while a fold has no stage-1 scores."""
+    folds = [{"accuracy": a, "weighted_f1": w, "macro_f1": m, "context_kept": kept,
+              "without_context": {"accuracy": a0, "weighted_f1": w0, "macro_f1": m0}}
+             for a, w, m, a0, w0, m0, kept in ((0.6, 0.5, 0.4, 0.5, 0.4, 0.4, True),
+                                              (0.7, 0.6, 0.5, 0.7, 0.6, 0.5, False),
+                                              (0.8, 0.7, 0.6, 0.8, 0.68, 0.5, True))]
+    comparison = context_comparison(folds)
+    assert comparison is not None and (comparison["n"], comparison["kept"]) == (3, 2)
+    assert comparison["without_context"]["weighted_f1"]["mean"] == pytest.approx((0.4 + 0.6 + 0.68) / 3)
+    assert comparison["difference"]["weighted_f1"]["mean"] == pytest.approx(0.04)
+    assert comparison["difference"]["weighted_f1"]["se"] == pytest.approx(0.030551, abs=1e-6)
+    assert comparison["difference"]["accuracy"]["mean"] == pytest.approx(0.1 / 3)
+    assert context_comparison([*folds[:2], {k: v for k, v in folds[2].items() if k != "without_context"}]) is None
+
+    metrics, _ = sample_metrics()  # two folds: the first kept its context (+0.10 each), the second dropped it (0)
+    for fold, kept in zip(metrics["folds"], (True, False), strict=True):
+        fold["context_kept"] = kept
+        fold["without_context"] = {k: fold[k] - (0.1 if kept else 0.0) for k in ("accuracy", "weighted_f1", "macro_f1")}
+    metrics = {**metrics, **aggregate(metrics["folds"], LABELS)}
+    report = markdown_report(metrics)
+    assert "| with minus without (mean ± standard error over 2 folds) | +5.00 ± 5.00 | +5.00 ± 5.00 | +5.00 ± 5.00 |" \
+        in report
 
 
 def test_the_html_report_embeds_its_figures_and_loads_nothing_from_elsewhere(tmp_path: Path) -> None:

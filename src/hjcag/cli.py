@@ -270,6 +270,10 @@ def _print_summary(metrics: dict, out: Path) -> None:
     units = len(metrics["folds"])
     print(f"{figures} over {units} fold(s){' x seeds' if units > metrics['n_folds'] else ''}; "
           f"metrics: {out / artifacts.METRICS_FILE}, report: {out / artifacts.REPORT_FILE}")
+    if comparison := metrics.get("context_comparison"):
+        gain, se = comparison["difference"]["weighted_f1"]["mean"], comparison["difference"]["weighted_f1"]["se"]
+        print(f"conversation context kept in {comparison['kept']} of {comparison['n']} fold(s); weighted F1 "
+              f"{100 * gain:+.2f}{'' if se is None else f' ± {100 * se:.2f}'} against the same folds without it")
     if metrics.get("zero_f1_classes"):
         print(f"warning: F1 = 0 for {', '.join(metrics['zero_f1_classes'])} (never predicted correctly); "
               "try train.class_weights: balanced")

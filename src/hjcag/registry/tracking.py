@@ -258,6 +258,9 @@ def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     for row in metrics.get("robustness") or []:  # the model with only these modalities present
         for name in ("accuracy", "weighted_f1"):
             out[f"only_{_safe(row['modalities'])}_{name}"] = float(row[name]["mean"])
+    comparison = metrics.get("context_comparison") or {}
+    for name, stat in (comparison.get("without_context") or {}).items():  # a warm start's stage-1 models on test
+        out[f"without_context_{name}_mean"] = float(stat["mean"])
     return out
 
 
@@ -269,6 +272,7 @@ def fold_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     out.update({k: result[k] for k in ("best_epoch", "best_val_loss", "epochs_run") if result.get(k) is not None})
     for stage, summary in (result.get("stages") or {}).items():  # a warm-started context fold's two stages
         out.update({f"{stage}_{k}": float(v) for k, v in summary.items() if v is not None})
+    out.update({f"test_without_context_{k}": float(v) for k, v in (result.get("without_context") or {}).items()})
     return out
 
 

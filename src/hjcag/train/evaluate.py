@@ -52,6 +52,9 @@ def summary_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     for row in metrics.get("robustness") or []:  # e.g. only_text+audio_accuracy: the model with visual missing
         for key in ("accuracy", "weighted_f1"):
             flat[f"only_{row['modalities']}_{key}"] = float(row[key]["mean"])
+    comparison = metrics.get("context_comparison")
+    for key, stat in ((comparison or {}).get("without_context") or {}).items():  # the same folds' stage-1 models
+        flat[f"without_context_{key}"] = float(stat["mean"])
     flat["n_folds"] = int(metrics.get("n_folds", len(metrics.get("folds", []))))
     flat["n_utterances"] = int(metrics.get("n_utterances", 0))
     return flat

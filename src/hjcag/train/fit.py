@@ -24,6 +24,7 @@ The rule compares what each stage delivers: the blends' validation weighted F1.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from hjcag.model.context import ConversationContext
 from hjcag.model.factory import build_model
 from hjcag.model.probe import ProbeBlend
 from hjcag.params import ModelConfig, TrainConfig, resolve_context
-from hjcag.train.loop import EpochCallback, FoldTraining, TensorData, cpu_state, train_fold
+from hjcag.train.loop import EpochCallback, FoldTraining, TensorData, train_fold
 from hjcag.train.probe import fit_probe_blend
 
 
@@ -57,6 +58,7 @@ class FittedModel:
     stages: dict[str, FoldTraining] = field(default_factory=dict)
     context_kept: bool | None = None
     probe: dict[str, Any] | None = None  # model.probe_blend: the probe and blend chosen (hjcag.train.probe)
+    base_model: nn.Module | None = None  # warm start: stage 1's context-free model (the kept model if dropped)
 
     def val_score(self, metric: str) -> float:
         """`metric` (a tune.metric) on validation for what the fold delivers: weighted F1 is the blend's where the
@@ -154,7 +156,7 @@ def fit_model(
     stage_1 = fit_model(model_name, train, val, base_cfg, cfg, seed=seed, device=device, fold_index=fold_index,
                         checkpoint_path=None if checkpoint_path is None else base_checkpoint(checkpoint_path),
                         on_epoch=stage_callback(on_epoch, BASE), quiet=quiet, stage=BASE)
-    base_state = cpu_state(stage_1.model)  # stage 1 as kept: its best epoch, with its probe blend where it has one
+    base_model = copy.deepcopy(stage_1.model)  # stage 1 as kept (its best epoch, its probe blend): stage 2 trains on
     base = stage_1.model.model if isinstance(stage_1.model, ProbeBlend) else stage_1.model  # the base alone
     model = ConversationContext(base, len(train.label_names), model_cfg)  # its head at zero: the base's logits
     train_data, val_data = TensorData.from_features(train, model_cfg), TensorData.from_features(val, model_cfg)
@@ -170,6 +172,6 @@ def fit_model(
         kept = ProbeBlend(model, train.dims, len(train.label_names))
         probe = fit_probe_blend(kept, train_data, val_data, device)
     if context_beats_base(stage_1.training, context, stage_1.probe, probe):
-        return FittedModel(kept, model_cfg, context, stages, context_kept=True, probe=probe)
-    stage_1.model.load_state_dict(base_state)  # stage 2 trained the base on: back to stage 1's
-    return FittedModel(stage_1.model, base_cfg, stage_1.training, stages, context_kept=False, probe=stage_1.probe)
+        return FittedModel(kept, model_cfg, context, stages, context_kept=True, probe=probe, base_model=base_model)
+    return FittedModel(base_model, base_cfg, stage_1.training, stages, context_kept=False, probe=stage_1.probe,
+                       base_model=base_model)

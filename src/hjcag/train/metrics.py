@@ -15,6 +15,9 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 SCALAR_METRICS = ("accuracy", "weighted_f1", "macro_f1")
+# A warm-started context fold's result: the scalar metrics of its stage-1 context-free model on the same test rows
+# (hjcag.train.fit), equal to the fold's own where the context was dropped.
+WITHOUT_CONTEXT = "without_context"
 
 
 def classification_metrics(
@@ -60,4 +63,24 @@ def aggregate(folds: Sequence[dict[str, Any]], label_names: Sequence[str]) -> di
     # classes the model never gets right on average: the first thing to look at under class imbalance
     out["zero_f1_classes"] = [label for label, f1 in out["per_class_f1"].items() if f1["mean"] == 0.0]
     out["confusion"] = np.sum([np.asarray(f["confusion"], dtype=np.int64) for f in folds], axis=0).tolist()
+    if (comparison := context_comparison(folds)) is not None:
+        out["context_comparison"] = comparison
     return out
+
+
+def context_comparison(folds: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """With against without conversation context, paired by fold and seed (the warm start's two stages): per scalar
+    metric the mean ± std without it, and the mean and standard error of the differences (with minus without; 0
+    where the context was dropped). None unless every fold has both (a warm-started context run)."""
+    if not folds or any(WITHOUT_CONTEXT not in f for f in folds):
+        return None
+    n = len(folds)
+    differences = {k: np.array([f[k] - f[WITHOUT_CONTEXT][k] for f in folds], dtype=np.float64)
+                   for k in SCALAR_METRICS}
+    return {
+        "n": n,
+        "kept": sum(bool(f.get("context_kept")) for f in folds),
+        WITHOUT_CONTEXT: {k: mean_std([f[WITHOUT_CONTEXT][k] for f in folds]) for k in SCALAR_METRICS},
+        "difference": {k: {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else None}
+                       for k, d in differences.items()},
+    }

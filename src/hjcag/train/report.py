@@ -113,15 +113,39 @@ def _cell(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
 
-def _context_kept(folds: Sequence[Mapping[str, Any]]) -> list[str]:
-    """A warm-started context run (hjcag.train.fit): in how many folds the context layer beat the context-free model."""
+def _context_kept(metrics: Mapping[str, Any]) -> list[str]:
+    """A warm-started context run (hjcag.train.fit): in how many folds the context layer beat the context-free model,
+    and what the context changed on the test folds."""
+    folds = metrics["folds"]
     kept = [f["context_kept"] for f in folds if f.get("context_kept") is not None]
     if not kept:
         return []
     dropped = ", ".join(_unit(f) for f in folds if f.get("context_kept") is False)
     tail = f"; in fold(s) {dropped} the model is the context-free one." if dropped else "."
-    return [f"Conversation context kept in {sum(kept)} of {len(kept)} folds (its validation weighted F1 beat the "
-            f"context-free model's){tail}", ""]
+    lines = [f"Conversation context kept in {sum(kept)} of {len(kept)} folds (its validation weighted F1 beat the "
+             f"context-free model's){tail}", ""]
+    return lines + _context_comparison(metrics) if metrics.get("context_comparison") else lines
+
+
+def _context_comparison(metrics: Mapping[str, Any]) -> list[str]:
+    """With against without context on the test folds, paired (hjcag.train.metrics.context_comparison)."""
+    comparison = metrics["context_comparison"]
+
+    def difference(key: str) -> str:
+        d = comparison["difference"][key]
+        return f"{100 * d['mean']:+.2f}" + ("" if d["se"] is None else f" ± {100 * d['se']:.2f}")
+
+    without = comparison["without_context"]
+    return ["Each fold's context-free model (the warm start's first stage, trained exactly as a run without context "
+            "trains it) on the same test rows, for a paired comparison; the difference is 0 where the context was "
+            "dropped:", "",
+            "| | Accuracy | Weighted F1 | Macro F1 |", "|---|---|---|---|",
+            f"| the run's models (context where kept) | {_pct(metrics['accuracy'])} | {_pct(metrics['weighted_f1'])} | "
+            f"{_pct(metrics['macro_f1'])} |",
+            f"| without context | {_pct(without['accuracy'])} | {_pct(without['weighted_f1'])} | "
+            f"{_pct(without['macro_f1'])} |",
+            f"| with minus without (mean ± standard error over {comparison['n']} folds) | {difference('accuracy')} | "
+            f"{difference('weighted_f1')} | {difference('macro_f1')} |", ""]
 
 
 def markdown_report(metrics: Mapping[str, Any]) -> str:
@@ -147,7 +171,7 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
         *([f"**F1 = 0 for {', '.join(metrics['zero_f1_classes'])}**: the model never predicts these classes "
            "correctly (class imbalance? try `train.class_weights: balanced`).", ""]
           if metrics.get("zero_f1_classes") else []),
-        *_context_kept(folds),
+        *_context_kept(metrics),
         "## Per fold",
         "",
         "| Fold | Accuracy | Weighted F1 | Macro F1 | Train | Val | Test | Best epoch | Epochs run |",
