@@ -4,13 +4,16 @@ demo with echo turns (`hjcag demo-data --context-cue 0.3`) and on the demo as `m
     make demo && .venv/bin/python benchmarks/context_demo.py   # -> results/context_demo-<UTC>.json
 
 The echo data goes through the pipeline's own stages (demo_data, prepare, validate, features) into --work; the
-plain demo is make demo's features file. On each, three trainings of the params' profile (the file's: `demo`), 5
-folds x --seeds (folds from the params' seed, as make demo's), each as dvc.yaml's train stage runs it: no context
-(the paper's model), `model.context: gru` as shipped (warm start: the context-free model first, the context layer
-kept only where it wins on validation), and gru trained jointly from the start (`train.context_warm_start: false`).
-Each context run is compared with the no-context run fold-seed by fold-seed (mean ± standard error of the paired
-differences), with how many fold-seeds kept the context layer. It took 78 minutes on 2 cores that other jobs
-shared part of the time (results/context_demo-20261207T093212Z.json).
+plain demo is make demo's features file. On each, the params' profile (the file's: `demo`), 5 folds x --seeds
+(folds from the params' seed, as make demo's), as dvc.yaml's train stage runs it, without context (the paper's
+model), with `model.context: gru` as shipped (warm start: the context-free model first, the context layer kept only
+where it wins on validation), and with gru trained jointly from the start (`train.context_warm_start: false`). The
+no-context figures are the shipped gru run's first stage (each unit's `without_context` in result.json: trained
+exactly as a `context: none` run, scored on the same test rows), so two trainings cover the three rows. Each context
+run is compared with no context fold-seed by fold-seed (mean ± standard error of the paired differences), with how
+many fold-seeds kept the context layer. With three trainings (the no-context run trained on its own, as up to
+ee0fb67) it took 78 minutes on 2 cores that other jobs shared part of the time
+(results/context_demo-20261207T093212Z.json).
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ from hjcag import stages
 from hjcag.artifacts import file_digest, read_json
 from hjcag.params import Params, load_params
 
-VARIANTS = {  # name: (model.context, train.context_warm_start)
-    "none": ("none", True),
+VARIANTS = {  # name: (model.context, train.context_warm_start); the first is the warm start that gives "none"
     "gru": ("gru", True),
     "gru_joint": ("gru", False),
 }
+ROWS = ("none", *VARIANTS)
 SCORES = ("accuracy", "weighted_f1")
 
 
@@ -54,6 +57,13 @@ def paired(units: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]], sc
     mean = sum(diffs) / len(diffs)
     var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
     return {"mean": mean, "se": math.sqrt(var / len(diffs)), "n": len(diffs)}
+
+
+def without_context_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A warm-started run's context-free first stages as demo_figures gives a run's (no robustness table)."""
+    stats = metrics["context_comparison"]["without_context"]
+    return {**{k: {"mean": 100 * v["mean"], "std": 100 * v["std"]} for k, v in stats.items()},
+            "n_utterances": metrics["n_utterances"], "n_folds": metrics["n_folds"], "profile": metrics.get("profile")}
 
 
 def main() -> int:
@@ -78,14 +88,17 @@ def main() -> int:
             stages.train(features, args.work / f"{data}-{name}", run_params)
             metrics = read_json(args.work / f"{data}-{name}" / "metrics.json", "written by hjcag train")
             units[name] = {r["unit"]: r for r in metrics["folds"]}
+            if "none" not in units:  # the warm start's first stage of each unit: the context: none run's model
+                units["none"] = {u: r["without_context"] for u, r in units[name].items()}
+                figures[data]["none"] = {**without_context_figures(metrics), "context": "none",
+                                         "from": f"the {name} run's first stage (result.json without_context)"}
             run = {**demo_figures(metrics), "context": context, "context_warm_start": warm}
-            if name != "none":
-                run["paired"] = {s: paired(units[name], units["none"], s) for s in SCORES}
-                run["context_kept"] = sum(r.get("context_kept", True) for r in units[name].values())
-                run["units"] = len(units[name])
+            run["paired"] = {s: paired(units[name], units["none"], s) for s in SCORES}
+            run["context_kept"] = sum(r.get("context_kept", True) for r in units[name].values())
+            run["units"] = len(units[name])
             figures[data][name] = run
     for data in datasets:
-        for name in VARIANTS:
+        for name in ROWS:
             run = figures[data][name]
             line = f"{data:6s} {name:10s} {run['accuracy']['mean']:.2f} / {run['weighted_f1']['mean']:.2f}"
             if "paired" in run:
