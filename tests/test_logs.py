@@ -94,3 +94,18 @@ def test_hugging_face_bars_follow_ours(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
     quiet_library_bars(io.StringIO())
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"
+
+
+def test_a_model_loaded_outside_the_cli_draws_no_bar_into_a_log() -> None:
+    """A process that is not the CLI (a KFP component, a benchmark, a notebook) and imported transformers before
+    hjcag: loading the text encoder with stderr piped writes no "Loading weights" bar."""
+    script = ("import transformers\n"
+              "from hjcag.features.text import TextExtractor\n"
+              "print(TextExtractor('hjcag-tests/no-such-model', seq_len=4, device='cpu').model.config.hidden_size)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0 and proc.stdout.split() == ["384"], proc.stderr[-3000:]
+    assert "Loading weights" not in proc.stderr and "\r" not in proc.stderr, proc.stderr[-3000:]

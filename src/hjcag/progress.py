@@ -100,6 +100,12 @@ def progress(iterable: Iterable[Any] | None = None, *, total: float | None = Non
 
 def quiet_library_bars(stream: IO[str] | None = None) -> None:
     """Hugging Face's own bars ("Loading weights", "Writing model shards") follow ours: off unless `stream`
-    (default stderr) is a terminal. Call before transformers is imported: it reads the switch once."""
+    (default stderr) is a terminal. The CLI calls it before transformers is imported (which reads the switch once);
+    the model loaders call it again, which turns transformers' bars off at run time in any other process that
+    reaches them (a KFP component, a benchmark, a notebook writing to a file)."""
     if not on_terminal(stream):
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        switch = os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # a user's own setting stands
+        if switch.strip().lower() in ("1", "true", "yes", "on") and "transformers" in sys.modules:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import torch
 
 from hjcag.errors import ConfigError
+from hjcag.progress import quiet_library_bars
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,6 +69,7 @@ def load_pretrained(loader: Callable[..., T], name_or_path: str, **kwargs: Any) 
     and the extra keyword arguments that worked (pass them to later loads of the same model, so a cached model
     is not looked up online again).
     """
+    quiet_library_bars()  # no "Loading weights" bar per model where our own progress is log lines
     path = Path(name_or_path).expanduser()
     if path.exists():
         try:

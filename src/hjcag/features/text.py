@@ -46,7 +46,7 @@ from hjcag.features.text_context import (
 from hjcag.model.losses import class_weights
 from hjcag.model.validation import validation_scores
 from hjcag.params import TEXT_FALLBACKS, VALIDATION_METRICS
-from hjcag.progress import progress
+from hjcag.progress import progress, quiet_library_bars
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,6 +77,7 @@ class TextEncoderSource:
 
     def load(self, loader: Any, **kwargs: Any) -> Any:
         """``loader(source)`` the same way the tokenizer was found (cache-only when it came from the cache)."""
+        quiet_library_bars()
         return loader(self.source, **self.load_kwargs, **kwargs)
 
 
