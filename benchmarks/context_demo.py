@@ -11,8 +11,9 @@ where it wins on validation), and with gru trained jointly from the start (`trai
 no-context figures are the shipped gru run's first stage (each unit's `without_context` in result.json: trained
 exactly as a `context: none` run, scored on the same test rows), so two trainings cover the three rows. Each context
 run is compared with no context fold-seed by fold-seed (mean ± standard error of the paired differences), with how
-many fold-seeds kept the context layer. With three trainings (the no-context run trained on its own, as up to
-ee0fb67) it took 78 minutes on 2 cores that other jobs shared part of the time
+many fold-seeds kept the context layer. It took 37 minutes on the idle 2-core machine
+(results/context_demo-20261207T122504Z.json, 883a707); with three trainings (the no-context run trained on its
+own, as up to ee0fb67) 78 minutes on 2 cores that other jobs shared part of the time, and every figure the same
 (results/context_demo-20261207T093212Z.json).
 """
 
