@@ -268,11 +268,12 @@ def _print_summary(metrics: dict, out: Path) -> None:
     figures = ", ".join(f"{name} {100 * metrics[key]['mean']:.2f} ± {100 * metrics[key]['std']:.2f} %" for key, name in
                         (("accuracy", "accuracy"), ("weighted_f1", "weighted F1"), ("macro_f1", "macro F1")))
     units = len(metrics["folds"])
-    print(f"{figures} over {units} fold(s){' x seeds' if units > metrics['n_folds'] else ''}; "
+    seeds = " x seeds" if units > metrics["n_folds"] else ""
+    print(f"{figures} over {units} fold(s){seeds}; "
           f"metrics: {out / artifacts.METRICS_FILE}, report: {out / artifacts.REPORT_FILE}")
     if comparison := metrics.get("context_comparison"):
         gain, se = comparison["difference"]["weighted_f1"]["mean"], comparison["difference"]["weighted_f1"]["se"]
-        print(f"conversation context kept in {comparison['kept']} of {comparison['n']} fold(s); weighted F1 "
+        print(f"conversation context kept in {comparison['kept']} of {comparison['n']} fold(s){seeds}; weighted F1 "
               f"{100 * gain:+.2f}{'' if se is None else f' ± {100 * se:.2f}'} against the same folds without it")
     if metrics.get("zero_f1_classes"):
         print(f"warning: F1 = 0 for {', '.join(metrics['zero_f1_classes'])} (never predicted correctly); "
