@@ -291,13 +291,14 @@ def archive_version(source: Source, doc: Mapping[str, Any], fold: int | None) ->
 def served_sources(package_dir: Path = PACKAGE_DIR) -> list[Path]:
     """The files of the hjcag package an archive carries, relative to `package_dir`: all but caches and the
     modules above serving (:data:`NOT_SERVED`)."""
-    return sorted(p.relative_to(package_dir) for p in package_dir.rglob("*") if p.is_file()
-                  and not _skipped(p.relative_to(package_dir)))
+    files = (p.relative_to(package_dir) for p in package_dir.rglob("*") if p.is_file())
+    return sorted(f for f in files if not _skipped(f))
 
 
 def _skipped(relative: Path) -> bool:
-    return (relative.parts[0] in NOT_SERVED or any(part == "__pycache__" or part.startswith(".") for part in
-                                                      relative.parts) or relative.suffix in (".pyc", ".pyo"))
+    """A module above serving, a cache or a hidden file."""
+    return (relative.parts[0] in NOT_SERVED or relative.suffix in (".pyc", ".pyo")
+            or any(part == "__pycache__" or part.startswith(".") for part in relative.parts))
 
 
 def _copy_source(dest: Path) -> None:

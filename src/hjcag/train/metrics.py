@@ -15,9 +15,6 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 SCALAR_METRICS = ("accuracy", "weighted_f1", "macro_f1")
-# A warm-started context fold's result: the scalar metrics of its stage-1 context-free model on the same test rows
-# (hjcag.train.fit), equal to the fold's own where the context was dropped.
-WITHOUT_CONTEXT = "without_context"
 
 
 def classification_metrics(
@@ -71,16 +68,17 @@ def aggregate(folds: Sequence[dict[str, Any]], label_names: Sequence[str]) -> di
 def context_comparison(folds: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """With against without conversation context, paired by fold and seed (the warm start's two stages): per scalar
     metric the mean ± std without it, and the mean and standard error of the differences (with minus without; 0
-    where the context was dropped). None unless every fold has both (a warm-started context run)."""
-    if not folds or any(WITHOUT_CONTEXT not in f for f in folds):
+    where the context was dropped). A warm-started fold's result holds ``without_context``: the scalar metrics of
+    its stage-1 context-free model on the same test rows (hjcag.train.run). None unless every fold has it."""
+    if not folds or any("without_context" not in f for f in folds):
         return None
     n = len(folds)
-    differences = {k: np.array([f[k] - f[WITHOUT_CONTEXT][k] for f in folds], dtype=np.float64)
+    differences = {k: np.array([f[k] - f["without_context"][k] for f in folds], dtype=np.float64)
                    for k in SCALAR_METRICS}
     return {
         "n": n,
         "kept": sum(bool(f.get("context_kept")) for f in folds),
-        WITHOUT_CONTEXT: {k: mean_std([f[WITHOUT_CONTEXT][k] for f in folds]) for k in SCALAR_METRICS},
+        "without_context": {k: mean_std([f["without_context"][k] for f in folds]) for k in SCALAR_METRICS},
         "difference": {k: {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else None}
                        for k, d in differences.items()},
     }

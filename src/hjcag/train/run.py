@@ -56,7 +56,7 @@ from hjcag.params import CONTEXT_AUTO, ModelConfig, Params, parse_modalities
 from hjcag.train.fit import base_checkpoint, fit_model, stage_summary, trained_config
 from hjcag.train.folds import Fold, make_folds
 from hjcag.train.loop import EpochCallback, TensorData, cpu_state, predict
-from hjcag.train.metrics import SCALAR_METRICS, WITHOUT_CONTEXT, aggregate, classification_metrics
+from hjcag.train.metrics import SCALAR_METRICS, aggregate, classification_metrics
 from hjcag.train.report import write_report
 from hjcag.train.robustness import robustness_table
 from hjcag.train.unit_lock import training_unit
@@ -191,10 +191,6 @@ def _run_fold(
     model, training = fitted.model, fitted.training  # the model the fold keeps, and its training
     logits, gates = predict(model, TensorData.from_features(test, fitted.config), params.train.batch_size, device)
     scores = classification_metrics(test.targets, logits.argmax(dim=1).numpy(), fs.label_names)
-    without_context = None  # a warm start: the test scores of stage 1's context-free model, for the paired comparison
-    if fitted.base_model is not None:
-        without_context = scores if not fitted.context_kept else _scores(
-            fitted.base_model, dataclasses.replace(fitted.config, context="none"), test, params, device)
 
     tmp = fold_dir / (WEIGHTS_FILE + ".tmp")
     save_file({k: v.contiguous() for k, v in cpu_state(model).items()}, str(tmp))  # as kept, probe blend fitted
@@ -219,8 +215,11 @@ def _run_fold(
         result["probe_blend"] = fitted.probe
     if fitted.stages:  # warm-started context: which model was kept, and how each stage went
         result["context_kept"] = fitted.context_kept
-        if without_context is not None:
-            result[WITHOUT_CONTEXT] = {k: without_context[k] for k in SCALAR_METRICS}
+        # stage 1's context-free model on the same test rows (the kept model where the context was dropped), for
+        # the paired comparison; never used to choose
+        without = scores if not fitted.context_kept else _scores(
+            fitted.base_model, dataclasses.replace(fitted.config, context="none"), test, params, device)
+        result["without_context"] = {k: without[k] for k in SCALAR_METRICS}
         result["stages"] = {name: stage_summary(t) for name, t in fitted.stages.items()}
         write_json(fold_dir / STAGES_FILE, {name: {**result["stages"][name], "history": t.history}
                                             for name, t in fitted.stages.items()})
