@@ -18,6 +18,7 @@ from hjcag.data.features_file import FeatureSet
 from hjcag.model.table4 import CONTEXT_ROWS, TABLE4, Table4Row
 from hjcag.model_catalog import PAPER_MODEL
 from hjcag.params import CONTEXT_AUTO, MODALITY_NAMES, Params
+from hjcag.train.report import pct, pct_difference
 from hjcag.train.run import train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,6 @@ def _label(row: Table4Row, model_name: str) -> str:
     return row.label.replace("HJCAG", model_name) if model_name != PAPER_MODEL else row.label
 
 
-def _pct(stat: dict[str, Any]) -> str:
-    return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
-
-
 def ablation_markdown(summary: dict[str, Any]) -> str:
     """The paper's layout: one row per configuration, Acc, W-F1 and macro F1 (mean ± std, %) for the dataset."""
     dataset = summary["dataset"]
@@ -85,8 +82,8 @@ def ablation_markdown(summary: dict[str, Any]) -> str:
     for config in (*TABLE4, *CONTEXT_ROWS):  # the paper's row order, then the context rows
         if config.slug in done:
             row = done[config.slug]
-            line = (f"| {row['label']} | {_pct(row['accuracy'])} | {_pct(row['weighted_f1'])} | "
-                    f"{_pct(row['macro_f1'])} |")
+            line = (f"| {row['label']} | {pct(row['accuracy'])} | {pct(row['weighted_f1'])} | "
+                    f"{pct(row['macro_f1'])} |")
         elif config.slug in skipped:
             line = f"| {skipped[config.slug]['label']} | skipped | skipped | skipped |"
         else:
@@ -104,8 +101,30 @@ def ablation_markdown(summary: dict[str, Any]) -> str:
         lines += ["", f"Context rows (not in the paper): the utterance read with up to {summary.get('context_window')} "
                       "turns of its dialogue; causal = preceding turns only (what a live endpoint sees), "
                       "bidirectional = also the following ones (offline evaluation only)."]
+        lines += _context_differences(summary["rows"])
     lines.append("")
     return "\n".join(lines)
+
+
+def _context_differences(rows: list[dict[str, Any]]) -> list[str]:
+    """Each warm-started context row against its own first stage: the context-free model of the same fold, the one
+    the paper's row on the same modalities trains (`full`, or the subset row of the features' modalities), paired
+    fold by fold (hjcag.train.metrics.context_comparison)."""
+    compared = [r for r in rows if r.get("context_comparison")]
+    if not compared:
+        return []
+
+    lines = ["", "Each context row against the same folds without context (its warm start's first stage, the "
+                 "context-free model; 0 where the validation check dropped the context): with minus without, mean "
+                 "± standard error over the folds.", "",
+             "| Context row | Context kept | Acc difference | W-F1 difference | macro F1 difference |",
+             "|---|---|---|---|---|"]
+    for row in compared:
+        comparison = row["context_comparison"]
+        differences = " | ".join(pct_difference(comparison["difference"][key])
+                                 for key in ("accuracy", "weighted_f1", "macro_f1"))
+        lines.append(f"| {row['label']} | {comparison['kept']} of {comparison['n']} | {differences} |")
+    return lines
 
 
 def run_ablation(
@@ -119,7 +138,8 @@ def run_ablation(
     """Run every Table 4 configuration the features allow; write ablation.md and ablation.json; return the summary.
 
     Summary: {"dataset", "protocol", "model", "n_folds", "n_utterances", "rows": [{"label", "slug", "modalities",
-    "overrides", "accuracy", "weighted_f1", "macro_f1", "n_folds", "dir"}], "skipped": [{"label", "slug", "reason"}]}.
+    "overrides", "accuracy", "weighted_f1", "macro_f1", "n_folds", "dir"}, and "context_comparison" on a warm-started
+    context row], "skipped": [{"label", "slug", "reason"}]}.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +180,7 @@ def run_ablation(
             "macro_f1": metrics["macro_f1"],
             "n_folds": metrics["n_folds"],
             "dir": row.slug,
+            **({"context_comparison": metrics["context_comparison"]} if "context_comparison" in metrics else {}),
         })
     summary = {
         "dataset": params.dataset,

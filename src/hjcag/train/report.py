@@ -103,7 +103,8 @@ def plot_learning_curves(histories: Mapping[str, Sequence[Mapping[str, float]]],
     return _save(fig, path)
 
 
-def _pct(stat: Mapping[str, float | None]) -> str:
+def pct(stat: Mapping[str, float | None]) -> str:
+    """A mean ± std statistic in percent ('–' where there is none)."""
     if stat.get("mean") is None:
         return "–"
     return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
@@ -127,23 +128,28 @@ def _context_kept(metrics: Mapping[str, Any]) -> list[str]:
     return lines + _context_comparison(metrics) if metrics.get("context_comparison") else lines
 
 
+def pct_difference(d: Mapping[str, float | None]) -> str:
+    """A paired difference (mean ± standard error) in signed percentage points."""
+    se = d["se"]
+    return f"{100 * float(d['mean']):+.2f}" + ("" if se is None else f" ± {100 * se:.2f}")
+
+
 def _context_comparison(metrics: Mapping[str, Any]) -> list[str]:
     """With against without context on the test folds, paired (hjcag.train.metrics.context_comparison)."""
     comparison = metrics["context_comparison"]
 
     def difference(key: str) -> str:
-        d = comparison["difference"][key]
-        return f"{100 * d['mean']:+.2f}" + ("" if d["se"] is None else f" ± {100 * d['se']:.2f}")
+        return pct_difference(comparison["difference"][key])
 
     without = comparison["without_context"]
     return ["Each fold's context-free model (the warm start's first stage, trained exactly as a run without context "
             "trains it) on the same test rows, for a paired comparison; the difference is 0 where the context was "
             "dropped:", "",
             "| | Accuracy | Weighted F1 | Macro F1 |", "|---|---|---|---|",
-            f"| the run's models (context where kept) | {_pct(metrics['accuracy'])} | {_pct(metrics['weighted_f1'])} | "
-            f"{_pct(metrics['macro_f1'])} |",
-            f"| without context | {_pct(without['accuracy'])} | {_pct(without['weighted_f1'])} | "
-            f"{_pct(without['macro_f1'])} |",
+            f"| the run's models (context where kept) | {pct(metrics['accuracy'])} | {pct(metrics['weighted_f1'])} | "
+            f"{pct(metrics['macro_f1'])} |",
+            f"| without context | {pct(without['accuracy'])} | {pct(without['weighted_f1'])} | "
+            f"{pct(without['macro_f1'])} |",
             f"| with minus without (mean ± standard error over {comparison['n']} folds) | {difference('accuracy')} | "
             f"{difference('weighted_f1')} | {difference('macro_f1')} |", ""]
 
@@ -164,9 +170,9 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
         "",
         "| Metric | Mean ± std (%) |",
         "|---|---|",
-        f"| Accuracy | {_pct(metrics['accuracy'])} |",
-        f"| Weighted F1 | {_pct(metrics['weighted_f1'])} |",
-        f"| Macro F1 | {_pct(metrics['macro_f1'])} |",
+        f"| Accuracy | {pct(metrics['accuracy'])} |",
+        f"| Weighted F1 | {pct(metrics['weighted_f1'])} |",
+        f"| Macro F1 | {pct(metrics['macro_f1'])} |",
         "",
         *([f"**F1 = 0 for {', '.join(metrics['zero_f1_classes'])}**: the model never predicts these classes "
            "correctly (class imbalance? try `train.class_weights: balanced`).", ""]
@@ -186,11 +192,11 @@ def markdown_report(metrics: Mapping[str, Any]) -> str:
         f"Fold {_unit(f)}" for f in folds) + " |", "|---|---|" + "---|" * len(folds)]
     for label in labels:
         per_fold = " | ".join(_cell(f["per_class_f1"].get(label)) for f in folds)
-        lines.append(f"| {label} | {_pct(metrics['per_class_f1'][label])} | {per_fold} |")
+        lines.append(f"| {label} | {pct(metrics['per_class_f1'][label])} | {per_fold} |")
     if metrics.get("robustness"):
         lines += ["", "## Missing modalities (each fold's model on its test part, the others masked)", "",
                   "| Modalities present | Accuracy | Weighted F1 | Macro F1 |", "|---|---|---|---|"]
-        lines += [f"| {r['modalities']} | {_pct(r['accuracy'])} | {_pct(r['weighted_f1'])} | {_pct(r['macro_f1'])} |"
+        lines += [f"| {r['modalities']} | {pct(r['accuracy'])} | {pct(r['weighted_f1'])} | {pct(r['macro_f1'])} |"
                   for r in metrics["robustness"]]
     confusion = metrics.get("confusion")
     if confusion is not None:
