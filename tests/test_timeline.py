@@ -48,3 +48,29 @@ def test_each_turn_is_a_bar_of_its_emotion_as_high_as_its_probability_over_a_str
                     GATE_COLOURS.values())
     finally:
         plt.close(fig)
+
+
+def test_common_emotion_names_keep_their_colours_and_every_label_has_its_own() -> None:
+    labels = ["neutral", "Anger", "sadness", "joy", "peaceful", "contempt", "boredom", "awe"]
+    row = {"probabilities": dict.fromkeys(labels, 0.1)}
+    colours = label_colours([row])
+    assert (colours["Anger"], colours["sadness"], colours["joy"]) == ("#d62728", "#1f77b4", "#f2b701")
+    assert len(set(colours.values())) == len(labels)  # the spare colours skip the one peaceful took
+    assert not set(colours.values()) & set(GATE_COLOURS.values())
+
+
+def test_the_note_on_dialogues_left_out_does_not_cover_the_legend() -> None:
+    many = [{"utterance_id": f"u{d}", "dialogue": f"d{d}", "turn": 0, "speaker": "A", "label": "joy",
+             "probability": 0.9, "probabilities": {"joy": 0.9, "anger": 0.1}, "gate": GATES[1]} for d in range(30)]
+    fig = timeline_figure(many)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        [legend] = fig.legends
+        notes = [t for t in fig.texts if "the first 24 of 30 dialogues" in t.get_text()]
+        assert len(notes) == 1
+        assert not legend.get_window_extent(renderer).overlaps(notes[0].get_window_extent(renderer))
+        for ax in fig.axes:
+            assert not ax.get_tightbbox(renderer).overlaps(notes[0].get_window_extent(renderer))
+    finally:
+        plt.close(fig)

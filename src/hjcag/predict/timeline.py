@@ -14,9 +14,25 @@ from hjcag.predict.rows import GATES
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-GATE_COLOURS = {"text": "#4c72b0", "audio": "#dd8452", "visual": "#55a868"}
-LABEL_COLOURS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#1f77b4",
-                 "#ff7f0e", "#2ca02c")
+# The gate strip in greys, so that no emotion's colour reads as a modality.
+GATE_COLOURS = {"text": "#333333", "audio": "#808080", "visual": "#cccccc"}
+# The colours people expect of common emotion names (MELD, IEMOCAP, EmoryNLP spell them these ways).
+EMOTION_COLOURS = {
+    "anger": "#d62728", "angry": "#d62728", "mad": "#d62728",
+    "sadness": "#1f77b4", "sad": "#1f77b4",
+    "joy": "#f2b701", "joyful": "#f2b701", "happy": "#f2b701", "happiness": "#f2b701",
+    "fear": "#9467bd", "fearful": "#9467bd", "scared": "#9467bd",
+    "disgust": "#2ca02c", "disgusted": "#2ca02c",
+    "surprise": "#ff7f0e", "surprised": "#ff7f0e",
+    "neutral": "#c9b79c",
+    "frustrated": "#8c564b", "frustration": "#8c564b",
+    "excited": "#e377c2",
+    "peaceful": "#17becf",
+    "powerful": "#bcbd22",
+}
+# Other labels take these in turn (those a known name of the same set has taken are skipped).
+SPARE_COLOURS = ("#17becf", "#e377c2", "#bcbd22", "#8c564b", "#7f3c8d", "#11a579", "#3969ac", "#f97b72",
+                 "#e68310", "#008695")
 PNG_DIALOGUES = 24  # the picture shows this many dialogues; the page shows them all
 BAR = 0.7  # a turn's bar width (turns are 1 apart)
 
@@ -30,10 +46,15 @@ def by_dialogue(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Mappi
 
 
 def label_colours(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """A colour per label of the rows: a common emotion name's own (anger red, sadness blue, ...), else a spare one
+    no other label of the set has."""
     labels: list[str] = []
     for row in rows:
         labels += [k for k in row["probabilities"] if k not in labels]
-    return {label: LABEL_COLOURS[i % len(LABEL_COLOURS)] for i, label in enumerate(labels)}
+    known = {label: EMOTION_COLOURS[label.lower()] for label in labels if label.lower() in EMOTION_COLOURS}
+    spare = [c for c in SPARE_COLOURS if c not in known.values()]
+    others = [label for label in labels if label not in known]
+    return {label: known.get(label) or spare[others.index(label) % len(spare)] for label in labels}
 
 
 def write_timeline(rows: Sequence[Mapping[str, Any]], png: str | Path) -> tuple[Path, Path]:
@@ -94,8 +115,8 @@ def timeline_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     keys = [Patch(color=c, label=label) for label, c in colours.items()]
     keys += [Patch(color=GATE_COLOURS[g], label=f"gate: {g}") for g in GATES]
     fig.legend(handles=keys, loc="outside upper right", fontsize=7, ncols=min(len(keys), 10), frameon=False)
-    if len(dialogues) > len(shown):
-        fig.suptitle(f"the first {len(shown)} of {len(dialogues)} dialogues (the HTML page shows all)", fontsize=9)
+    if len(dialogues) > len(shown):  # under the panels: the legend holds the top
+        fig.supxlabel(f"the first {len(shown)} of {len(dialogues)} dialogues (the HTML page shows all)", fontsize=9)
     return fig
 
 
@@ -103,16 +124,18 @@ def html_page(rows: Sequence[Mapping[str, Any]]) -> str:
     colours = label_colours(rows)
     e = html.escape
     legend = " ".join(f'<span class="key" style="background:{GATE_COLOURS[g]}"></span>{g}' for g in GATES)
+    labels = " ".join(f'<span class="key" style="background:{c}"></span>{e(label)}' for label, c in colours.items())
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>hjcag predict: emotion timeline</title>',
         "<style>body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
         "section{margin-bottom:1.5em}h2{font-size:15px;margin:.4em 0}"
         ".turns{display:flex;flex-wrap:wrap;gap:.5em}"
-        ".turn{border:1px solid #ccc;border-radius:6px;padding:.4em .6em;width:9em}"
+        ".turn{border:1px solid #ccc;border-left-width:8px;border-radius:6px;padding:.4em .6em;width:9em}"
         ".speaker{color:#555;font-size:12px}.label{font-weight:bold}.p{color:#555}"
         ".gate{display:flex;height:10px;margin-top:.3em;background:#eee}.gate div{height:100%}"
         ".key{display:inline-block;width:10px;height:10px;margin:0 .3em 0 .8em}</style></head><body>",
-        f"<h1>Emotion per turn</h1><p>{len(rows)} utterances. Bar: the gate weight of each modality. {legend}</p>",
+        f"<h1>Emotion per turn</h1><p>{len(rows)} utterances. The card's left edge: the predicted emotion. {labels}"
+        f"</p><p>Bar: the gate weight of each modality. {legend}</p>",
     ]
     for dialogue, turns in by_dialogue(rows):
         parts.append(f'<section class="dialogue" data-dialogue="{e(dialogue)}"><h2>dialogue {e(dialogue)}</h2>'
@@ -124,9 +147,10 @@ def html_page(rows: Sequence[Mapping[str, Any]]) -> str:
                            for g in GATES)
             gates = ", ".join(f"{g} {float(r['gate'].get(g, 0.0)):.2f}" for g in GATES)
             parts.append(
-                f'<div class="turn" data-utterance="{e(str(r["utterance_id"]))}" data-turn="{int(r["turn"])}">'
+                f'<div class="turn" data-utterance="{e(str(r["utterance_id"]))}" data-turn="{int(r["turn"])}" '
+                f'style="border-left-color:{colours.get(label, "#000")}">'
                 f'<div class="speaker">{int(r["turn"])} · {e(str(r.get("speaker") or "-"))}</div>'
-                f'<div class="label" style="color:{colours.get(label, "#000")}">{e(label)} '
+                f'<div class="label">{e(label)} '
                 f'<span class="p">{float(r["probability"]):.2f}</span></div>'
                 f'<div class="gate">{bars}</div><div class="speaker">{e(gates)}</div></div>')
         parts.append("</div></section>")
