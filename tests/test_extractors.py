@@ -177,6 +177,39 @@ def test_text_falls_back_loudly_to_minilm(offline: None, caplog: pytest.LogCaptu
         TextExtractor(NO_MODEL, fallback="none", device="cpu")
 
 
+def test_loading_an_encoder_says_in_one_line_what_it_lacks(offline: None, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture,
+                                                            capfd: pytest.CaptureFixture[str]) -> None:
+    """transformers' load report (a colour-coded table, 'MISSING' for the head fine-tuning is about to train) is not
+    shown; a new head is expected and named, a checkpoint that lacks weights of the encoder itself is said loudly."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    from hjcag.features.text import resolve_text_encoder
+
+    source, _ = resolve_text_encoder(NO_MODEL, "minilm")
+    caplog.clear()  # the fallback's own warning
+    with caplog.at_level(logging.WARNING, logger="hjcag"):
+        _, head = source.load_model(AutoModelForSequenceClassification.from_pretrained, num_labels=3)
+    assert head == ["classifier.bias", "classifier.weight"]
+    assert not [r for r in caplog.records if r.name.startswith("hjcag")]  # nothing of the encoder's own is missing
+    err = capfd.readouterr().err
+    assert "LOAD REPORT" not in err and "not sharded" not in err  # (the latter: a logger level set to quiet it)
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(source.source, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    lost = sorted(k for k in weights if ".layer.0.attention.self.query." in k)
+    save_file({k: v for k, v in weights.items() if k not in lost}, damaged / "model.safetensors")
+    broken, _ = resolve_text_encoder(str(damaged), "minilm")
+    with caplog.at_level(logging.WARNING, logger="hjcag"):
+        _, head = broken.load_model(AutoModel.from_pretrained)
+    assert head == []
+    [warning] = [r.getMessage() for r in caplog.records if "lacks" in r.getMessage()]
+    assert f"lacks {len(lost)} weight(s) of the encoder itself" in warning and str(damaged) in warning
+    assert "LOAD REPORT" not in capfd.readouterr().err
+
+
 def test_text_states_are_cropped_to_L_with_cls_first(minilm: TextExtractor) -> None:
     long_text, short_text = "I really cannot believe you did that again today", "Okay."
     out = minilm.extract([long_text, short_text, long_text])

@@ -38,6 +38,40 @@ def announce(message: str) -> None:
     log.warning(message)
 
 
+@contextlib.contextmanager
+def without_load_report() -> Iterator[None]:
+    """Leave out transformers' load report for one load: a colour-coded table of the weights a checkpoint did not
+    match, logged as a warning even where they are expected (a new classification head is 'MISSING'). The caller asks
+    for the same facts (``output_loading_info=True``) and says what matters in one line (:func:`new_head_weights`).
+    A filter, not a level: transformers 5 checks the tensor-parallel plan, and warns about it, when that logger's
+    level is WARNING or above."""
+    report = logging.getLogger("transformers.modeling_utils")
+
+    def not_the_report(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+    report.addFilter(not_the_report)
+    try:
+        yield
+    finally:
+        report.removeFilter(not_the_report)
+
+
+def new_head_weights(model: Any, loading_info: dict[str, list[str]], source: str) -> list[str]:
+    """The weights `model` lacked in the checkpoint `source`: those of a new task head (returned) are expected; any
+    of the encoder's own body means the checkpoint is not the encoder the user meant, which is said loudly. Weights
+    the checkpoint has and the model does not (a fine-tuned encoder's head, read as a bare encoder) are left out."""
+    has_head = model.base_model is not model
+    body = f"{model.base_model_prefix}." if has_head else ""
+    missing = sorted(loading_info.get("missing_keys", []))
+    lost = [k for k in missing if k.startswith(body)]
+    if lost:
+        shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+        announce(f"the checkpoint at '{source}' lacks {len(lost)} weight(s) of the encoder itself ({shown}): they "
+                 "start from random values. Is features.text_model the encoder you meant?")
+    return [k for k in missing if not k.startswith(body)]
+
+
 def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
     """Whether a TCP connection to the hub (or the HTTPS proxy) opens within `timeout` seconds."""
     from huggingface_hub import constants

@@ -33,7 +33,9 @@ from hjcag.features.pretrained import (
     inference_mode,
     is_local,
     load_pretrained,
+    new_head_weights,
     resolve_device,
+    without_load_report,
 )
 from hjcag.features.text_context import (
     ContextText,
@@ -79,6 +81,13 @@ class TextEncoderSource:
         """``loader(source)`` the same way the tokenizer was found (cache-only when it came from the cache)."""
         quiet_library_bars()
         return loader(self.source, **self.load_kwargs, **kwargs)
+
+    def load_model(self, loader: Any, **kwargs: Any) -> tuple[Any, list[str]]:
+        """:meth:`load` for weights, and the names of the new head's weights the checkpoint lacked; transformers'
+        load report is replaced by :func:`~hjcag.features.pretrained.new_head_weights`'s verdict."""
+        with without_load_report():
+            model, loading_info = self.load(loader, output_loading_info=True, **kwargs)
+        return model, new_head_weights(model, loading_info, str(self.source))
 
 
 def finetuned_on(model_dir: str) -> dict[str, Any] | None:
@@ -172,7 +181,7 @@ class TextExtractor:
         if self._model is None:
             from transformers import AutoModel
 
-            self._model = self.source.load(AutoModel.from_pretrained).to(self.device).eval()
+            self._model = self.source.load_model(AutoModel.from_pretrained)[0].to(self.device).eval()
         return self._model
 
     @property
@@ -334,7 +343,9 @@ def finetune_text_encoder(
 
     for repeat in range(config.finetune_repeats):
         torch.manual_seed(config.seed + repeat)
-        model = source.load(AutoModelForSequenceClassification.from_pretrained, num_labels=len(labels))
+        model, head = source.load_model(AutoModelForSequenceClassification.from_pretrained, num_labels=len(labels))
+        log.info("fine-tuning %s with a new classification head for %d labels (%s)", source.source, len(labels),
+                 ", ".join(head))
         model.config.id2label = dict(enumerate(labels))
         model.config.label2id = index
         model.to(device)
