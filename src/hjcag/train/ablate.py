@@ -113,7 +113,6 @@ def _context_differences(rows: list[dict[str, Any]]) -> list[str]:
     compared = [r for r in rows if r.get("context_comparison")]
     if not compared:
         return []
-
     lines = ["", "Each context row against the same folds without context (its warm start's first stage, the "
                  "context-free model; 0 where the validation check dropped the context): with minus without, mean "
                  "± standard error over the folds.", "",
