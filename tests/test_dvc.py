@@ -126,6 +126,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
 NOT_OUTPUT_CODE = {"src/hjcag/__init__.py", "src/hjcag/cli.py", "src/hjcag/errors.py", "src/hjcag/progress.py"}
 
 
+def covered(path: str, deps: list[str]) -> bool:
+    """Whether a dep is `path` itself or a folder above it."""
+    return any(path == d or path.startswith(d + "/") for d in deps)
+
+
 def uncovered_code(stages: dict, imports: list[dict]) -> dict[str, list[str]]:
     """Per stage: the hjcag files its command imported that none of its deps covers (a file, or a folder above it)."""
     gaps = {}
@@ -133,7 +138,7 @@ def uncovered_code(stages: dict, imports: list[dict]) -> dict[str, list[str]]:
         command = stage["cmd"].split()[1]  # `hjcag <command> ...`
         files = {f for record in imports if record["command"] == command for f in record["files"]}
         deps = [str(d).split()[0].rstrip("/") for d in stage.get("deps", [])]
-        missing = sorted(f for f in files - NOT_OUTPUT_CODE if not any(f == d or f.startswith(d + "/") for d in deps))
+        missing = sorted(f for f in files - NOT_OUTPUT_CODE if not covered(f, deps))
         if missing:
             gaps[name] = missing
     return gaps
@@ -162,7 +167,7 @@ def test_the_package_stage_depends_on_every_file_its_archive_carries() -> None:
     deps = [str(d).split()[0].rstrip("/") for d in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
             ["package"]["deps"]]
     carried = [f"src/hjcag/{p.as_posix()}" for p in served_sources()]
-    assert [f for f in carried if not any(f == d or f.startswith(d + "/") for d in deps)] == []
+    assert [f for f in carried if not covered(f, deps)] == []
     assert [d for d in deps if d.removeprefix("src/hjcag/") in NOT_SERVED and d != "src/hjcag/stages.py"] == []
 
 
