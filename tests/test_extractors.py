@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from hjcag import stages
 from hjcag.artifacts import features_meta_path as meta_path
@@ -244,6 +245,32 @@ def test_resnet50_offline_is_random_with_a_warning(offline: None, media: dict[st
     assert out[0].shape == (2, 2048) and np.isfinite(out[0]).all()
     with pytest.raises(ConfigError, match="visual_weights_dir"):
         VisualExtractor(weights_dir="/no/such/dir", seq_len=2, device="cpu")
+
+
+def test_a_saved_image_classifier_loads_as_the_visual_encoder_without_a_load_report(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    """What a user downloads (microsoft/resnet-50 is an image classifier) has a head the bare ResNet does not read:
+    no news, so nothing is said; a checkpoint lacking the ResNet's own weights is said loudly."""
+    from safetensors.torch import load_file, save_file
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    from hjcag.features.visual import RESNET50_ARCH, load_resnet
+
+    torch.manual_seed(0)
+    saved = tmp_path / "resnet"
+    ResNetForImageClassification(ResNetConfig(**{**RESNET50_ARCH, **TINY_ARCH}, num_labels=3)).save_pretrained(saved)
+    with caplog.at_level(logging.WARNING, logger="hjcag"):
+        _, weights = load_resnet(weights_dir=str(saved))
+    assert weights["pretrained"] is True and not [r for r in caplog.records if r.name.startswith("hjcag")]
+    assert "LOAD REPORT" not in capfd.readouterr().err
+
+    tensors = load_file(saved / "model.safetensors")
+    save_file({k: v for k, v in tensors.items() if "embedder" not in k}, saved / "model.safetensors")
+    with caplog.at_level(logging.WARNING, logger="hjcag"):
+        load_resnet(weights_dir=str(saved))
+    [warning] = [r.getMessage() for r in caplog.records if "lacks" in r.getMessage()]
+    assert "of the encoder itself" in warning and "features.visual_weights_dir" in warning
+    assert "LOAD REPORT" not in capfd.readouterr().err
 
 
 def test_fewer_visual_frames_are_repeated_to_L(media: dict[str, Path]) -> None:

@@ -57,10 +57,12 @@ def without_load_report() -> Iterator[None]:
         report.removeFilter(not_the_report)
 
 
-def new_head_weights(model: Any, loading_info: dict[str, list[str]], source: str) -> list[str]:
+def new_head_weights(model: Any, loading_info: dict[str, list[str]], source: str,
+                     setting: str = "features.text_model") -> list[str]:
     """The weights `model` lacked in the checkpoint `source`: those of a new task head (returned) are expected; any
-    of the encoder's own body means the checkpoint is not the encoder the user meant, which is said loudly. Weights
-    the checkpoint has and the model does not (a fine-tuned encoder's head, read as a bare encoder) are left out."""
+    of the encoder's own body means the checkpoint is not the encoder the user meant, which is said loudly (naming
+    the params `setting` that chose it). Weights the checkpoint has and the model does not (a fine-tuned encoder's
+    or an image classifier's head, read as a bare encoder) are left out."""
     has_head = model.base_model is not model
     body = f"{model.base_model_prefix}." if has_head else ""
     missing = sorted(loading_info.get("missing_keys", []))
@@ -68,7 +70,7 @@ def new_head_weights(model: Any, loading_info: dict[str, list[str]], source: str
     if lost:
         shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
         announce(f"the checkpoint at '{source}' lacks {len(lost)} weight(s) of the encoder itself ({shown}): they "
-                 "start from random values. Is features.text_model the encoder you meant?")
+                 f"start from random values. Is {setting} the encoder you meant?")
     return [k for k in missing if not k.startswith(body)]
 
 

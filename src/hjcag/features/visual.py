@@ -24,7 +24,9 @@ from hjcag.features.pretrained import (
     announce,
     inference_mode,
     load_pretrained,
+    new_head_weights,
     resolve_device,
+    without_load_report,
 )
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,10 @@ def load_resnet(
     if arch is None:
         source = weights_dir or model
         try:
-            net, _ = load_pretrained(ResNetModel.from_pretrained, source)
+            with without_load_report():  # a classifier checkpoint's head, read as a bare ResNet, is no news
+                (net, loading_info), _ = load_pretrained(ResNetModel.from_pretrained, source, output_loading_info=True)
+            new_head_weights(net, loading_info, source, "features.visual_weights_dir" if weights_dir else
+                             "features.visual_model")
             identity = f"local:{dir_fingerprint(Path(source).expanduser())}" if weights_dir else f"hub:{model}"
             return net, {"weights": identity, "pretrained": True}
         except PretrainedUnavailable as exc:
