@@ -192,3 +192,13 @@ def test_every_option_of_every_command_says_what_it_takes() -> None:
             for action in parser._actions if action.option_strings and not action.help]
     assert bare == []
     assert sum(len(parser._actions) for parser in commands.values()) > 100  # the check read every command's options
+
+
+def test_version_is_the_one_the_package_and_its_install_state(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hjcag {hjcag.__version__}"
+    assert importlib.metadata.version("hjcag") == hjcag.__version__  # pyproject reads it from hjcag.__version__
