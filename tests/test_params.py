@@ -218,3 +218,14 @@ def test_a_missing_params_file_points_at_the_installed_defaults(tmp_path: Path,
         load_params(tmp_path / "mine.yaml")
     assert str(explicit.value) == (f"params file '{tmp_path / 'mine.yaml'}' not found. Pass --params PATH or run "
                                    "from the repository root.")
+
+
+def test_own_data_fine_tunes_the_encoder_as_the_recipe_that_transferred() -> None:
+    """`generic` trains meld's recipe; its encoder fine-tuning is meld's too (3 epochs, one run, square-root weights,
+    shown to transfer to EmoryNLP), not the paper's up to three runs of 10 epochs."""
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    generic, meld = (params_from_dict(doc, profile).features for profile in ("generic", "meld"))
+    paper = params_from_dict({k: v for k, v in doc.items() if k != "profile"}).features  # the top level alone
+    finetune = [f.name for f in dataclasses.fields(generic) if f.name.startswith("finetune_")]
+    assert [getattr(generic, f) for f in finetune] == [getattr(meld, f) for f in finetune]
+    assert [getattr(generic, f) for f in finetune] != [getattr(paper, f) for f in finetune]
