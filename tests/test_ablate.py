@@ -126,15 +126,15 @@ def test_context_rows_run_on_the_same_folds_with_every_modality_of_the_features(
         in table
     # each context row is compared with its warm start's first stage: the paper's model on the same modalities (here
     # the Text + Audio row, as `full` is where the features have all three), fold by fold
-    full = next(r for r in summary["rows"] if r["slug"] == "ta")
-    full_folds = json.loads((tmp_path / "ta" / "metrics.json").read_text())["folds"]
+    paper_row = next(r for r in summary["rows"] if r["slug"] == "ta")
+    paper_folds = json.loads((tmp_path / "ta" / "metrics.json").read_text())["folds"]
     for row in context.values():
         comparison = row["context_comparison"]
-        assert comparison["n"] == len(full_folds)
+        assert comparison["n"] == len(paper_folds)
         for key in ("accuracy", "weighted_f1", "macro_f1"):
-            assert comparison["without_context"][key]["mean"] == pytest.approx(full[key]["mean"], abs=1e-12)
-            assert comparison["difference"][key]["mean"] == pytest.approx(row[key]["mean"] - full[key]["mean"],
-                                                                          abs=1e-12)
+            assert comparison["without_context"][key]["mean"] == pytest.approx(paper_row[key]["mean"], abs=1e-12)
+            assert comparison["difference"][key]["mean"] == pytest.approx(
+                row[key]["mean"] - paper_row[key]["mean"], abs=1e-12)
         kept, n = comparison["kept"], comparison["n"]
         gain = comparison["difference"]["weighted_f1"]
         assert (f"| {row['label']} | {kept} of {n} | " in table
