@@ -210,7 +210,6 @@ def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int
     params["train"]["num_threads"] = threads
     params["features"]["text_context"] = text_context
     params["features"]["cache_dir"] = str(work / "cache")
-    params["features"]["progress"] = False
     demo = params["profiles"]["demo"]
     params["profiles"]["demo"] = {**demo, "dataset": "meld", "features": {}, "gates": {}}
     for name in ("meld", "meld-finetuned"):
