@@ -43,7 +43,9 @@ Without network access the text encoder is the pretrained MiniLM that ships with
 loudly); with ``--finetune`` it is first fine-tuned on the train rows (section 4.2, dev selects), which costs tens of
 minutes on a CPU (``--finetune-lr``, ``--finetune-epochs``, ``--finetune-class-weights``, ``--finetune-patience``,
 ``--finetune-select``: the one run's settings;
-``--encoders minilm-ft``: the probe and recipes on the fine-tuned features only). Re-running with the same --work
+``--encoders minilm-ft``: the probe and recipes on the fine-tuned features only). ``--text-model PATH`` runs another
+encoder (a local folder or hub id), frozen and fine-tuned, its feature sets named after the folder. Re-running with
+the same --work
 reuses what is done (the CLI's runs resume; stages whose output exists are skipped).
 """
 
@@ -54,6 +56,7 @@ import copy
 import csv
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -88,7 +91,22 @@ from hjcag.train.loop import TensorData, predict
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("meld", "manifest")  # hjcag prepare --dataset
-FEATURES = {"minilm": "frozen MiniLM", "minilm-ft": "fine-tuned MiniLM"}
+FEATURES = {"minilm": "frozen MiniLM", "minilm-ft": "fine-tuned MiniLM"}  # the default encoder's feature sets
+
+
+def encoder_features(text_model: str | None) -> dict[str, str]:
+    """The two feature sets of a run, frozen then fine-tuned, by key and label: :data:`FEATURES` for the default
+    encoder (params.yaml's, MiniLM offline), else named after `text_model`'s last path part (``--text-model``)."""
+    if text_model is None:
+        return FEATURES
+    name = re.sub(r"[^a-z0-9.]+", "-", Path(text_model.rstrip("/")).name.lower()).strip("-") or "encoder"
+    return {name: f"frozen {name}", f"{name}-ft": f"fine-tuned {name}"}
+
+
+def finetuned_dir(work: Path, text_model: str | None) -> Path:
+    """Where the fine-tuned encoder goes: one folder per base encoder, so a --work shared by two encoders never
+    takes one's fine-tuning for the other's."""
+    return work / "text-ft" if text_model is None else work / f"text-ft-{next(iter(encoder_features(text_model)))}"
 
 # The fine-tuning run is the meld profile's (params.yaml: one run of 3 epochs with square-root class weights, which
 # fits a CPU: batches are padded to their own longest utterance, and MELD's are short, the 95th percentile is 30
@@ -183,33 +201,38 @@ def finetune_overrides(args: argparse.Namespace) -> dict[str, float | str]:
     return {key: value for key, value in given.items() if value is not None}
 
 
-def chosen_encoders(value: str | None, finetune: bool) -> tuple[str, ...]:
-    """``--encoders``: the feature sets named in `value` (comma-separated :data:`FEATURES` keys; None: every set the
-    run makes, minilm-ft with ``--finetune``); minilm-ft only with ``--finetune``."""
+def chosen_encoders(value: str | None, finetune: bool, features: dict[str, str] = FEATURES) -> tuple[str, ...]:
+    """``--encoders``: the feature sets named in `value` (comma-separated keys of `features`, frozen then fine-tuned:
+    :func:`encoder_features`; None: every set the run makes, the fine-tuned one with ``--finetune``); the fine-tuned
+    one only with ``--finetune``."""
+    tuned = list(features)[1]
     if value is None:
-        return tuple(e for e in FEATURES if finetune or e != "minilm-ft")
+        return tuple(e for e in features if finetune or e != tuned)
     chosen = names(value)
-    unknown = sorted(set(chosen) - set(FEATURES))
-    if "minilm-ft" in chosen and not finetune:
-        unknown.append("minilm-ft (it needs --finetune)")
+    unknown = sorted(set(chosen) - set(features))
+    if tuned in chosen and not finetune:
+        unknown.append(f"{tuned} (it needs --finetune)")
     if unknown or not chosen:
-        raise SystemExit(f"--encoders: {', '.join(unknown) or 'none given'}; choose among {', '.join(FEATURES)}.")
+        raise SystemExit(f"--encoders: {', '.join(unknown) or 'none given'}; choose among {', '.join(features)}.")
     return chosen
 
 
 def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int | None = None,
                  contexts: tuple[str, ...] = (), bidirectional: bool = False, seeds: tuple[int, ...] = (),
                  joint: tuple[str, ...] = (), text_context: int = 0,
-                 finetune_overrides: dict[str, float | str] | None = None) -> Path:
+                 finetune_overrides: dict[str, float | str] | None = None, text_model: str | None = None) -> Path:
     """WORK/params.yaml: the repository's params.yaml plus the recipes of this benchmark as profiles, every one of
     them on the dataset's label set (``datasets.<name>.labels``; for MELD the file as it is); the text encoder reads
     `text_context` preceding turns (``features.text_context``), when fine-tuned too; `finetune_overrides` (``lr``,
-    ``epochs``, ``class_weights``, ...) replace :data:`FINETUNE`'s (the meld profile's)."""
+    ``epochs``, ``class_weights``, ...) replace :data:`FINETUNE`'s (the meld profile's); `text_model` (a local folder or
+    hub id) replaces params.yaml's text encoder, frozen and as the base of the fine-tuning."""
     params = copy.deepcopy(REPO_PARAMS)
     params["datasets"] = {**(params.get("datasets") or {}), dataset.name: {"labels": list(dataset.labels)}}
     params["train"]["num_threads"] = threads
     params["features"]["text_context"] = text_context
     params["features"]["cache_dir"] = str(work / "cache")
+    if text_model is not None:
+        params["features"]["text_model"] = text_model
     demo = params["profiles"]["demo"]
     params["profiles"]["demo"] = {**demo, "dataset": "meld", "features": {}, "gates": {}}
     for name in ("meld", "meld-finetuned"):
@@ -233,7 +256,8 @@ def write_params(work: Path, dataset: Dataset, threads: int, finetune_steps: int
     # Feature-side profiles: fine-tuning, and extraction with the fine-tuned encoder.
     finetune = {**FINETUNE, "max_steps": finetune_steps, **(finetune_overrides or {})}
     params["profiles"]["finetune"] = {"dataset": "meld", "features": {"finetune": finetune}}
-    params["profiles"]["finetuned"] = {"dataset": "meld", "features": {"text_model": str(work / "text-ft")}}
+    params["profiles"]["finetuned"] = {"dataset": "meld",
+                                       "features": {"text_model": str(finetuned_dir(work, text_model))}}
     for profile in params["profiles"].values():  # every recipe as chosen on MELD, on this dataset's labels
         if profile.get("dataset") == "meld":
             profile["dataset"] = dataset.name
@@ -406,9 +430,12 @@ def parser(description: str, meld_only: bool = False) -> argparse.ArgumentParser
                     f"{FINETUNE['patience']})")
     ap.add_argument("--finetune-select", choices=tuple(VALIDATION_METRICS), default=None,
                     help="the dev score that picks the epoch kept (default: params.yaml's features.finetune.select)")
+    ap.add_argument("--text-model", default=None, metavar="PATH_OR_ID",
+                    help="the text encoder, frozen and as the base of --finetune (default: params.yaml's "
+                    "features.text_model, MiniLM offline); its feature sets are named after its last path part")
     ap.add_argument("--encoders", default=None, metavar="LIST",
-                    help=f"the features the probe and recipes are trained on, among {','.join(FEATURES)} (default: "
-                    "every set the run makes; minilm-ft needs --finetune)")
+                    help=f"the features the probe and recipes are trained on, among {','.join(FEATURES)}, or NAME and "
+                    "NAME-ft with --text-model (default: every set the run makes; the -ft one needs --finetune)")
     ap.add_argument("--context", default="", help="also train the meld recipe with these contexts (gru,transformer)")
     ap.add_argument("--bidirectional", action="store_true", help="with --context: also the bidirectional variants")
     ap.add_argument("--joint", default="", help="also train the meld recipe with these contexts trained jointly from "
@@ -431,10 +458,12 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
     torch.set_num_threads(args.threads)
     contexts, joint = names(args.context), names(args.joint)
     seeds = tuple(int(x) for x in names(args.seeds))
-    chosen = chosen_encoders(args.encoders, args.finetune)
+    features_of = encoder_features(args.text_model)
+    frozen, tuned = features_of
+    chosen = chosen_encoders(args.encoders, args.finetune, features_of)
     overrides = finetune_overrides(args)
     params = write_params(work, dataset, args.threads, args.finetune_steps, contexts, args.bidirectional, seeds,
-                          joint, args.text_context, overrides)
+                          joint, args.text_context, overrides, args.text_model)
     run = {"params": params, "threads": args.threads}
 
     source = dataset.source
@@ -447,37 +476,38 @@ def main(benchmark: str = "real_text", meld_only: bool = False, description: str
     manifest = work / "validate/manifest.valid.parquet"
     encoders: dict[str, Path] = {}
     seconds: dict[str, float] = {}
-    if "minilm" in chosen:  # the frozen encoder's features (minutes): only when something is trained on them
-        encoders["minilm"] = work / "features/minilm.npz"
-        seconds["minilm"] = hjcag("features", "--manifest", str(manifest), "--out", str(encoders["minilm"]),
-                                  "--modalities", "t", profile="demo", done=encoders["minilm"], **run)
+    if frozen in chosen:  # the frozen encoder's features (minutes): only when something is trained on them
+        encoders[frozen] = work / f"features/{frozen}.npz"
+        seconds[frozen] = hjcag("features", "--manifest", str(manifest), "--out", str(encoders[frozen]),
+                                "--modalities", "t", profile="demo", done=encoders[frozen], **run)
     if args.finetune:
-        encoders["minilm-ft"] = work / "features/minilm_ft.npz"
-        seconds["minilm-ft"] = hjcag("finetune-text", "--manifest", str(manifest), "--out", str(work / "text-ft"),
-                                     profile="finetune", done=work / "text-ft/finetune.json", **run)
-        seconds["minilm-ft"] += hjcag("features", "--manifest", str(manifest), "--out", str(encoders["minilm-ft"]),
-                                      "--modalities", "t", profile="finetuned", done=encoders["minilm-ft"], **run)
+        encoders[tuned] = work / f"features/{tuned.replace('-', '_')}.npz"
+        finetuned = finetuned_dir(work, args.text_model)
+        seconds[tuned] = hjcag("finetune-text", "--manifest", str(manifest), "--out", str(finetuned),
+                               profile="finetune", done=finetuned / "finetune.json", **run)
+        seconds[tuned] += hjcag("features", "--manifest", str(manifest), "--out", str(encoders[tuned]),
+                                "--modalities", "t", profile="finetuned", done=encoders[tuned], **run)
 
     recipes = list(names(args.recipes))
     recipes += [f"meld-{c}{suffix}" for c in contexts for suffix in ("", "-bi")[: 1 + args.bidirectional]]
     recipes += [f"meld-{c}-joint" for c in joint]
     if args.tune:  # on the features the tuned recipe is meant for: the fine-tuned encoder's when there is one
-        tuned_on = encoders.get("minilm-ft") or encoders["minilm"]
+        tuned_on = encoders.get(tuned) or encoders[frozen]
         hjcag("tune", "--features", str(tuned_on), "--protocol", "holdout", "--modalities", "t",
               "--out", str(work / "tune"), "--trials", str(args.tune), "--no-track", "--write-profile",
               "meld-tuned", profile="meld", **run)
         recipes.append("meld-tuned")
 
     rows: list[dict[str, object]] = []
-    for encoder, features in ((e, f) for e, f in encoders.items() if e in chosen):
+    for encoder, features in [(e, f) for e, f in encoders.items() if e in chosen]:
         print(f"features {encoder}: {features} ({seconds[encoder]:.0f} s)")
         fs = load_features(features, seq_len=30, label_names=dataset.labels).select(("t",))
-        features_label = FEATURES[encoder] + (f", {args.text_context} preceding turns" if args.text_context else "")
+        features_label = features_of[encoder] + (f", {args.text_context} preceding turns" if args.text_context else "")
         start = time.perf_counter()
         with threadpool_limits(args.threads):
-            probe, chosen = linear_probe(fs)
+            probe, probe_setting = linear_probe(fs)  # (a name of its own: `chosen` is the encoders this loop reads)
         rows.append({"key": f"{encoder}/linear-probe", "encoder": encoder, "features": features_label,
-                     "recipe": f"linear probe ({chosen})", **probe, "seconds": time.perf_counter() - start})
+                     "recipe": f"linear probe ({probe_setting})", **probe, "seconds": time.perf_counter() - start})
         for recipe in recipes:
             out = work / "runs" / f"{encoder}-{recipe}"
             took = hjcag("train", "--features", str(features), "--protocol", "holdout", "--modalities", "t",

@@ -148,3 +148,28 @@ def test_encoders_are_checked_before_any_stage_runs() -> None:
         real_text.chosen_encoders("roberta", finetune=True)
     with pytest.raises(SystemExit, match="none given"):
         real_text.chosen_encoders(",", finetune=True)
+
+
+def test_another_text_encoder_is_run_frozen_and_fine_tuned_under_its_own_name(tmp_path: Path) -> None:
+    """--text-model: the encoder every text stage reads (the base of the fine-tuning too), its feature sets named
+    after its folder, its fine-tuned copy in a folder of its own (a shared --work never mixes two encoders')."""
+    folder = "/models/all-mpnet-base-v2/"
+    features = real_text.encoder_features(folder)
+    assert features == {"all-mpnet-base-v2": "frozen all-mpnet-base-v2",
+                        "all-mpnet-base-v2-ft": "fine-tuned all-mpnet-base-v2"}
+    assert real_text.encoder_features(None) == real_text.FEATURES
+    assert real_text.chosen_encoders(None, False, features) == ("all-mpnet-base-v2",)
+    assert real_text.chosen_encoders(None, True, features) == tuple(features)
+    with pytest.raises(SystemExit, match=r"all-mpnet-base-v2-ft \(it needs --finetune\)"):
+        real_text.chosen_encoders("all-mpnet-base-v2-ft", False, features)
+    with pytest.raises(SystemExit, match="minilm; choose among all-mpnet-base-v2, all-mpnet-base-v2-ft"):
+        real_text.chosen_encoders("minilm", True, features)
+
+    dataset = real_text.open_dataset(manifest(tmp_path), None, None)
+    params = real_text.write_params(tmp_path, dataset, 1, text_model=folder)
+    assert load_params(params, "demo").features.text_model == folder  # the frozen features
+    assert load_params(params, "finetune").features.text_model == folder  # the base of the fine-tuning
+    assert load_params(params, "finetuned").features.text_model == str(tmp_path / "text-ft-all-mpnet-base-v2")
+    default = real_text.write_params(tmp_path, dataset, 1)
+    assert load_params(default, "finetuned").features.text_model == str(tmp_path / "text-ft")
+    assert load_params(default, "demo").features.text_model == load_params(ROOT / "params.yaml").features.text_model
