@@ -58,15 +58,16 @@ def without_load_report() -> Iterator[None]:
 
 
 def new_head_weights(model: Any, loading_info: dict[str, list[str]], source: str,
-                     setting: str = "features.text_model") -> list[str]:
+                     setting: str = "features.text_model", unused: tuple[str, ...] = ()) -> list[str]:
     """The weights `model` lacked in the checkpoint `source`: those of a new task head (returned) are expected; any
     of the encoder's own body means the checkpoint is not the encoder the user meant, which is said loudly (naming
-    the params `setting` that chose it). Weights the checkpoint has and the model does not (a fine-tuned encoder's
-    or an image classifier's head, read as a bare encoder) are left out."""
+    the params `setting` that chose it), but for the body's `unused` parts (name prefixes). Weights the checkpoint
+    has and the model does not (a fine-tuned encoder's or an image classifier's head, read as a bare encoder) are
+    left out."""
     has_head = model.base_model is not model
     body = f"{model.base_model_prefix}." if has_head else ""
     missing = sorted(loading_info.get("missing_keys", []))
-    lost = [k for k in missing if k.startswith(body)]
+    lost = [k for k in missing if k.startswith(body) and not k.removeprefix(body).startswith(unused)]
     if lost:
         shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
         announce(f"the checkpoint at '{source}' lacks {len(lost)} weight(s) of the encoder itself ({shown}): they "

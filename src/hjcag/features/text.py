@@ -84,10 +84,11 @@ class TextEncoderSource:
 
     def load_model(self, loader: Any, **kwargs: Any) -> tuple[Any, list[str]]:
         """:meth:`load` for weights, and the names of the new head's weights the checkpoint lacked; transformers'
-        load report is replaced by :func:`~hjcag.features.pretrained.new_head_weights`'s verdict."""
+        load report is replaced by :func:`~hjcag.features.pretrained.new_head_weights`'s verdict. The pooler may be
+        missing: features are token states, and a RoBERTa or MPNet fine-tuned for classification has none."""
         with without_load_report():
             model, loading_info = self.load(loader, output_loading_info=True, **kwargs)
-        return model, new_head_weights(model, loading_info, str(self.source))
+        return model, new_head_weights(model, loading_info, str(self.source), unused=("pooler.",))
 
 
 def finetuned_on(model_dir: str) -> dict[str, Any] | None:
