@@ -63,6 +63,7 @@ def load_resnet(
         try:
             with without_load_report():  # a classifier checkpoint's head, read as a bare ResNet, is no news
                 (net, loading_info), _ = load_pretrained(ResNetModel.from_pretrained, source, output_loading_info=True)
+            # for its warning only: a bare ResNetModel has no head, so the list it returns is empty
             new_head_weights(net, loading_info, source, "features.visual_weights_dir" if weights_dir else
                              "features.visual_model")
             identity = f"local:{dir_fingerprint(Path(source).expanduser())}" if weights_dir else f"hub:{model}"

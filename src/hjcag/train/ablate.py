@@ -18,6 +18,7 @@ from hjcag.data.features_file import FeatureSet
 from hjcag.model.table4 import CONTEXT_ROWS, TABLE4, Table4Row
 from hjcag.model_catalog import PAPER_MODEL
 from hjcag.params import CONTEXT_AUTO, MODALITY_NAMES, Params
+from hjcag.train.metrics import SCALAR_METRICS
 from hjcag.train.report import pct, pct_difference
 from hjcag.train.run import train_and_evaluate
 
@@ -121,7 +122,7 @@ def _context_differences(rows: list[dict[str, Any]]) -> list[str]:
     for row in compared:
         comparison = row["context_comparison"]
         differences = " | ".join(pct_difference(comparison["difference"][key])
-                                 for key in ("accuracy", "weighted_f1", "macro_f1"))
+                                 for key in SCALAR_METRICS)
         lines.append(f"| {row['label']} | {comparison['kept']} of {comparison['n']} | {differences} |")
     return lines
 
