@@ -86,7 +86,7 @@ from hjcag.data.features_file import FeatureSet, load_features
 from hjcag.data.manifest import read_manifest_file
 from hjcag.data.meld import decode_csv_bytes, find_meld_layout
 from hjcag.model.probe import ProbeBlend
-from hjcag.params import CLASS_WEIGHTS, VALIDATION_METRICS
+from hjcag.params import CLASS_WEIGHTS, CONTEXTS, VALIDATION_METRICS
 from hjcag.train.loop import TensorData, predict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -366,14 +366,25 @@ def print_table(rows: list[dict[str, object]], labels: Sequence[str]) -> None:
                   f"{100 * s['weighted_f1']:.2f}{spread} | {100 * s['macro_f1']:.2f} | {per} | {row['seconds']:.0f} |")
 
 
+def context_of(profile: str) -> str | None:
+    """The conversation context a recipe adds to `meld` (`meld-gru`, `meld-transformer-bi`, `meld-gru-joint`: gru,
+    transformer, gru); None for a recipe without one."""
+    first, _, rest = profile.partition("-")
+    context = rest.split("-")[0]
+    return context if first == "meld" and context in CONTEXTS and context != "none" else None
+
+
 def paired_differences(rows: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Every context recipe minus `meld` on the same encoder, seed by seed (the context run's stage 1 is exactly the
-    `meld` run of its seed): weighted F1 on dev and test, mean, sample std and standard error over seeds."""
+    """Every context recipe (`meld-gru`, `meld-transformer-bi`, ...) minus `meld` on the same encoder, seed by seed
+    (the context run's stage 1 is exactly the `meld` run of its seed), a model-alone row against `meld`'s model
+    alone: weighted F1 on dev and test, mean, sample std and standard error over seeds. Recipes without context
+    (`meld-finetuned`, `meld-tuned`) are not paired."""
     by_key = {row["key"]: row for row in rows}
     pairs = []
     for row in rows:
-        base = by_key.get(f"{row['encoder']}/meld")
-        if not str(row["recipe"]).startswith("meld-") or row["recipe"] == "meld-finetuned" or base is None:
+        _, profile, *alone = str(row["key"]).split("/")
+        base = by_key.get("/".join([str(row["encoder"]), "meld", *alone]))
+        if context_of(profile) is None or base is None:
             continue
         base_seeds = {u["seed"]: u for u in base["per_seed"]}
         seeds = [u for u in row["per_seed"] if u["seed"] in base_seeds]

@@ -173,3 +173,26 @@ def test_another_text_encoder_is_run_frozen_and_fine_tuned_under_its_own_name(tm
     default = real_text.write_params(tmp_path, dataset, 1)
     assert load_params(default, "finetuned").features.text_model == str(tmp_path / "text-ft")
     assert load_params(default, "demo").features.text_model == load_params(ROOT / "params.yaml").features.text_model
+
+
+def test_context_recipes_are_paired_with_meld_of_their_own_kind() -> None:
+    """A context recipe minus `meld`, seed by seed; its model-alone row minus `meld`'s model alone; recipes without
+    context (meld-finetuned, meld-tuned) and the probe get no pair."""
+    def row(key: str, dev: list[float], test: list[float]) -> dict[str, object]:
+        units = [{"seed": seed, "context_kept": True, "dev": {"weighted_f1": d}, "test": {"weighted_f1": t}}
+                 for seed, d, t in zip((1, 2), dev, test, strict=True)]
+        return {"key": f"enc/{key}", "encoder": "enc", "recipe": key, "per_seed": units}
+
+    rows = [row("linear-probe", [0.5, 0.5], [0.5, 0.5]),
+            row("meld", [0.50, 0.52], [0.60, 0.62]), row("meld/model-alone", [0.40, 0.42], [0.30, 0.32]),
+            row("meld-finetuned", [0.9, 0.9], [0.9, 0.9]), row("meld-finetuned/model-alone", [0.9, 0.9], [0.9, 0.9]),
+            row("meld-tuned", [0.9, 0.9], [0.9, 0.9]),
+            row("meld-gru", [0.51, 0.55], [0.61, 0.61]), row("meld-gru/model-alone", [0.41, 0.45], [0.31, 0.31]),
+            row("meld-transformer-bi", [0.50, 0.52], [0.64, 0.66])]
+    pairs = {p["key"]: p for p in real_text.paired_differences(rows)}
+    assert sorted(pairs) == ["enc/meld-gru - meld", "enc/meld-gru/model-alone - meld",
+                             "enc/meld-transformer-bi - meld"]
+    for key in ("enc/meld-gru - meld", "enc/meld-gru/model-alone - meld"):  # the same gains against each own base
+        assert pairs[key]["dev"]["weighted_f1_diff"] == pytest.approx([0.01, 0.03])
+        assert pairs[key]["test"]["weighted_f1_diff"] == pytest.approx([0.01, -0.01])
+    assert pairs["enc/meld-transformer-bi - meld"]["test"]["mean"] == pytest.approx(0.04)
