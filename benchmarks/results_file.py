@@ -66,12 +66,16 @@ def start(benchmark: str) -> dict[str, Any]:
     """The run's record, taken before it measures anything (the tree as it ran, not as it was left)."""
     spec = importlib.util.find_spec("hjcag")
     origin = None if spec is None or spec.origin is None else str(Path(spec.origin).resolve().parent)
+    own = REPO / "src" / "hjcag"
+    if origin != str(own):  # said now, not found after an hours-long run: such a file is no figure of this tree
+        print(f"warning: hjcag is imported from {origin}, not from this checkout ({own}); the results file will say "
+              f"so, and README rows need this tree's own code: run with PYTHONPATH={own.parent}", file=sys.stderr)
     return {
         "benchmark": benchmark,
         "command": [sys.executable, *sys.argv],
         "cwd": os.getcwd(),
         "pythonpath": os.environ.get("PYTHONPATH"),
-        "hjcag": {"path": origin, "in_this_checkout": origin == str(REPO / "src" / "hjcag")},
+        "hjcag": {"path": origin, "in_this_checkout": origin == str(own)},
         "git": git_state(),
         "params": {"repository_sha256": sha256(REPO / "params.yaml")},
         "started": now(),
