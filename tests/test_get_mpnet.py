@@ -83,4 +83,3 @@ def test_an_existing_target_is_left_alone(tmp_path: Path, capsys: pytest.Capture
     assert get_mpnet.main([str(target)]) == 1
     assert "exists; remove it or name another folder" in capsys.readouterr().err
     assert (target / "mine.txt").read_text() == "kept"
-
