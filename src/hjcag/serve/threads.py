@@ -10,7 +10,9 @@ thread nearly doubles the worker's rate (benchmarks/README.md, serve_load.py). S
 * the model on a GPU: the cap (the CPU threads only feed the device; as before);
 * else: 1 thread below :data:`SMALL_MODEL_FLOPS` floating-point operations per request, the cap from there on.
 
-The cap is ``OMP_NUM_THREADS`` (the manifests pin it to the container's CPU limit), else torch's own default.
+The cap is ``OMP_NUM_THREADS`` (the manifests pin it to the container's CPU limit), else torch's own default bounded
+by the container's CPU quota (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``): torch sizes its pool from the node's
+cores, so ``docker run --cpus 2`` on a 32-core node would otherwise give a large model 32 threads on 2 CPUs.
 FLOPs are counted by torch's FlopCounterMode over one forward pass of a zero request with every modality present,
 so the choice is the same on every start and every machine (timing 1 against 2 threads at start-up would depend on
 what else the node runs then, and would pick two threads at widths 64, where the forward alone is faster with two).
@@ -18,9 +20,11 @@ what else the node runs then, and would pick two threads at widths 64, where the
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -49,10 +53,34 @@ class ThreadChoice:
         return f"{self.threads} torch thread(s) of a cap of {self.cap}: {self.reason}"
 
 
-def thread_cap(environ: Mapping[str, str] = os.environ) -> int:
-    """OMP_NUM_THREADS when it is one positive integer, else torch's default (the node's cores)."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> int | None:
+    """The container's CPU quota in whole CPUs, rounded up (cgroup v2 ``cpu.max``, else v1's CFS quota and period);
+    None without a quota or where neither file can be read."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu/cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu/cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        cpus = int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):  # v2's "max": no quota (a period of 0: unreadable)
+        return None
+    return max(1, math.ceil(cpus)) if cpus > 0 else None  # v1's -1: no quota
+
+
+def thread_cap(environ: Mapping[str, str] = os.environ, cgroup_root: Path = CGROUP_ROOT) -> int:
+    """OMP_NUM_THREADS when it is one positive integer, else torch's default (the node's cores) bounded by the
+    container's CPU quota."""
     raw = environ.get("OMP_NUM_THREADS", "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else TORCH_DEFAULT_THREADS
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return min(TORCH_DEFAULT_THREADS, cgroup_cpu_limit(cgroup_root) or TORCH_DEFAULT_THREADS)
 
 
 def explicit_threads(environ: Mapping[str, str] = os.environ) -> int | None:
