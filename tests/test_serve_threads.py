@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from cgroup_fixtures import cgroup
 from hjcag.errors import ConfigError
 from hjcag.model.factory import build_model
 from hjcag.params import ModelConfig
@@ -20,7 +21,7 @@ from hjcag.serve.threads import (
     SMALL_MODEL_FLOPS,
     THREADS_ENV,
     TORCH_DEFAULT_THREADS,
-    cgroup_cpu_limit,
+    cap_and_source,
     choose_threads,
     explicit_threads,
     thread_cap,
@@ -68,28 +69,17 @@ def test_the_cap_is_omp_num_threads_and_the_explicit_setting_is_checked(tmp_path
             explicit_threads({THREADS_ENV: bad})
 
 
-def cgroup(root: Path, files: dict[str, str]) -> Path:
-    """A stand-in for /sys/fs/cgroup holding `files` (relative path: content, as the kernel writes them)."""
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
-
-
 def test_without_omp_num_threads_the_cap_is_the_containers_cpu_quota(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "TORCH_DEFAULT_THREADS", 8)  # an 8-core node, whatever this machine has
     v2 = cgroup(tmp_path / "v2", {"cpu.max": "150000 100000\n"})  # docker run --cpus 1.5
     v1 = cgroup(tmp_path / "v1", {"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"})
-    assert cgroup_cpu_limit(v2) == 2 and cgroup_cpu_limit(v1) == 1
-    no_quota = ({"cpu.max": "max 100000\n"}, {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, {})
-    for i, files in enumerate(no_quota):
-        assert cgroup_cpu_limit(cgroup(tmp_path / f"none{i}", files)) is None
     assert thread_cap({}, cgroup_root=v2) == 2 and thread_cap({}, cgroup_root=v1) == 1  # the quota, not 8
+    assert "CPU quota; the node has 8 cores" in cap_and_source({}, v2)[1]
     wide = cgroup(tmp_path / "wide", {"cpu.max": "1600000 100000\n"})
     assert thread_cap({}, cgroup_root=wide) == 8  # a quota above the node's cores: the cores
     assert thread_cap({}, cgroup_root=tmp_path / "none") == 8
-    assert thread_cap({"OMP_NUM_THREADS": "3"}, cgroup_root=v1) == 3  # an explicit setting wins
+    assert cap_and_source({"OMP_NUM_THREADS": "3"}, v1) == (3, "OMP_NUM_THREADS=3")  # an explicit setting wins
 
 
 def test_demo_widths_get_one_thread_and_the_papers_widths_the_cap(restore_threads: None) -> None:
@@ -102,7 +92,7 @@ def test_demo_widths_get_one_thread_and_the_papers_widths_the_cap(restore_thread
     assert demo.describe()["torch_threads"] == 1 and "one thread" in demo.describe()["threads_chosen"]
     assert paper.use_serving_threads(environ).threads == 2 and torch.get_num_threads() == 2
     assert paper.use_serving_threads(environ | {THREADS_ENV: "1"}).threads == 1 and torch.get_num_threads() == 1
-    assert paper.describe()["threads_chosen"] == f"1 torch thread(s) of a cap of 2: {THREADS_ENV}=1"
+    assert paper.describe()["threads_chosen"] == f"1 torch thread(s) of a cap of 2 (OMP_NUM_THREADS=2): {THREADS_ENV}=1"
 
 
 def test_raw_extraction_runs_on_the_cap_when_the_model_got_one_thread(restore_threads: None,

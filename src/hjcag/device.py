@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import torch
 
+from hjcag.cpus import within_quota
 from hjcag.errors import ConfigError
 from hjcag.params import DEVICES
 
@@ -18,19 +19,21 @@ DEVICE_CHOICES = DEVICES
 
 @contextmanager
 def torch_threads(num_threads: int = 0) -> Iterator[None]:
-    """Use `num_threads` intra-op CPU threads inside the block (0: leave torch's setting), then restore it.
+    """Use `num_threads` intra-op CPU threads inside the block, then restore torch's setting. 0: torch's setting,
+    lowered to the container's CPU quota when OMP_NUM_THREADS does not set it (:func:`hjcag.cpus.within_quota`).
 
     Small models train much faster on one thread when the CPU is shared: idle OpenMP workers spin.
     """
     if num_threads < 0:
         raise ConfigError(f"train.num_threads must be >= 0 (0 = torch's default), got {num_threads}.")
     before = torch.get_num_threads()
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
+    threads = num_threads or within_quota(before)
+    if threads != before:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
-        if num_threads > 0:
+        if threads != before:
             torch.set_num_threads(before)
 
 

@@ -153,7 +153,7 @@ class FeaturesConfig(Checked):
     visual_frames: int | None = ruled(None, positive)
     image_size: int = ruled(224, positive)
     device: str = ruled("auto", _DEVICE)
-    workers: int = 0  # decode / openSMILE threads; 0 = min(8, CPU count)
+    workers: int = 0  # decode / openSMILE threads; 0 = min(8, usable CPUs)
     cache_dir: str | None = ".cache/hjcag/features"
     seq_len: int = ruled(30, positive)
     group_by: str = ruled("dialogue", one_of(GROUP_BY))  # dialogue | session
@@ -194,7 +194,7 @@ class MediaConfig(Checked):
     min_frames: int = 1  # decoded video frames inside the utterance span
     span_tolerance_s: float = 0.25  # end_s may exceed the file's duration by this much (container rounding)
     full_decode: bool = False  # decode every frame (slow, thorough) instead of the first ones
-    workers: int = 0  # probe threads; 0 = min(4, CPUs)
+    workers: int = 0  # probe threads; 0 = min(4, usable CPUs)
 
     def __post_init__(self) -> None:  # across fields, so checked on the merged values
         super().__post_init__()

@@ -78,6 +78,7 @@ def features(manifest: str | Path, out: str | Path, params: Params, modalities: 
     "" = ``features.cache_dir``, "none" = off, else a directory."""
     from hjcag.data.manifest import read_manifest_file
     from hjcag.data.media_root import resolve_data_root
+    from hjcag.device import torch_threads
     from hjcag.features.extract import extract_features
 
     config = params.features
@@ -87,8 +88,9 @@ def features(manifest: str | Path, out: str | Path, params: Params, modalities: 
     if config.cache_dir is not None:
         artifacts.writable_dir(config.cache_dir, "--cache (features.cache_dir), or --cache none")
     manifest = Path(manifest)
-    return extract_features(read_manifest_file(manifest), config, modalities, out,
-                            media_root=resolve_data_root(manifest, data_root))
+    with torch_threads(0):  # the encoders on torch's threads, within the container's CPU quota
+        return extract_features(read_manifest_file(manifest), config, modalities, out,
+                                media_root=resolve_data_root(manifest, data_root))
 
 
 def standin_features(data_dir: str | Path, out: str | Path, params: Params, modalities: str = "t,a,v",
@@ -139,10 +141,12 @@ def finetune_text(manifest: str | Path, out: str | Path, params: Params) -> Path
     """Fine-tune ``features.text_model`` on the manifest's train rows, selecting on dev (section 4.2) -> a model
     directory to point ``features.text_model`` at."""
     from hjcag.data.manifest import read_manifest_file
+    from hjcag.device import torch_threads
     from hjcag.features.text import finetune_text_encoder
 
-    return finetune_text_encoder(read_manifest_file(manifest), params.features, artifacts.writable_dir(out),
-                                 label_names=params.labels or None)
+    with torch_threads(0):  # within the container's CPU quota
+        return finetune_text_encoder(read_manifest_file(manifest), params.features, artifacts.writable_dir(out),
+                                     label_names=params.labels or None)
 
 
 # ---------------------------------------------------------------- training

@@ -36,7 +36,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hjcag.cpus import usable_cpus
 from hjcag.data.media import write_clip
 from hjcag.data.meld import CLIP_DIRS, CSV_COLUMNS, CSV_NAMES, MELD_LABELS
 from hjcag.errors import ConfigError
@@ -407,7 +407,7 @@ def write_demo_dataset(
         frames, audio = utterance_media(utt)
         write_clip(out / CLIP_DIRS[utt.split] / utt.clip_name, frames, FPS, audio, SAMPLE_RATE)
 
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cpus()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for _ in progress_bar(pool.map(encode, plan), total=len(plan), desc="demo clips", unit="clip",
                               disable=not progress):

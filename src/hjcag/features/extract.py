@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from hjcag.artifacts import features_meta_path, features_run_path
+from hjcag.cpus import pool_size
 from hjcag.data.features_file import SPLITS, FeatureSet, save_features
 from hjcag.data.manifest import media_span
 from hjcag.data.media_root import require_root
@@ -60,7 +61,7 @@ class Extractor(Protocol):
 
 
 def _workers(config: FeaturesConfig) -> int:
-    return config.workers if config.workers > 0 else min(8, os.cpu_count() or 1)
+    return pool_size(config.workers, most=8)
 
 
 def build_extractor(modality: str, config: FeaturesConfig) -> Extractor:

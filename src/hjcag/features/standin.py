@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import re
 import zlib
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hjcag.cpus import usable_cpus
 from hjcag.data.features_file import FeatureSet
 from hjcag.data.meld import CLIP_DIRS, MELD_LABELS, find_meld_layout, meld_turn, read_meld_csv
 from hjcag.errors import ConfigError, DataError
@@ -256,7 +256,7 @@ def extract_standin_features(
             out["v"] = visual_features(sample_frames(item.clip, seq_len, size=DECODE_SIZE))
         return out
 
-    results = _parallel(featurise, items, workers or os.cpu_count() or 1, progress)
+    results = _parallel(featurise, items, workers or usable_cpus(), progress)
     failed = [(it.utterance_id, r) for it, r in zip(items, results, strict=True) if isinstance(r, DataError)]
     if failed:
         listed = "; ".join(f"{uid}: {err}" for uid, err in failed[:5])

@@ -20,7 +20,7 @@ what else the node runs then, and would pick two threads at widths 64, where the
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from hjcag.cpus import omp_num_threads, within_quota
 from hjcag.errors import ConfigError
 
 THREADS_ENV = "HJCAG_TORCH_THREADS"
@@ -48,39 +49,28 @@ class ThreadChoice:
     cap: int
     flops_per_request: int | None  # None: not counted (an explicit setting or a GPU decided)
     reason: str
+    cap_source: str = ""  # where the cap came from (cap_and_source), where it was read from the environment
 
     def describe(self) -> str:
-        return f"{self.threads} torch thread(s) of a cap of {self.cap}: {self.reason}"
+        source = f" ({self.cap_source})" if self.cap_source else ""
+        return f"{self.threads} torch thread(s) of a cap of {self.cap}{source}: {self.reason}"
 
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> int | None:
-    """The container's CPU quota in whole CPUs, rounded up (cgroup v2 ``cpu.max``, else v1's CFS quota and period);
-    None without a quota or where neither file can be read."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-    except (OSError, ValueError):
-        try:
-            quota = (root / "cpu/cpu.cfs_quota_us").read_text().strip()
-            period = (root / "cpu/cpu.cfs_period_us").read_text().strip()
-        except OSError:
-            return None
-    try:
-        cpus = int(quota) / int(period)
-    except (ValueError, ZeroDivisionError):  # v2's "max": no quota (a period of 0: unreadable)
-        return None
-    return max(1, math.ceil(cpus)) if cpus > 0 else None  # v1's -1: no quota
-
-
-def thread_cap(environ: Mapping[str, str] = os.environ, cgroup_root: Path = CGROUP_ROOT) -> int:
+def thread_cap(environ: Mapping[str, str] = os.environ, cgroup_root: Path | None = None) -> int:
     """OMP_NUM_THREADS when it is one positive integer, else torch's default (the node's cores) bounded by the
     container's CPU quota."""
-    raw = environ.get("OMP_NUM_THREADS", "").strip()
-    if raw.isdigit() and int(raw) > 0:
-        return int(raw)
-    return min(TORCH_DEFAULT_THREADS, cgroup_cpu_limit(cgroup_root) or TORCH_DEFAULT_THREADS)
+    return cap_and_source(environ, cgroup_root)[0]
+
+
+def cap_and_source(environ: Mapping[str, str] = os.environ, cgroup_root: Path | None = None) -> tuple[int, str]:
+    """:func:`thread_cap` and where it came from, in words (ThreadChoice.describe() says it)."""
+    omp = omp_num_threads(environ)
+    if omp is not None:
+        return omp, f"OMP_NUM_THREADS={omp}"
+    cap = within_quota(TORCH_DEFAULT_THREADS, environ, cgroup_root)
+    if cap < TORCH_DEFAULT_THREADS:
+        return cap, f"the container's CPU quota; the node has {TORCH_DEFAULT_THREADS} cores"
+    return cap, "torch's default: the node's cores"
 
 
 def explicit_threads(environ: Mapping[str, str] = os.environ) -> int | None:
@@ -113,8 +103,8 @@ def use_serving_threads(count_flops: Callable[[], int], device: str = "cpu",
                         environ: Mapping[str, str] = os.environ) -> ThreadChoice:
     """Choose the threads for a model (`count_flops`: its FLOPs per request, counted only when the rule needs them)
     and set torch's intra-op threads for this process to them (Predictor.use_serving_threads records the choice)."""
-    explicit, cap = explicit_threads(environ), thread_cap(environ)
+    explicit, (cap, source) = explicit_threads(environ), cap_and_source(environ)
     flops = count_flops() if explicit is None and device == "cpu" else 0
-    choice = choose_threads(flops, cap, explicit, device)
+    choice = dataclasses.replace(choose_threads(flops, cap, explicit, device), cap_source=source)
     torch.set_num_threads(choice.threads)
     return choice

@@ -14,7 +14,6 @@ bounds it must keep live in :mod:`hjcag.features.media_rules`, which serving app
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from hjcag.cpus import pool_size
 from hjcag.data.manifest import media_span, optional_str
 from hjcag.features.media_rules import MediaProbe, probe_audio, probe_video
 from hjcag.params import MediaConfig
@@ -117,7 +117,7 @@ def check_media(
         return probe_video(Path(key[1]), key[2], key[3], config.min_frames, config.full_decode)
 
     keys = list(jobs)
-    workers = config.workers if config.workers > 0 else min(4, os.cpu_count() or 1)
+    workers = pool_size(config.workers, most=4)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys) or 1))) as pool:
         results = list(progress_bar(pool.map(run, keys), total=len(keys), desc="media checks", unit="file",
                                     disable=not progress, leave=False))
