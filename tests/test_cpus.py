@@ -93,3 +93,20 @@ def test_the_encoder_stages_run_torch_within_the_quota(stage: str, tmp_path: Pat
     out = tmp_path / ("features.npz" if stage == "features" else "encoder")
     getattr(stages, stage)(tmp_path / "manifest.parquet", out, load_params(REPO / "params.yaml", "demo"))
     assert seen == [1] and torch.get_num_threads() == 2
+
+
+def test_predict_with_a_model_in_process_runs_torch_within_the_quota(tmp_path: Path, eight_cores: None,
+                                                                     two_torch_threads: None,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from contextlib import nullcontext
+
+    from hjcag.client import local
+    from hjcag.predict import inputs, run
+
+    seen: list[int] = []
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", quota(tmp_path / "q1", 1))
+    monkeypatch.setattr(inputs, "read_dialogues", lambda *args: [])
+    monkeypatch.setattr(local.LocalClient, "load", lambda *args: nullcontext())
+    monkeypatch.setattr(run, "answer_dialogues", lambda *args: seen.append(torch.get_num_threads()) or 0)
+    stages.predict(tmp_path / "manifest.csv", tmp_path / "out", model=tmp_path / "hjcag.mar")
+    assert seen == [1] and torch.get_num_threads() == 2

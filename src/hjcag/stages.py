@@ -445,6 +445,7 @@ def predict(
     from hjcag.client import Client, DialogueClient
     from hjcag.client.http import read_token
     from hjcag.client.local import LocalClient
+    from hjcag.device import torch_threads
     from hjcag.predict.inputs import read_dialogues
     from hjcag.predict.rows import RowsFile, in_input_order, output_paths, write_csv
     from hjcag.predict.run import answer_dialogues
@@ -470,7 +471,7 @@ def predict(
     else:
         assert model is not None
         client = LocalClient.load(model, params_path, profile)
-    with client:
+    with client, torch_threads(0):  # a model in process: torch within the container's CPU quota
         answered = answer_dialogues(client, dialogues, rows_file, done, concurrency)
     wanted = {u.utterance_id for d in dialogues for u in d}
     rows = in_input_order([r for r in rows_file.rows if r["utterance_id"] in wanted], dialogues)
