@@ -21,7 +21,6 @@ from hjcag.serve.threads import (
     SMALL_MODEL_FLOPS,
     THREADS_ENV,
     TORCH_DEFAULT_THREADS,
-    cap_and_source,
     choose_threads,
     explicit_threads,
     thread_cap,
@@ -59,9 +58,9 @@ def test_one_thread_below_the_threshold_the_cap_from_it_on_and_an_explicit_setti
 
 
 def test_the_cap_is_omp_num_threads_and_the_explicit_setting_is_checked(tmp_path: Path) -> None:
-    assert thread_cap({"OMP_NUM_THREADS": "3"}) == 3
+    assert thread_cap({"OMP_NUM_THREADS": "3"}) == (3, "OMP_NUM_THREADS=3")
     no_quota = tmp_path  # no cgroup files: this machine's own CPU quota, if any, does not enter
-    assert thread_cap({"OMP_NUM_THREADS": "4,2"}, no_quota) == thread_cap({}, no_quota) == TORCH_DEFAULT_THREADS
+    assert thread_cap({"OMP_NUM_THREADS": "4,2"}, no_quota)[0] == thread_cap({}, no_quota)[0] == TORCH_DEFAULT_THREADS
     assert explicit_threads({}) is None and explicit_threads({THREADS_ENV: "auto"}) is None
     assert explicit_threads({THREADS_ENV: " 2 "}) == 2
     for bad in ("0", "-1", "two", "1.5"):
@@ -74,12 +73,12 @@ def test_without_omp_num_threads_the_cap_is_the_containers_cpu_quota(tmp_path: P
     monkeypatch.setattr(threads, "TORCH_DEFAULT_THREADS", 8)  # an 8-core node, whatever this machine has
     v2 = cgroup(tmp_path / "v2", {"cpu.max": "150000 100000\n"})  # docker run --cpus 1.5
     v1 = cgroup(tmp_path / "v1", {"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"})
-    assert thread_cap({}, cgroup_root=v2) == 2 and thread_cap({}, cgroup_root=v1) == 1  # the quota, not 8
-    assert "CPU quota; the node has 8 cores" in cap_and_source({}, v2)[1]
+    assert thread_cap({}, v2) == (2, "the container's CPU quota; the node has 8 cores")  # the quota, not 8
+    assert thread_cap({}, v1)[0] == 1
     wide = cgroup(tmp_path / "wide", {"cpu.max": "1600000 100000\n"})
-    assert thread_cap({}, cgroup_root=wide) == 8  # a quota above the node's cores: the cores
-    assert thread_cap({}, cgroup_root=tmp_path / "none") == 8
-    assert cap_and_source({"OMP_NUM_THREADS": "3"}, v1) == (3, "OMP_NUM_THREADS=3")  # an explicit setting wins
+    assert thread_cap({}, wide) == (8, "torch's default: the node's cores")  # a quota above the node's cores
+    assert thread_cap({}, tmp_path / "none")[0] == 8
+    assert thread_cap({"OMP_NUM_THREADS": "3"}, v1) == (3, "OMP_NUM_THREADS=3")  # an explicit setting wins
 
 
 def test_demo_widths_get_one_thread_and_the_papers_widths_the_cap(restore_threads: None) -> None:

@@ -49,21 +49,16 @@ class ThreadChoice:
     cap: int
     flops_per_request: int | None  # None: not counted (an explicit setting or a GPU decided)
     reason: str
-    cap_source: str = ""  # where the cap came from (cap_and_source), where it was read from the environment
+    cap_source: str = ""  # where the cap came from (thread_cap); "" where a caller gave it
 
     def describe(self) -> str:
         source = f" ({self.cap_source})" if self.cap_source else ""
         return f"{self.threads} torch thread(s) of a cap of {self.cap}{source}: {self.reason}"
 
 
-def thread_cap(environ: Mapping[str, str] = os.environ, cgroup_root: Path | None = None) -> int:
-    """OMP_NUM_THREADS when it is one positive integer, else torch's default (the node's cores) bounded by the
-    container's CPU quota."""
-    return cap_and_source(environ, cgroup_root)[0]
-
-
-def cap_and_source(environ: Mapping[str, str] = os.environ, cgroup_root: Path | None = None) -> tuple[int, str]:
-    """:func:`thread_cap` and where it came from, in words (ThreadChoice.describe() says it)."""
+def thread_cap(environ: Mapping[str, str] = os.environ, cgroup_root: Path | None = None) -> tuple[int, str]:
+    """The cap, and where it came from in words (ThreadChoice.describe() says it): OMP_NUM_THREADS when it is one
+    positive integer, else torch's default (the node's cores) bounded by the container's CPU quota."""
     omp = omp_num_threads(environ)
     if omp is not None:
         return omp, f"OMP_NUM_THREADS={omp}"
@@ -103,7 +98,7 @@ def use_serving_threads(count_flops: Callable[[], int], device: str = "cpu",
                         environ: Mapping[str, str] = os.environ) -> ThreadChoice:
     """Choose the threads for a model (`count_flops`: its FLOPs per request, counted only when the rule needs them)
     and set torch's intra-op threads for this process to them (Predictor.use_serving_threads records the choice)."""
-    explicit, (cap, source) = explicit_threads(environ), cap_and_source(environ)
+    explicit, (cap, source) = explicit_threads(environ), thread_cap(environ)
     flops = count_flops() if explicit is None and device == "cpu" else 0
     choice = dataclasses.replace(choose_threads(flops, cap, explicit, device), cap_source=source)
     torch.set_num_threads(choice.threads)
