@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "hjcag"
 # Lower layers never import higher ones. A package's modules may import each other (without cycles).
 LAYERS = (
     ("hjcag.errors", "hjcag.schema", "hjcag.model_catalog", "hjcag.params", "hjcag.params_file", "hjcag.identity",
-     "hjcag.device", "hjcag.progress", "hjcag.mlflow_store"),
+     "hjcag.cpus", "hjcag.device", "hjcag.progress", "hjcag.mlflow_store"),
     ("hjcag.model",),
     ("hjcag.artifacts",),
     ("hjcag.data",),
