@@ -95,18 +95,28 @@ def test_the_encoder_stages_run_torch_within_the_quota(stage: str, tmp_path: Pat
     assert seen == [1] and torch.get_num_threads() == 2
 
 
-def test_predict_with_a_model_in_process_runs_torch_within_the_quota(tmp_path: Path, eight_cores: None,
-                                                                     two_torch_threads: None,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from contextlib import nullcontext
+@pytest.mark.parametrize(("quota_cpus", "rule_threads"), [(1, 3), (None, 1)])
+def test_predict_in_process_uses_the_serving_workers_threads_and_restores_torchs(
+        quota_cpus: int | None, rule_threads: int, tmp_path: Path, eight_cores: None, two_torch_threads: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hjcag predict --model` runs the model on the threads a serving worker of it would use (hjcag.serve.threads,
+    tested in test_serve_threads.py: the rule stands in here), within the CPU quota, and gives torch's back."""
+    from types import SimpleNamespace
 
     from hjcag.client import local
     from hjcag.predict import inputs, run
+    from hjcag.serve.threads import ThreadChoice
+
+    def rule() -> ThreadChoice:
+        seen.append(torch.get_num_threads())  # what the rule starts from: torch's threads within the quota
+        torch.set_num_threads(rule_threads)
+        return ThreadChoice(rule_threads, 8, None, "the rule's choice")
 
     seen: list[int] = []
-    monkeypatch.setattr(cpus, "CGROUP_ROOT", quota(tmp_path / "q1", 1))
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", quota(tmp_path / "q", quota_cpus) if quota_cpus else tmp_path / "none")
+    model = SimpleNamespace(sent_turns=0, use_serving_threads=rule)
     monkeypatch.setattr(inputs, "read_dialogues", lambda *args: [])
-    monkeypatch.setattr(local.LocalClient, "load", lambda *args: nullcontext())
+    monkeypatch.setattr(local.LocalClient, "load", lambda *args: local.LocalClient(model))  # type: ignore[arg-type]
     monkeypatch.setattr(run, "answer_dialogues", lambda *args: seen.append(torch.get_num_threads()) or 0)
     stages.predict(tmp_path / "manifest.csv", tmp_path / "out", model=tmp_path / "hjcag.mar")
-    assert seen == [1] and torch.get_num_threads() == 2
+    assert seen == [quota_cpus or 2, rule_threads] and torch.get_num_threads() == 2

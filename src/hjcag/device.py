@@ -19,8 +19,9 @@ DEVICE_CHOICES = DEVICES
 
 @contextmanager
 def torch_threads(num_threads: int = 0) -> Iterator[None]:
-    """Use `num_threads` intra-op CPU threads inside the block, then restore torch's setting. 0: torch's setting,
-    lowered to the container's CPU quota when OMP_NUM_THREADS does not set it (:func:`hjcag.cpus.within_quota`).
+    """Use `num_threads` intra-op CPU threads inside the block, then restore torch's setting (also where the block
+    changed it). 0: torch's setting, lowered to the container's CPU quota when OMP_NUM_THREADS does not set it
+    (:func:`hjcag.cpus.within_quota`).
 
     Small models train much faster on one thread when the CPU is shared: idle OpenMP workers spin.
     """
@@ -33,7 +34,7 @@ def torch_threads(num_threads: int = 0) -> Iterator[None]:
     try:
         yield
     finally:
-        if threads != before:
+        if torch.get_num_threads() != before:
             torch.set_num_threads(before)
 
 

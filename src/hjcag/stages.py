@@ -471,7 +471,9 @@ def predict(
     else:
         assert model is not None
         client = LocalClient.load(model, params_path, profile)
-    with client, torch_threads(0):  # a model in process: torch within the container's CPU quota
+    with client, torch_threads(0):  # torch's setting is restored afterwards
+        if isinstance(client, LocalClient):  # the threads a serving worker of this model uses (hjcag.serve.threads)
+            log.info("torch threads: %s", client.predictor.use_serving_threads().describe())
         answered = answer_dialogues(client, dialogues, rows_file, done, concurrency)
     wanted = {u.utterance_id for d in dialogues for u in d}
     rows = in_input_order([r for r in rows_file.rows if r["utterance_id"] in wanted], dialogues)
